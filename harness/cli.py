@@ -1,0 +1,295 @@
+"""python -m harness {run,list,report}: the command line of attention-zoo."""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, NoReturn, Sequence
+
+import torch
+
+import baselines  # noqa: F401  (registers the baseline models)
+import tasks as tasks_pkg
+import zoo  # noqa: F401  (registers the transformer models)
+from tasks.base import DatasetNotFoundError, Task
+from zoo.core import BACKENDS
+from zoo.registry import SIZES, RegistryError, get_model_entry, list_models, load_plugin, unknown_name_error
+
+from . import leaderboard
+from .records import read_records, record_path, write_record
+from .runner import RunConfig, run_cell
+
+
+class UsageError(Exception):
+    """Bad input: reported as one line, exit code 2."""
+
+
+USER_ERRORS = (UsageError, RegistryError, DatasetNotFoundError)
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, no usage dump
+        sys.stderr.write(f"harness: error: {message} (see '{self.prog} --help')\n")
+        sys.exit(2)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def names(text: str) -> list[str]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected a comma-separated list of names")
+    return items
+
+
+def key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def parse_value(text: str) -> Any:
+    """'3' -> 3, '0.1' -> 0.1, 'true' -> True, anything else stays a string."""
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return text
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="python -m harness", description="Train, compare and list the models of attention-zoo.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,list,report}")
+
+    run = sub.add_parser("run", help="train and evaluate every compatible model on a domain's tasks",
+                         description="Train and evaluate models on a domain's tasks under one budget; write "
+                                     "the leaderboard CSV and one JSON record per (task, model, seed).")
+    run.add_argument("domain", help="vision (see 'python -m harness list domains')")
+    run.add_argument("--tasks", type=names, help="comma-separated tasks (default: the domain's default tasks)")
+    run.add_argument("--models", type=names,
+                     help="comma-separated models or wildcards, e.g. 'vit,resnet' (default: all compatible)")
+    run.add_argument("--seeds", type=positive_int, default=3, help="seeds 0..N-1 per cell (default 3)")
+    run.add_argument("--size", choices=SIZES, default="tiny", help="model size preset (default tiny)")
+    budget = run.add_mutually_exclusive_group()
+    budget.add_argument("--epochs", type=positive_int, help="epochs for every model (default: the task's budget)")
+    budget.add_argument("--steps", type=positive_int, help="optimizer steps for every model, instead of epochs")
+    run.add_argument("--batch-size", type=positive_int, help="batch size (default: the task's budget)")
+    run.add_argument("--lr", type=positive_float, help="learning rate for every model (default: each model's)")
+    run.add_argument("--weight-decay", type=non_negative_float, help="AdamW weight decay (default: each model's)")
+    run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: cuda if available")
+    run.add_argument("--backend", choices=BACKENDS, default="sdpa", help="attention backend (default sdpa)")
+    run.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                     help="fp32, or bf16 autocast (default: bf16 on cuda, fp32 on cpu)")
+    run.add_argument("--data-dir", default=os.environ.get("ATTENTION_ZOO_DATA", "data"),
+                     help="dataset cache, or the image root for image_folder (default ./data or $ATTENTION_ZOO_DATA)")
+    run.add_argument("--download", action="store_true", help="download missing standard datasets")
+    run.add_argument("--task-opt", type=key_value, action="append", default=[], metavar="KEY=VALUE",
+                     help="a task option, e.g. image_size=64 for image_folder (repeatable)")
+    run.add_argument("--model-opt", type=key_value, action="append", default=[], metavar="KEY=VALUE",
+                     help="a model config override, e.g. depth=6 (repeatable; numbers are parsed)")
+    run.add_argument("--out", type=Path, default=Path("results"), help="results directory (default results/)")
+    run.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                     help="import MODULE first, so that the models it registers can run (repeatable)")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    ls = sub.add_parser("list", help="list models, tasks or domains")
+    ls.add_argument("what", nargs="?", choices=("models", "tasks", "domains"), default="models")
+    ls.add_argument("pattern", nargs="?", default="*", help="wildcard filter, e.g. 'vi*'")
+    ls.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="import MODULE first")
+
+    report = sub.add_parser("report", help="rebuild the leaderboards from the records under --out/runs")
+    report.add_argument("--out", type=Path, default=Path("results"), help="results directory (default results/)")
+    return parser
+
+
+# --------------------------------------------------------------------------------------------- run
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available here; accepted: auto, cpu")
+    return name
+
+
+def resolve_tasks(domain: str, requested: list[str] | None) -> list[str]:
+    domains = tasks_pkg.list_domains()
+    if domain not in domains:
+        raise unknown_name_error("domain", domain, domains)
+    if not requested:
+        return tasks_pkg.list_tasks(domain, default_only=True)
+    for name in requested:
+        cls = tasks_pkg.get_task_class(name)
+        if cls.domain != domain:
+            raise UsageError(f"task {name!r} belongs to domain {cls.domain!r}, not {domain!r}")
+    return list(dict.fromkeys(requested))
+
+
+def resolve_models(task: Task, requested: list[str] | None) -> list[str]:
+    if not requested:
+        found = list_models(kind=task.kind)
+        if not found:
+            raise UsageError(f"no registered model serves {task.kind!r} tasks like {task.name!r}")
+        return found
+    chosen: list[str] = []
+    for pattern in requested:
+        if any(ch in pattern for ch in "*?["):
+            matches = [m for m in list_models(pattern) if get_model_entry(m).supports(task.kind)]
+            if not matches:
+                raise UsageError(f"no model matching {pattern!r} serves {task.kind!r} tasks like {task.name!r}")
+        else:
+            entry = get_model_entry(pattern)
+            if not entry.supports(task.kind):
+                raise UsageError(f"model {pattern!r} serves {', '.join(entry.kinds)} tasks, not task "
+                                 f"{task.name!r} ({task.kind}); models that do: {', '.join(list_models(kind=task.kind))}")
+            matches = [pattern]
+        chosen += [m for m in matches if m not in chosen]
+    return chosen
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    for module in args.plugin:
+        load_plugin(module)
+    device = resolve_device(args.device)
+    precision = args.precision if args.precision != "auto" else ("bf16" if device == "cuda" else "fp32")
+    task_opts = dict(args.task_opt)
+    plan: list[tuple[Task, list[str]]] = []
+    for name in resolve_tasks(args.domain, args.tasks):
+        cls = tasks_pkg.get_task_class(name)
+        try:
+            task = cls(data_dir=args.data_dir, download=args.download,
+                       **{k: v for k, v in task_opts.items() if k in cls.options})
+        except ValueError as e:
+            raise UsageError(f"task {name!r}: bad --task-opt value ({e})") from None
+        plan.append((task, resolve_models(task, args.models)))
+    unused = set(task_opts) - {k for task, _ in plan for k in task.options}
+    if unused:
+        raise UsageError(f"--task-opt {', '.join(sorted(unused))}: no selected task has such an option")
+    for task, _ in plan:
+        task.setup()  # fails now, before any training, if a dataset is missing
+    _check_writable(args.out)
+
+    config = RunConfig(size=args.size, epochs=args.epochs, steps=args.steps, batch_size=args.batch_size,
+                       lr=args.lr, weight_decay=args.weight_decay, device=device, backend=args.backend,
+                       precision=precision, model_opts=tuple((k, parse_value(v)) for k, v in args.model_opt))
+    cells = [(task, model, seed) for task, models in plan for model in models for seed in range(args.seeds)]
+    print(f"harness: {len(cells)} cells ({args.domain}: {', '.join(t.name for t, _ in plan)}; "
+          f"{args.seeds} seed(s); size {args.size}; {device}, {args.backend}, {precision})", file=sys.stderr)
+    records: list[dict[str, Any]] = []
+    start = time.perf_counter()
+    try:
+        for i, (task, model, seed) in enumerate(cells, 1):
+            record = run_cell(task, model, seed, config, progress=not args.quiet)
+            write_record(record_path(args.out, task.domain, task.name, model, args.size, seed), record)
+            records.append(record)
+            print(f"[{i}/{len(cells)}] {task.name} {model} seed {seed}: {record['metric']} "
+                  f"{record['metric_value']:.4f} ({record['train_time_s']:.1f} s)", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"\nharness: interrupted; {len(records)} of {len(cells)} cells finished and are kept in "
+              f"{args.out / 'runs'}", file=sys.stderr)
+        if records:
+            publish(records, args.out, args.domain)
+        return 130
+    publish(records, args.out, args.domain)
+    print(f"harness: {len(cells)} cells in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    return 0
+
+
+def _check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UsageError(f"--out {out}: not a writable directory ({e.strerror or e})") from None
+
+
+def publish(records: list[dict[str, Any]], out: Path, domain: str) -> None:
+    """Merge this run's rows into results/leaderboard_<domain>.csv and print them."""
+    new = leaderboard.aggregate(records)
+    path = out / f"leaderboard_{domain}.csv"
+    leaderboard.write(leaderboard.merge(leaderboard.read_csv(path), new), path)
+    print(leaderboard.to_text(new))
+    print(f"\nwrote {path} (and .md); records in {out / 'runs' / domain}")
+
+
+# ------------------------------------------------------------------------------------- list, report
+
+def cmd_list(args: argparse.Namespace) -> int:
+    for module in args.plugin:
+        load_plugin(module)
+    if args.what == "models":
+        for name in list_models(args.pattern):
+            e = get_model_entry(name)
+            print(f"{name:<16} {e.family:<12} {','.join(e.kinds):<24} {e.description}")
+    elif args.what == "tasks":
+        for name in tasks_pkg.list_tasks():
+            if fnmatch.fnmatchcase(name, args.pattern):
+                c = tasks_pkg.get_task_class(name)
+                flags = ("offline" if c.offline else "download") + (", default" if c.default else "")
+                print(f"{name:<16} {c.domain:<10} {c.kind:<16} {flags:<18} {c.description}")
+    else:
+        for name in tasks_pkg.list_domains():
+            if fnmatch.fnmatchcase(name, args.pattern):
+                print(f"{name:<10} tasks: {', '.join(tasks_pkg.list_tasks(name))}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    records = read_records(args.out / "runs")
+    if not records:
+        raise UsageError(f"no records under {args.out / 'runs'}; run 'python -m harness run DOMAIN' first")
+    for domain in sorted({r["domain"] for r in records}):
+        df = leaderboard.aggregate([r for r in records if r["domain"] == domain])
+        path = args.out / f"leaderboard_{domain}.csv"
+        leaderboard.write(df, path)
+        print(f"{leaderboard.to_text(df)}\n\nwrote {path} (and .md)\n")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command = {"run": cmd_run, "list": cmd_list, "report": cmd_report}[args.command]
+    try:
+        return command(args)
+    except USER_ERRORS as e:
+        print(f"harness: error: {e}", file=sys.stderr)
+        return 2

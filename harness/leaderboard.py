@@ -1,0 +1,138 @@
+"""Cells -> pandas -> results/leaderboard_<domain>.csv (+ .md).
+
+One row per (task, model, size): the headline test metric of the last checkpoint averaged over
+seeds. The columns (timm's naming style: lower case, units in the name):
+
+======================  =====================================================================
+domain, task            where the row belongs
+model, family, size     the registry name, 'transformer' or 'baseline', the size preset
+rank                    1 = best on this task (by metric_mean; ties share a rank)
+metric                  the headline metric's name (e.g. top1 = test accuracy)
+higher_is_better        the metric's direction
+metric_mean, _std       over seeds (std with ddof=1; empty for one seed)
+n_seeds, seeds          how many seeds, and which
+param_count             trainable parameters
+train_time_s            mean wall time of training (evaluation excluded)
+train_samples_per_sec   mean training throughput
+epochs, batch_size      the budget every model of the task got
+lr, weight_decay        the optimiser settings of this model
+device, device_name     cpu/cuda and the processor or GPU
+backend, precision      attention backend (sdpa/math) and fp32/bf16
+torch_version           PyTorch that ran
+git_commit              code version ('+dirty': uncommitted changes)
+config_hash             hash of the resolved configuration (identical = comparable)
+date                    when the last seed finished (UTC)
+======================  =====================================================================
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .records import atomic_write_text
+
+KEY = ["domain", "task", "model", "size"]
+COLUMNS = ["domain", "task", "model", "family", "size", "rank", "metric", "higher_is_better", "metric_mean", "metric_std", "n_seeds",
+           "seeds", "param_count", "train_time_s", "train_samples_per_sec", "epochs", "batch_size", "lr",
+           "weight_decay", "device", "device_name", "backend", "precision", "torch_version", "git_commit",
+           "config_hash", "date"]
+SHOWN = ["task", "rank", "model", "family", "size", "metric", "metric_mean", "metric_std", "n_seeds",
+         "param_count", "train_time_s"]
+
+
+def aggregate(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per (domain, task, model, size) from the successful cell records."""
+    rows = []
+    for r in records:
+        if r.get("status") != "ok":
+            continue
+        cfg = r["config"]
+        rows.append({**{k: r[k] for k in KEY}, "family": r["family"], "metric": r["metric"],
+                     "value": r["metric_value"], "higher_is_better": r["higher_is_better"], "seed": r["seed"],
+                     "param_count": r["param_count"], "train_time_s": r["train_time_s"],
+                     "train_samples_per_sec": r["train_samples_per_sec"], "epochs": round(cfg["epochs"], 3),
+                     "batch_size": cfg["batch_size"], "lr": cfg["lr"], "weight_decay": cfg["weight_decay"],
+                     "device": r["device"], "device_name": r["device_name"], "backend": r["backend"],
+                     "precision": r["precision"], "torch_version": r["torch_version"],
+                     "git_commit": r["git_commit"], "config_hash": r["config_hash"], "date": r["finished"]})
+    if not rows:
+        return pd.DataFrame(columns=COLUMNS)
+    df = pd.DataFrame(rows)
+    out = df.groupby(KEY, sort=False).agg(
+        family=("family", "first"), metric=("metric", "first"), higher_is_better=("higher_is_better", "first"),
+        metric_mean=("value", "mean"), metric_std=("value", "std"), n_seeds=("seed", "nunique"),
+        seeds=("seed", lambda s: " ".join(str(v) for v in sorted(s))), param_count=("param_count", "first"),
+        train_time_s=("train_time_s", "mean"), train_samples_per_sec=("train_samples_per_sec", "mean"),
+        **{c: (c, "last") for c in ["epochs", "batch_size", "lr", "weight_decay", "device", "device_name",
+                                    "backend", "precision", "torch_version", "git_commit", "config_hash"]},
+        date=("date", "max"),
+    ).reset_index()
+    return rank(out)
+
+
+def rank(df: pd.DataFrame) -> pd.DataFrame:
+    """Rank models within each task, best first, and order the rows so."""
+    if df.empty:
+        return df.reindex(columns=COLUMNS)
+    signed = df["metric_mean"].where(df["higher_is_better"].astype(bool), -df["metric_mean"])
+    df = df.assign(rank=signed.groupby([df["domain"], df["task"]]).rank(ascending=False, method="min").astype(int))
+    return df.sort_values(["domain", "task", "rank", "model"]).reindex(columns=COLUMNS).reset_index(drop=True)
+
+
+def merge(existing: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    """``existing`` rows whose (domain, task, model, size) are not in ``new``, plus ``new``."""
+    if existing.empty:
+        return new
+    keys = set(map(tuple, new[KEY].astype(str).values))
+    keep = existing[[tuple(row) not in keys for row in existing[KEY].astype(str).values]]
+    return rank(pd.concat([keep, new], ignore_index=True) if not keep.empty else new)
+
+
+def read_csv(path: Path) -> pd.DataFrame:
+    if not path.exists():
+        return pd.DataFrame(columns=COLUMNS)
+    return pd.read_csv(path)
+
+
+def write(df: pd.DataFrame, path: Path) -> None:
+    """The CSV and a Markdown twin (``.md``), both written atomically."""
+    atomic_write_text(path, df.to_csv(index=False, float_format="%.6g"))
+    atomic_write_text(path.with_suffix(".md"), to_markdown(df) + "\n")
+
+
+def _fmt(value: Any, column: str) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "-"
+        if column == "train_time_s":
+            return f"{value:.1f}"
+        return f"{value:.4f}"
+    if column == "param_count":
+        return f"{int(value):,}"
+    return str(value)
+
+
+def to_markdown(df: pd.DataFrame, columns: list[str] = SHOWN) -> str:
+    cols = [c for c in columns if c in df.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for _, row in df.iterrows():
+        lines.append("| " + " | ".join(_fmt(row[c], c) for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def to_text(df: pd.DataFrame, columns: list[str] = SHOWN) -> str:
+    """A fixed-width table for the terminal."""
+    cols = [c for c in columns if c in df.columns]
+    cells = [[_fmt(row[c], c) for c in cols] for _, row in df.iterrows()]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(cols)]
+    line = lambda vals: "  ".join(v.rjust(w) if i > 0 and _numeric(cols[i]) else v.ljust(w)  # noqa: E731
+                                  for i, (v, w) in enumerate(zip(vals, widths)))
+    return "\n".join([line(cols), line(["-" * w for w in widths])] + [line(r) for r in cells])
+
+
+def _numeric(column: str) -> bool:
+    return column in {"rank", "metric_mean", "metric_std", "n_seeds", "param_count", "train_time_s"}

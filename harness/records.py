@@ -1,0 +1,88 @@
+"""Where results go, and what each one says about how it was obtained."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+@lru_cache(maxsize=1)
+def git_commit() -> str:
+    """The commit of the code that ran ('+dirty' when it had uncommitted changes), or 'unknown'."""
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=here, capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return commit + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    import torchvision
+
+    return {
+        "device": device.type,
+        "device_name": device_name(device),
+        "torch_version": torch.__version__,
+        "torchvision_version": torchvision.__version__,
+        "python_version": platform.python_version(),
+        "platform": platform.platform(),
+        "num_threads": torch.get_num_threads(),
+        "git_commit": git_commit(),
+        "argv": " ".join(sys.argv),
+    }
+
+
+def record_path(out: Path, domain: str, task: str, model: str, size: str, seed: int) -> Path:
+    return out / "runs" / domain / task / f"{model}-{size}-seed{seed}.json"
+
+
+def write_record(path: Path, record: dict[str, Any]) -> None:
+    atomic_write_text(path, json.dumps(record, indent=2, sort_keys=False) + "\n")
+
+
+def read_records(root: Path) -> list[dict[str, Any]]:
+    """Every record under ``root`` (recursively); unreadable files are skipped with a warning."""
+    records = []
+    for path in sorted(root.rglob("*.json")):
+        try:
+            records.append(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError) as e:
+            print(f"warning: skipping unreadable record {path}: {e}", file=sys.stderr)
+    return records

@@ -1,0 +1,206 @@
+"""The contract between tasks and models, and the task registry.
+
+A task owns its data, its loss and its metrics; the harness owns the loop, the budget, seeds,
+devices, precision and records; a model declares the task *kinds* it serves. The kinds:
+
+==================  ==========================================================================
+kind                model contract
+==================  ==========================================================================
+classification      x (B, ...) -> logits (B, C). Images are (B, C, H, W); audio features
+                    (B, T, F). spec: ``input_shape`` (without batch), ``num_classes``.
+language_modeling   tokens (B, T) -> logits (B, T, V); ``generate()`` for samples.
+                    spec: ``vocab_size``, ``block_size``.
+seq2seq             (src, src_mask, tgt_in) -> logits (B, T, V); greedy/beam decoding.
+transcription       audio features + lengths -> CTC log-probs or an attention decoder.
+offline_rl          (returns-to-go, states, actions, timesteps, mask) -> actions; ``act()``.
+==================  ==========================================================================
+
+A task's ``spec`` is a plain dict with ``kind`` and the keys its kind names; ``create_model``
+builds any registered model from it.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Iterable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from zoo.registry import RegistryError, unknown_name_error
+
+KINDS: dict[str, str] = {
+    "classification": "x (B, ...) -> logits (B, C)",
+    "language_modeling": "tokens (B, T) -> logits (B, T, V)",
+    "seq2seq": "(src, src_mask, tgt_in) -> logits (B, T, V)",
+    "transcription": "audio features + lengths -> CTC log-probs or decoder logits",
+    "offline_rl": "(returns-to-go, states, actions, timesteps, mask) -> actions",
+}
+
+Batch = tuple[Tensor, ...]
+
+
+class DatasetNotFoundError(RuntimeError):
+    """A dataset that is neither on disk nor allowed to be downloaded."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What every model of a task gets: the same epochs (or steps) and batch size."""
+
+    epochs: int | None = None
+    steps: int | None = None
+    batch_size: int = 64
+    warmup_frac: float = 0.05  # linear warm-up over this fraction of the steps, then cosine to zero
+
+
+class Task(ABC):
+    """Base class. Subclasses set the class attributes and implement ``setup``, ``spec``,
+    ``train_batches``, ``eval_batches``, ``loss`` and ``evaluate``."""
+
+    name: ClassVar[str]
+    domain: ClassVar[str]
+    kind: ClassVar[str]
+    metric: ClassVar[str]  # the headline metric that the leaderboard ranks by
+    higher_is_better: ClassVar[bool] = True
+    offline: ClassVar[bool] = False  # data on every machine (shipped or generated), no download
+    default: ClassVar[bool] = False  # part of `harness run DOMAIN` when no --tasks is given
+    budget: ClassVar[Budget] = Budget(epochs=1)
+    description: ClassVar[str] = ""
+
+    options: ClassVar[dict[str, Any]] = {}  # task-specific options and their defaults
+
+    def __init__(self, data_dir: str | Path = "data", download: bool = False, **options: Any) -> None:
+        self.data_dir = Path(data_dir)
+        self.download = download
+        unknown = set(options) - set(self.options)
+        if unknown:
+            accepted = ", ".join(self.options) or "none"
+            raise RegistryError(f"task {self.name!r} has no option {', '.join(sorted(unknown))}; accepted: {accepted}")
+        self.opts = {k: type(v)(options.get(k, v)) for k, v in self.options.items()}
+
+    @abstractmethod
+    def setup(self) -> None:
+        """Load (or generate) the data. Raises DatasetNotFoundError when it is missing."""
+
+    @property
+    @abstractmethod
+    def spec(self) -> dict[str, Any]:
+        """What a model needs to know to be built for this task (see the kinds above)."""
+
+    @abstractmethod
+    def num_train_samples(self) -> int:
+        """Training examples in one epoch."""
+
+    @abstractmethod
+    def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterable[Batch]:
+        """One epoch of shuffled training batches (on the CPU; the harness moves them)."""
+
+    @abstractmethod
+    def eval_batches(self, split: str, batch_size: int) -> Iterable[Batch]:
+        """The batches of ``split`` ('val' or 'test'), in a fixed order."""
+
+    @abstractmethod
+    def loss(self, model: nn.Module, batch: Batch) -> Tensor:
+        """The training loss of ``model`` on one batch (already on the model's device)."""
+
+    @abstractmethod
+    def evaluate(self, model: nn.Module, batches: Iterable[Batch]) -> dict[str, float]:
+        """Metrics over ``batches`` (already on the model's device), the headline one included."""
+
+
+class ClassificationTask(Task):
+    """x -> class logits; cross-entropy (optionally label-smoothed); top-1 and top-5 accuracy."""
+
+    kind = "classification"
+    metric = "top1"
+    label_smoothing: ClassVar[float] = 0.0
+
+    def loss(self, model: nn.Module, batch: Batch) -> Tensor:
+        x, y = batch
+        return F.cross_entropy(model(x), y, label_smoothing=self.label_smoothing)
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, batches: Iterable[Batch]) -> dict[str, float]:
+        n = correct1 = correct5 = 0
+        loss_sum = 0.0
+        for x, y in batches:
+            logits = model(x).float()
+            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+            top = logits.topk(min(5, logits.shape[1]), dim=1).indices  # (B, k)
+            hits = top == y[:, None]
+            correct1 += hits[:, 0].sum().item()
+            correct5 += hits.any(dim=1).sum().item()
+            n += y.numel()
+        metrics = {"top1": correct1 / n, "loss": loss_sum / n}
+        if self.spec["num_classes"] > 5:
+            metrics["top5"] = correct5 / n
+        return metrics
+
+
+class TensorBatches:
+    """Batches drawn from tensors held in memory: no DataLoader, no per-sample Python.
+
+    ``transform`` (optional) is applied to each batch's first tensor, e.g. augmentation or the
+    uint8 -> normalised float conversion.
+    """
+
+    def __init__(self, tensors: tuple[Tensor, ...], batch_size: int, *, generator: torch.Generator | None = None,
+                 transform: Callable[[Tensor], Tensor] | None = None) -> None:
+        self.tensors, self.batch_size, self.generator, self.transform = tensors, batch_size, generator, transform
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.tensors[0]) / self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        n = len(self.tensors[0])
+        order = torch.randperm(n, generator=self.generator) if self.generator is not None else None
+        for start in range(0, n, self.batch_size):
+            if order is None:
+                batch = tuple(t[start:start + self.batch_size] for t in self.tensors)
+            else:
+                index = order[start:start + self.batch_size]
+                batch = tuple(t[index] for t in self.tensors)
+            if self.transform is not None:
+                batch = (self.transform(batch[0]), *batch[1:])
+            yield batch
+
+
+# ----------------------------------------------------------------------------- the task registry
+
+_TASKS: dict[str, type[Task]] = {}
+
+
+def register_task(cls: type[Task]) -> type[Task]:
+    """Class decorator: register a Task subclass under its ``name``."""
+    if cls.name in _TASKS:
+        raise RegistryError(f"task {cls.name!r} is already registered")
+    if cls.kind not in KINDS:
+        raise RegistryError(f"task {cls.name!r} has unknown kind {cls.kind!r}; accepted: {', '.join(KINDS)}")
+    _TASKS[cls.name] = cls
+    return cls
+
+
+def get_task_class(name: str) -> type[Task]:
+    if name not in _TASKS:
+        raise unknown_name_error("task", name, list(_TASKS))
+    return _TASKS[name]
+
+
+def list_domains() -> list[str]:
+    return sorted({cls.domain for cls in _TASKS.values()})
+
+
+def list_tasks(domain: str | None = None, *, default_only: bool = False) -> list[str]:
+    if domain is not None and domain not in list_domains():
+        raise unknown_name_error("domain", domain, list_domains())
+    return sorted(n for n, cls in _TASKS.items()
+                  if (domain is None or cls.domain == domain) and (not default_only or cls.default))
+
+
+def create_task(name: str, **kwargs: Any) -> Task:
+    return get_task_class(name)(**kwargs)

@@ -1,0 +1,218 @@
+"""Vision tasks: image classification.
+
+- ``digits`` (offline, default): scikit-learn's 1,797 8x8 handwritten digits, a fixed stratified
+  70/10/20 train/val/test split.
+- ``mnist``, ``fashion_mnist``, ``cifar10``: torchvision's datasets from ``--data-dir``, fetched
+  only with ``--download``. CIFAR-10 trains with the standard random crop (padding 4) and flip.
+- ``image_folder``: your own images, one folder per class (torchvision ``ImageFolder``), e.g.
+  ``--task image_folder --data-dir PATH``; ``train/`` and ``val/``/``test/`` sub-folders are used
+  as given, otherwise the images are split 70/10/20, stratified.
+
+Images are held in memory as uint8 tensors and batched without a DataLoader; each batch is converted
+to float and normalised on the fly (and augmented, for training, where the task says so).
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Iterable
+
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+from torch import Tensor
+from torchvision import datasets
+from torchvision.transforms import v2
+
+from .base import Batch, Budget, ClassificationTask, DatasetNotFoundError, TensorBatches, register_task
+
+
+def stratified_split(labels: np.ndarray, val: float, test: float, seed: int = 0) -> dict[str, np.ndarray]:
+    """Fixed stratified train/val/test index split (fractions of the whole)."""
+    index = np.arange(len(labels))
+    rest, test_idx = train_test_split(index, test_size=test, stratify=labels, random_state=seed)
+    train_idx, val_idx = train_test_split(rest, test_size=val / (1 - test), stratify=labels[rest],
+                                          random_state=seed)
+    return {"train": np.sort(train_idx), "val": np.sort(val_idx), "test": np.sort(test_idx)}
+
+
+class ImageClassificationTask(ClassificationTask):
+    """Images in memory: ``self.images[split]`` uint8 (N, C, H, W), ``self.labels[split]`` int64 (N,).
+
+    Subclasses fill ``images``, ``labels``, ``classes``, ``mean`` and ``std`` in ``_load``.
+    ``augment`` turns on random crop (padding H/8) and horizontal flip for training batches.
+    """
+
+    domain = "vision"
+    augment: ClassVar[bool] = False
+    max_value: ClassVar[float] = 255.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.images: dict[str, Tensor] = {}
+        self.labels: dict[str, Tensor] = {}
+        self.classes: list[str] = []
+        self.mean: tuple[float, ...] = (0.5,)
+        self.std: tuple[float, ...] = (0.5,)
+
+    def setup(self) -> None:
+        if not self.images:
+            self._load()
+            self._norm = v2.Normalize([m * self.max_value for m in self.mean],
+                                      [s * self.max_value for s in self.std])
+
+    @abstractmethod
+    def _load(self) -> None:
+        """Fill images, labels, classes (and mean/std where they are computed)."""
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return {"kind": self.kind, "input_shape": tuple(self.images["train"].shape[1:]),
+                "num_classes": len(self.classes)}
+
+    def num_train_samples(self) -> int:
+        return len(self.labels["train"])
+
+    def _to_float(self, x: Tensor) -> Tensor:  # uint8/float (B, C, H, W) -> normalised float
+        return self._norm(x.float())
+
+    def _train_transform(self) -> Callable[[Tensor], Tensor]:
+        if not self.augment:
+            return self._to_float
+        size = self.images["train"].shape[-1]
+        augment = v2.Compose([v2.RandomCrop(size, padding=size // 8), v2.RandomHorizontalFlip()])
+        return lambda x: self._to_float(torch.stack([augment(img) for img in x]))  # per-image draws
+
+    def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterable[Batch]:
+        return TensorBatches((self.images["train"], self.labels["train"]), batch_size,
+                             generator=generator, transform=self._train_transform())
+
+    def eval_batches(self, split: str, batch_size: int) -> Iterable[Batch]:
+        return TensorBatches((self.images[split], self.labels[split]), batch_size, transform=self._to_float)
+
+    def _set_splits(self, images: Tensor, labels: Tensor, split: dict[str, np.ndarray]) -> None:
+        for name, idx in split.items():
+            index = torch.from_numpy(idx)
+            self.images[name], self.labels[name] = images[index], labels[index]
+
+
+@register_task
+class Digits(ImageClassificationTask):
+    name = "digits"
+    description = "scikit-learn's 8x8 handwritten digits (1,797 images, 10 classes); offline"
+    offline = default = True
+    budget = Budget(epochs=60, batch_size=64)
+    label_smoothing = 0.1
+    max_value = 16.0  # pixel values are 0..16
+
+    def _load(self) -> None:
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        images = torch.from_numpy(digits.images.astype(np.float32))[:, None]  # (N, 1, 8, 8) in 0..16
+        labels = torch.from_numpy(digits.target.astype(np.int64))
+        split = stratified_split(digits.target, val=0.1, test=0.2)
+        self._set_splits(images, labels, split)
+        train = self.images["train"] / self.max_value
+        self.mean, self.std = (train.mean().item(),), (train.std().item(),)
+        self.classes = [str(c) for c in digits.target_names]
+
+
+class TorchvisionTask(ImageClassificationTask):
+    """A torchvision dataset with an official train/test split; val is 5,000 training images."""
+
+    dataset: ClassVar[Callable[..., Any]]
+    folder: ClassVar[str]  # what torchvision creates under the data dir, for the error message
+
+    def _open(self, train: bool) -> Any:
+        try:
+            return self.dataset(root=str(self.data_dir), train=train, download=self.download)
+        except RuntimeError as e:
+            if self.download:
+                raise
+            raise DatasetNotFoundError(
+                f"{self.name}: no dataset under {self.data_dir / self.folder}; add --download to fetch it, "
+                f"or point --data-dir at the folder that holds {self.folder}/") from e
+
+    def _load(self) -> None:
+        train, test = self._open(True), self._open(False)
+        x_train, y_train = self._as_tensors(train)
+        x_test, y_test = self._as_tensors(test)
+        rest, val = train_test_split(np.arange(len(y_train)), test_size=min(5000, len(y_train) // 10),
+                                     stratify=y_train.numpy(), random_state=0)
+        rest, val = torch.from_numpy(np.sort(rest)), torch.from_numpy(np.sort(val))
+        self.images = {"train": x_train[rest], "val": x_train[val], "test": x_test}
+        self.labels = {"train": y_train[rest], "val": y_train[val], "test": y_test}
+        self.classes = list(train.classes)
+
+    @staticmethod
+    def _as_tensors(ds: Any) -> tuple[Tensor, Tensor]:
+        data = torch.as_tensor(np.asarray(ds.data))  # MNIST: (N, H, W); CIFAR: (N, H, W, C)
+        data = data[:, None] if data.dim() == 3 else data.permute(0, 3, 1, 2)
+        return data.contiguous(), torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)
+
+
+@register_task
+class MNIST(TorchvisionTask):
+    name = "mnist"
+    description = "MNIST handwritten digits (60k/10k, 28x28); --download"
+    dataset, folder = datasets.MNIST, "MNIST"
+    budget = Budget(epochs=5, batch_size=128)
+    mean, std = (0.1307,), (0.3081,)
+
+
+@register_task
+class FashionMNIST(TorchvisionTask):
+    name = "fashion_mnist"
+    description = "Fashion-MNIST clothing images (60k/10k, 28x28); --download"
+    dataset, folder = datasets.FashionMNIST, "FashionMNIST"
+    budget = Budget(epochs=10, batch_size=128)
+    mean, std = (0.2860,), (0.3530,)
+
+
+@register_task
+class CIFAR10(TorchvisionTask):
+    name = "cifar10"
+    description = "CIFAR-10 (50k/10k, 32x32 RGB), random crop + flip; --download"
+    dataset, folder = datasets.CIFAR10, "cifar-10-batches-py"
+    budget = Budget(epochs=30, batch_size=128)
+    augment = True
+    label_smoothing = 0.1
+    mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+
+
+@register_task
+class ImageFolder(ImageClassificationTask):
+    name = "image_folder"
+    description = "your own images in class folders (--data-dir PATH); resized to image_size"
+    options = {"image_size": 32}
+    budget = Budget(epochs=30, batch_size=64)
+    augment = True
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet's
+
+    def _read(self, root: Path) -> tuple[Tensor, Tensor, list[str]]:
+        size = self.opts["image_size"]
+        transform = v2.Compose([v2.PILToTensor(), v2.Resize(size), v2.CenterCrop(size)])
+        try:
+            ds = datasets.ImageFolder(str(root), transform=transform)
+        except (FileNotFoundError, RuntimeError) as e:  # no folder, or folders without images
+            raise DatasetNotFoundError(f"image_folder: no images in class folders under {root} ({e})") from e
+        images = torch.stack([img.expand(3, -1, -1) if img.shape[0] == 1 else img[:3] for img, _ in ds])
+        return images, torch.as_tensor(ds.targets, dtype=torch.int64), ds.classes
+
+    def _load(self) -> None:
+        root = self.data_dir
+        held_out = next((root / n for n in ("val", "test") if (root / n).is_dir()), None)
+        if (root / "train").is_dir() and held_out is not None:
+            x_train, y_train, self.classes = self._read(root / "train")
+            x_test, y_test, classes = self._read(held_out)
+            if classes != self.classes:
+                raise DatasetNotFoundError(f"image_folder: {held_out} has other classes than {root / 'train'}")
+            rest, val = train_test_split(np.arange(len(y_train)), test_size=0.1, stratify=y_train.numpy(),
+                                         random_state=0)
+            self.images = {"train": x_train[np.sort(rest)], "val": x_train[np.sort(val)], "test": x_test}
+            self.labels = {"train": y_train[np.sort(rest)], "val": y_train[np.sort(val)], "test": y_test}
+        else:
+            images, labels, self.classes = self._read(root)
+            self._set_splits(images, labels, stratified_split(labels.numpy(), val=0.1, test=0.2))

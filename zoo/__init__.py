@@ -1,0 +1,9 @@
+"""attention-zoo's transformer family, built on one attention core (``zoo.core``).
+
+Importing ``zoo`` registers its models: ``zoo.create_model("vit", spec)``.
+"""
+
+from . import vit  # noqa: F401  (registers "vit")
+from .registry import create_model, list_models, register_model
+
+__all__ = ["create_model", "list_models", "register_model"]

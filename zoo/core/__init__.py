@@ -1,0 +1,15 @@
+"""The shared attention core: one multi-head attention, the blocks built on it, positions.
+
+Imports only torch.
+"""
+
+from .attention import (BACKENDS, KVCache, MultiHeadAttention, attention_backend, causal_mask, get_backend,
+                        math_attention, sdpa_attention, set_backend)
+from .layers import DecoderBlock, EncoderBlock, FeedForward
+from .position import LearnedPositionalEmbedding, SinusoidalPositionalEncoding, sinusoidal_table
+
+__all__ = [
+    "BACKENDS", "KVCache", "MultiHeadAttention", "attention_backend", "causal_mask", "get_backend",
+    "math_attention", "sdpa_attention", "set_backend", "DecoderBlock", "EncoderBlock", "FeedForward",
+    "LearnedPositionalEmbedding", "SinusoidalPositionalEncoding", "sinusoidal_table",
+]
