@@ -64,9 +64,9 @@ class ResNet(nn.Module):
 # Widths chosen so that each size matches the ViT of the same size within 10% in parameters on every
 # vision task (tests/test_vision.py checks it). blocks=3 at width 16 would be ResNet-20.
 RESNET_PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(width=21, blocks=1, dropout=0.0),
-    "small": dict(width=32, blocks=2, dropout=0.0),
-    "base": dict(width=64, blocks=2, dropout=0.0),
+    "tiny": dict(width=22, blocks=1, dropout=0.0),  # ResNet-8 layout
+    "small": dict(width=34, blocks=2, dropout=0.0),  # ResNet-14 layout
+    "base": dict(width=59, blocks=3, dropout=0.0),  # ResNet-20 layout
 }
 
 

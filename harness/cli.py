@@ -17,7 +17,8 @@ import tasks as tasks_pkg
 import zoo  # noqa: F401  (registers the transformer models)
 from tasks.base import DatasetNotFoundError, Task
 from zoo.core import BACKENDS
-from zoo.registry import SIZES, RegistryError, get_model_entry, list_models, load_plugin, unknown_name_error
+from zoo.registry import (SIZES, RegistryError, create_model, get_model_entry, list_models, load_plugin,
+                          unknown_name_error)
 
 from . import leaderboard
 from .records import read_records, record_path, write_record
@@ -202,13 +203,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     unused = set(task_opts) - {k for task, _ in plan for k in task.options}
     if unused:
         raise UsageError(f"--task-opt {', '.join(sorted(unused))}: no selected task has such an option")
-    for task, _ in plan:
+    model_opts = {k: parse_value(v) for k, v in args.model_opt}
+    for task, models in plan:
         task.setup()  # fails now, before any training, if a dataset is missing
+        for model in models:  # so does a model that cannot be built as configured
+            try:
+                create_model(model, task.spec, size=args.size, **model_opts)
+            except (RegistryError, ValueError, TypeError) as e:
+                raise UsageError(f"model {model!r} for task {task.name!r}: {e}") from None
     _check_writable(args.out)
 
     config = RunConfig(size=args.size, epochs=args.epochs, steps=args.steps, batch_size=args.batch_size,
                        lr=args.lr, weight_decay=args.weight_decay, device=device, backend=args.backend,
-                       precision=precision, model_opts=tuple((k, parse_value(v)) for k, v in args.model_opt))
+                       precision=precision, model_opts=tuple(model_opts.items()))
     cells = [(task, model, seed) for task, models in plan for model in models for seed in range(args.seeds)]
     print(f"harness: {len(cells)} cells ({args.domain}: {', '.join(t.name for t, _ in plan)}; "
           f"{args.seeds} seed(s); size {args.size}; {device}, {args.backend}, {precision})", file=sys.stderr)

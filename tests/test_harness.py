@@ -1,0 +1,222 @@
+"""The harness end to end on digits: leaderboard, records, merging, report, errors, Ctrl-C, plugins."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import harness.cli as cli
+import zoo.registry as registry
+from harness import leaderboard
+from harness.cli import main
+from harness.records import atomic_write_text
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["--epochs", "1", "--quiet"]
+
+
+@pytest.fixture
+def clean_registry(monkeypatch):
+    monkeypatch.setattr(registry, "_MODELS", dict(registry._MODELS))
+
+
+def run(args: list[str], capsys) -> tuple[int, str, str]:
+    try:
+        code = main(args)
+    except SystemExit as e:  # argparse
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_run_vision_writes_leaderboard_and_records(tmp_path, capsys):
+    code, out, err = run(["run", "vision", "--seeds", "2", "--out", str(tmp_path), *FAST], capsys)
+    assert code == 0, err
+    df = pd.read_csv(tmp_path / "leaderboard_vision.csv")
+    assert list(df.columns) == leaderboard.COLUMNS
+    assert sorted(df["model"]) == ["resnet", "vit"]
+    assert set(df["task"]) == {"digits"} and set(df["n_seeds"]) == {2} and set(df["seeds"]) == {"0 1"}
+    assert set(df["family"]) == {"transformer", "baseline"}
+    assert sorted(df["rank"]) in ([1, 2], [1, 1])
+    assert ((df["metric_mean"] > 0.1) & (df["metric_mean"] <= 1)).all()  # one epoch: better than chance
+    assert (df["param_count"] > 100_000).all() and (df["train_samples_per_sec"] > 0).all()
+    assert set(df["device"]) == {"cpu"} and set(df["backend"]) == {"sdpa"} and set(df["precision"]) == {"fp32"}
+    assert (tmp_path / "leaderboard_vision.md").read_text().startswith("| task | rank | model")
+    records = sorted((tmp_path / "runs" / "vision" / "digits").glob("*.json"))
+    assert [p.name for p in records] == ["resnet-tiny-seed0.json", "resnet-tiny-seed1.json",
+                                         "vit-tiny-seed0.json", "vit-tiny-seed1.json"]
+    record = json.loads(records[-1].read_text())
+    for key in ("metric_value", "test", "history", "param_count", "train_time_s", "device", "backend",
+                "precision", "torch_version", "git_commit", "config", "config_hash", "seed", "started"):
+        assert key in record, key
+    assert record["config"]["lr"] == registry.get_model_entry("vit").defaults["lr"]
+    assert len(record["history"]) == 1 and "val_top1" in record["history"][0]
+    assert "digits" in out and "vit" in out  # the printed leaderboard
+    assert not list(tmp_path.rglob("*.tmp"))  # atomic writes leave nothing behind
+
+    # A second run of one model replaces that row and keeps the other.
+    code, _, err = run(["run", "vision", "--models", "vit", "--seeds", "1", "--out", str(tmp_path), *FAST], capsys)
+    assert code == 0, err
+    df2 = pd.read_csv(tmp_path / "leaderboard_vision.csv")
+    assert sorted(df2["model"]) == ["resnet", "vit"]
+    assert df2.set_index("model").loc["vit", "n_seeds"] == 1
+    assert df2.set_index("model").loc["resnet", "n_seeds"] == 2
+
+    # report rebuilds the leaderboard from every record on disk.
+    code, out, _ = run(["report", "--out", str(tmp_path)], capsys)
+    assert code == 0 and "leaderboard_vision.csv" in out
+
+
+def test_same_seed_same_result(tmp_path, capsys):
+    results = []
+    for name in ("a", "b"):
+        assert run(["run", "vision", "--models", "vit", "--seeds", "1", "--steps", "5", "--quiet",
+                    "--out", str(tmp_path / name)], capsys)[0] == 0
+        results.append(json.loads((tmp_path / name / "runs/vision/digits/vit-tiny-seed0.json").read_text()))
+    assert results[0]["test"] == results[1]["test"]
+    assert results[0]["config"]["total_steps"] == 5
+
+
+def test_math_backend_and_model_options_are_recorded(tmp_path, capsys):
+    code, _, err = run(["run", "vision", "--models", "vit", "--seeds", "1", "--steps", "3", "--backend", "math",
+                        "--model-opt", "depth=1", "--out", str(tmp_path), "--quiet"], capsys)
+    assert code == 0, err
+    record = json.loads((tmp_path / "runs/vision/digits/vit-tiny-seed0.json").read_text())
+    assert record["backend"] == "math" and record["config"]["model_options"] == {"depth": 1}
+    assert record["param_count"] < 50_000
+
+
+def write_plugin(tmp_path: Path, kinds: str) -> str:
+    (tmp_path / "lm_only_plugin.py").write_text(
+        "from torch import nn\nfrom zoo.registry import register_model\n"
+        f"@register_model('lm_only', family='baseline', kinds={kinds})\n"
+        "def lm_only(spec, size='tiny'):\n    return nn.Identity()\n")
+    return "lm_only_plugin"
+
+
+BAD_INPUTS = [
+    (["run", "visoin"], r"unknown domain 'visoin'; did you mean: vision\?"),
+    (["run", "vision", "--tasks", "digts"], r"unknown task 'digts'; did you mean: digits\?"),
+    (["run", "vision", "--models", "vti"], r"unknown model 'vti'; did you mean: vit\?"),
+    (["run", "vision", "--models", "lm_only", "--plugin", "PLUGIN"], r"model 'lm_only' serves language_modeling"),
+    (["run", "vision", "--models", "zzz*"], r"no model matching 'zzz\*'"),
+    (["run", "vision", "--plugin", "no_such_plugin_mod"], r"plugin module 'no_such_plugin_mod' not found"),
+    (["run", "vision", "--tasks", "mnist", "--data-dir", "EMPTY"], r"mnist: no dataset under .*--download"),
+    (["run", "vision", "--seeds", "0"], r"argument --seeds: expected a positive integer, got '0'"),
+    (["run", "vision", "--epochs", "x"], r"argument --epochs: expected a positive integer, got 'x'"),
+    (["run", "vision", "--epochs", "1", "--steps", "1"], r"not allowed with argument"),
+    (["run", "vision", "--backend", "flash"], r"argument --backend: invalid choice: 'flash'"),
+    (["run", "vision", "--lr", "-1"], r"argument --lr: expected a positive number"),
+    (["run", "vision", "--task-opt", "size"], r"expected KEY=VALUE"),
+    (["run", "vision", "--task-opt", "image_size=3"], r"no selected task has such an option"),
+    (["run", "vision", "--model-opt", "layers=3"], r"model .* for task .digits.: unknown config key\(s\) layers"),
+    (["run", "vision", "--models", "vit", "--model-opt", "patch_size=3"], r"not divisible by patch size 3"),
+    (["run", "vision", "--out", "A_FILE"], r"--out .*: not a writable directory"),
+    (["list", "things"], r"argument what: invalid choice"),
+]
+
+
+@pytest.mark.parametrize("argv, message", BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
+def test_bad_input_is_one_line_exit_2(argv, message, tmp_path, capsys, monkeypatch, clean_registry):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "a_file").write_text("")
+    subst = {"PLUGIN": write_plugin(tmp_path, "('language_modeling',)"), "EMPTY": str(tmp_path / "empty"),
+             "A_FILE": str(tmp_path / "a_file")}
+    argv = [subst.get(a, a) for a in argv]
+    if "--out" not in argv and argv[0] == "run":
+        argv += ["--out", str(tmp_path / "results")]
+    code, out, err = run(argv, capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("harness: error: ") and re.search(message, lines[0]), lines[0]
+    assert "Traceback" not in err
+    assert not (tmp_path / "results" / "runs").exists()  # nothing trained
+
+
+def test_cli_entry_point_exit_code_and_single_line():
+    proc = subprocess.run([sys.executable, "-m", "harness", "run", "nosuchdomain"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("harness: error: unknown domain 'nosuchdomain'")
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_ctrl_c_keeps_finished_cells(tmp_path, capsys, monkeypatch):
+    real_run_cell = cli.run_cell
+    calls = []
+
+    def interrupted_after_two(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_run_cell(*args, **kwargs)
+
+    monkeypatch.setattr(cli, "run_cell", interrupted_after_two)
+    code, out, err = run(["run", "vision", "--seeds", "2", "--steps", "2", "--quiet", "--out", str(tmp_path)], capsys)
+    assert code == 130
+    assert "interrupted; 2 of 4 cells finished" in err
+    assert len(list((tmp_path / "runs").rglob("*.json"))) == 2
+    df = pd.read_csv(tmp_path / "leaderboard_vision.csv")
+    assert list(df["model"]) == ["resnet"] and list(df["n_seeds"]) == [2]
+
+
+def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "board.csv"
+    atomic_write_text(path, "old\n")
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError):
+        atomic_write_text(path, "new\n")
+    assert path.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["board.csv"]
+
+
+def test_list(capsys):
+    assert run(["list", "models"], capsys)[1].count("\n") >= 2
+    out = run(["list", "tasks", "*mnist"], capsys)[1]
+    assert [line.split()[0] for line in out.splitlines()] == ["fashion_mnist", "mnist"]
+    assert "vision" in run(["list", "domains"], capsys)[1]
+
+
+def readme_plugin_example() -> str:
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(# my_models\.py\n.*?)```", text, flags=re.S)
+    assert len(blocks) == 1, "README must hold exactly one '# my_models.py' example"
+    return blocks[0]
+
+
+def test_readme_plugin_example_runs(tmp_path, capsys, monkeypatch, clean_registry):
+    code_text = readme_plugin_example()
+    assert len(code_text.strip().splitlines()) < 30
+    (tmp_path / "my_models.py").write_text(code_text)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "my_models", raising=False)
+    command = re.search(r"python -m harness run vision --plugin my_models --models (\S+)",
+                        (ROOT / "README.md").read_text())
+    assert command, "README must show how to run the plugin"
+    code, out, err = run(["run", "vision", "--plugin", "my_models", "--models", command.group(1), "--seeds", "1",
+                          "--out", str(tmp_path / "results"), *FAST], capsys)
+    assert code == 0, err
+    df = pd.read_csv(tmp_path / "results" / "leaderboard_vision.csv")
+    assert "mlp" in set(df["model"])
+    assert df.set_index("model").loc["mlp", "family"] == "baseline"
+
+
+def test_readme_first_lines_give_install_and_test_commands():
+    head = (ROOT / "README.md").read_text().split("## ")[0]
+    assert "pip install -e \".[dev]\"" in head and "python -m harness run vision" in head
+    assert "python -m pytest -q" in head
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "python -m pytest -q" in ci

@@ -1,0 +1,130 @@
+"""The model and task registries: registration, lookup, errors, wildcards and plugins."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import pytest
+from torch import nn
+
+import baselines  # noqa: F401
+import tasks
+import zoo
+import zoo.registry as registry
+from zoo.registry import RegistryError, create_model, get_model_entry, list_models, register_model
+
+DIGITS_SPEC = {"kind": "classification", "input_shape": (1, 8, 8), "num_classes": 10}
+
+
+@pytest.fixture
+def clean_registry(monkeypatch):
+    """Registrations made by a test vanish after it."""
+    monkeypatch.setattr(registry, "_MODELS", dict(registry._MODELS))
+    monkeypatch.setattr(registry, "_plugins_loaded", registry._plugins_loaded)
+
+
+def test_builtin_models_are_registered_with_family_and_kinds():
+    assert {"vit", "resnet"} <= set(list_models())
+    assert get_model_entry("vit").family == "transformer"
+    assert get_model_entry("resnet").family == "baseline"
+    assert get_model_entry("vit").supports("classification")
+    assert not get_model_entry("vit").supports("language_modeling")
+
+
+def test_list_models_filters_by_wildcard_kind_and_family():
+    assert list_models("vi*") == ["vit"]
+    assert list_models("*net") == ["resnet"]
+    assert list_models("nothing*") == []
+    assert "vit" in list_models(kind="classification")
+    assert list_models(kind="offline_rl", family="transformer") == [m for m in list_models(kind="offline_rl")
+                                                                    if get_model_entry(m).family == "transformer"]
+    assert "resnet" not in list_models(family="transformer")
+
+
+def test_unknown_model_lists_close_matches():
+    with pytest.raises(RegistryError, match=r"unknown model 'vti'; did you mean: vit\?"):
+        create_model("vti", DIGITS_SPEC)
+
+
+def test_duplicate_name_is_an_error(clean_registry):
+    @register_model("dup_model", family="baseline", kinds=("classification",))
+    def dup_model(spec, size="tiny"):
+        return nn.Identity()
+
+    with pytest.raises(RegistryError, match="already registered"):
+        register_model("dup_model", family="baseline", kinds=("classification",))(dup_model)
+
+
+def test_bad_family_kind_size_and_override_are_errors(clean_registry):
+    with pytest.raises(RegistryError, match="family must be one of"):
+        register_model("x", family="rnn", kinds=("classification",))
+    with pytest.raises(RegistryError, match="serves classification tasks, not 'language_modeling'"):
+        create_model("vit", {**DIGITS_SPEC, "kind": "language_modeling"})
+    with pytest.raises(RegistryError, match="unknown size 'huge'"):
+        create_model("vit", DIGITS_SPEC, size="huge")
+    with pytest.raises(RegistryError, match="unknown config key.*nlayers"):
+        create_model("vit", DIGITS_SPEC, nlayers=3)
+
+
+def test_create_model_applies_size_and_overrides():
+    tiny = create_model("vit", DIGITS_SPEC, size="tiny")
+    deeper = create_model("vit", DIGITS_SPEC, size="tiny", depth=6)
+    small = create_model("vit", DIGITS_SPEC, size="small")
+    assert len(tiny.blocks) == 4 and len(deeper.blocks) == 6
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(tiny) < count(deeper) < count(small)
+
+
+def test_decorator_registers_factory_and_defaults(clean_registry):
+    @register_model(family="baseline", kinds=("classification",), lr=0.5)
+    def linear_probe(spec, size="tiny"):
+        """Logistic regression on raw pixels."""
+        return nn.Sequential(nn.Flatten(), nn.LazyLinear(spec["num_classes"]))
+
+    entry = get_model_entry("linear_probe")
+    assert entry.defaults == {"lr": 0.5}
+    assert entry.description == "Logistic regression on raw pixels."
+    assert "linear_probe" in list_models("linear_*", kind="classification")
+
+
+def test_entry_point_plugins_load_on_first_use(tmp_path, monkeypatch, clean_registry):
+    """An installed distribution that declares an `attention_zoo.models` entry point joins the zoo."""
+    pkg = tmp_path / "ep_plugin_pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(textwrap.dedent("""
+        from torch import nn
+        from zoo.registry import register_model
+
+        @register_model("ep_mlp", family="baseline", kinds=("classification",))
+        def ep_mlp(spec, size="tiny"):
+            return nn.Sequential(nn.Flatten(), nn.LazyLinear(spec["num_classes"]))
+    """))
+    dist = tmp_path / "ep_plugin_pkg-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: ep-plugin-pkg\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[attention_zoo.models]\nep_plugin_pkg = ep_plugin_pkg\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "_plugins_loaded", False)
+    monkeypatch.delitem(sys.modules, "ep_plugin_pkg", raising=False)
+    assert "ep_mlp" in list_models()
+    assert get_model_entry("ep_mlp").family == "baseline"
+
+
+def test_load_plugin_missing_module_is_a_registry_error():
+    with pytest.raises(RegistryError, match="plugin module 'no_such_module_xyz' not found"):
+        registry.load_plugin("no_such_module_xyz")
+
+
+def test_task_registry():
+    assert "vision" in tasks.list_domains()
+    assert tasks.list_tasks("vision", default_only=True) == ["digits"]
+    assert {"digits", "mnist", "fashion_mnist", "cifar10", "image_folder"} <= set(tasks.list_tasks("vision"))
+    with pytest.raises(RegistryError, match=r"unknown task 'digts'; did you mean: digits\?"):
+        tasks.create_task("digts")
+    with pytest.raises(RegistryError, match=r"unknown domain 'visoin'; did you mean: vision\?"):
+        tasks.list_tasks("visoin")
+    with pytest.raises(RegistryError, match="already registered"):
+        tasks.register_task(tasks.get_task_class("digits"))
+    assert set(tasks.KINDS) == {"classification", "language_modeling", "seq2seq", "transcription", "offline_rl"}
+    assert zoo.list_models is list_models
