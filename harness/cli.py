@@ -15,7 +15,7 @@ import torch
 import baselines  # noqa: F401  (registers the baseline models)
 import tasks as tasks_pkg
 import zoo  # noqa: F401  (registers the transformer models)
-from tasks.base import DatasetNotFoundError, Task
+from tasks.base import DatasetError, Task
 from zoo.core import BACKENDS
 from zoo.registry import (SIZES, RegistryError, create_model, get_model_entry, list_models, load_plugin,
                           unknown_name_error)
@@ -29,7 +29,7 @@ class UsageError(Exception):
     """Bad input: reported as one line, exit code 2."""
 
 
-USER_ERRORS = (UsageError, RegistryError, DatasetNotFoundError)
+USER_ERRORS = (UsageError, RegistryError, DatasetError)
 
 
 class Parser(argparse.ArgumentParser):

@@ -44,7 +44,11 @@ KINDS: dict[str, str] = {
 Batch = tuple[Tensor, ...]
 
 
-class DatasetNotFoundError(RuntimeError):
+class DatasetError(RuntimeError):
+    """A dataset that cannot be used as it is (the harness reports it as bad input)."""
+
+
+class DatasetNotFoundError(DatasetError):
     """A dataset that is neither on disk nor allowed to be downloaded."""
 
 

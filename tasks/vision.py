@@ -25,15 +25,21 @@ from torch import Tensor
 from torchvision import datasets
 from torchvision.transforms import v2
 
-from .base import Batch, Budget, ClassificationTask, DatasetNotFoundError, TensorBatches, register_task
+from .base import (Batch, Budget, ClassificationTask, DatasetError, DatasetNotFoundError, TensorBatches,
+                   register_task)
 
 
 def stratified_split(labels: np.ndarray, val: float, test: float, seed: int = 0) -> dict[str, np.ndarray]:
-    """Fixed stratified train/val/test index split (fractions of the whole)."""
+    """Fixed stratified train/val/test index split (fractions of the whole; ``test`` may be 0)."""
     index = np.arange(len(labels))
-    rest, test_idx = train_test_split(index, test_size=test, stratify=labels, random_state=seed)
-    train_idx, val_idx = train_test_split(rest, test_size=val / (1 - test), stratify=labels[rest],
-                                          random_state=seed)
+    try:
+        rest, test_idx = (train_test_split(index, test_size=test, stratify=labels, random_state=seed) if test
+                          else (index, index[:0]))
+        train_idx, val_idx = train_test_split(rest, test_size=val / (1 - test), stratify=labels[rest],
+                                              random_state=seed)
+    except ValueError as e:  # too few examples of a class, or too few for every class to get one
+        raise DatasetError(f"cannot split {len(labels)} examples of {len(np.unique(labels))} classes "
+                           f"stratified into train/val/test: {e}") from None
     return {"train": np.sort(train_idx), "val": np.sort(val_idx), "test": np.sort(test_idx)}
 
 
@@ -47,14 +53,14 @@ class ImageClassificationTask(ClassificationTask):
     domain = "vision"
     augment: ClassVar[bool] = False
     max_value: ClassVar[float] = 255.0
+    mean: tuple[float, ...] = (0.5,)  # per channel, on the 0..1 scale; subclasses set their own
+    std: tuple[float, ...] = (0.5,)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.images: dict[str, Tensor] = {}
         self.labels: dict[str, Tensor] = {}
         self.classes: list[str] = []
-        self.mean: tuple[float, ...] = (0.5,)
-        self.std: tuple[float, ...] = (0.5,)
 
     def setup(self) -> None:
         if not self.images:
@@ -90,6 +96,9 @@ class ImageClassificationTask(ClassificationTask):
 
     def eval_batches(self, split: str, batch_size: int) -> Iterable[Batch]:
         return TensorBatches((self.images[split], self.labels[split]), batch_size, transform=self._to_float)
+
+    def _set_split(self, name: str, images: Tensor, labels: Tensor) -> None:
+        self.images[name], self.labels[name] = images, labels
 
     def _set_splits(self, images: Tensor, labels: Tensor, split: dict[str, np.ndarray]) -> None:
         for name, idx in split.items():
@@ -139,11 +148,9 @@ class TorchvisionTask(ImageClassificationTask):
         train, test = self._open(True), self._open(False)
         x_train, y_train = self._as_tensors(train)
         x_test, y_test = self._as_tensors(test)
-        rest, val = train_test_split(np.arange(len(y_train)), test_size=min(5000, len(y_train) // 10),
-                                     stratify=y_train.numpy(), random_state=0)
-        rest, val = torch.from_numpy(np.sort(rest)), torch.from_numpy(np.sort(val))
-        self.images = {"train": x_train[rest], "val": x_train[val], "test": x_test}
-        self.labels = {"train": y_train[rest], "val": y_train[val], "test": y_test}
+        split = stratified_split(y_train.numpy(), val=min(5000, len(y_train) // 10) / len(y_train), test=0.0)
+        self._set_splits(x_train, y_train, {k: v for k, v in split.items() if k != "test"})
+        self._set_split("test", x_test, y_test)
         self.classes = list(train.classes)
 
     @staticmethod
@@ -202,17 +209,27 @@ class ImageFolder(ImageClassificationTask):
         return images, torch.as_tensor(ds.targets, dtype=torch.int64), ds.classes
 
     def _load(self) -> None:
+        """train/ + test/ (+ val/), or train/ + val/ (val/ is then the test split), or one folder to split."""
         root = self.data_dir
-        held_out = next((root / n for n in ("val", "test") if (root / n).is_dir()), None)
-        if (root / "train").is_dir() and held_out is not None:
-            x_train, y_train, self.classes = self._read(root / "train")
-            x_test, y_test, classes = self._read(held_out)
-            if classes != self.classes:
-                raise DatasetNotFoundError(f"image_folder: {held_out} has other classes than {root / 'train'}")
-            rest, val = train_test_split(np.arange(len(y_train)), test_size=0.1, stratify=y_train.numpy(),
-                                         random_state=0)
-            self.images = {"train": x_train[np.sort(rest)], "val": x_train[np.sort(val)], "test": x_test}
-            self.labels = {"train": y_train[np.sort(rest)], "val": y_train[np.sort(val)], "test": y_test}
+        train_dir = root / "train"
+        val_dir, test_dir = root / "val", root / "test"
+        if train_dir.is_dir() and (val_dir.is_dir() or test_dir.is_dir()):
+            held_out = test_dir if test_dir.is_dir() else val_dir
+            x_train, y_train, self.classes = self._read(train_dir)
+            self._set_split("test", *self._read_like(held_out))
+            if held_out is test_dir and val_dir.is_dir():
+                self._set_split("train", x_train, y_train)
+                self._set_split("val", *self._read_like(val_dir))
+            else:
+                split = stratified_split(y_train.numpy(), val=0.1, test=0.0)
+                self._set_splits(x_train, y_train, {k: v for k, v in split.items() if k != "test"})
         else:
-            images, labels, self.classes = self._read(root)
+            images, labels, self.classes = self._read(train_dir if train_dir.is_dir() else root)
             self._set_splits(images, labels, stratified_split(labels.numpy(), val=0.1, test=0.2))
+
+    def _read_like(self, folder: Path) -> tuple[Tensor, Tensor]:
+        images, labels, classes = self._read(folder)
+        if classes != self.classes:
+            raise DatasetError(f"image_folder: {folder} has classes {classes}, the training folder {self.classes}")
+        return images, labels
+
