@@ -234,6 +234,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         if records:
             publish(records, args.out, args.domain)
         return 130
+    except BaseException:  # a crash still publishes what finished before it, then reports itself
+        if records:
+            publish(records, args.out, args.domain)
+        raise
     publish(records, args.out, args.domain)
     print(f"harness: {len(cells)} cells in {time.perf_counter() - start:.0f} s", file=sys.stderr)
     return 0

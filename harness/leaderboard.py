@@ -44,12 +44,21 @@ SHOWN = ["task", "rank", "model", "family", "size", "metric", "metric_mean", "me
          "param_count", "train_time_s"]
 
 
-def aggregate(records: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per (domain, task, model, size) from the successful cell records."""
-    rows = []
+def latest_config(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (domain, task, model, size), only the records of the configuration that finished last, so
+    that seeds run with other settings (another budget, backend, ...) are never averaged together."""
+    latest: dict[tuple, tuple[str, str]] = {}
     for r in records:
-        if r.get("status") != "ok":
-            continue
+        key = tuple(r[k] for k in KEY)
+        if key not in latest or r["finished"] > latest[key][0]:
+            latest[key] = (r["finished"], r["config_hash"])
+    return [r for r in records if r["config_hash"] == latest[tuple(r[k] for k in KEY)][1]]
+
+
+def aggregate(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per (domain, task, model, size) from the successful cell records (latest config)."""
+    rows = []
+    for r in latest_config([r for r in records if r.get("status") == "ok"]):
         cfg = r["config"]
         rows.append({**{k: r[k] for k in KEY}, "family": r["family"], "metric": r["metric"],
                      "value": r["metric_value"], "higher_is_better": r["higher_is_better"], "seed": r["seed"],
@@ -95,7 +104,7 @@ def merge(existing: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
 def read_csv(path: Path) -> pd.DataFrame:
     if not path.exists():
         return pd.DataFrame(columns=COLUMNS)
-    return pd.read_csv(path)
+    return pd.read_csv(path, dtype={"seeds": str})
 
 
 def write(df: pd.DataFrame, path: Path) -> None:

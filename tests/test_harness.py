@@ -220,3 +220,27 @@ def test_readme_first_lines_give_install_and_test_commands():
     assert "python -m pytest -q" in head
     ci = (ROOT / ".ci" / "run").read_text()
     assert "python -m pytest -q" in ci
+
+
+def test_report_never_averages_seeds_of_different_configs(tmp_path, capsys):
+    """seeds 0-1 at 3 steps, then seed 0 again at 4 steps: report shows only the 4-step config."""
+    common = ["run", "vision", "--models", "resnet", "--quiet", "--out", str(tmp_path)]
+    assert run([*common, "--seeds", "2", "--steps", "3"], capsys)[0] == 0
+    assert run([*common, "--seeds", "1", "--steps", "4"], capsys)[0] == 0
+    assert run(["report", "--out", str(tmp_path)], capsys)[0] == 0
+    df = pd.read_csv(tmp_path / "leaderboard_vision.csv")
+    assert list(df["n_seeds"]) == [1] and list(df["seeds"].astype(str)) == ["0"]
+
+
+def test_a_crash_publishes_finished_cells_then_raises(tmp_path, capsys, monkeypatch):
+    real_run_cell = cli.run_cell
+
+    def crash_on_second(task, model, seed, config, **kwargs):
+        if model == "vit":
+            raise RuntimeError("boom")
+        return real_run_cell(task, model, seed, config, **kwargs)
+
+    monkeypatch.setattr(cli, "run_cell", crash_on_second)
+    with pytest.raises(RuntimeError, match="boom"):
+        main(["run", "vision", "--seeds", "1", "--steps", "2", "--quiet", "--out", str(tmp_path)])
+    assert list(pd.read_csv(tmp_path / "leaderboard_vision.csv")["model"]) == ["resnet"]
