@@ -14,7 +14,9 @@ n_seeds, seeds          how many seeds, and which
 param_count             trainable parameters
 train_time_s            mean wall time of training (evaluation excluded)
 train_samples_per_sec   mean training throughput
-epochs, batch_size      the budget every model of the task got
+steps, epochs           the budget every model of the task got (epochs: steps / steps between
+                        validations, which is a pass over the data where the task has epochs)
+batch_size              the same for every model of the task
 lr, weight_decay        the optimiser settings of this model
 device, device_name     cpu/cuda and the processor or GPU
 backend, precision      attention backend (sdpa/math) and fp32/bf16
@@ -37,7 +39,7 @@ from .records import atomic_write_text
 
 KEY = ["domain", "task", "model", "size"]
 COLUMNS = ["domain", "task", "model", "family", "size", "rank", "metric", "higher_is_better", "metric_mean", "metric_std", "n_seeds",
-           "seeds", "param_count", "train_time_s", "train_samples_per_sec", "epochs", "batch_size", "lr",
+           "seeds", "param_count", "train_time_s", "train_samples_per_sec", "steps", "epochs", "batch_size", "lr",
            "weight_decay", "device", "device_name", "backend", "precision", "torch_version", "git_commit",
            "config_hash", "date"]
 SHOWN = ["task", "rank", "model", "family", "size", "metric", "metric_mean", "metric_std", "n_seeds",
@@ -63,7 +65,8 @@ def aggregate(records: list[dict[str, Any]]) -> pd.DataFrame:
         rows.append({**{k: r[k] for k in KEY}, "family": r["family"], "metric": r["metric"],
                      "value": r["metric_value"], "higher_is_better": r["higher_is_better"], "seed": r["seed"],
                      "param_count": r["param_count"], "train_time_s": r["train_time_s"],
-                     "train_samples_per_sec": r["train_samples_per_sec"], "epochs": round(cfg["epochs"], 3),
+                     "train_samples_per_sec": r["train_samples_per_sec"], "steps": cfg["total_steps"],
+                     "epochs": round(cfg["epochs"], 3),
                      "batch_size": cfg["batch_size"], "lr": cfg["lr"], "weight_decay": cfg["weight_decay"],
                      "device": r["device"], "device_name": r["device_name"], "backend": r["backend"],
                      "precision": r["precision"], "torch_version": r["torch_version"],
@@ -76,7 +79,7 @@ def aggregate(records: list[dict[str, Any]]) -> pd.DataFrame:
         metric_mean=("value", "mean"), metric_std=("value", "std"), n_seeds=("seed", "nunique"),
         seeds=("seed", lambda s: " ".join(str(v) for v in sorted(s))), param_count=("param_count", "first"),
         train_time_s=("train_time_s", "mean"), train_samples_per_sec=("train_samples_per_sec", "mean"),
-        **{c: (c, "last") for c in ["epochs", "batch_size", "lr", "weight_decay", "device", "device_name",
+        **{c: (c, "last") for c in ["steps", "epochs", "batch_size", "lr", "weight_decay", "device", "device_name",
                                     "backend", "precision", "torch_version", "git_commit", "config_hash"]},
         date=("date", "max"),
     ).reset_index()

@@ -98,11 +98,15 @@ def run_cell(task: Task, model_name: str, seed: int, config: RunConfig, *, progr
     batch_size = config.batch_size or budget.batch_size
     lr = config.lr if config.lr is not None else entry.defaults.get("lr", 1e-3)
     weight_decay = config.weight_decay if config.weight_decay is not None else entry.defaults.get("weight_decay", 0.0)
-    steps_per_epoch = math.ceil(task.num_train_samples() / batch_size)
+    steps_per_epoch = task.steps_per_epoch(batch_size)
     if config.steps is not None:
         total_steps = config.steps
+    elif config.epochs is not None:
+        total_steps = config.epochs * steps_per_epoch
+    elif budget.steps is not None:
+        total_steps = budget.steps
     else:
-        total_steps = (config.epochs or budget.epochs or 1) * steps_per_epoch
+        total_steps = (budget.epochs or 1) * steps_per_epoch
     resolved = {
         "task": task.name, "model": model_name, "size": config.size, "batch_size": batch_size,
         "total_steps": total_steps, "steps_per_epoch": steps_per_epoch, "epochs": total_steps / steps_per_epoch,
@@ -158,14 +162,19 @@ def run_cell(task: Task, model_name: str, seed: int, config: RunConfig, *, progr
                             **{f"val_{k}": v for k, v in val.items()}})
             bar.set_postfix(loss=f"{train_loss:.3f}", **{f"val_{task.metric}": f"{val[task.metric]:.4f}"})
         t0 = time.perf_counter()
-        test = evaluate(task, model, "test", batch_size, device, config.precision)
+        test: dict[str, float] = {}
+        for i, split in enumerate(task.eval_splits):
+            metrics = evaluate(task, model, split, batch_size, device, config.precision)
+            test.update(metrics if i == 0 else {f"{split}_{k}": v for k, v in metrics.items()})
         eval_time = time.perf_counter() - t0
+        model.eval()
+        examples = task.examples(model, device, seed)
 
     return {
         "domain": task.domain, "task": task.name, "model": model_name, "family": entry.family,
         "size": config.size, "seed": seed, "status": "ok",
         "metric": task.metric, "metric_value": test[task.metric], "higher_is_better": task.higher_is_better,
-        "checkpoint": "last", "test": test, "history": history,
+        "checkpoint": "last", "test": test, "history": history, "examples": examples,
         "param_count": param_count, "train_time_s": train_time, "eval_time_s": eval_time,
         "train_samples": samples, "train_samples_per_sec": samples / train_time if train_time else float("nan"),
         "backend": config.backend, "precision": config.precision,

@@ -8,9 +8,14 @@ kind                model contract
 ==================  ==========================================================================
 classification      x (B, ...) -> logits (B, C). Images are (B, C, H, W); audio features
                     (B, T, F). spec: ``input_shape`` (without batch), ``num_classes``.
-language_modeling   tokens (B, T) -> logits (B, T, V); ``generate()`` for samples.
+language_modeling   tokens (B, T) -> logits (B, T, V); ``generate(idx, max_new_tokens,
+                    temperature, top_k, generator)`` for samples.
                     spec: ``vocab_size``, ``block_size``.
-seq2seq             (src, src_mask, tgt_in) -> logits (B, T, V); greedy/beam decoding.
+seq2seq             (src (B, S), src_pad (B, S) bool True=padding, tgt_in (B, T) starting with
+                    BOS) -> logits (B, T, V); ``generate(src, src_pad, max_len, beam_size)`` ->
+                    tokens (B, L) after BOS, PAD after EOS. spec: ``src_vocab_size``,
+                    ``tgt_vocab_size``, ``max_src_len``, ``max_tgt_len``, ``pad_id``, ``bos_id``,
+                    ``eos_id``.
 transcription       audio features + lengths -> CTC log-probs or an attention decoder.
 offline_rl          (returns-to-go, states, actions, timesteps, mask) -> actions; ``act()``.
 ==================  ==========================================================================
@@ -57,7 +62,7 @@ class Budget:
     """What every model of a task gets: the same epochs (or steps) and batch size."""
 
     epochs: int | None = None
-    steps: int | None = None
+    steps: int | None = None  # for tasks without epochs (random windows of a corpus), or to cap them
     batch_size: int = 64
     warmup_frac: float = 0.05  # linear warm-up over this fraction of the steps, then cosine to zero
 
@@ -75,6 +80,7 @@ class Task(ABC):
     default: ClassVar[bool] = False  # part of `harness run DOMAIN` when no --tasks is given
     budget: ClassVar[Budget] = Budget(epochs=1)
     description: ClassVar[str] = ""
+    eval_splits: ClassVar[tuple[str, ...]] = ("test",)  # evaluated once, after training; the first is headline
 
     options: ClassVar[dict[str, Any]] = {}  # task-specific options and their defaults
 
@@ -100,13 +106,17 @@ class Task(ABC):
     def num_train_samples(self) -> int:
         """Training examples in one epoch."""
 
+    def steps_per_epoch(self, batch_size: int) -> int:
+        """Optimizer steps between two validations (one pass over the training set by default)."""
+        return math.ceil(self.num_train_samples() / batch_size)
+
     @abstractmethod
     def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterable[Batch]:
-        """One epoch of shuffled training batches (on the CPU; the harness moves them)."""
+        """One epoch (``steps_per_epoch`` batches) of shuffled training batches, on the CPU."""
 
     @abstractmethod
     def eval_batches(self, split: str, batch_size: int) -> Iterable[Batch]:
-        """The batches of ``split`` ('val' or 'test'), in a fixed order."""
+        """The batches of ``split`` ('val' or one of ``eval_splits``), in a fixed order."""
 
     @abstractmethod
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
@@ -115,6 +125,10 @@ class Task(ABC):
     @abstractmethod
     def evaluate(self, model: nn.Module, batches: Iterable[Batch]) -> dict[str, float]:
         """Metrics over ``batches`` (already on the model's device), the headline one included."""
+
+    def examples(self, model: nn.Module, device: torch.device, seed: int) -> dict[str, Any]:
+        """What a trained model produces, to look at (a text sample, some decoded inputs); JSON-able."""
+        return {}
 
 
 class ClassificationTask(Task):

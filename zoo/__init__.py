@@ -3,7 +3,7 @@
 Importing ``zoo`` registers its models: ``zoo.create_model("vit", spec)``.
 """
 
-from . import vit  # noqa: F401  (registers "vit")
+from . import transformer, vit  # noqa: F401  (register "transformer", "gpt", "vit")
 from .registry import create_model, list_models, register_model
 
 __all__ = ["create_model", "list_models", "register_model"]

@@ -1,0 +1,127 @@
+"""Recurrent language-model baseline.
+
+``lstm``: the LSTM language model of Zaremba et al. 2014 ("Recurrent Neural Network
+Regularization") with the tied input/output embeddings of Press & Wolf 2017 and Inan et al. 2017:
+embedding -> dropout -> multi-layer LSTM (dropout between layers) -> dropout -> linear head. When
+the LSTM is wider than the embedding and the weights are tied, a linear projection brings the
+hidden state down to the embedding width first (as in AWD-LSTM's last layer, done with a matrix).
+
+``generate`` has the semantics of ``zoo.transformer.GPT.generate`` but carries the LSTM state from
+step to step instead of re-reading the prefix, and has no context window to crop to.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from zoo.core.decoding import sample_next
+from zoo.registry import register_model, resolve_config
+
+LSTMState = tuple[Tensor, Tensor]  # (h, c), each (num_layers, B, hidden)
+
+
+def init_lstm_(lstm: nn.LSTM, forget_bias: float = 1.0) -> None:
+    """PyTorch's uniform(+-1/sqrt(hidden)) weights, with the forget-gate bias at ``forget_bias``
+    (Jozefowicz et al. 2015) so that memory is kept by default early in training."""
+    H = lstm.hidden_size
+    for name, p in lstm.named_parameters():
+        if name.startswith("bias_ih"):  # gates are packed (input, forget, cell, output)
+            with torch.no_grad():
+                p[H:2 * H].fill_(forget_bias)
+        if name.startswith("bias_hh"):
+            with torch.no_grad():
+                p[H:2 * H].zero_()
+
+
+class TiedHead(nn.Module):
+    """hidden (..., H) -> logits (..., V). With ``embedding``, its weight is the output matrix
+    (a bias-free projection H -> E first if H != E); without, a plain Linear(H, V)."""
+
+    def __init__(self, hidden_dim: int, vocab_size: int, embedding: nn.Embedding | None = None) -> None:
+        super().__init__()
+        if embedding is None:
+            self.proj: nn.Module = nn.Identity()
+            self.out = nn.Linear(hidden_dim, vocab_size)
+        else:
+            E = embedding.embedding_dim
+            self.proj = nn.Linear(hidden_dim, E, bias=False) if hidden_dim != E else nn.Identity()
+            self.out = nn.Linear(E, vocab_size)
+            self.out.weight = embedding.weight
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, h: Tensor) -> Tensor:
+        return self.out(self.proj(h))
+
+
+class LSTMLanguageModel(nn.Module):
+    """idx (B, T) -> logits (B, T, V), like ``GPT``; ``forward_with_state`` also takes and returns
+    the LSTM state (h, c)."""
+
+    def __init__(self, vocab_size: int, *, hidden_dim: int = 650, num_layers: int = 2,
+                 embed_dim: int | None = None, dropout: float = 0.5, tie_weights: bool = True,
+                 block_size: int | None = None) -> None:
+        super().__init__()
+        embed_dim = embed_dim or hidden_dim
+        self.vocab_size, self.hidden_dim, self.num_layers = vocab_size, hidden_dim, num_layers
+        self.block_size = block_size  # the task's training length; the LSTM itself has no window
+        self.embed = nn.Embedding(vocab_size, embed_dim)
+        self.dropout = nn.Dropout(dropout)
+        self.lstm = nn.LSTM(embed_dim, hidden_dim, num_layers, batch_first=True,
+                            dropout=dropout if num_layers > 1 else 0.0)
+        self.head = TiedHead(hidden_dim, vocab_size, self.embed if tie_weights else None)
+        nn.init.uniform_(self.embed.weight, -0.1, 0.1)  # Zaremba et al.; a tied N(0, 1) table gives huge logits
+        init_lstm_(self.lstm)
+
+    def forward_with_state(self, idx: Tensor, state: LSTMState | None = None) -> tuple[Tensor, LSTMState]:
+        """idx (B, T) continuing ``state`` (None: a fresh start) -> logits (B, T, V) and the new state.
+        Carrying the state across batches gives truncated backpropagation through time."""
+        out, state = self.lstm(self.dropout(self.embed(idx)), state)  # (B, T, H)
+        return self.head(self.dropout(out)), state
+
+    def forward(self, idx: Tensor) -> Tensor:
+        """idx (B, T) -> logits (B, T, V)."""
+        return self.forward_with_state(idx)[0]
+
+    @torch.no_grad()
+    def generate(self, idx: Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+                 use_cache: bool = True, generator: torch.Generator | None = None) -> Tensor:
+        """Continue idx (B, T) by ``max_new_tokens`` sampled tokens (temperature 0: greedy).
+
+        The prefix is read once and the LSTM state carried; ``use_cache=False`` re-reads the whole
+        sequence at every step instead (same tokens, slower: for tests and parity with ``GPT``).
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            state, step_input = None, idx  # first step: the whole prefix
+            for _ in range(max_new_tokens):
+                if use_cache:
+                    logits, state = self.forward_with_state(step_input, state)
+                else:
+                    logits = self(idx)
+                nxt = sample_next(logits[:, -1], temperature, top_k, generator)
+                idx, step_input = torch.cat([idx, nxt], dim=1), nxt
+            return idx
+        finally:
+            self.train(was_training)
+
+
+# Sizes. Each matches the GPT of the same size within 10% in parameters for byte/character
+# vocabularies (tests/test_rnn_baselines.py checks V = 100 and 256 at block_size 128); dropout is
+# the GPT preset's, so that the rivals differ in architecture only. With tying, the embedding is the
+# only vocabulary-sized matrix, as in GPT.
+LSTM_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(hidden_dim=224, num_layers=2, embed_dim=None, dropout=0.0, tie_weights=True),
+    "small": dict(hidden_dim=816, num_layers=2, embed_dim=None, dropout=0.2, tie_weights=True),
+    "base": dict(hidden_dim=1880, num_layers=3, embed_dim=None, dropout=0.1, tie_weights=True),
+}
+
+
+@register_model("lstm", family="baseline", kinds=("language_modeling",), lr=2e-3, weight_decay=0.0)
+def lstm(spec: dict[str, Any], size: str = "tiny", **overrides: Any) -> LSTMLanguageModel:
+    """LSTM language model (Zaremba et al. 2014) with tied embeddings (Press & Wolf 2017)."""
+    cfg = resolve_config(LSTM_PRESETS, size, overrides)
+    return LSTMLanguageModel(spec["vocab_size"], block_size=spec.get("block_size"), **cfg)

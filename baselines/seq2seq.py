@@ -1,0 +1,228 @@
+"""Recurrent encoder-decoder baseline with attention (and, later, the home of LAS for speech).
+
+``lstm_seq2seq``: the attentional RNN encoder-decoder of Luong et al. 2015 ("Effective Approaches
+to Attention-based Neural Machine Translation"), global attention without input feeding:
+
+    encoder       bidirectional LSTM over the (packed) source; outputs [fwd; bwd] (B, S, H)
+    bridge        decoder state (h0, c0) = (tanh(W_h h_enc), W_c c_enc) from the encoder's final states
+    decoder       LSTM over the target embeddings: h_t
+    attention     context c_t = attention(h_t, encoder outputs), by the zoo's shared MultiHeadAttention
+                  (one head by default: a bilinear score like Luong's "general" one) with the source
+                  padding masked out
+    output        h~_t = tanh(W_c [c_t; h_t]) -> dropout -> linear head (tied to the target embedding)
+
+Without input feeding, h_t does not depend on earlier attention, so teacher-forced training runs
+the decoder LSTM and the attention over the whole target at once. Decoding (greedy and beam) is
+``zoo.core.decoding``'s, through ``init_state`` / ``decode_step`` / ``reorder_state``.
+
+The pieces (:class:`RNNEncoder`, :class:`Bridge`, :class:`LuongAttention`,
+:class:`AttentionDecoder`) take embedded/feature inputs rather than tokens, so that Listen, Attend
+and Spell can reuse them over audio features.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from zoo.core import KVCache, MultiHeadAttention
+from zoo.core.decoding import beam_search, greedy_decode
+from zoo.registry import register_model, resolve_config
+
+from .lstm import LSTMState, TiedHead, init_lstm_
+
+
+class RNNEncoder(nn.Module):
+    """A (bidirectional) multi-layer LSTM over right-padded sequences.
+
+    forward(x (B, S, I), lengths (B,) or None) -> outputs (B, S, D) with D = directions * hidden
+    (zeros at padding), and the final states (h, c), each (num_layers, B, D): per layer, the forward
+    direction's state after the last real step concatenated with the backward direction's after
+    the first. Packing keeps the padding out of both.
+    """
+
+    def __init__(self, input_dim: int, hidden_size: int, num_layers: int = 1, *, dropout: float = 0.0,
+                 bidirectional: bool = True) -> None:
+        super().__init__()
+        self.num_dirs = 2 if bidirectional else 1
+        self.output_dim = self.num_dirs * hidden_size
+        self.lstm = nn.LSTM(input_dim, hidden_size, num_layers, batch_first=True, bidirectional=bidirectional,
+                            dropout=dropout if num_layers > 1 else 0.0)
+        init_lstm_(self.lstm)
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, LSTMState]:
+        B, S, _ = x.shape
+        if lengths is None:
+            out, (h, c) = self.lstm(x)
+        else:  # an empty row would crash packing: give it one (masked) step
+            packed = pack_padded_sequence(x, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
+            out, (h, c) = self.lstm(packed)
+            out, _ = pad_packed_sequence(out, batch_first=True, total_length=S)
+
+        def merge(s: Tensor) -> Tensor:  # (layers * dirs, B, Hd) -> (layers, B, dirs * Hd)
+            return s.view(-1, self.num_dirs, B, s.shape[-1]).transpose(1, 2).reshape(-1, B, self.output_dim)
+
+        return out, (merge(h), merge(c))
+
+
+class Bridge(nn.Module):
+    """The encoder's top-layer final state (B, D) -> the decoder's initial state (h0, c0), each
+    (num_layers, B, H): h0 = tanh(W_h h), c0 = W_c c, one slice of H per decoder layer."""
+
+    def __init__(self, enc_dim: int, hidden_dim: int, num_layers: int) -> None:
+        super().__init__()
+        self.hidden_dim, self.num_layers = hidden_dim, num_layers
+        self.h = nn.Linear(enc_dim, num_layers * hidden_dim)
+        self.c = nn.Linear(enc_dim, num_layers * hidden_dim)
+
+    def forward(self, state: LSTMState) -> LSTMState:
+        h, c = state[0][-1], state[1][-1]  # (B, D)
+        B = h.shape[0]
+
+        def layers(x: Tensor) -> Tensor:  # (B, L * H) -> (L, B, H), contiguous as cuDNN wants it
+            return x.view(B, self.num_layers, self.hidden_dim).transpose(0, 1).contiguous()
+
+        return layers(torch.tanh(self.h(h))), layers(self.c(c))
+
+
+class LuongAttention(nn.Module):
+    """Global attention with the attentional hidden state of Luong et al. 2015 (eq. 5):
+    h~ = tanh(W_c [c; h]) with c = attention(h, memory) by the shared ``MultiHeadAttention``.
+
+    forward(h (B, T, H), memory (B, S, M), key_padding_mask (B, S) True at padding, cache) ->
+    h~ (B, T, H) (and the weights (B, heads, T, S) with ``return_weights``). A memory of another
+    width than H is projected to H first. ``cache`` (a ``KVCache``) keeps the memory's keys and
+    values across decoding steps.
+    """
+
+    def __init__(self, dim: int, memory_dim: int | None = None, num_heads: int = 1, *, dropout: float = 0.0) -> None:
+        super().__init__()
+        memory_dim = memory_dim or dim
+        self.memory_proj = nn.Linear(memory_dim, dim, bias=False) if memory_dim != dim else nn.Identity()
+        self.attn = MultiHeadAttention(dim, num_heads, dropout=dropout)
+        self.combine = nn.Linear(2 * dim, dim, bias=False)  # W_c
+
+    def forward(self, h: Tensor, memory: Tensor, key_padding_mask: Tensor | None = None,
+                cache: KVCache | None = None, return_weights: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        if cache is None or cache.k is None:
+            memory = self.memory_proj(memory)
+        out = self.attn(h, memory, key_padding_mask=key_padding_mask, cache=cache, return_weights=return_weights)
+        context, weights = out if return_weights else (out, None)
+        h_tilde = torch.tanh(self.combine(torch.cat([context, h], dim=-1)))
+        return (h_tilde, weights) if return_weights else h_tilde
+
+
+class AttentionDecoder(nn.Module):
+    """An LSTM over (embedded) inputs followed by :class:`LuongAttention` over a memory.
+
+    forward(x (B, T, I), state, memory (B, S, M), memory_pad, cache) -> (h~ (B, T, H), new state).
+    Without input feeding the whole target runs at once in training; decoding passes T = 1.
+    """
+
+    def __init__(self, input_dim: int, hidden_dim: int, num_layers: int, memory_dim: int, *, num_heads: int = 1,
+                 dropout: float = 0.0, attn_dropout: float = 0.0) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(input_dim, hidden_dim, num_layers, batch_first=True,
+                            dropout=dropout if num_layers > 1 else 0.0)
+        self.attention = LuongAttention(hidden_dim, memory_dim, num_heads, dropout=attn_dropout)
+        init_lstm_(self.lstm)
+
+    def forward(self, x: Tensor, state: LSTMState | None, memory: Tensor, memory_pad: Tensor | None = None,
+                cache: KVCache | None = None) -> tuple[Tensor, LSTMState]:
+        h, state = self.lstm(x, state)
+        return self.attention(h, memory, memory_pad, cache), state
+
+
+class RNNSeq2Seq(nn.Module):
+    """The contract of ``EncoderDecoderTransformer``: forward(src, src_pad, tgt_in) -> logits,
+    ``init_state`` / ``decode_step`` / ``reorder_state`` for ``zoo.core.decoding``, ``generate``."""
+
+    def __init__(self, src_vocab_size: int, tgt_vocab_size: int, *, hidden_dim: int = 512, enc_layers: int = 2,
+                 dec_layers: int = 2, num_heads: int = 1, embed_dim: int | None = None, dropout: float = 0.2,
+                 share_embeddings: bool = False, tie_weights: bool = True, pad_id: int = 0, bos_id: int = 1,
+                 eos_id: int = 2) -> None:
+        super().__init__()
+        if hidden_dim % 2:
+            raise ValueError(f"hidden_dim {hidden_dim} must be even: each encoder direction has half of it")
+        if share_embeddings and src_vocab_size != tgt_vocab_size:
+            raise ValueError("share_embeddings needs one vocabulary for source and target")
+        embed_dim = embed_dim or hidden_dim
+        self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
+        self.src_embed = nn.Embedding(src_vocab_size, embed_dim)
+        self.tgt_embed = self.src_embed if share_embeddings else nn.Embedding(tgt_vocab_size, embed_dim)
+        self.dropout = nn.Dropout(dropout)
+        self.encoder = RNNEncoder(embed_dim, hidden_dim // 2, enc_layers, dropout=dropout)
+        self.bridge = Bridge(self.encoder.output_dim, hidden_dim, dec_layers)
+        self.decoder = AttentionDecoder(embed_dim, hidden_dim, dec_layers, self.encoder.output_dim,
+                                        num_heads=num_heads, dropout=dropout)
+        self.head = TiedHead(hidden_dim, tgt_vocab_size, self.tgt_embed if tie_weights else None)
+        nn.init.uniform_(self.src_embed.weight, -0.1, 0.1)
+        if not share_embeddings:
+            nn.init.uniform_(self.tgt_embed.weight, -0.1, 0.1)
+
+    def encode(self, src: Tensor, src_pad: Tensor | None = None) -> tuple[Tensor, LSTMState]:
+        """src (B, S), src_pad (B, S) True at (right) padding -> memory (B, S, H), decoder state."""
+        lengths = None if src_pad is None else (~src_pad).sum(1)
+        memory, final = self.encoder(self.dropout(self.src_embed(src)), lengths)
+        return memory, self.bridge(final)
+
+    def forward(self, src: Tensor, src_pad: Tensor | None, tgt_in: Tensor) -> Tensor:
+        """(src (B, S), src_pad, tgt_in (B, T) with BOS first) -> logits (B, T, V), teacher-forced."""
+        memory, state = self.encode(src, src_pad)
+        h, _ = self.decoder(self.dropout(self.tgt_embed(tgt_in)), state, memory, src_pad)
+        return self.head(self.dropout(h))
+
+    # incremental decoding: see zoo.core.decoding
+    def init_state(self, src: Tensor, src_pad: Tensor | None) -> dict[str, Any]:
+        memory, hidden = self.encode(src, src_pad)
+        return {"memory": memory, "src_pad": src_pad, "hidden": hidden, "cross": KVCache()}
+
+    def decode_step(self, state: dict[str, Any], tokens: Tensor) -> Tensor:
+        x = self.dropout(self.tgt_embed(tokens[:, None]))  # (B, 1, E)
+        h, state["hidden"] = self.decoder(x, state["hidden"], state["memory"], state["src_pad"], state["cross"])
+        return self.head(self.dropout(h))[:, 0]
+
+    def reorder_state(self, state: dict[str, Any], index: Tensor) -> None:
+        state["memory"] = state["memory"].index_select(0, index)
+        if state["src_pad"] is not None:
+            state["src_pad"] = state["src_pad"].index_select(0, index)
+        state["hidden"] = tuple(s.index_select(1, index) for s in state["hidden"])
+        state["cross"].reorder(index)
+
+    def generate(self, src: Tensor, src_pad: Tensor | None, max_len: int, beam_size: int = 1) -> Tensor:
+        """Decode (B, S) -> (B, L) target tokens (without BOS; PAD after EOS)."""
+        was_training = self.training
+        self.eval()
+        try:
+            if beam_size == 1:
+                return greedy_decode(self, src, src_pad, max_len, self.bos_id, self.eos_id, self.pad_id)
+            return beam_search(self, src, src_pad, max_len, self.bos_id, self.eos_id, beam_size, pad=self.pad_id)
+        finally:
+            self.train(was_training)
+
+
+# Sizes. Each matches the encoder-decoder Transformer of the same size within 10% in parameters for
+# small vocabularies (tests/test_rnn_baselines.py checks V = 16 and 64); dropout is the Transformer
+# preset's. One embedding is shared by source, target and head, as in the Transformer presets.
+# base has Luong et al.'s depth (4 layers).
+SEQ2SEQ_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(hidden_dim=172, enc_layers=1, dec_layers=1, num_heads=1, embed_dim=None, dropout=0.0,
+                 share_embeddings=True, tie_weights=True),
+    "small": dict(hidden_dim=384, enc_layers=2, dec_layers=2, num_heads=1, embed_dim=None, dropout=0.1,
+                  share_embeddings=True, tie_weights=True),
+    "base": dict(hidden_dim=800, enc_layers=4, dec_layers=4, num_heads=1, embed_dim=None, dropout=0.1,
+                 share_embeddings=True, tie_weights=True),
+}
+
+
+@register_model("lstm_seq2seq", family="baseline", kinds=("seq2seq",), lr=2e-3, weight_decay=0.0)
+def lstm_seq2seq(spec: dict[str, Any], size: str = "tiny", **overrides: Any) -> RNNSeq2Seq:
+    """LSTM encoder-decoder with global attention (Luong et al. 2015), bidirectional encoder."""
+    cfg = resolve_config(SEQ2SEQ_PRESETS, size, overrides)
+    if cfg["share_embeddings"] and spec["src_vocab_size"] != spec["tgt_vocab_size"]:
+        cfg["share_embeddings"] = False
+    return RNNSeq2Seq(spec["src_vocab_size"], spec["tgt_vocab_size"], pad_id=spec["pad_id"], bos_id=spec["bos_id"],
+                      eos_id=spec["eos_id"], **cfg)

@@ -1,0 +1,311 @@
+"""Language tasks: character-level language modelling and generated sequence-to-sequence problems.
+
+Language modelling (kind ``language_modeling``; headline metric: ``loss`` in nats per character on
+held-out text, lower is better; also ``bpc`` and ``perplexity``):
+- ``pystdlib`` (offline, default): the running interpreter's own standard library sources (found
+  through ``sysconfig``; tests and site-packages excluded), split by file: a file whose path hashes
+  (CRC-32) to 0 mod 10 is validation. The corpus differs between Python versions; records keep its size.
+- ``tinyshakespeare``: the 1,115,394-character corpus, first 90% train / last 10% validation,
+  nanoGPT's split (its published val loss: 1.4697); from ``--data-dir``, ``--download`` fetches it.
+- ``text_file``: your own text file (``--data-dir PATH/TO/FILE``), first 90% / last 10%.
+Training draws random windows of ``block_size + 1`` characters (nanoGPT's ``get_batch``); evaluation
+covers fixed, non-overlapping windows of the validation text.
+
+Sequence to sequence (kind ``seq2seq``; headline ``exact_match`` of greedy decoding on the test split;
+also ``token_accuracy``, and the same on a longer-than-training ``long`` split where the task has one):
+``reverse``, ``sort``, ``addition``, ``dates`` (offline, default), generated deterministically by
+``tasks.seq2seq_data``.
+"""
+
+from __future__ import annotations
+
+import sysconfig
+from abc import abstractmethod
+import urllib.request
+import zlib
+from pathlib import Path
+from typing import Any, ClassVar, Iterable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import Batch, Budget, DatasetError, DatasetNotFoundError, Task, TensorBatches, register_task
+from .seq2seq_data import make_splits, vocabulary
+
+LN2 = float(np.log(2.0))
+
+
+class CharLMTask(Task):
+    """A text corpus as characters. Subclasses return (train text, validation text) from ``_texts``."""
+
+    domain = "language"
+    kind = "language_modeling"
+    metric = "loss"
+    higher_is_better = False
+    options = {"block_size": 128}
+    budget = Budget(steps=600, batch_size=32)
+    eval_interval: ClassVar[int] = 100  # steps between validations
+    val_windows: ClassVar[int] = 64  # windows of block_size for the validation curve
+    test_chars: ClassVar[int] = 200_000  # characters of validation text scored at the end
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.data: dict[str, Tensor] = {}
+        self.chars: list[str] = []
+
+    @abstractmethod
+    def _texts(self) -> tuple[str, str]:
+        """The training text and the validation text."""
+
+    def setup(self) -> None:
+        if self.data:
+            return
+        train, val = self._texts()
+        if len(val) < self.opts["block_size"] + 2 or len(train) < self.opts["block_size"] + 2:
+            raise DatasetError(f"{self.name}: the text is too short for block_size {self.opts['block_size']}")
+        self.chars = sorted(set(train) | set(val))  # nanoGPT's character vocabulary
+        codes = np.array([ord(c) for c in self.chars], dtype=np.uint32)
+        for split, text in (("train", train), ("val", val)):
+            points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+            self.data[split] = torch.from_numpy(np.searchsorted(codes, points).astype(np.int32))
+        self.corpus = {"train_chars": len(train), "val_chars": len(val), "vocab_size": len(self.chars)}
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return {"kind": self.kind, "vocab_size": len(self.chars), "block_size": self.opts["block_size"]}
+
+    def num_train_samples(self) -> int:
+        return len(self.data["train"]) - self.opts["block_size"]
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return self.eval_interval
+
+    def encode(self, text: str) -> Tensor:
+        index = {c: i for i, c in enumerate(self.chars)}
+        return torch.tensor([index[c] for c in text if c in index], dtype=torch.long)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return "".join(self.chars[i] for i in ids)
+
+    def _windows(self, data: Tensor, starts: Tensor) -> Batch:
+        span = starts[:, None] + torch.arange(self.opts["block_size"] + 1)  # (B, T+1)
+        w = data[span].long()
+        return w[:, :-1], w[:, 1:]  # inputs, next characters
+
+    def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:
+        data = self.data["train"]
+        for _ in range(self.eval_interval):
+            yield self._windows(data, torch.randint(len(data) - self.opts["block_size"] - 1, (batch_size,),
+                                                    generator=generator))
+
+    def eval_batches(self, split: str, batch_size: int) -> Iterator[Batch]:
+        """'val': ``val_windows`` windows spread over the validation text (the curve); 'test': the
+        first ``test_chars`` characters of it, in consecutive windows (the headline)."""
+        data, T = self.data["val"], self.opts["block_size"]
+        last = len(data) - T - 1
+        if split == "val":
+            starts = torch.linspace(0, last, min(self.val_windows, last + 1)).long()
+        else:
+            starts = torch.arange(0, min(last, self.test_chars), T)
+        for i in range(0, len(starts), batch_size):
+            yield self._windows(data, starts[i:i + batch_size])
+
+    def loss(self, model: nn.Module, batch: Batch) -> Tensor:
+        x, y = batch
+        logits = model(x)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, batches: Iterable[Batch]) -> dict[str, float]:
+        total, count = 0.0, 0
+        for x, y in batches:
+            logits = model(x).float()
+            total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum").item()
+            count += y.numel()
+        loss = total / count
+        return {"loss": loss, "bpc": loss / LN2, "perplexity": float(np.exp(loss))}
+
+    def examples(self, model: nn.Module, device: torch.device, seed: int) -> dict[str, Any]:
+        """A 300-character sample (temperature 0.8, top-k 20) continuing the start of the validation text."""
+        prompt = self.data["val"][:64].long()[None].to(device)
+        out = model.generate(prompt, 300, temperature=0.8, top_k=20,
+                             generator=torch.Generator(device).manual_seed(seed))
+        return {"prompt": self.decode(prompt[0].tolist()), "sample": self.decode(out[0, 64:].tolist()),
+                **self.corpus}
+
+
+def stdlib_files() -> list[Path]:
+    """The standard library's own .py sources, sorted, without tests and installed packages."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    skip = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
+    files = [p for p in root.rglob("*.py")
+             if not skip & set(p.relative_to(root).parts[:-1]) and not p.name.startswith("test_")]
+    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
+
+
+@register_task
+class PyStdlib(CharLMTask):
+    name = "pystdlib"
+    description = "character LM on this Python's standard library source (split by file); offline"
+    offline = default = True
+
+    def _texts(self) -> tuple[str, str]:
+        root = Path(sysconfig.get_paths()["stdlib"])
+        train, val = [], []
+        for path in stdlib_files():
+            rel = path.relative_to(root).as_posix()
+            text = path.read_bytes().decode("utf-8", errors="replace")
+            (val if zlib.crc32(rel.encode()) % 10 == 0 else train).append(text)
+        if not train or not val:
+            raise DatasetNotFoundError(f"pystdlib: no standard library sources under {root}")
+        return "".join(train), "".join(val)
+
+
+@register_task
+class TinyShakespeare(CharLMTask):
+    name = "tinyshakespeare"
+    description = "Tiny Shakespeare (1,115,394 chars), nanoGPT's 90/10 split; --download"
+    url: ClassVar[str] = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+    budget = Budget(steps=2000, batch_size=12)  # nanoGPT's CPU recipe: 4x128, block 64, batch 12, 2000 iters
+    options = {"block_size": 64}
+
+    def _texts(self) -> tuple[str, str]:
+        path = self.data_dir / "tinyshakespeare" / "input.txt"
+        if not path.exists():
+            if not self.download:
+                raise DatasetNotFoundError(f"tinyshakespeare: no {path}; add --download to fetch it, or point "
+                                           "--data-dir at the folder that holds tinyshakespeare/input.txt")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".part")
+            urllib.request.urlretrieve(self.url, tmp)
+            tmp.replace(path)
+        text = path.read_text(encoding="utf-8")
+        n = int(len(text) * 0.9)
+        return text[:n], text[n:]
+
+
+@register_task
+class TextFile(CharLMTask):
+    name = "text_file"
+    description = "your own text file as a character corpus (--data-dir PATH/TO/FILE), 90/10 split"
+
+    def _texts(self) -> tuple[str, str]:
+        if not self.data_dir.is_file():
+            raise DatasetNotFoundError(f"text_file: {self.data_dir} is not a file; pass --data-dir PATH/TO/FILE.txt")
+        text = self.data_dir.read_text(encoding="utf-8", errors="replace")
+        n = int(len(text) * 0.9)
+        return text[:n], text[n:]
+
+
+# --------------------------------------------------------------------------------------- seq2seq
+
+PAD, BOS, EOS = 0, 1, 2
+SPECIALS = ["<pad>", "<bos>", "<eos>"]
+
+
+class Seq2SeqTask(Task):
+    """Generated (source, target) string pairs as token tensors; greedy decoding is scored."""
+
+    domain = "language"
+    kind = "seq2seq"
+    metric = "exact_match"
+    offline = default = True
+    eval_splits = ("test", "long")
+    sizes: ClassVar[dict[str, int]] = {"n_train": 40_000, "n_val": 500, "n_test": 2_000, "n_long": 1_000}
+    budget = Budget(steps=1500, batch_size=128)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.tensors: dict[str, tuple[Tensor, Tensor]] = {}
+
+    def setup(self) -> None:
+        if self.tensors:
+            return
+        self.tokens = SPECIALS + vocabulary(self.name)
+        self.index = {t: i for i, t in enumerate(self.tokens)}
+        self.pairs = make_splits(self.name, seed=0, **self.sizes)
+        self.max_src = max(len(s) for pairs in self.pairs.values() for s, _ in pairs)
+        self.max_tgt = max(len(t) for pairs in self.pairs.values() for _, t in pairs)
+        for split, pairs in self.pairs.items():
+            if pairs:
+                self.tensors[split] = self._encode(pairs)
+        if not self.pairs.get("long"):
+            self.eval_splits = ("test",)
+
+    def _encode(self, pairs: list[tuple[str, str]]) -> tuple[Tensor, Tensor]:
+        src = torch.full((len(pairs), self.max_src), PAD, dtype=torch.long)
+        tgt = torch.full((len(pairs), self.max_tgt + 2), PAD, dtype=torch.long)  # BOS target EOS
+        for i, (s, t) in enumerate(pairs):
+            src[i, :len(s)] = torch.tensor([self.index[c] for c in s])
+            tgt[i, :len(t) + 2] = torch.tensor([BOS] + [self.index[c] for c in t] + [EOS])
+        return src, tgt
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return {"kind": self.kind, "src_vocab_size": len(self.tokens), "tgt_vocab_size": len(self.tokens),
+                "max_src_len": self.max_src, "max_tgt_len": self.max_tgt + 1, "pad_id": PAD, "bos_id": BOS,
+                "eos_id": EOS}
+
+    def num_train_samples(self) -> int:
+        return len(self.pairs["train"])
+
+    @staticmethod
+    def _trim(batch: Batch) -> Batch:
+        """Cut the columns that are padding in every row of the batch."""
+        src, tgt = batch
+        return src[:, :int((src != PAD).sum(1).max())], tgt[:, :int((tgt != PAD).sum(1).max())]
+
+    def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:
+        return map(self._trim, TensorBatches(self.tensors["train"], batch_size, generator=generator))
+
+    def eval_batches(self, split: str, batch_size: int) -> Iterator[Batch]:
+        return map(self._trim, TensorBatches(self.tensors[split], batch_size))
+
+    def loss(self, model: nn.Module, batch: Batch) -> Tensor:
+        src, tgt = batch
+        logits = model(src, src == PAD, tgt[:, :-1])  # teacher forcing
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt[:, 1:].reshape(-1), ignore_index=PAD)
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, batches: Iterable[Batch]) -> dict[str, float]:
+        exact = tokens_right = tokens = rows = 0
+        for src, tgt in batches:
+            gold = tgt[:, 1:]  # (B, L): target then EOS then PAD
+            pred = model.generate(src, src == PAD, max_len=gold.shape[1])
+            pred = F.pad(pred, (0, gold.shape[1] - pred.shape[1]), value=PAD)[:, :gold.shape[1]]
+            real = gold != PAD
+            right = (pred == gold) & real
+            exact += (right.sum(1) == real.sum(1)).sum().item()
+            tokens_right += right.sum().item()
+            tokens += real.sum().item()
+            rows += len(src)
+        return {"exact_match": exact / rows, "token_accuracy": tokens_right / tokens}
+
+    def decode(self, ids: Iterable[int]) -> str:
+        out = []
+        for i in ids:
+            if i == EOS:
+                break
+            if i >= len(SPECIALS):
+                out.append(self.tokens[i])
+        return "".join(out)
+
+    def examples(self, model: nn.Module, device: torch.device, seed: int) -> dict[str, Any]:
+        src, tgt = (t[:5].to(device) for t in self.tensors["test"])
+        pred = model.generate(src, src == PAD, max_len=tgt.shape[1])
+        return {"decoded": [{"source": self.decode(s.tolist()), "target": self.decode(t[1:].tolist()),
+                             "output": self.decode(p.tolist())} for s, t, p in zip(src, tgt, pred)]}
+
+
+def _seq2seq_task(task_name: str, text: str) -> type[Seq2SeqTask]:
+    cls = type(task_name.capitalize(), (Seq2SeqTask,), {"name": task_name, "description": text,
+                                                       "__module__": __name__})
+    return register_task(cls)
+
+
+Reverse = _seq2seq_task("reverse", "reverse a string of 5-20 letters; long split 21-25; offline")
+Sort = _seq2seq_task("sort", "sort the letters of a string of 5-20; long split 21-25; offline")
+Addition = _seq2seq_task("addition", "A+B -> the sum, 1-5 digit operands; long split 6-7 digits; offline")
+Dates = _seq2seq_task("dates", "a date in one of many human formats -> ISO YYYY-MM-DD; offline")

@@ -1,0 +1,89 @@
+"""Greedy and beam-search decoding for any autoregressive decoder with an incremental state.
+
+A model that decodes implements three methods (the encoder-decoder Transformer and the RNN
+encoder-decoder both do, so neither copies a search loop):
+
+    state = model.init_state(src, src_pad)        # encode once; per-row decoder state (caches)
+    logits = model.decode_step(state, tokens)     # tokens (B,) -> next-token logits (B, V); updates state
+    model.reorder_state(state, index)             # keep rows ``index`` (beam search)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@torch.no_grad()
+def greedy_decode(model, src: Tensor, src_pad: Tensor | None, max_len: int, bos: int, eos: int,
+                  pad: int = 0) -> Tensor:
+    """(B, S) -> (B, L <= max_len) tokens after BOS; PAD after each row's EOS."""
+    B = src.shape[0]
+    state = model.init_state(src, src_pad)
+    tokens = torch.full((B,), bos, dtype=torch.long, device=src.device)
+    done = torch.zeros(B, dtype=torch.bool, device=src.device)
+    out = []
+    for _ in range(max_len):
+        tokens = model.decode_step(state, tokens).argmax(-1)
+        tokens = tokens.masked_fill(done, pad)
+        out.append(tokens)
+        done |= tokens == eos
+        if bool(done.all()):
+            break
+    return torch.stack(out, dim=1) if out else tokens.new_empty(B, 0)
+
+
+@torch.no_grad()
+def beam_search(model, src: Tensor, src_pad: Tensor | None, max_len: int, bos: int, eos: int,
+                beam_size: int = 4, length_penalty: float = 0.6, pad: int = 0) -> Tensor:
+    """The best of ``beam_size`` hypotheses per row, scored by log-probability / lp(length), with the
+    GNMT length penalty lp(n) = ((5 + n) / 6) ** alpha. Returns (B, L) like ``greedy_decode``."""
+    B, K, device = src.shape[0], beam_size, src.device
+    state = model.init_state(src, src_pad)  # encode once, then K copies of every row's state
+    model.reorder_state(state, torch.arange(B, device=device).repeat_interleave(K))
+    scores = torch.full((B, K), float("-inf"), device=device)
+    scores[:, 0] = 0.0  # only the first copy is live at the start
+    tokens = torch.full((B * K,), bos, dtype=torch.long, device=device)
+    finished = torch.zeros(B, K, dtype=torch.bool, device=device)
+    history = torch.empty(B, K, 0, dtype=torch.long, device=device)
+    lengths = torch.zeros(B, K, device=device)
+    for _ in range(max_len):
+        logp = model.decode_step(state, tokens).float().log_softmax(-1)  # (B*K, V)
+        V = logp.shape[-1]
+        logp = logp.view(B, K, V)
+        # a finished hypothesis only extends with PAD, at no cost
+        stay = torch.full((V,), float("-inf"), device=device)
+        stay[pad] = 0.0
+        logp = torch.where(finished[..., None], stay, logp)
+        total = (scores[..., None] + logp).view(B, K * V)
+        new_len = lengths[..., None] + (~finished[..., None]).float()  # (B, K, 1)
+        penalty = ((5.0 + new_len.expand(B, K, V)) / 6.0) ** length_penalty
+        ranked = (total / penalty.reshape(B, K * V)).topk(K, dim=-1).indices  # (B, K)
+        beam, token = ranked // V, ranked % V
+        scores = total.gather(1, ranked)
+        finished = finished.gather(1, beam) | (token == eos)
+        lengths = new_len.squeeze(-1).gather(1, beam)
+        history = torch.cat([history.gather(1, beam[..., None].expand(-1, -1, history.shape[2])),
+                             token[..., None]], dim=2)
+        rows = (torch.arange(B, device=device)[:, None] * K + beam).reshape(-1)
+        model.reorder_state(state, rows)
+        tokens = token.reshape(-1)
+        if bool(finished.all()):
+            break
+    best = (scores / ((5.0 + lengths) / 6.0) ** length_penalty).argmax(-1)  # (B,)
+    return history[torch.arange(B, device=device), best]
+
+
+def sample_next(logits: Tensor, temperature: float = 1.0, top_k: int | None = None,
+                generator: torch.Generator | None = None) -> Tensor:
+    """(B, V) -> (B, 1): argmax at temperature 0, else a sample of softmax(logits / temperature)
+    restricted to the ``top_k`` largest logits (GPT's and the LSTM LM's sampling rule)."""
+    logits = logits.float()
+    if temperature == 0:
+        return logits.argmax(-1, keepdim=True)
+    logits = logits / temperature
+    if top_k is not None:
+        kth = logits.topk(min(top_k, logits.shape[-1])).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)

@@ -1,0 +1,225 @@
+"""The Transformer of "Attention Is All You Need" (Vaswani et al. 2017) and its decoder-only
+descendant, GPT (Radford et al. 2018/2019, as in nanoGPT), on the shared core.
+
+``EncoderDecoderTransformer``: token embeddings scaled by sqrt(d_model), sinusoidal positions,
+post-norm blocks as in the paper (``norm_first=True`` for pre-norm), optional shared source/target
+embeddings tied to the output projection; greedy and beam-search decoding with key/value caches.
+Its encoder/decoder stacks match ``torch.nn.Transformer`` (``final_norm=True``, as torch always adds).
+
+``GPT``: learned positions, pre-norm causal blocks with GELU (tanh approximation, GPT-2's
+``gelu_new``), final LayerNorm, output head tied to the token embedding, GPT-2 initialisation
+(N(0, 0.02), residual projections scaled by 1/sqrt(2 * n_layer)); ``generate`` with the cache.
+``GPT.from_hf`` copies a Hugging Face ``GPT2LMHeadModel``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .core import DecoderBlock, EncoderBlock, KVCache, SinusoidalPositionalEncoding
+from .core.decoding import beam_search, greedy_decode, sample_next
+from .registry import register_model, resolve_config
+
+
+class EncoderDecoderTransformer(nn.Module):
+    def __init__(self, src_vocab_size: int, tgt_vocab_size: int, *, dim: int = 512, num_heads: int = 8,
+                 enc_layers: int = 6, dec_layers: int = 6, mlp_dim: int = 2048, dropout: float = 0.1,
+                 activation: str = "relu", norm_first: bool = False, final_norm: bool | None = None,
+                 share_embeddings: bool = False, max_len: int = 1024, pad_id: int = 0, bos_id: int = 1,
+                 eos_id: int = 2) -> None:
+        super().__init__()
+        self.dim, self.pad_id, self.bos_id, self.eos_id = dim, pad_id, bos_id, eos_id
+        if share_embeddings and src_vocab_size != tgt_vocab_size:
+            raise ValueError("share_embeddings needs one vocabulary for source and target")
+        self.src_embed = nn.Embedding(src_vocab_size, dim)
+        self.tgt_embed = self.src_embed if share_embeddings else nn.Embedding(tgt_vocab_size, dim)
+        self.pos = SinusoidalPositionalEncoding(dim, max_len)
+        self.dropout = nn.Dropout(dropout)
+        block = dict(dropout=dropout, attn_dropout=dropout, activation=activation, norm_first=norm_first)
+        self.encoder = nn.ModuleList(EncoderBlock(dim, num_heads, mlp_dim, **block) for _ in range(enc_layers))
+        self.decoder = nn.ModuleList(DecoderBlock(dim, num_heads, mlp_dim, **block) for _ in range(dec_layers))
+        final_norm = norm_first if final_norm is None else final_norm  # pre-norm needs one; the paper has none
+        self.enc_norm = nn.LayerNorm(dim) if final_norm else nn.Identity()
+        self.dec_norm = nn.LayerNorm(dim) if final_norm else nn.Identity()
+        self.head = nn.Linear(dim, tgt_vocab_size, bias=False)
+        if share_embeddings:
+            self.head.weight = self.tgt_embed.weight  # the paper's three-way weight sharing
+        for name, p in self.named_parameters():
+            if p.dim() > 1 and "embed" not in name:
+                nn.init.xavier_uniform_(p)
+        nn.init.normal_(self.src_embed.weight, std=dim**-0.5)
+        if not share_embeddings:
+            nn.init.normal_(self.tgt_embed.weight, std=dim**-0.5)
+
+    def _embed(self, table: nn.Embedding, tokens: Tensor, offset: int = 0) -> Tensor:
+        return self.dropout(self.pos(table(tokens) * math.sqrt(self.dim), offset))  # (B, T, D)
+
+    def encode(self, src: Tensor, src_pad: Tensor | None = None) -> Tensor:
+        """src (B, S) -> memory (B, S, D). src_pad: bool (B, S), True at padding."""
+        x = self._embed(self.src_embed, src)
+        for block in self.encoder:
+            x = block(x, key_padding_mask=src_pad)
+        return self.enc_norm(x)
+
+    def decode(self, tgt_in: Tensor, memory: Tensor, src_pad: Tensor | None = None) -> Tensor:
+        """tgt_in (B, T) (BOS first) -> logits (B, T, V), causally."""
+        x = self._embed(self.tgt_embed, tgt_in)
+        for block in self.decoder:
+            x = block(x, memory, memory_key_padding_mask=src_pad)
+        return self.head(self.dec_norm(x))
+
+    def forward(self, src: Tensor, src_pad: Tensor | None, tgt_in: Tensor) -> Tensor:
+        return self.decode(tgt_in, self.encode(src, src_pad), src_pad)
+
+    # incremental decoding: see zoo.core.decoding
+    def init_state(self, src: Tensor, src_pad: Tensor | None) -> dict[str, Any]:
+        return {"memory": self.encode(src, src_pad), "src_pad": src_pad, "offset": 0,
+                "self": [KVCache() for _ in self.decoder], "cross": [KVCache() for _ in self.decoder]}
+
+    def decode_step(self, state: dict[str, Any], tokens: Tensor) -> Tensor:
+        x = self._embed(self.tgt_embed, tokens[:, None], state["offset"])  # (B, 1, D)
+        for block, self_cache, cross_cache in zip(self.decoder, state["self"], state["cross"]):
+            x = block(x, state["memory"], memory_key_padding_mask=state["src_pad"], self_cache=self_cache,
+                      cross_cache=cross_cache)
+        state["offset"] += 1
+        return self.head(self.dec_norm(x))[:, 0]
+
+    def reorder_state(self, state: dict[str, Any], index: Tensor) -> None:
+        state["memory"] = state["memory"].index_select(0, index)
+        if state["src_pad"] is not None:
+            state["src_pad"] = state["src_pad"].index_select(0, index)
+        for cache in state["self"] + state["cross"]:
+            cache.reorder(index)
+
+    def generate(self, src: Tensor, src_pad: Tensor | None, max_len: int, beam_size: int = 1) -> Tensor:
+        """Decode (B, S) -> (B, L) target tokens (without BOS; PAD after EOS)."""
+        was_training = self.training
+        self.eval()
+        try:
+            if beam_size == 1:
+                return greedy_decode(self, src, src_pad, max_len, self.bos_id, self.eos_id, self.pad_id)
+            return beam_search(self, src, src_pad, max_len, self.bos_id, self.eos_id, beam_size, pad=self.pad_id)
+        finally:
+            self.train(was_training)
+
+
+class GPT(nn.Module):
+    def __init__(self, vocab_size: int, block_size: int, *, dim: int = 768, depth: int = 12, num_heads: int = 12,
+                 mlp_dim: int | None = None, dropout: float = 0.0, norm_eps: float = 1e-5, bias: bool = True) -> None:
+        super().__init__()
+        self.block_size = block_size
+        self.wte = nn.Embedding(vocab_size, dim)
+        self.wpe = nn.Embedding(block_size, dim)
+        self.dropout = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(
+            EncoderBlock(dim, num_heads, mlp_dim or 4 * dim, dropout=dropout, attn_dropout=dropout,
+                         activation="gelu_tanh", norm_first=True, norm_eps=norm_eps, bias=bias)
+            for _ in range(depth))
+        self.ln_f = nn.LayerNorm(dim, eps=norm_eps, bias=bias)
+        self.lm_head = nn.Linear(dim, vocab_size, bias=False)
+        self.lm_head.weight = self.wte.weight  # weight tying
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, std=0.02)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+        for block in self.blocks:  # GPT-2: scale the residual projections by 1/sqrt(2 * n_layer)
+            nn.init.normal_(block.attn.out_proj.weight, std=0.02 / math.sqrt(2 * depth))
+            nn.init.normal_(block.mlp.fc2.weight, std=0.02 / math.sqrt(2 * depth))
+
+    def forward(self, idx: Tensor, caches: list[KVCache] | None = None) -> Tensor:
+        """idx (B, T) -> logits (B, T, V). With ``caches`` (one per block), idx continues them."""
+        offset = caches[0].length if caches else 0
+        T = idx.shape[1]
+        if offset + T > self.block_size:
+            raise ValueError(f"sequence of {offset + T} tokens exceeds block_size {self.block_size}")
+        pos = torch.arange(offset, offset + T, device=idx.device)
+        x = self.dropout(self.wte(idx) + self.wpe(pos))  # (B, T, D)
+        for i, block in enumerate(self.blocks):
+            x = block(x, causal=True, cache=caches[i] if caches else None)
+        return self.lm_head(self.ln_f(x))
+
+    @torch.no_grad()
+    def generate(self, idx: Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+                 use_cache: bool = True, generator: torch.Generator | None = None) -> Tensor:
+        """Continue idx (B, T) by ``max_new_tokens`` sampled tokens (temperature 0: greedy)."""
+        was_training = self.training
+        self.eval()
+        try:
+            return self._generate(idx, max_new_tokens, temperature, top_k, use_cache, generator)
+        finally:
+            self.train(was_training)
+
+    def _generate(self, idx: Tensor, max_new_tokens: int, temperature: float, top_k: int | None,
+                  use_cache: bool, generator: torch.Generator | None) -> Tensor:
+        caches = None
+        for _ in range(max_new_tokens):
+            if use_cache and caches is not None and caches[0].length < self.block_size:
+                logits = self(idx[:, -1:], caches)
+            else:  # first step, no cache, or the window is full: (re)start from the last block_size tokens
+                caches = [KVCache() for _ in self.blocks] if use_cache else None
+                logits = self(idx[:, -self.block_size:], caches)
+            idx = torch.cat([idx, sample_next(logits[:, -1], temperature, top_k, generator)], dim=1)
+        return idx
+
+    @classmethod
+    def from_hf(cls, hf: nn.Module) -> "GPT":
+        """A zoo GPT with the configuration and weights of a transformers ``GPT2LMHeadModel``."""
+        c = hf.config
+        model = cls(c.vocab_size, c.n_positions, dim=c.n_embd, depth=c.n_layer, num_heads=c.n_head,
+                    mlp_dim=c.n_inner or 4 * c.n_embd, norm_eps=c.layer_norm_epsilon)
+        sd = hf.transformer.state_dict()
+        state = {"wte.weight": sd["wte.weight"], "wpe.weight": sd["wpe.weight"],
+                 "ln_f.weight": sd["ln_f.weight"], "ln_f.bias": sd["ln_f.bias"]}
+        for i in range(c.n_layer):
+            h, p = f"h.{i}.", f"blocks.{i}."
+            state.update({  # HF's Conv1D stores (in, out): transpose to nn.Linear's (out, in)
+                p + "res_attn.norm.weight": sd[h + "ln_1.weight"], p + "res_attn.norm.bias": sd[h + "ln_1.bias"],
+                p + "attn.in_proj.weight": sd[h + "attn.c_attn.weight"].t(), p + "attn.in_proj.bias": sd[h + "attn.c_attn.bias"],
+                p + "attn.out_proj.weight": sd[h + "attn.c_proj.weight"].t(), p + "attn.out_proj.bias": sd[h + "attn.c_proj.bias"],
+                p + "res_mlp.norm.weight": sd[h + "ln_2.weight"], p + "res_mlp.norm.bias": sd[h + "ln_2.bias"],
+                p + "mlp.fc1.weight": sd[h + "mlp.c_fc.weight"].t(), p + "mlp.fc1.bias": sd[h + "mlp.c_fc.bias"],
+                p + "mlp.fc2.weight": sd[h + "mlp.c_proj.weight"].t(), p + "mlp.fc2.bias": sd[h + "mlp.c_proj.bias"],
+            })
+        state["lm_head.weight"] = state["wte.weight"]
+        model.load_state_dict({k: v.detach().clone().contiguous() for k, v in state.items()})
+        return model
+
+
+# Sizes. tiny fits the CPU budget of `harness run language`; base is the paper's "base" model for the
+# encoder-decoder and a GPT-2-small-like width for the LM.
+TRANSFORMER_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(dim=128, num_heads=4, enc_layers=2, dec_layers=2, mlp_dim=256, dropout=0.0, norm_first=True,
+                 share_embeddings=True),
+    "small": dict(dim=256, num_heads=4, enc_layers=3, dec_layers=3, mlp_dim=1024, dropout=0.1, norm_first=True,
+                  share_embeddings=True),
+    "base": dict(dim=512, num_heads=8, enc_layers=6, dec_layers=6, mlp_dim=2048, dropout=0.1, norm_first=False,
+                 share_embeddings=True),
+}
+GPT_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(dim=128, depth=4, num_heads=4, dropout=0.0),
+    "small": dict(dim=384, depth=6, num_heads=6, dropout=0.2),
+    "base": dict(dim=768, depth=12, num_heads=12, dropout=0.1),
+}
+
+
+@register_model("transformer", family="transformer", kinds=("seq2seq",), lr=1e-3, weight_decay=0.01)
+def transformer(spec: dict[str, Any], size: str = "tiny", **overrides: Any) -> EncoderDecoderTransformer:
+    """Encoder-decoder Transformer (Vaswani et al. 2017): sinusoidal positions, cached decoding."""
+    cfg = resolve_config(TRANSFORMER_PRESETS, size, overrides)
+    if cfg["share_embeddings"] and spec["src_vocab_size"] != spec["tgt_vocab_size"]:
+        cfg["share_embeddings"] = False
+    return EncoderDecoderTransformer(spec["src_vocab_size"], spec["tgt_vocab_size"],
+                                     max_len=max(spec["max_src_len"], spec["max_tgt_len"]) + 2,
+                                     pad_id=spec["pad_id"], bos_id=spec["bos_id"], eos_id=spec["eos_id"], **cfg)
+
+
+@register_model("gpt", family="transformer", kinds=("language_modeling",), lr=2e-3, weight_decay=0.1)
+def gpt(spec: dict[str, Any], size: str = "tiny", **overrides: Any) -> GPT:
+    """Decoder-only Transformer LM (GPT-2 / nanoGPT): learned positions, pre-norm, tied head."""
+    cfg = resolve_config(GPT_PRESETS, size, overrides)
+    return GPT(spec["vocab_size"], spec["block_size"], **cfg)
