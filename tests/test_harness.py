@@ -103,7 +103,7 @@ def write_plugin(tmp_path: Path, kinds: str) -> str:
 
 BAD_INPUTS = [
     (["run", "visoin"], r"unknown domain 'visoin'; did you mean: vision\?"),
-    (["run", "vision", "--tasks", "digts"], r"unknown task 'digts'; did you mean: digits\?"),
+    (["run", "vision", "--tasks", "digts"], r"unknown task 'digts'; did you mean: digits\b"),
     (["run", "vision", "--models", "vti"], r"unknown model 'vti'; did you mean: vit\?"),
     (["run", "vision", "--models", "lm_only", "--plugin", "PLUGIN"], r"model 'lm_only' serves language_modeling"),
     (["run", "vision", "--models", "zzz*"], r"no model matching 'zzz\*'"),
