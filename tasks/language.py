@@ -214,7 +214,7 @@ class Seq2SeqTask(Task):
     offline = default = True
     eval_splits = ("test", "long")
     sizes: ClassVar[dict[str, int]] = {"n_train": 40_000, "n_val": 500, "n_test": 2_000, "n_long": 1_000}
-    budget = Budget(steps=1500, batch_size=128)
+    budget = Budget(steps=500, batch_size=128)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -170,6 +170,9 @@ class GPT(nn.Module):
     def from_hf(cls, hf: nn.Module) -> "GPT":
         """A zoo GPT with the configuration and weights of a transformers ``GPT2LMHeadModel``."""
         c = hf.config
+        if c.activation_function not in ("gelu_new", "gelu_pytorch_tanh") or not c.scale_attn_weights:
+            raise ValueError(f"only GPT-2 configs with tanh GELU and scaled attention convert "
+                             f"(got {c.activation_function}, scale_attn_weights={c.scale_attn_weights})")
         model = cls(c.vocab_size, c.n_positions, dim=c.n_embd, depth=c.n_layer, num_heads=c.n_head,
                     mlp_dim=c.n_inner or 4 * c.n_embd, norm_eps=c.layer_norm_epsilon)
         sd = hf.transformer.state_dict()
@@ -207,7 +210,7 @@ GPT_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-@register_model("transformer", family="transformer", kinds=("seq2seq",), lr=1e-3, weight_decay=0.01)
+@register_model("transformer", family="transformer", kinds=("seq2seq",), lr=2e-3, weight_decay=0.01)
 def transformer(spec: dict[str, Any], size: str = "tiny", **overrides: Any) -> EncoderDecoderTransformer:
     """Encoder-decoder Transformer (Vaswani et al. 2017): sinusoidal positions, cached decoding."""
     cfg = resolve_config(TRANSFORMER_PRESETS, size, overrides)

@@ -47,9 +47,9 @@ class FeedForward(nn.Module):
 class _Residual(nn.Module):
     """One residual sub-layer with its norm, pre- or post-norm."""
 
-    def __init__(self, dim: int, norm_first: bool, dropout: float, norm_eps: float) -> None:
+    def __init__(self, dim: int, norm_first: bool, dropout: float, norm_eps: float, bias: bool = True) -> None:
         super().__init__()
-        self.norm = nn.LayerNorm(dim, eps=norm_eps)
+        self.norm = nn.LayerNorm(dim, eps=norm_eps, bias=bias)
         self.dropout = nn.Dropout(dropout)
         self.norm_first = norm_first
 
@@ -69,8 +69,8 @@ class EncoderBlock(nn.Module):
         super().__init__()
         self.attn = MultiHeadAttention(dim, num_heads, dropout=attn_dropout, bias=bias)
         self.mlp = FeedForward(dim, mlp_dim, activation=activation, dropout=dropout, bias=bias)
-        self.res_attn = _Residual(dim, norm_first, dropout, norm_eps)
-        self.res_mlp = _Residual(dim, norm_first, dropout, norm_eps)
+        self.res_attn = _Residual(dim, norm_first, dropout, norm_eps, bias)
+        self.res_mlp = _Residual(dim, norm_first, dropout, norm_eps, bias)
 
     def forward(self, x: Tensor, *, causal: bool = False, key_padding_mask: Tensor | None = None,
                 bias: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
@@ -89,9 +89,9 @@ class DecoderBlock(nn.Module):
         self.self_attn = MultiHeadAttention(dim, num_heads, dropout=attn_dropout, bias=bias)
         self.cross_attn = MultiHeadAttention(dim, num_heads, dropout=attn_dropout, bias=bias)
         self.mlp = FeedForward(dim, mlp_dim, activation=activation, dropout=dropout, bias=bias)
-        self.res_self = _Residual(dim, norm_first, dropout, norm_eps)
-        self.res_cross = _Residual(dim, norm_first, dropout, norm_eps)
-        self.res_mlp = _Residual(dim, norm_first, dropout, norm_eps)
+        self.res_self = _Residual(dim, norm_first, dropout, norm_eps, bias)
+        self.res_cross = _Residual(dim, norm_first, dropout, norm_eps, bias)
+        self.res_mlp = _Residual(dim, norm_first, dropout, norm_eps, bias)
 
     def forward(self, x: Tensor, memory: Tensor, *, tgt_key_padding_mask: Tensor | None = None,
                 memory_key_padding_mask: Tensor | None = None,
