@@ -85,7 +85,7 @@ def parse_value(text: str) -> Any:
 
 def build_parser() -> Parser:
     parser = Parser(prog="python -m harness", description="Train, compare and list the models of attention-zoo.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,list,report}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,list,report,examples}")
 
     run = sub.add_parser("run", help="train and evaluate every compatible model on a domain's tasks",
                          description="Train and evaluate models on a domain's tasks under one budget; write "
@@ -94,7 +94,8 @@ def build_parser() -> Parser:
     run.add_argument("--tasks", type=names, help="comma-separated tasks (default: the domain's default tasks)")
     run.add_argument("--models", type=names,
                      help="comma-separated models or wildcards, e.g. 'vit,resnet' (default: all compatible)")
-    run.add_argument("--seeds", type=positive_int, default=3, help="seeds 0..N-1 per cell (default 3)")
+    run.add_argument("--seeds", type=positive_int,
+                     help="seeds 0..N-1 per cell (default: each task's, 3 for vision, 1 for language)")
     run.add_argument("--size", choices=SIZES, default="tiny", help="model size preset (default tiny)")
     budget = run.add_mutually_exclusive_group()
     budget.add_argument("--epochs", type=positive_int, help="epochs for every model (default: the task's budget)")
@@ -125,6 +126,10 @@ def build_parser() -> Parser:
 
     report = sub.add_parser("report", help="rebuild the leaderboards from the records under --out/runs")
     report.add_argument("--out", type=Path, default=Path("results"), help="results directory (default results/)")
+    examples = sub.add_parser("examples", help="show what trained models produced (LM samples, decoded inputs)")
+    examples.add_argument("--task", default="*", help="task name or wildcard (default: all)")
+    examples.add_argument("--model", default="*", help="model name or wildcard (default: all)")
+    examples.add_argument("--out", type=Path, default=Path("results"), help="results directory (default results/)")
     return parser
 
 
@@ -204,9 +209,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = RunConfig(size=args.size, epochs=args.epochs, steps=args.steps, batch_size=args.batch_size,
                        lr=args.lr, weight_decay=args.weight_decay, device=device, backend=args.backend,
                        precision=precision, model_opts=tuple(model_opts.items()))
-    cells = [(task, model, seed) for task, models in plan for model in models for seed in range(args.seeds)]
+    cells = [(task, model, seed) for task, models in plan for model in models
+             for seed in range(args.seeds or task.default_seeds)]
+    seeds = sorted({args.seeds or task.default_seeds for task, _ in plan})
     print(f"harness: {len(cells)} cells ({args.domain}: {', '.join(t.name for t, _ in plan)}; "
-          f"{args.seeds} seed(s); size {args.size}; {device}, {args.backend}, {precision})", file=sys.stderr)
+          f"{'/'.join(map(str, seeds))} seed(s); size {args.size}; {device}, {args.backend}, {precision})",
+          file=sys.stderr)
     records: list[dict[str, Any]] = []
     start = time.perf_counter()
     try:
@@ -284,9 +292,27 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_examples(args: argparse.Namespace) -> int:
+    records = [r for r in read_records(args.out / "runs") if r.get("examples")
+               and fnmatch.fnmatchcase(r["task"], args.task) and fnmatch.fnmatchcase(r["model"], args.model)]
+    if not records:
+        raise UsageError(f"no records with examples for task {args.task!r}, model {args.model!r} under "
+                         f"{args.out / 'runs'}")
+    for r in records:
+        ex = r["examples"]
+        print(f"== {r['task']} / {r['model']} ({r['size']}, seed {r['seed']}): {r['metric']} {r['metric_value']:.4f}")
+        if "sample" in ex:
+            print(f"-- prompt --\n{ex['prompt']}\n-- sample (temperature 0.8, top-k 20) --\n{ex['sample']}")
+        for d in ex.get("decoded", []):
+            mark = "ok " if d["output"] == d["target"] else "ERR"
+            print(f"{mark} {d['source']!r} -> {d['output']!r} (target {d['target']!r})")
+        print()
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    command = {"run": cmd_run, "list": cmd_list, "report": cmd_report}[args.command]
+    command = {"run": cmd_run, "list": cmd_list, "report": cmd_report, "examples": cmd_examples}[args.command]
     try:
         return command(args)
     except USER_ERRORS as e:

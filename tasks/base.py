@@ -80,6 +80,7 @@ class Task(ABC):
     default: ClassVar[bool] = False  # part of `harness run DOMAIN` when no --tasks is given
     budget: ClassVar[Budget] = Budget(epochs=1)
     description: ClassVar[str] = ""
+    default_seeds: ClassVar[int] = 3  # seeds when --seeds is not given (fewer where a cell is long)
     eval_splits: ClassVar[tuple[str, ...]] = ("test",)  # evaluated once, after training; the first is headline
 
     options: ClassVar[dict[str, Any]] = {}  # task-specific options and their defaults

@@ -44,11 +44,11 @@ class CharLMTask(Task):
     kind = "language_modeling"
     metric = "loss"
     higher_is_better = False
-    options = {"block_size": 128}
+    options = {"block_size": 128, "eval_chars": 200_000}  # eval_chars: validation characters scored at the end
     budget = Budget(steps=600, batch_size=32)
+    default_seeds = 1  # the whole default language run must fit 10 minutes of a 2-core CPU
     eval_interval: ClassVar[int] = 100  # steps between validations
     val_windows: ClassVar[int] = 64  # windows of block_size for the validation curve
-    test_chars: ClassVar[int] = 200_000  # characters of validation text scored at the end
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -101,14 +101,14 @@ class CharLMTask(Task):
                                                     generator=generator))
 
     def eval_batches(self, split: str, batch_size: int) -> Iterator[Batch]:
-        """'val': ``val_windows`` windows spread over the validation text (the curve); 'test': the
-        first ``test_chars`` characters of it, in consecutive windows (the headline)."""
+        """'val': ``val_windows`` windows spread over the validation text (the curve); 'test': its
+        first ``eval_chars`` characters, in consecutive windows (the headline)."""
         data, T = self.data["val"], self.opts["block_size"]
         last = len(data) - T - 1
         if split == "val":
             starts = torch.linspace(0, last, min(self.val_windows, last + 1)).long()
         else:
-            starts = torch.arange(0, min(last, self.test_chars), T)
+            starts = torch.arange(0, min(last, self.opts["eval_chars"]), T)
         for i in range(0, len(starts), batch_size):
             yield self._windows(data, starts[i:i + batch_size])
 
@@ -169,7 +169,7 @@ class TinyShakespeare(CharLMTask):
     description = "Tiny Shakespeare (1,115,394 chars), nanoGPT's 90/10 split; --download"
     url: ClassVar[str] = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
     budget = Budget(steps=2000, batch_size=12)  # nanoGPT's CPU recipe: 4x128, block 64, batch 12, 2000 iters
-    options = {"block_size": 64}
+    options = {"block_size": 64, "eval_chars": 200_000}
 
     def _texts(self) -> tuple[str, str]:
         path = self.data_dir / "tinyshakespeare" / "input.txt"
@@ -215,6 +215,7 @@ class Seq2SeqTask(Task):
     eval_splits = ("test", "long")
     sizes: ClassVar[dict[str, int]] = {"n_train": 40_000, "n_val": 500, "n_test": 2_000, "n_long": 1_000}
     budget = Budget(steps=500, batch_size=128)
+    default_seeds = 1
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
