@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from zoo.core import KVCache, MultiHeadAttention
-from zoo.core.decoding import beam_search, greedy_decode
+from zoo.core.decoding import Seq2SeqDecoder
 from zoo.registry import register_model, resolve_config
 
 from .lstm import LSTMState, TiedHead, init_lstm_
@@ -136,7 +136,7 @@ class AttentionDecoder(nn.Module):
         return self.attention(h, memory, memory_pad, cache), state
 
 
-class RNNSeq2Seq(nn.Module):
+class RNNSeq2Seq(Seq2SeqDecoder, nn.Module):
     """The contract of ``EncoderDecoderTransformer``: forward(src, src_pad, tgt_in) -> logits,
     ``init_state`` / ``decode_step`` / ``reorder_state`` for ``zoo.core.decoding``, ``generate``."""
 
@@ -191,17 +191,6 @@ class RNNSeq2Seq(nn.Module):
             state["src_pad"] = state["src_pad"].index_select(0, index)
         state["hidden"] = tuple(s.index_select(1, index) for s in state["hidden"])
         state["cross"].reorder(index)
-
-    def generate(self, src: Tensor, src_pad: Tensor | None, max_len: int, beam_size: int = 1) -> Tensor:
-        """Decode (B, S) -> (B, L) target tokens (without BOS; PAD after EOS)."""
-        was_training = self.training
-        self.eval()
-        try:
-            if beam_size == 1:
-                return greedy_decode(self, src, src_pad, max_len, self.bos_id, self.eos_id, self.pad_id)
-            return beam_search(self, src, src_pad, max_len, self.bos_id, self.eos_id, beam_size, pad=self.pad_id)
-        finally:
-            self.train(was_training)
 
 
 # Sizes. Each matches the encoder-decoder Transformer of the same size within 10% in parameters for

@@ -21,11 +21,11 @@ import torch
 from torch import Tensor, nn
 
 from .core import DecoderBlock, EncoderBlock, KVCache, SinusoidalPositionalEncoding
-from .core.decoding import beam_search, greedy_decode, sample_next
+from .core.decoding import Seq2SeqDecoder, sample_next
 from .registry import register_model, resolve_config
 
 
-class EncoderDecoderTransformer(nn.Module):
+class EncoderDecoderTransformer(Seq2SeqDecoder, nn.Module):
     def __init__(self, src_vocab_size: int, tgt_vocab_size: int, *, dim: int = 512, num_heads: int = 8,
                  enc_layers: int = 6, dec_layers: int = 6, mlp_dim: int = 2048, dropout: float = 0.1,
                  activation: str = "relu", norm_first: bool = False, final_norm: bool | None = None,
@@ -94,17 +94,6 @@ class EncoderDecoderTransformer(nn.Module):
             state["src_pad"] = state["src_pad"].index_select(0, index)
         for cache in state["self"] + state["cross"]:
             cache.reorder(index)
-
-    def generate(self, src: Tensor, src_pad: Tensor | None, max_len: int, beam_size: int = 1) -> Tensor:
-        """Decode (B, S) -> (B, L) target tokens (without BOS; PAD after EOS)."""
-        was_training = self.training
-        self.eval()
-        try:
-            if beam_size == 1:
-                return greedy_decode(self, src, src_pad, max_len, self.bos_id, self.eos_id, self.pad_id)
-            return beam_search(self, src, src_pad, max_len, self.bos_id, self.eos_id, beam_size, pad=self.pad_id)
-        finally:
-            self.train(was_training)
 
 
 class GPT(nn.Module):

@@ -6,6 +6,8 @@ encoder-decoder both do, so neither copies a search loop):
     state = model.init_state(src, src_pad)        # encode once; per-row decoder state (caches)
     logits = model.decode_step(state, tokens)     # tokens (B,) -> next-token logits (B, V); updates state
     model.reorder_state(state, index)             # keep rows ``index`` (beam search)
+
+and inherits ``generate`` (greedy or beam search, in eval mode) from :class:`Seq2SeqDecoder`.
 """
 
 from __future__ import annotations
@@ -87,3 +89,25 @@ def sample_next(logits: Tensor, temperature: float = 1.0, top_k: int | None = No
         kth = logits.topk(min(top_k, logits.shape[-1])).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     return torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)
+
+
+class Seq2SeqDecoder:
+    """Mixin for encoder-decoder models with ``pad_id``, ``bos_id``, ``eos_id`` and the three methods
+    above: ``generate`` decodes in eval mode and restores the training mode after."""
+
+    pad_id: int
+    bos_id: int
+    eos_id: int
+
+    def generate(self, src: Tensor, src_pad: Tensor | None, max_len: int, beam_size: int = 1,
+                 length_penalty: float = 0.6) -> Tensor:
+        """Decode (B, S) -> (B, L) target tokens (without BOS; PAD after EOS)."""
+        was_training = self.training
+        self.eval()
+        try:
+            if beam_size == 1:
+                return greedy_decode(self, src, src_pad, max_len, self.bos_id, self.eos_id, self.pad_id)
+            return beam_search(self, src, src_pad, max_len, self.bos_id, self.eos_id, beam_size,
+                               length_penalty, pad=self.pad_id)
+        finally:
+            self.train(was_training)
