@@ -213,6 +213,7 @@ class Seq2SeqTask(Task):
     metric = "exact_match"
     offline = default = True
     eval_splits = ("test", "long")
+    options = {"label_smoothing": 0.0}  # e.g. 0.1, the paper's
     sizes: ClassVar[dict[str, int]] = {"n_train": 40_000, "n_val": 500, "n_test": 2_000, "n_long": 1_000}
     budget = Budget(steps=500, batch_size=128)
     default_seeds = 1
@@ -267,7 +268,8 @@ class Seq2SeqTask(Task):
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         src, tgt = batch
         logits = model(src, src == PAD, tgt[:, :-1])  # teacher forcing
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt[:, 1:].reshape(-1), ignore_index=PAD)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt[:, 1:].reshape(-1), ignore_index=PAD,
+                               label_smoothing=self.opts["label_smoothing"])
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, batches: Iterable[Batch]) -> dict[str, float]:

@@ -138,6 +138,15 @@ class Oracle(nn.Module):
         return torch.stack(out)
 
 
+def test_label_smoothing_option_changes_the_loss(reverse):
+    smoothed = create_task("reverse", label_smoothing=0.1)
+    smoothed.setup()
+    batch = next(iter(reverse.eval_batches("test", 16)))
+    model = Uniform(len(reverse.tokens))
+    model.forward = lambda src, pad, tgt: torch.randn(*tgt.shape, len(reverse.tokens), generator=torch.Generator().manual_seed(0))
+    assert smoothed.loss(model, batch) != reverse.loss(model, batch)
+
+
 def test_seq2seq_metrics(reverse):
     perfect = reverse.evaluate(Oracle(reverse), reverse.eval_batches("test", 256))
     assert perfect == {"exact_match": 1.0, "token_accuracy": 1.0}
