@@ -250,12 +250,17 @@ def _check_writable(out: Path) -> None:
 
 
 def publish(records: list[dict[str, Any]], out: Path, domain: str) -> None:
-    """Merge this run's rows into results/leaderboard_<domain>.csv and print them."""
+    """Merge this run's rows into results/leaderboard_<domain>.csv and print them; tables that
+    tasks attach to their examples go to results/<table>_<domain>.csv."""
     new = leaderboard.aggregate(records)
     path = out / f"leaderboard_{domain}.csv"
     leaderboard.write(leaderboard.merge(leaderboard.read_csv(path), new), path)
     print(leaderboard.to_text(new))
     print(f"\nwrote {path} (and .md); records in {out / 'runs' / domain}")
+    for name, table in leaderboard.tables(records).items():
+        table_path = out / f"{name}_{domain}.csv"
+        leaderboard.write_table(leaderboard.merge_table(leaderboard.read_csv(table_path), table), table_path)
+        print(f"wrote {table_path}")
 
 
 # ------------------------------------------------------------------------------------- list, report

@@ -95,13 +95,18 @@ def rank(df: pd.DataFrame) -> pd.DataFrame:
     return df.sort_values(["domain", "task", "rank", "model"]).reindex(columns=COLUMNS).reset_index(drop=True)
 
 
-def merge(existing: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+def replace_rows(existing: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
     """``existing`` rows whose (domain, task, model, size) are not in ``new``, plus ``new``."""
-    if existing.empty:
+    if existing.empty or not set(KEY) <= set(existing.columns):
         return new
     keys = set(map(tuple, new[KEY].astype(str).values))
     keep = existing[[tuple(row) not in keys for row in existing[KEY].astype(str).values]]
-    return rank(pd.concat([keep, new], ignore_index=True) if not keep.empty else new)
+    return pd.concat([keep, new], ignore_index=True) if not keep.empty else new
+
+
+def merge(existing: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    """The leaderboard after a run: its cells' rows replaced, the others kept, all re-ranked."""
+    return rank(replace_rows(existing, new))
 
 
 def read_csv(path: Path) -> pd.DataFrame:
@@ -148,3 +153,21 @@ def to_text(df: pd.DataFrame, columns: list[str] = SHOWN) -> str:
 
 def _numeric(column: str) -> bool:
     return column in {"rank", "metric_mean", "metric_std", "n_seeds", "param_count", "train_time_s"}
+
+
+def tables(records: list[dict[str, Any]]) -> dict[str, pd.DataFrame]:
+    """The row tables that tasks attach to records (``examples["tables"]``), one frame per name,
+    each row keyed by the cell it came from."""
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for r in latest_config([r for r in records if r.get("status") == "ok"]):
+        for name, table in (r.get("examples") or {}).get("tables", {}).items():
+            rows.setdefault(name, []).extend({**{k: r[k] for k in KEY}, "seed": r["seed"], **row} for row in table)
+    return {name: pd.DataFrame(table) for name, table in rows.items()}
+
+
+def merge_table(existing: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    return replace_rows(existing, new).sort_values(KEY + ["seed"], kind="stable")
+
+
+def write_table(df: pd.DataFrame, path: Path) -> None:
+    atomic_write_text(path, df.to_csv(index=False, float_format="%.6g"))

@@ -118,6 +118,7 @@ def run_cell(task: Task, model_name: str, seed: int, config: RunConfig, *, progr
     started = datetime.now(timezone.utc)
     seed_everything(seed)
     model = create_model(model_name, task.spec, size=config.size, **dict(config.model_opts)).to(device)
+    task.prepare(model)
     param_count = sum(p.numel() for p in model.parameters())
     optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, fused=device.type == "cuda")
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, budget.warmup_frac))

@@ -107,6 +107,9 @@ class Task(ABC):
     def num_train_samples(self) -> int:
         """Training examples in one epoch."""
 
+    def prepare(self, model: nn.Module) -> None:
+        """Called with each freshly built model before it trains (e.g. %BC picks its data here)."""
+
     def steps_per_epoch(self, batch_size: int) -> int:
         """Optimizer steps between two validations (one pass over the training set by default)."""
         return math.ceil(self.num_train_samples() / batch_size)
@@ -128,7 +131,8 @@ class Task(ABC):
         """Metrics over ``batches`` (already on the model's device), the headline one included."""
 
     def examples(self, model: nn.Module, device: torch.device, seed: int) -> dict[str, Any]:
-        """What a trained model produces, to look at (a text sample, some decoded inputs); JSON-able."""
+        """What a trained model produces, to look at (a text sample, some decoded inputs); JSON-able.
+        Lists of row dicts under the key ``tables`` are also published as CSVs next to the leaderboard."""
         return {}
 
 
