@@ -2,3 +2,4 @@
 
 from . import cnn  # noqa: F401  (registers "resnet")
 from . import lstm, seq2seq  # noqa: F401  (register "lstm", "lstm_seq2seq")
+from . import mlp  # noqa: F401  (registers "bc_mlp", "bc_top10"; lstm registers "decision_lstm")

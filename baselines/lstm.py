@@ -8,6 +8,11 @@ hidden state down to the embedding width first (as in AWD-LSTM's last layer, don
 
 ``generate`` has the semantics of ``zoo.transformer.GPT.generate`` but carries the LSTM state from
 step to step instead of re-reading the prefix, and has no context window to crop to.
+
+``decision_lstm``: the Decision LSTM (Siebenborn et al. 2022, arXiv 2211.14655, "How Crucial is
+Transformer in Decision Transformer?"): the Decision Transformer with its GPT swapped for an LSTM,
+all else equal: the same (R, s, a) tokens, timestep embedding, LayerNorm and heads
+(``zoo.decision_transformer.TrajectoryModel``).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from zoo.core.decoding import sample_next
+from zoo.decision_transformer import TrajectoryModel, trajectory_spec
 from zoo.registry import register_model, resolve_config
 
 LSTMState = tuple[Tensor, Tensor]  # (h, c), each (num_layers, B, hidden)
@@ -125,3 +131,51 @@ def lstm(spec: dict[str, Any], size: str = "tiny", **overrides: Any) -> LSTMLang
     """LSTM language model (Zaremba et al. 2014) with tied embeddings (Press & Wolf 2017)."""
     cfg = resolve_config(LSTM_PRESETS, size, overrides)
     return LSTMLanguageModel(spec["vocab_size"], block_size=spec.get("block_size"), **cfg)
+
+
+class DecisionLSTM(TrajectoryModel):
+    """The Decision Transformer's tokens and heads around a multi-layer LSTM over the 3K tokens.
+
+    The LSTM is ``lstm_dim`` wide (wider than the tokens, to match the DT's parameters); when it
+    differs from ``hidden_dim`` a linear layer brings its output back to the width of the shared heads.
+
+    Padding: the DT's windows are left-padded (mask 0 at the first steps of short windows). An LSTM
+    cannot skip keys as attention does, so the padding tokens are multiplied by the mask (zeroed, after
+    the LayerNorm, timestep embedding included) before the LSTM reads them: the outputs at real steps do
+    not depend on the *values* at padded steps. They still depend on *how many* padded steps precede
+    (the LSTM runs its biases over the zero inputs), as the DT does not; training sees the same padding
+    as evaluation, so the model learns with it.
+    """
+
+    def __init__(self, state_dim: int, act_dim: int, *, hidden_dim: int = 128, lstm_dim: int | None = None,
+                 num_layers: int = 3, dropout: float = 0.1, max_ep_len: int = 4096, discrete: bool = False,
+                 action_tanh: bool | None = None, context_len: int | None = None) -> None:
+        super().__init__(state_dim, act_dim, hidden_dim=hidden_dim, max_ep_len=max_ep_len, discrete=discrete,
+                         action_tanh=action_tanh, dropout=dropout, context_len=context_len)
+        lstm_dim = lstm_dim or hidden_dim
+        self.lstm = nn.LSTM(hidden_dim, lstm_dim, num_layers, batch_first=True,
+                            dropout=dropout if num_layers > 1 else 0.0)
+        self.out_proj = nn.Linear(lstm_dim, hidden_dim) if lstm_dim != hidden_dim else nn.Identity()
+        init_lstm_(self.lstm)
+
+    def trunk(self, x: Tensor, mask: Tensor) -> Tensor:  # (B, 3K, H), (B, 3K) -> (B, 3K, H)
+        x = x * mask[..., None].to(x.dtype)  # zero the padding tokens
+        out, _ = self.lstm(x)  # (B, 3K, lstm_dim)
+        return self.out_proj(out)
+
+
+# Sizes: the DT preset's token width and layer count, the LSTM widened so that the whole model matches
+# the DT of the same size within 10% in parameters (an LSTM layer has 8 H^2 weights, a GPT block 12 H^2).
+DECISION_LSTM_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(hidden_dim=64, lstm_dim=78, num_layers=3, dropout=0.1),
+    "small": dict(hidden_dim=128, lstm_dim=156, num_layers=3, dropout=0.1),
+    "base": dict(hidden_dim=256, lstm_dim=312, num_layers=6, dropout=0.1),
+}
+
+
+# Training defaults: the Decision Transformer's (see zoo.decision_transformer), so that only the trunk differs.
+@register_model("decision_lstm", family="baseline", kinds=("offline_rl",), lr=1e-3, weight_decay=1e-4)
+def decision_lstm(spec: dict[str, Any], size: str = "tiny", **overrides: Any) -> DecisionLSTM:
+    """Decision LSTM (Siebenborn et al. 2022): the Decision Transformer with an LSTM for its GPT."""
+    cfg = resolve_config(DECISION_LSTM_PRESETS, size, overrides)
+    return DecisionLSTM(spec["state_dim"], spec["act_dim"], **trajectory_spec(spec), **cfg)

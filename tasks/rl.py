@@ -1,0 +1,233 @@
+"""Offline reinforcement learning: learn from a fixed dataset of episodes, evaluate by rolling the
+policy out in the real gymnasium environment.
+
+Datasets come from ``tasks.rl_data``: behaviour policies of graded quality (``expert``, ``medium``,
+``mixed`` = random + medium + a few expert episodes, like D4RL's medium-replay) for CartPole-v1
+(discrete), Pendulum-v1 and MountainCarContinuous-v0 (continuous), generated deterministically and
+cached under ``--data-dir``/rl. Task names are ``<env>-<quality>``, e.g. ``cartpole-mixed``.
+
+The model contract (kind ``offline_rl``), as in the Decision Transformer: forward(returns_to_go
+(B, K, 1), states (B, K, S), actions (B, K, A), timesteps (B, K), mask (B, K)) -> action predictions
+(B, K, A): tanh-bounded actions for continuous control, logits for discrete actions. States are
+z-scored with the dataset's mean and std; returns-to-go are undiscounted and divided by the
+environment's ``return_scale``; continuous actions are scaled to [-1, 1]; discrete actions are
+one-hot; windows of K steps are left-padded (mask 0), as in kzl/decision-transformer.
+
+Headline metric: the D4RL-normalised return, 100 * (return - random) / (expert - random), with the
+random and expert policies measured in the same environment; also the raw return. The evaluation
+rolls out ``eval_episodes`` fixed-seed episodes in lock step, conditioned on the environment's target
+return; ``examples`` records the return-conditioning curve (achieved return against target).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Iterable, Iterator
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import Batch, Budget, Task, register_task
+from .rl_data import ENVS, load_or_make, reference_scores
+
+TEST_SEED, VAL_SEED, CURVE_SEED = 10_000, 20_000, 30_000
+
+
+class OfflineRLTask(Task):
+    domain = "rl"
+    kind = "offline_rl"
+    metric = "normalized_return"
+    offline = True
+    env_id: ClassVar[str]
+    quality: ClassVar[str]
+    options = {"context_len": 20, "eval_episodes": 10}
+    budget = Budget(steps=1000, batch_size=64)
+    eval_interval: ClassVar[int] = 250
+    val_episodes: ClassVar[int] = 3
+    curve_fractions: ClassVar[tuple[float, ...]] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25)
+    curve_episodes: ClassVar[int] = 3
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.env_info = ENVS[self.env_id]
+        self.arrays: dict[str, Tensor] = {}
+        self.pool: Tensor | None = None
+
+    # ------------------------------------------------------------------------------------- data
+    def setup(self) -> None:
+        if self.arrays:
+            return
+        data = load_or_make(self.data_dir, self.env_id, self.quality)
+        info = self.env_info
+        obs = data["observations"].astype(np.float32)
+        self.state_mean, self.state_std = obs.mean(0), obs.std(0) + 1e-6
+        ends = np.flatnonzero(data["terminals"] | data["timeouts"]) + 1  # episode boundaries
+        starts = np.concatenate([[0], ends[:-1]])
+        rewards = data["rewards"].astype(np.float64)
+        rtg = np.empty_like(rewards)
+        timesteps = np.empty(len(rewards), dtype=np.int64)
+        for s, e in zip(starts, ends):  # undiscounted return-to-go within each episode
+            rtg[s:e] = np.cumsum(rewards[s:e][::-1])[::-1]
+            timesteps[s:e] = np.arange(e - s)
+        self.arrays = {
+            "states": torch.from_numpy((obs - self.state_mean) / self.state_std),
+            "actions": self._encode_actions(torch.from_numpy(data["actions"])),
+            "targets": torch.from_numpy(data["actions"] if info["discrete"] else self._scale(data["actions"])),
+            "rtg": torch.from_numpy(rtg / info["return_scale"]).float()[:, None],
+            "timesteps": torch.from_numpy(np.minimum(timesteps, info["max_episode_steps"] - 1)),
+        }
+        self.starts, self.lengths = torch.from_numpy(starts), torch.from_numpy(ends - starts)
+        self.returns = torch.from_numpy(np.add.reduceat(rewards, starts))
+        self.dataset_stats = {"episodes": len(starts), "steps": int(ends[-1]),
+                              "dataset_return_mean": float(self.returns.mean()),
+                              "dataset_return_max": float(self.returns.max())}
+        self.prepare(None)
+
+    def _scale(self, actions: np.ndarray) -> np.ndarray:  # env range -> [-1, 1]
+        low, high = self.env_info["action_low"], self.env_info["action_high"]
+        return (2 * (actions - low) / (high - low) - 1).astype(np.float32)
+
+    def _unscale(self, actions: np.ndarray) -> np.ndarray:  # [-1, 1] -> env range
+        low, high = self.env_info["action_low"], self.env_info["action_high"]
+        return low + (np.clip(actions, -1, 1) + 1) / 2 * (high - low)
+
+    def _encode_actions(self, actions: Tensor) -> Tensor:
+        if self.env_info["discrete"]:
+            return F.one_hot(actions.long(), self.env_info["act_dim"]).float()
+        return torch.from_numpy(self._scale(actions.numpy()))
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        info = self.env_info
+        return {"kind": self.kind, "state_dim": info["obs_dim"], "act_dim": info["act_dim"],
+                "discrete": info["discrete"], "max_ep_len": info["max_episode_steps"],
+                "context_len": self.opts["context_len"]}
+
+    def prepare(self, model: nn.Module | None) -> None:
+        """%BC: a model with ``trajectory_fraction`` < 1 trains on the best episodes only."""
+        fraction = getattr(model, "trajectory_fraction", 1.0)
+        keep = max(1, round(fraction * len(self.returns)))
+        self.pool = self.returns.argsort(descending=True)[:keep]
+
+    def num_train_samples(self) -> int:
+        return int(self.lengths[self.pool].sum())
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return self.eval_interval
+
+    def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:
+        """Windows of K steps: an episode drawn in proportion to its length, a uniform start."""
+        K = self.opts["context_len"]
+        lengths = self.lengths[self.pool]
+        for _ in range(self.eval_interval):
+            episode = self.pool[torch.multinomial(lengths.double(), batch_size, replacement=True, generator=generator)]
+            length = self.lengths[episode]
+            start = (torch.rand(batch_size, generator=generator) * length).long()
+            valid = torch.minimum(length - start, torch.tensor(K))  # (B,): real steps in the window
+            pos = torch.arange(K) - (K - valid)[:, None]  # (B, K): < 0 is left padding
+            mask = pos >= 0
+            index = self.starts[episode][:, None] + start[:, None] + pos.clamp(min=0)
+            a = self.arrays
+            yield (a["rtg"][index] * mask[..., None], a["states"][index] * mask[..., None],
+                   a["actions"][index] * mask[..., None], a["timesteps"][index] * mask, mask,
+                   a["targets"][index])
+
+    def loss(self, model: nn.Module, batch: Batch) -> Tensor:
+        rtg, states, actions, timesteps, mask, targets = batch
+        pred = model(rtg, states, actions, timesteps, mask)
+        if self.env_info["discrete"]:
+            return F.cross_entropy(pred[mask], targets[mask].long())
+        return F.mse_loss(pred[mask], targets[mask])
+
+    # ------------------------------------------------------------------------------- evaluation
+    def eval_batches(self, split: str, batch_size: int) -> Iterable[Batch]:
+        """One batch: the seeds of the episodes to roll out."""
+        if split == "val":
+            return [(torch.arange(VAL_SEED, VAL_SEED + self.val_episodes),)]
+        return [(torch.arange(TEST_SEED, TEST_SEED + self.opts["eval_episodes"]),)]
+
+    @torch.no_grad()
+    def rollout(self, model: nn.Module, seeds: list[int], target_return: float) -> np.ndarray:
+        """Roll out one episode per seed, all in lock step (one batched forward per step)."""
+        info, K = self.env_info, self.opts["context_len"]
+        device = next(model.parameters()).device
+        envs = [gym.make(self.env_id) for _ in seeds]
+        N, T, A = len(envs), info["max_episode_steps"], info["act_dim"]
+        states = torch.zeros(N, T + 1, info["obs_dim"], device=device)
+        actions = torch.zeros(N, T + 1, A, device=device)
+        rtg = torch.zeros(N, T + 1, 1, device=device)
+        returns, done = np.zeros(N), np.zeros(N, dtype=bool)
+        obs = np.stack([env.reset(seed=int(s))[0] for env, s in zip(envs, seeds)])
+        rtg[:, 0] = target_return / info["return_scale"]
+        mean, std = torch.as_tensor(self.state_mean, device=device), torch.as_tensor(self.state_std, device=device)
+        for t in range(T):
+            states[:, t] = (torch.as_tensor(obs, dtype=torch.float32, device=device) - mean) / std
+            lo = max(0, t + 1 - K)
+            window = slice(lo, t + 1)
+            n = t + 1 - lo
+            pad = K - n
+            mask = torch.zeros(N, K, dtype=torch.bool, device=device)
+            mask[:, pad:] = True
+            timesteps = torch.zeros(N, K, dtype=torch.long, device=device)
+            timesteps[:, pad:] = torch.arange(lo, t + 1, device=device)
+            padded = [F.pad(x[:, window], (0, 0, pad, 0)) for x in (rtg, states, actions)]
+            pred = model(padded[0], padded[1], padded[2], timesteps, mask)[:, -1]  # (N, A)
+            if info["discrete"]:
+                act_index = pred.argmax(-1)
+                actions[:, t] = F.one_hot(act_index, A).float()
+                env_actions = act_index.cpu().numpy()
+            else:
+                actions[:, t] = pred.clamp(-1, 1)
+                env_actions = self._unscale(actions[:, t].cpu().numpy())
+            rewards = np.zeros(N)
+            for i, env in enumerate(envs):
+                if done[i]:
+                    continue
+                obs_i, r, terminated, truncated, _ = env.step(env_actions[i])
+                obs[i], rewards[i] = obs_i, r
+                returns[i] += r
+                done[i] = terminated or truncated
+            rtg[:, t + 1] = rtg[:, t] - torch.as_tensor(rewards, dtype=torch.float32, device=device)[:, None] / info["return_scale"]
+            if done.all():
+                break
+        for env in envs:
+            env.close()
+        return returns
+
+    def _normalize(self, returns: np.ndarray) -> np.ndarray:
+        ref = reference_scores(self.env_id)
+        return 100 * (returns - ref["random"]) / (ref["expert"] - ref["random"])
+
+    def evaluate(self, model: nn.Module, batches: Iterable[Batch]) -> dict[str, float]:
+        seeds = [int(s) for (batch,) in batches for s in batch.tolist()]
+        returns = self.rollout(model, seeds, self.env_info["target_return"])
+        normalized = self._normalize(returns)
+        return {"normalized_return": float(normalized.mean()), "normalized_return_std": float(normalized.std()),
+                "return_mean": float(returns.mean()), "return_std": float(returns.std()),
+                "dataset_return_mean": self.dataset_stats["dataset_return_mean"]}
+
+    def examples(self, model: nn.Module, device: torch.device, seed: int) -> dict[str, Any]:
+        """The return-conditioning curve: what the policy achieves when asked for other returns."""
+        low, high = reference_scores(self.env_id)["random"], self.env_info["target_return"]
+        rows = []
+        for fraction in self.curve_fractions:  # targets from the random policy's return to past the expert's
+            target = low + fraction * (high - low)
+            returns = self.rollout(model, list(range(CURVE_SEED, CURVE_SEED + self.curve_episodes)), target)
+            rows.append({"target_return": target, "achieved_return": float(returns.mean()),
+                         "achieved_std": float(returns.std()),
+                         "achieved_normalized": float(self._normalize(returns).mean())})
+        return {"tables": {"return_conditioning": rows}, **self.dataset_stats}
+
+
+SHORT_NAMES = {"CartPole-v1": "cartpole", "Pendulum-v1": "pendulum", "MountainCarContinuous-v0": "mountaincar"}
+DEFAULT_TASKS = {"cartpole-mixed", "cartpole-medium", "pendulum-mixed", "mountaincar-mixed"}
+
+for _env_id, _short in SHORT_NAMES.items():
+    for _quality in ("expert", "medium", "mixed"):
+        _name = f"{_short}-{_quality}"
+        register_task(type(f"{_short.capitalize()}{_quality.capitalize()}", (OfflineRLTask,), {
+            "name": _name, "env_id": _env_id, "quality": _quality, "default": _name in DEFAULT_TASKS,
+            "description": f"{_env_id}, {_quality} behaviour dataset; offline, rolled out in gymnasium",
+            "__module__": __name__}))

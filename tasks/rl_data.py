@@ -1,0 +1,648 @@
+"""Offline-RL datasets made by hand-written controllers on three classic-control environments.
+
+numpy and gymnasium only (no torch, no network): every dataset is generated here, deterministically.
+
+Environments (``ENVS``), each with three behaviour policies of graded quality (``CONTROLLERS``):
+
+========================  =====================================  ======================================
+environment               expert                                 medium (systematically different)
+========================  =====================================  ======================================
+CartPole-v1               LQR state feedback on the linearised   pushes the way the pole is rotating
+(2 actions)               cart-pole, bang-bang: 500 every time   (sign of theta_dot); ignores the cart,
+                                                                 which drifts off the track (~200)
+Pendulum-v1               energy-pumping swing-up, LQR balance   the same law with a weak motor:
+(torque in [-2, 2])       near the top (~ -130 to -150)          torque limited to 0.5 (~ -630)
+MountainCarContinuous-v0  full force in the direction of the     full force by the sign of a phase-
+(force in [-1, 1])        velocity (energy pumping): ~92         lagged switch; reaches the goal in
+                                                                 about 70% of the episodes (~ 35)
+========================  =====================================  ======================================
+
+and ``random`` (uniform actions) everywhere. A policy is ``fn(obs, rng) -> action`` where ``rng`` is a
+``np.random.Generator`` (only ``random`` draws from it); the action is an ``int`` for CartPole and a
+float32 array of shape ``(act_dim,)``, inside the action bounds, for the continuous environments.
+
+Datasets: ``make_dataset(env_id, quality, seed=0, episodes=None)`` with quality ``expert``,
+``medium``, ``random`` or ``mixed`` (like D4RL's medium-replay: ``MIXED_FRACTIONS`` of the episodes
+come from random, medium and expert, in a shuffled order). ``episodes=None`` takes
+``DEFAULT_EPISODES`` (about 20k-60k steps per dataset). A dataset is a dict of flat numpy arrays in
+D4RL/Minari style, N steps and E episodes:
+
+=====================  ================  =============================================================
+key                    shape, dtype      meaning
+=====================  ================  =============================================================
+observations           (N, obs_dim) f32  the observation the action was taken in
+actions                (N, act_dim) f32  continuous environments; ``(N,) int64`` for CartPole
+rewards                (N,) f32
+next_observations      (N, obs_dim) f32  the observation after the step
+terminals              (N,) bool         true termination (pole fell, goal reached)
+timeouts               (N,) bool         truncation at the time limit (never together with terminals)
+episode_starts         (N,) bool         the first step of each episode
+timesteps              (N,) int64        step index within its episode (0, 1, ...)
+policies               (N,) int8         behaviour policy of the step: index into ``POLICY_NAMES``
+episode_returns        (E,) f64          undiscounted return of each episode (the env's own sum)
+episode_lengths        (E,) int64
+episode_policies       (E,) int8
+env_id, quality, seed  0-d str/str/int64 what the dataset is
+=====================  ================  =============================================================
+
+Every episode ends with exactly one of ``terminals`` / ``timeouts`` True, and no step before its end has
+either; so episodes are also recoverable from ``terminals | timeouts``.
+
+Determinism: the episode reset seeds, the policy's generator and the mixed schedule all come from one
+``np.random.SeedSequence([seed, crc32(env_id), crc32(quality)])``; the global RNGs are never touched.
+The controllers' gains are hard-coded constants (``lqr_gain_cartpole`` / ``lqr_gain_pendulum``
+recompute them with scipy; a test checks that they agree), so a machine with or without scipy makes the
+same data.
+
+On disk (``save_dataset`` / ``load_dataset`` / ``load_or_make``), format version ``FORMAT_VERSION``:
+``<name>.npz`` written by ``np.savez_compressed`` (no object arrays: it loads with
+``allow_pickle=False``) and a sidecar ``<name>.json`` with env_id, quality, seed, episodes, steps,
+return mean/std/min/max, per-policy episode counts, the arrays' dtypes and shapes, and the SHA-256 of
+the ``.npz``. Both are written atomically (a temporary file in the same folder, then ``os.replace``).
+``load_or_make(data_dir, env_id, quality, seed)`` caches under
+``data_dir/rl/<env_id>-<quality>-seed<seed>.npz`` and regenerates, with a warning, a cache it cannot
+trust (unreadable npz, missing or mismatched JSON, wrong checksum, inconsistent arrays).
+
+Scores: ``reference_scores(env_id)`` = mean returns of the random and the expert policy over
+evaluation episodes (cached in memory); ``normalized_score(env_id, score)`` =
+``100 * (score - random) / (expert - random)`` as in D4RL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import io
+import json
+import math
+import os
+import tempfile
+import warnings
+import zlib
+from pathlib import Path
+from typing import Any, Callable, Union
+
+import gymnasium as gym
+import numpy as np
+
+FORMAT_VERSION = 1
+
+Action = Union[int, np.ndarray]
+Policy = Callable[[np.ndarray, np.random.Generator], Action]
+Dataset = dict[str, np.ndarray]
+
+# ----------------------------------------------------------------------------------------------
+# environments
+# ----------------------------------------------------------------------------------------------
+
+ENVS: dict[str, dict[str, Any]] = {
+    "CartPole-v1": dict(
+        discrete=True, act_dim=2, obs_dim=4, action_low=None, action_high=None, max_episode_steps=500,
+        return_scale=500.0,  # returns 0..500 -> returns-to-go in 0..1
+        target_return=500.0),  # the expert scores 500 (the maximum) every episode
+    "Pendulum-v1": dict(
+        discrete=False, act_dim=1, obs_dim=3, action_low=-2.0, action_high=2.0, max_episode_steps=200,
+        return_scale=1000.0,  # returns about -1900..0 -> returns-to-go in about -1.9..0
+        target_return=-150.0),  # the expert averages -130 to -150 over random starts (each 0 to -365)
+    "MountainCarContinuous-v0": dict(
+        discrete=False, act_dim=1, obs_dim=2, action_low=-1.0, action_high=1.0, max_episode_steps=999,
+        return_scale=100.0,  # returns about -100..100
+        target_return=92.0),  # the expert: 100 for the goal minus 0.1 per full-force step (~80 steps)
+}
+
+QUALITIES = ("expert", "medium", "mixed", "random")
+POLICY_NAMES = ("random", "medium", "expert")  # the codes stored in ``policies``: 0, 1, 2
+MIXED_FRACTIONS = {"random": 0.4, "medium": 0.5, "expert": 0.1}  # of the episodes of ``mixed``
+
+# Episodes per dataset: about 30k steps each (CartPole random episodes last ~22 steps, MountainCar
+# random ones 999; Pendulum's always 200).
+DEFAULT_EPISODES: dict[str, dict[str, int]] = {
+    "CartPole-v1": {"expert": 60, "medium": 150, "mixed": 200, "random": 1000},
+    "Pendulum-v1": {"expert": 150, "medium": 150, "mixed": 150, "random": 150},
+    "MountainCarContinuous-v0": {"expert": 400, "medium": 75, "mixed": 50, "random": 30},
+}
+
+
+def make_env(env_id: str) -> gym.Env:
+    """``gym.make(env_id)`` with its standard time limit, for a known ``env_id``."""
+    _check_env(env_id)
+    return gym.make(env_id)
+
+
+def _check_env(env_id: str) -> None:
+    if env_id not in ENVS:
+        raise ValueError(f"unknown environment {env_id!r}; known: {', '.join(ENVS)}")
+
+
+def _check_quality(quality: str) -> None:
+    if quality not in QUALITIES:
+        raise ValueError(f"unknown dataset quality {quality!r}; known: {', '.join(QUALITIES)}")
+
+
+# ----------------------------------------------------------------------------------------------
+# CartPole-v1: obs = (x, x_dot, theta, theta_dot); action 1 pushes right with 10 N, 0 left
+# ----------------------------------------------------------------------------------------------
+
+# u = K . obs; push right when u > 0. The discrete-time LQR gain (Euler, dt = 0.02) of the cart-pole
+# linearised about upright, Q = diag(1, 1, 10, 1), R = 1; ``lqr_gain_cartpole()`` recomputes it.
+CARTPOLE_GAIN = (0.9097248478, 2.143326131, 30.8558825917, 7.8787292632)
+
+
+def lqr_gain_cartpole(q: tuple[float, ...] = (1.0, 1.0, 10.0, 1.0), r: float = 1.0) -> np.ndarray:
+    """The LQR gain ``K`` (u = K . obs, force in units of the 10 N push) of CartPole-v1 linearised about
+    the upright pole: with M = m_cart + m_pole, d = l (4/3 - m_pole / M),
+    theta_dd = (g theta - u / M) / d and x_dd = u / M - m_pole l theta_dd / M; discretised with Euler
+    steps of 0.02 s as the environment is. Needs scipy (``CARTPOLE_GAIN`` holds the result)."""
+    from scipy.linalg import solve_discrete_are
+
+    g, m_cart, m_pole, half_length, dt = 9.8, 1.0, 0.1, 0.5, 0.02
+    total = m_cart + m_pole
+    d = half_length * (4.0 / 3.0 - m_pole / total)
+    a = np.zeros((4, 4))
+    a[0, 1] = a[2, 3] = 1.0
+    a[3, 2] = g / d
+    a[1, 2] = -m_pole * half_length * a[3, 2] / total
+    b = np.zeros((4, 1))
+    b[3, 0] = -1.0 / (total * d)
+    b[1, 0] = 1.0 / total - m_pole * half_length * b[3, 0] / total
+    a_d, b_d = np.eye(4) + dt * a, dt * b
+    q_m, r_m = np.diag(q), np.array([[r]])
+    p = solve_discrete_are(a_d, b_d, q_m, r_m)
+    return -np.linalg.solve(r_m + b_d.T @ p @ b_d, b_d.T @ p @ a_d)[0]
+
+
+def cartpole_expert(obs: np.ndarray, rng: np.random.Generator) -> int:
+    """LQR, bang-bang: push right (1) iff ``K . (x, x_dot, theta, theta_dot) > 0`` with
+    ``K = CARTPOLE_GAIN`` (~ 0.91, 2.14, 30.9, 7.88). Balances the pole and holds the cart near the
+    centre: 500 (the maximum) in every episode."""
+    x, x_dot, theta, theta_dot = (float(v) for v in obs)
+    k = CARTPOLE_GAIN
+    return int(k[0] * x + k[1] * x_dot + k[2] * theta + k[3] * theta_dot > 0.0)
+
+
+def cartpole_medium(obs: np.ndarray, rng: np.random.Generator) -> int:
+    """Push right (1) iff the pole rotates to the right, ``theta_dot > 0``. It keeps the pole up but
+    ignores the angle and the cart, so the cart drifts and leaves the track after 130-320 steps
+    (mean ~200). It disagrees with the expert on about 38% of its own states."""
+    return int(float(obs[3]) > 0.0)
+
+
+def cartpole_random(obs: np.ndarray, rng: np.random.Generator) -> int:
+    """0 or 1 uniformly (mean return ~22)."""
+    return int(rng.integers(2))
+
+
+# ----------------------------------------------------------------------------------------------
+# Pendulum-v1: obs = (cos theta, sin theta, theta_dot), theta = 0 upright;
+# theta_dd = 15 sin theta + 3 u; reward -(theta^2 + 0.1 theta_dot^2 + 0.001 u^2)
+# ----------------------------------------------------------------------------------------------
+
+# u = -(K0 theta + K1 theta_dot) near the top: the discrete-time LQR gain of the pendulum linearised
+# about upright with the environment's own step (semi-implicit Euler, dt = 0.05) and its own cost
+# weights Q = diag(1, 0.1), R = 0.001; ``lqr_gain_pendulum()`` recomputes it.
+PENDULUM_GAIN = (19.6932165507, 5.2625000753)
+PENDULUM_CAPTURE = 0.5  # rad: the balancing controller takes over within this angle of upright
+
+
+def lqr_gain_pendulum(q: tuple[float, float] = (1.0, 0.1), r: float = 0.001) -> np.ndarray:
+    """The LQR gain ``K`` (u = -K . (theta, theta_dot)) of Pendulum-v1 about upright:
+    theta_dot' = theta_dot + dt (15 theta + 3 u), theta' = theta + dt theta_dot', dt = 0.05.
+    Needs scipy (``PENDULUM_GAIN`` holds the result)."""
+    from scipy.linalg import solve_discrete_are
+
+    dt = 0.05
+    a = np.array([[1.0 + dt * dt * 15.0, dt], [dt * 15.0, 1.0]])
+    b = np.array([[dt * dt * 3.0], [dt * 3.0]])
+    q_m, r_m = np.diag(q), np.array([[r]])
+    p = solve_discrete_are(a, b, q_m, r_m)
+    return np.linalg.solve(r_m + b.T @ p @ b, b.T @ p @ a)[0]
+
+
+def pendulum_swing_up(obs: np.ndarray, max_torque: float) -> np.ndarray:
+    """Energy-based swing-up with LQR balancing, torque clipped to ``[-max_torque, max_torque]``.
+
+    With I = 1/3 and m g l / 2 = 5 the energy is ``E = theta_dot^2 / 6 + 5 (cos theta - 1)`` (0 at
+    rest upright, -10 at rest at the bottom) and ``dE/dt = theta_dot * u``. Within
+    ``PENDULUM_CAPTURE`` of upright: ``u = -(K0 theta + K1 theta_dot)`` (``PENDULUM_GAIN``); elsewhere,
+    while ``E < 0``, full torque along the velocity ``u = max_torque * sign(theta_dot)`` (pumps energy
+    in as fast as allowed), and no torque once ``E >= 0`` (coast up to the top).
+    """
+    cos_th, sin_th, theta_dot = (float(v) for v in obs)
+    theta = math.atan2(sin_th, cos_th)
+    if cos_th > math.cos(PENDULUM_CAPTURE):
+        u = -(PENDULUM_GAIN[0] * theta + PENDULUM_GAIN[1] * theta_dot)
+    elif theta_dot * theta_dot / 6.0 + 5.0 * (cos_th - 1.0) < 0.0:
+        u = max_torque if theta_dot >= 0.0 else -max_torque
+    else:
+        u = 0.0
+    return np.array([min(max(u, -max_torque), max_torque)], dtype=np.float32)
+
+
+def pendulum_expert(obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``pendulum_swing_up`` with the full torque, 2: mean return -130 to -150 over random starts
+    (from about 0 when it starts near the top to about -365 from the bottom at rest)."""
+    return pendulum_swing_up(obs, 2.0)
+
+
+def pendulum_medium(obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``pendulum_swing_up`` with a weak motor, torque limited to 0.5: it pumps slowly and can hold
+    the pendulum only within ~0.1 rad of upright, so it often never gets there (mean ~ -630, spread
+    from 0 to -1250)."""
+    return pendulum_swing_up(obs, 0.5)
+
+
+def pendulum_random(obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Torque uniform in [-2, 2] (mean return ~ -1200)."""
+    return rng.uniform(-2.0, 2.0, size=1).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# MountainCarContinuous-v0: obs = (position, velocity); goal at position 0.45; reward 100 at the
+# goal minus 0.1 a^2 per step; the valley bottom is at position -pi/6 ~ -0.5236
+# ----------------------------------------------------------------------------------------------
+
+VALLEY_BOTTOM = -math.pi / 6.0
+MOUNTAINCAR_LAG = 0.07  # medium: weight of the position in its switch (velocity units per unit of position)
+
+
+def mountaincar_expert(obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Energy pumping with full force: ``a = +1 if velocity > 0 else -1`` (at rest it backs up
+    left first). Reaches the goal in every episode in ~80 steps: return ~92."""
+    return np.array([1.0 if float(obs[1]) > 0.0 else -1.0], dtype=np.float32)
+
+
+def mountaincar_medium(obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A phase-lagged pump with full force: ``a = sign(velocity + 0.07 (position - valley bottom))``.
+    The position term keeps it pushing toward the side of the valley it is on after the car has
+    turned back, so part of its work is against the motion: it reaches the goal (slowly, return
+    ~84-90) from about 70% of the starts, and from the others it burns full force for all 999
+    steps (return -99.9). Mean ~ 35."""
+    position, velocity = float(obs[0]), float(obs[1])
+    return np.array([1.0 if velocity + MOUNTAINCAR_LAG * (position - VALLEY_BOTTOM) > 0.0 else -1.0],
+                    dtype=np.float32)
+
+
+def mountaincar_random(obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Force uniform in [-1, 1]: never reaches the goal; return ~ -33 (-0.1 E[a^2] = -1/30 a step)."""
+    return rng.uniform(-1.0, 1.0, size=1).astype(np.float32)
+
+
+CONTROLLERS: dict[str, dict[str, Policy]] = {
+    "CartPole-v1": {"expert": cartpole_expert, "medium": cartpole_medium, "random": cartpole_random},
+    "Pendulum-v1": {"expert": pendulum_expert, "medium": pendulum_medium, "random": pendulum_random},
+    "MountainCarContinuous-v0": {"expert": mountaincar_expert, "medium": mountaincar_medium,
+                                 "random": mountaincar_random},
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# rollouts and datasets
+# ----------------------------------------------------------------------------------------------
+
+def _seed_sequence(seed: int, *names: str) -> np.random.SeedSequence:
+    """A seed sequence for ``seed`` and some names (crc32: the same in every process)."""
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, not {seed!r}")
+    return np.random.SeedSequence([int(seed), *(zlib.crc32(name.encode()) for name in names)])
+
+
+def _episode_seeds(seq: np.random.SeedSequence, episodes: int) -> list[int]:
+    return [int(s) for s in seq.generate_state(episodes, dtype=np.uint32)]
+
+
+def _rollouts(env_id: str, behaviour: list[str], reset_seeds: list[int], rng: np.random.Generator) -> Dataset:
+    """Run one episode per entry of ``behaviour`` (a policy name of ``CONTROLLERS[env_id]``),
+    resetting with the matching seed; the flat arrays of the dataset (without its metadata)."""
+    spec = ENVS[env_id]
+    env = make_env(env_id)
+    obs_list, act_list, rew_list, next_list, term_list, tout_list = [], [], [], [], [], []
+    ep_returns, ep_lengths = [], []
+    try:
+        for name, reset_seed in zip(behaviour, reset_seeds):
+            policy = CONTROLLERS[env_id][name]
+            obs, _ = env.reset(seed=reset_seed)
+            episode_return, length = 0.0, 0
+            while True:
+                action = policy(obs, rng)
+                next_obs, reward, terminated, truncated, _ = env.step(action)
+                obs_list.append(obs)
+                act_list.append(action)
+                rew_list.append(reward)
+                next_list.append(next_obs)
+                term_list.append(bool(terminated))
+                tout_list.append(bool(truncated) and not terminated)
+                episode_return += float(reward)
+                length += 1
+                if terminated or truncated:
+                    break
+                obs = next_obs
+            ep_returns.append(episode_return)
+            ep_lengths.append(length)
+    finally:
+        env.close()
+    lengths = np.asarray(ep_lengths, dtype=np.int64)
+    n = int(lengths.sum())
+    starts = np.zeros(n, dtype=bool)
+    starts[np.cumsum(lengths) - lengths] = True
+    codes = np.asarray([POLICY_NAMES.index(name) for name in behaviour], dtype=np.int8)
+    obs_dim = spec["obs_dim"]
+    return {
+        "observations": np.asarray(obs_list, dtype=np.float32).reshape(n, obs_dim),
+        "actions": (np.asarray(act_list, dtype=np.int64).reshape(n) if spec["discrete"]
+                    else np.asarray(act_list, dtype=np.float32).reshape(n, spec["act_dim"])),
+        "rewards": np.asarray(rew_list, dtype=np.float32).reshape(n),
+        "next_observations": np.asarray(next_list, dtype=np.float32).reshape(n, obs_dim),
+        "terminals": np.asarray(term_list, dtype=bool).reshape(n),
+        "timeouts": np.asarray(tout_list, dtype=bool).reshape(n),
+        "episode_starts": starts,
+        "timesteps": (np.arange(n, dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)),
+        "policies": np.repeat(codes, lengths),
+        "episode_returns": np.asarray(ep_returns, dtype=np.float64),
+        "episode_lengths": lengths,
+        "episode_policies": codes,
+    }
+
+
+def mixed_schedule(episodes: int, rng: np.random.Generator) -> list[str]:
+    """The behaviour policy of each episode of a ``mixed`` dataset: ``MIXED_FRACTIONS`` of
+    ``episodes`` (rounded half up; at least one expert and one random episode), shuffled."""
+    if episodes < 3:
+        raise ValueError(f"a mixed dataset needs at least 3 episodes, not {episodes}")
+    n_expert = max(1, int(MIXED_FRACTIONS["expert"] * episodes + 0.5))
+    n_random = max(1, int(MIXED_FRACTIONS["random"] * episodes + 0.5))
+    names = ["random"] * n_random + ["medium"] * (episodes - n_random - n_expert) + ["expert"] * n_expert
+    return [names[i] for i in rng.permutation(episodes)]
+
+
+def default_episodes(env_id: str, quality: str) -> int:
+    """``DEFAULT_EPISODES[env_id][quality]``, after checking both names."""
+    _check_env(env_id)
+    _check_quality(quality)
+    return DEFAULT_EPISODES[env_id][quality]
+
+
+def make_dataset(env_id: str, quality: str, seed: int = 0, episodes: int | None = None) -> Dataset:
+    """A dataset of ``episodes`` episodes (default ``DEFAULT_EPISODES``) of the ``quality`` behaviour
+    on ``env_id``; see the module docstring for its arrays. Same arguments, same arrays."""
+    default = default_episodes(env_id, quality)  # checks both names
+    n = default if episodes is None else int(episodes)
+    if n < 1:
+        raise ValueError(f"episodes must be at least 1, not {episodes!r}")
+    reset_seq, policy_seq, schedule_seq = _seed_sequence(seed, env_id, quality).spawn(3)
+    behaviour = (mixed_schedule(n, np.random.default_rng(schedule_seq)) if quality == "mixed"
+                 else [quality] * n)
+    data = _rollouts(env_id, behaviour, _episode_seeds(reset_seq, n), np.random.default_rng(policy_seq))
+    data["env_id"] = np.array(env_id)
+    data["quality"] = np.array(quality)
+    data["seed"] = np.array(seed, dtype=np.int64)
+    return data
+
+
+def episode_bounds(data: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """``(starts, ends)``: episode ``i`` is the steps ``starts[i]:ends[i]``."""
+    ends = np.cumsum(data["episode_lengths"])
+    return ends - data["episode_lengths"], ends
+
+
+def check_dataset(data: Dataset) -> None:
+    """Raise ``ValueError`` unless ``data`` is a well-formed dataset: every array present with its
+    dtype and a consistent length, each episode ending with exactly one of terminal/timeout and
+    none before, starts/timesteps/policies consistent with the episode arrays, and each episode's
+    return equal to the sum of its float32 rewards (to float32 precision)."""
+    required = {"observations": np.float32, "rewards": np.float32, "next_observations": np.float32,
+                "terminals": np.bool_, "timeouts": np.bool_, "episode_starts": np.bool_,
+                "timesteps": np.int64, "policies": np.int8, "episode_returns": np.float64,
+                "episode_lengths": np.int64, "episode_policies": np.int8, "env_id": np.str_,
+                "quality": np.str_, "seed": np.int64}
+    for key, dtype in required.items():
+        if key not in data:
+            raise ValueError(f"dataset lacks {key!r}")
+        if data[key].dtype.type is not dtype:
+            raise ValueError(f"{key} has dtype {data[key].dtype}, expected {np.dtype(dtype)}")
+    env_id = str(data["env_id"])
+    if env_id not in ENVS:
+        raise ValueError(f"unknown environment {env_id!r}")
+    spec = ENVS[env_id]
+    n, e = len(data["rewards"]), len(data["episode_lengths"])
+    act_shape = (n,) if spec["discrete"] else (n, spec["act_dim"])
+    act_dtype = np.int64 if spec["discrete"] else np.float32
+    shapes = {"observations": (n, spec["obs_dim"]), "next_observations": (n, spec["obs_dim"]),
+              "actions": act_shape, "terminals": (n,), "timeouts": (n,), "episode_starts": (n,),
+              "timesteps": (n,), "policies": (n,), "episode_returns": (e,), "episode_policies": (e,)}
+    for key, shape in shapes.items():
+        if key not in data or data[key].shape != shape:
+            raise ValueError(f"{key} has shape {getattr(data.get(key), 'shape', None)}, expected {shape}")
+    if data["actions"].dtype.type is not act_dtype:
+        raise ValueError(f"actions have dtype {data['actions'].dtype}, expected {np.dtype(act_dtype)}")
+    lengths = data["episode_lengths"]
+    if e == 0 or (lengths < 1).any() or int(lengths.sum()) != n:
+        raise ValueError("episode_lengths do not cover the steps")
+    starts, ends = episode_bounds(data)
+    done = data["terminals"] | data["timeouts"]
+    if (data["terminals"] & data["timeouts"]).any():
+        raise ValueError("a step is both terminal and timeout")
+    if not np.array_equal(np.flatnonzero(done), ends - 1):
+        raise ValueError("episodes do not end exactly at their terminal/timeout steps")
+    if not np.array_equal(np.flatnonzero(data["episode_starts"]), starts):
+        raise ValueError("episode_starts disagree with episode_lengths")
+    if not np.array_equal(data["timesteps"], np.arange(n) - np.repeat(starts, lengths)):
+        raise ValueError("timesteps do not count from 0 in each episode")
+    if not np.array_equal(data["policies"], np.repeat(data["episode_policies"], lengths)):
+        raise ValueError("policies disagree with episode_policies")
+    if ((data["episode_policies"] < 0) | (data["episode_policies"] >= len(POLICY_NAMES))).any():
+        raise ValueError("unknown policy code")
+    sums = np.add.reduceat(data["rewards"].astype(np.float64), starts)
+    if not np.allclose(sums, data["episode_returns"], rtol=1e-5, atol=1e-3):
+        raise ValueError("episode_returns are not the sums of the rewards")
+
+
+def summary(data: Dataset) -> dict[str, Any]:
+    """What the JSON sidecar says about a dataset (without the file checksum)."""
+    returns = data["episode_returns"]
+    counts = np.bincount(data["episode_policies"].astype(np.int64), minlength=len(POLICY_NAMES))
+    return {
+        "format": "attention-zoo offline-RL dataset",
+        "format_version": FORMAT_VERSION,
+        "env_id": str(data["env_id"]) if "env_id" in data else None,
+        "quality": str(data["quality"]) if "quality" in data else None,
+        "seed": int(data["seed"]) if "seed" in data else None,
+        "episodes": int(len(returns)),
+        "steps": int(len(data["rewards"])),
+        "return_mean": float(returns.mean()),
+        "return_std": float(returns.std()),
+        "return_min": float(returns.min()),
+        "return_max": float(returns.max()),
+        "policy_names": list(POLICY_NAMES),
+        "policy_episodes": {name: int(c) for name, c in zip(POLICY_NAMES, counts)},
+        "arrays": {key: {"dtype": str(value.dtype), "shape": list(value.shape)} for key, value in data.items()},
+        "gymnasium_version": gym.__version__,
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# files
+# ----------------------------------------------------------------------------------------------
+
+def _atomic_write(path: Path, payload: bytes) -> None:
+    """Write ``payload`` to a temporary file next to ``path``, then ``os.replace`` it onto ``path``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _npz_path(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
+
+
+def sidecar_path(path: str | os.PathLike) -> Path:
+    """The JSON sidecar of a dataset file: ``x.npz`` -> ``x.json``."""
+    return _npz_path(path).with_suffix(".json")
+
+
+def save_dataset(path: str | os.PathLike, data: Dataset) -> Path:
+    """Write ``data`` to ``path`` (``.npz`` appended if missing; folders created) and its JSON sidecar,
+    each atomically; returns the ``.npz`` path. Object arrays are refused (the format has no pickles)."""
+    path = _npz_path(path)
+    for key, value in data.items():
+        if np.asarray(value).dtype.hasobject:
+            raise ValueError(f"{key} is an object array; the format stores no pickles")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **data)
+    payload = buffer.getvalue()
+    meta = summary(data)
+    meta["npz_file"] = path.name
+    meta["npz_sha256"] = hashlib.sha256(payload).hexdigest()
+    _atomic_write(path, payload)
+    _atomic_write(sidecar_path(path), (json.dumps(meta, indent=2) + "\n").encode())
+    return path
+
+
+def load_dataset(path: str | os.PathLike) -> Dataset:
+    """The arrays of a ``.npz`` dataset file (``allow_pickle=False``), fully read into memory."""
+    with np.load(_npz_path(path), allow_pickle=False) as f:
+        return {key: f[key] for key in f.files}
+
+
+def load_sidecar(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON sidecar of a dataset file, as a dict."""
+    return json.loads(sidecar_path(path).read_text())
+
+
+def dataset_path(data_dir: str | os.PathLike, env_id: str, quality: str, seed: int = 0,
+                 episodes: int | None = None) -> Path:
+    """``data_dir/rl/<env_id>-<quality>-seed<seed>.npz`` (``...-ep<episodes>.npz`` for a
+    non-default number of episodes)."""
+    name = f"{env_id}-{quality}-seed{seed}"
+    if episodes is not None and episodes != default_episodes(env_id, quality):
+        name += f"-ep{episodes}"
+    return Path(data_dir) / "rl" / f"{name}.npz"
+
+
+def _load_cached(path: Path, expected: dict[str, Any]) -> Dataset:
+    """The cached dataset at ``path`` if its sidecar matches ``expected`` and the file its checksum;
+    raises otherwise."""
+    meta = load_sidecar(path)
+    if not isinstance(meta, dict):
+        raise ValueError("the JSON sidecar is not an object")
+    for key, value in expected.items():
+        if meta.get(key) != value:
+            raise ValueError(f"the JSON sidecar has {key}={meta.get(key)!r}, expected {value!r}")
+    if hashlib.sha256(path.read_bytes()).hexdigest() != meta.get("npz_sha256"):
+        raise ValueError("the .npz does not match the checksum in its JSON sidecar")
+    data = load_dataset(path)
+    check_dataset(data)
+    found = {"env_id": str(data["env_id"]), "quality": str(data["quality"]), "seed": int(data["seed"]),
+             "episodes": len(data["episode_returns"]), "steps": len(data["rewards"])}
+    for key, value in found.items():
+        if meta.get(key) != value:
+            raise ValueError(f"the .npz has {key}={value!r} but its JSON sidecar {meta.get(key)!r}")
+    return data
+
+
+def load_or_make(data_dir: str | os.PathLike, env_id: str, quality: str, seed: int = 0,
+                 episodes: int | None = None) -> Dataset:
+    """The dataset ``make_dataset(env_id, quality, seed, episodes)``, cached at ``dataset_path(...)``.
+
+    A cache whose files are both absent is made silently. One that cannot be trusted (an
+    unreadable or inconsistent ``.npz``, a missing, unparsable or mismatched JSON sidecar, a wrong
+    checksum) is regenerated with a ``UserWarning``. If the cache cannot be written, the dataset is
+    returned anyway, with a warning.
+    """
+    default = default_episodes(env_id, quality)  # checks both names
+    n = default if episodes is None else int(episodes)
+    path = dataset_path(data_dir, env_id, quality, seed, n)
+    if path.exists() or sidecar_path(path).exists():
+        expected = {"format_version": FORMAT_VERSION, "env_id": env_id, "quality": quality,
+                    "seed": int(seed), "episodes": n}
+        try:
+            return _load_cached(path, expected)
+        except Exception as exc:  # noqa: BLE001 - whatever is wrong with the cache, remake it
+            warnings.warn(f"offline-RL dataset cache {path} is unusable ({type(exc).__name__}: {exc}); "
+                          "regenerating it", stacklevel=2)
+    data = make_dataset(env_id, quality, seed, n)
+    try:
+        save_dataset(path, data)
+    except OSError as exc:
+        warnings.warn(f"could not write the offline-RL dataset cache {path}: {exc}", stacklevel=2)
+    return data
+
+
+# ----------------------------------------------------------------------------------------------
+# evaluation and reference scores
+# ----------------------------------------------------------------------------------------------
+
+def evaluate_policy(env_id: str, policy: Policy, episodes: int = 10, seed: int = 0) -> np.ndarray:
+    """The returns (float64, one per episode) of ``policy(obs, rng)`` on ``env_id``. The reset seeds
+    and the generator come from ``seed`` (and not from the policy), so different policies
+    evaluated with the same ``seed`` face the same starts."""
+    _check_env(env_id)
+    reset_seq, policy_seq = _seed_sequence(seed, env_id, "evaluate").spawn(2)
+    rng = np.random.default_rng(policy_seq)
+    env = make_env(env_id)
+    returns = []
+    try:
+        for reset_seed in _episode_seeds(reset_seq, episodes):
+            obs, _ = env.reset(seed=reset_seed)
+            total = 0.0
+            while True:
+                obs, reward, terminated, truncated, _ = env.step(policy(obs, rng))
+                total += float(reward)
+                if terminated or truncated:
+                    break
+            returns.append(total)
+    finally:
+        env.close()
+    return np.asarray(returns, dtype=np.float64)
+
+
+@functools.lru_cache(maxsize=None)
+def _reference_scores(env_id: str, episodes: int, seed: int) -> tuple[float, float]:
+    controllers = CONTROLLERS[env_id]
+    return (float(evaluate_policy(env_id, controllers["random"], episodes, seed).mean()),
+            float(evaluate_policy(env_id, controllers["expert"], episodes, seed).mean()))
+
+
+def reference_scores(env_id: str, episodes: int = 100, seed: int = 0) -> dict[str, float]:
+    """``{"random": ..., "expert": ...}``: the mean returns of the random and the expert policy over
+    ``episodes`` evaluation episodes (``evaluate_policy``); computed once per arguments and process."""
+    _check_env(env_id)
+    random_score, expert_score = _reference_scores(env_id, int(episodes), int(seed))
+    return {"random": random_score, "expert": expert_score}
+
+
+def normalized_score(env_id: str, score: float, episodes: int = 100, seed: int = 0) -> float:
+    """D4RL's normalisation: ``100 * (score - random) / (expert - random)`` (``reference_scores``);
+    0 is the random policy, 100 the expert."""
+    ref = reference_scores(env_id, episodes, seed)
+    return 100.0 * (score - ref["random"]) / (ref["expert"] - ref["random"])

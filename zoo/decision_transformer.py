@@ -1,0 +1,204 @@
+"""The Decision Transformer (Chen et al. 2021, "Decision Transformer: Reinforcement Learning via
+Sequence Modeling"; kzl/decision-transformer, HF ``DecisionTransformerModel``) on the shared core.
+
+Offline RL as sequence modelling: a trajectory window of K steps becomes 3K tokens
+(R_1, s_1, a_1, R_2, s_2, a_2, ...), where R_t is the return to go. Each modality has its own linear
+embedding, a learned *timestep* embedding (the step's index in its episode) is added to all three
+tokens of a step, a LayerNorm follows, a causal trunk reads the sequence, and the action a_t is
+predicted from the hidden state of the state token s_t (which has seen R_1..R_t, s_1..s_t and
+a_1..a_{t-1}, but not a_t).
+
+``TrajectoryModel``: the tokens and heads, shared by the Decision Transformer and the Decision LSTM
+(``baselines.lstm.DecisionLSTM``; Siebenborn et al. 2022 swap the GPT for an LSTM, all else equal).
+Subclasses provide ``trunk``: (B, 3K, H) tokens and a (B, 3K) mask -> (B, 3K, H).
+
+``DecisionTransformer``: the trunk is GPT-2: pre-norm causal ``zoo.core.EncoderBlock``s (ReLU, as the
+official DT) and a final LayerNorm, with no position embedding of its own: the timestep embedding
+replaces it. Left padding (mask 0) becomes a key padding mask over the three tokens of each padded
+step. ``DecisionTransformer.from_hf`` copies a transformers ``DecisionTransformerModel``.
+
+Spec (task kind ``offline_rl``): ``state_dim``, ``act_dim`` (the number of actions when
+``discrete``), ``discrete``, ``max_ep_len`` (size of the timestep table), ``context_len`` (K).
+Discrete actions go in one-hot and come out as logits; continuous ones come out through tanh.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .core import EncoderBlock
+from .registry import register_model, resolve_config
+
+
+class TrajectoryModel(nn.Module):
+    """Return-conditioned policy over interleaved (R, s, a) tokens; the trunk is a subclass's.
+
+    Args:
+        state_dim, act_dim: sizes of a state and of an action (number of actions when ``discrete``).
+        hidden_dim: token width H.
+        max_ep_len: timesteps run from 0 to max_ep_len - 1 (the timestep embedding table).
+        discrete: actions are one-hot inputs and ``forward`` returns logits.
+        action_tanh: squash continuous predictions into (-1, 1); default ``not discrete``.
+        dropout: on the embedded tokens (GPT-2's embedding dropout).
+        context_len: the K the model is trained with (kept for the task; nothing here depends on it).
+    """
+
+    def __init__(self, state_dim: int, act_dim: int, *, hidden_dim: int, max_ep_len: int,
+                 discrete: bool = False, action_tanh: bool | None = None, dropout: float = 0.0,
+                 context_len: int | None = None) -> None:
+        super().__init__()
+        self.state_dim, self.act_dim, self.hidden_dim = state_dim, act_dim, hidden_dim
+        self.max_ep_len, self.discrete, self.context_len = max_ep_len, discrete, context_len
+        action_tanh = not discrete if action_tanh is None else action_tanh
+        self.embed_timestep = nn.Embedding(max_ep_len, hidden_dim)
+        self.embed_return = nn.Linear(1, hidden_dim)
+        self.embed_state = nn.Linear(state_dim, hidden_dim)
+        self.embed_action = nn.Linear(act_dim, hidden_dim)
+        self.embed_ln = nn.LayerNorm(hidden_dim)
+        self.embed_dropout = nn.Dropout(dropout)
+        # Heads. Only the action is trained by the DT paper; state and return heads exist, as in the
+        # official code and HF, reading the action token (the next state/return given s_t and a_t).
+        self.predict_state = nn.Linear(hidden_dim, state_dim)
+        self.predict_action = nn.Sequential(nn.Linear(hidden_dim, act_dim),
+                                            nn.Tanh() if action_tanh else nn.Identity())
+        self.predict_return = nn.Linear(hidden_dim, 1)
+
+    def trunk(self, x: Tensor, mask: Tensor) -> Tensor:
+        """x (B, 3K, H) embedded tokens, mask (B, 3K) bool True at real tokens -> (B, 3K, H),
+        causally: output i depends on tokens 0..i only."""
+        raise NotImplementedError
+
+    def encode(self, returns_to_go: Tensor, states: Tensor, actions: Tensor, timesteps: Tensor,
+               mask: Tensor | None = None) -> Tensor:
+        """The trunk's hidden states regrouped by modality: (B, 3, K, H), [:, 0] at the return
+        tokens, [:, 1] at the state tokens, [:, 2] at the action tokens."""
+        B, K = states.shape[:2]
+        H = self.hidden_dim
+        if mask is None:
+            mask = torch.ones(B, K, dtype=torch.bool, device=states.device)
+        time = self.embed_timestep(timesteps)  # (B, K, H)
+        tokens = torch.stack((self.embed_return(returns_to_go) + time,  # (B, K, H) each
+                              self.embed_state(states) + time,
+                              self.embed_action(actions) + time), dim=2)  # (B, K, 3, H)
+        x = self.embed_dropout(self.embed_ln(tokens.reshape(B, 3 * K, H)))  # (R_1, s_1, a_1, R_2, ...)
+        token_mask = mask.bool().repeat_interleave(3, dim=1)  # (B, 3K): the 3 tokens of a step
+        x = self.trunk(x, token_mask)  # (B, 3K, H)
+        return x.reshape(B, K, 3, H).transpose(1, 2)  # (B, 3, K, H)
+
+    def forward_all(self, returns_to_go: Tensor, states: Tensor, actions: Tensor, timesteps: Tensor,
+                    mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """(state_preds (B, K, state_dim), action_preds (B, K, act_dim), return_preds (B, K, 1)),
+        HF's order."""
+        x = self.encode(returns_to_go, states, actions, timesteps, mask)
+        return self.predict_state(x[:, 2]), self.predict_action(x[:, 1]), self.predict_return(x[:, 2])
+
+    def forward(self, returns_to_go: Tensor, states: Tensor, actions: Tensor, timesteps: Tensor,
+                mask: Tensor | None = None) -> Tensor:
+        """returns_to_go (B, K, 1), states (B, K, state_dim), actions (B, K, act_dim) float (one-hot
+        when discrete; zeros where unknown or padded), timesteps (B, K) long, mask (B, K) bool or
+        float, 1 at real steps and 0 at (left) padding; None: all real.
+        Returns the action predictions (B, K, act_dim): a_t from the state token s_t."""
+        x = self.encode(returns_to_go, states, actions, timesteps, mask)
+        return self.predict_action(x[:, 1])
+
+
+class DecisionTransformer(TrajectoryModel):
+    """GPT-2 trunk (pre-norm causal blocks, final LayerNorm), without position embeddings."""
+
+    def __init__(self, state_dim: int, act_dim: int, *, hidden_dim: int = 128, num_layers: int = 3,
+                 num_heads: int = 1, mlp_dim: int | None = None, dropout: float = 0.1,
+                 activation: str = "relu", max_ep_len: int = 4096, discrete: bool = False,
+                 action_tanh: bool | None = None, norm_eps: float = 1e-5, context_len: int | None = None) -> None:
+        super().__init__(state_dim, act_dim, hidden_dim=hidden_dim, max_ep_len=max_ep_len, discrete=discrete,
+                         action_tanh=action_tanh, dropout=dropout, context_len=context_len)
+        self.blocks = nn.ModuleList(
+            EncoderBlock(hidden_dim, num_heads, mlp_dim or 4 * hidden_dim, dropout=dropout, attn_dropout=dropout,
+                         activation=activation, norm_first=True, norm_eps=norm_eps)
+            for _ in range(num_layers))
+        self.ln_f = nn.LayerNorm(hidden_dim, eps=norm_eps)
+        # GPT-2 initialisation of the trunk (as the official DT, whose trunk is transformers' GPT2Model);
+        # the embeddings and heads keep PyTorch's defaults, as in kzl/decision-transformer.
+        for block in self.blocks:
+            for module in block.modules():
+                if isinstance(module, nn.Linear):
+                    nn.init.normal_(module.weight, std=0.02)
+                    nn.init.zeros_(module.bias)
+            nn.init.normal_(block.attn.out_proj.weight, std=0.02 / math.sqrt(2 * num_layers))
+            nn.init.normal_(block.mlp.fc2.weight, std=0.02 / math.sqrt(2 * num_layers))
+
+    def trunk(self, x: Tensor, mask: Tensor) -> Tensor:  # (B, 3K, H), (B, 3K) -> (B, 3K, H)
+        pad = None if bool(mask.all()) else ~mask  # no mask tensor: SDPA may use its causal kernels
+        for block in self.blocks:
+            x = block(x, causal=True, key_padding_mask=pad)
+        return self.ln_f(x)
+
+    @classmethod
+    def from_hf(cls, hf: nn.Module) -> "DecisionTransformer":
+        """A DecisionTransformer with the configuration and weights of a transformers
+        ``DecisionTransformerModel``.
+
+        HF keeps GPT-2's position table ``encoder.wpe`` but calls its trunk with position ids all
+        zero, so every token gets the same learned vector wpe[0] after ``embed_ln`` (the official
+        code deletes the table instead). A constant added after a LayerNorm is a LayerNorm bias:
+        it is folded into ``embed_ln.bias``, which makes the copy exact without a table of our own.
+        """
+        c = hf.config
+        activations = {"relu": "relu", "gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
+                       "silu": "silu", "swish": "silu"}
+        if (c.activation_function not in activations or not c.scale_attn_weights
+                or c.scale_attn_by_inverse_layer_idx or c.add_cross_attention):
+            raise ValueError(f"unsupported DecisionTransformerConfig: activation {c.activation_function}, "
+                             f"scale_attn_weights={c.scale_attn_weights}, scale_attn_by_inverse_layer_idx="
+                             f"{c.scale_attn_by_inverse_layer_idx}, add_cross_attention={c.add_cross_attention}")
+        model = cls(c.state_dim, c.act_dim, hidden_dim=c.hidden_size, num_layers=c.n_layer, num_heads=c.n_head,
+                    mlp_dim=c.n_inner or 4 * c.hidden_size, dropout=c.resid_pdrop,
+                    activation=activations[c.activation_function], max_ep_len=c.max_ep_len,
+                    action_tanh=c.action_tanh, norm_eps=c.layer_norm_epsilon)
+        sd = hf.state_dict()
+        state = {k: sd[k] for k in model.state_dict() if not k.startswith(("blocks.", "ln_f."))}
+        state["embed_ln.bias"] = sd["embed_ln.bias"] + sd["encoder.wpe.weight"][0]  # position id 0, everywhere
+        state["ln_f.weight"], state["ln_f.bias"] = sd["encoder.ln_f.weight"], sd["encoder.ln_f.bias"]
+        for i in range(c.n_layer):
+            h, p = f"encoder.h.{i}.", f"blocks.{i}."
+            state.update({  # HF's Conv1D stores (in, out): transpose to nn.Linear's (out, in)
+                p + "res_attn.norm.weight": sd[h + "ln_1.weight"], p + "res_attn.norm.bias": sd[h + "ln_1.bias"],
+                p + "attn.in_proj.weight": sd[h + "attn.c_attn.weight"].t(), p + "attn.in_proj.bias": sd[h + "attn.c_attn.bias"],
+                p + "attn.out_proj.weight": sd[h + "attn.c_proj.weight"].t(), p + "attn.out_proj.bias": sd[h + "attn.c_proj.bias"],
+                p + "res_mlp.norm.weight": sd[h + "ln_2.weight"], p + "res_mlp.norm.bias": sd[h + "ln_2.bias"],
+                p + "mlp.fc1.weight": sd[h + "mlp.c_fc.weight"].t(), p + "mlp.fc1.bias": sd[h + "mlp.c_fc.bias"],
+                p + "mlp.fc2.weight": sd[h + "mlp.c_proj.weight"].t(), p + "mlp.fc2.bias": sd[h + "mlp.c_proj.bias"],
+            })
+        model.load_state_dict({k: v.detach().clone().contiguous() for k, v in state.items()})
+        return model
+
+
+# Sizes. "small" is the official DT (kzl/decision-transformer gym/experiment.py: embed 128, 3 layers,
+# 1 head, dropout 0.1); "tiny" halves the width for the CPU budget; "base" is a wider, deeper GPT.
+# The rivals (baselines.lstm.DecisionLSTM, baselines.mlp.BCMLP) are sized to these within 10% in
+# parameters, the timestep table included (tests/test_decision_transformer.py checks two specs).
+DT_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(hidden_dim=64, num_layers=3, num_heads=1, mlp_dim=None, dropout=0.1, activation="relu"),
+    "small": dict(hidden_dim=128, num_layers=3, num_heads=1, mlp_dim=None, dropout=0.1, activation="relu"),
+    "base": dict(hidden_dim=256, num_layers=6, num_heads=4, mlp_dim=None, dropout=0.1, activation="relu"),
+}
+
+
+def trajectory_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """The constructor arguments an ``offline_rl`` spec gives every trajectory model."""
+    return dict(max_ep_len=spec["max_ep_len"], discrete=bool(spec.get("discrete", False)),
+                context_len=spec.get("context_len"))
+
+
+# Training defaults: the official recipe is AdamW lr 1e-4, weight decay 1e-4 with 10k linear warm-up
+# steps over 100k updates. Our CPU budget is a few thousand steps, shorter than that warm-up alone, and
+# at lr 1e-4 such a short run would stop far from convergence; these 3-layer models (64-128 wide) take a
+# ten times larger step (the overfit test trains the DT at 3e-3). Weight decay stays the official 1e-4.
+@register_model("decision_transformer", family="transformer", kinds=("offline_rl",), lr=1e-3, weight_decay=1e-4)
+def decision_transformer(spec: dict[str, Any], size: str = "tiny", **overrides: Any) -> DecisionTransformer:
+    """Decision Transformer (Chen et al. 2021): return-conditioned GPT over (R, s, a) tokens."""
+    cfg = resolve_config(DT_PRESETS, size, overrides)
+    return DecisionTransformer(spec["state_dim"], spec["act_dim"], **trajectory_spec(spec), **cfg)
