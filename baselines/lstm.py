@@ -167,7 +167,7 @@ class DecisionLSTM(TrajectoryModel):
 # Sizes: the DT preset's token width and layer count, the LSTM widened so that the whole model matches
 # the DT of the same size within 10% in parameters (an LSTM layer has 8 H^2 weights, a GPT block 12 H^2).
 DECISION_LSTM_PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(hidden_dim=64, lstm_dim=78, num_layers=3, dropout=0.1),
+    "tiny": dict(hidden_dim=64, lstm_dim=78, num_layers=3, dropout=0.0),
     "small": dict(hidden_dim=128, lstm_dim=156, num_layers=3, dropout=0.1),
     "base": dict(hidden_dim=256, lstm_dim=312, num_layers=6, dropout=0.1),
 }

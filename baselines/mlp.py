@@ -53,7 +53,7 @@ class BCMLP(nn.Module):
 # timestep table included, for both specs the tests check (max_ep_len 500 and 200); the DT's count
 # depends on max_ep_len and this one's hardly at all, so each width sits between the two.
 BC_PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(hidden_dim=292, num_layers=3, dropout=0.1),
+    "tiny": dict(hidden_dim=292, num_layers=3, dropout=0.0),
     "small": dict(hidden_dim=560, num_layers=3, dropout=0.1),
     "base": dict(hidden_dim=1120, num_layers=5, dropout=0.1),
 }
