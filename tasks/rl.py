@@ -44,6 +44,7 @@ class OfflineRLTask(Task):
     quality: ClassVar[str]
     options = {"context_len": 20, "eval_episodes": 10}
     budget = Budget(steps=1000, batch_size=64)
+    default_seeds = 1  # the default rl run (4 tasks x 4 models, rollouts included) must fit 10 CPU minutes
     eval_interval: ClassVar[int] = 250
     val_episodes: ClassVar[int] = 3
     curve_fractions: ClassVar[tuple[float, ...]] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25)
