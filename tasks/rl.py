@@ -52,15 +52,25 @@ class OfflineRLTask(Task):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.env_info = ENVS[self.env_id]
         self.arrays: dict[str, Tensor] = {}
         self.pool: Tensor | None = None
 
     # ------------------------------------------------------------------------------------- data
+    def load_data(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """The flat dataset (``tasks.rl_data``'s format) and the environment's facts (an ``ENVS`` entry)."""
+        return load_or_make(self.data_dir, self.env_id, self.quality), ENVS[self.env_id]
+
+    def make_env(self) -> gym.Env:
+        return gym.make(self.env_id)
+
+    def reference_scores(self) -> dict[str, float]:
+        """The returns that normalise to 0 (random) and 100 (expert)."""
+        return reference_scores(self.env_id)
+
     def setup(self) -> None:
         if self.arrays:
             return
-        data = load_or_make(self.data_dir, self.env_id, self.quality)
+        data, self.env_info = self.load_data()
         info = self.env_info
         obs = data["observations"].astype(np.float32)
         self.state_mean, self.state_std = obs.mean(0), obs.std(0) + 1e-6
@@ -101,7 +111,7 @@ class OfflineRLTask(Task):
 
     @property
     def spec(self) -> dict[str, Any]:
-        info = self.env_info
+        info = self.env_info  # set by setup
         return {"kind": self.kind, "state_dim": info["obs_dim"], "act_dim": info["act_dim"],
                 "discrete": info["discrete"], "max_ep_len": info["max_episode_steps"],
                 "context_len": self.opts["context_len"]}
@@ -154,7 +164,7 @@ class OfflineRLTask(Task):
         """Roll out one episode per seed, all in lock step (one batched forward per step)."""
         info, K = self.env_info, self.opts["context_len"]
         device = next(model.parameters()).device
-        envs = [gym.make(self.env_id) for _ in seeds]
+        envs = [self.make_env() for _ in seeds]
         N, T, A = len(envs), info["max_episode_steps"], info["act_dim"]
         states = torch.zeros(N, T + 1, info["obs_dim"], device=device)
         actions = torch.zeros(N, T + 1, A, device=device)
@@ -198,7 +208,7 @@ class OfflineRLTask(Task):
         return returns
 
     def _normalize(self, returns: np.ndarray) -> np.ndarray:
-        ref = reference_scores(self.env_id)
+        ref = self.reference_scores()
         return 100 * (returns - ref["random"]) / (ref["expert"] - ref["random"])
 
     def evaluate(self, model: nn.Module, batches: Iterable[Batch]) -> dict[str, float]:
@@ -211,7 +221,7 @@ class OfflineRLTask(Task):
 
     def examples(self, model: nn.Module, device: torch.device, seed: int) -> dict[str, Any]:
         """The return-conditioning curve: what the policy achieves when asked for other returns."""
-        low, high = reference_scores(self.env_id)["random"], self.env_info["target_return"]
+        low, high = self.reference_scores()["random"], self.env_info["target_return"]
         rows = []
         for fraction in self.curve_fractions:  # targets from the random policy's return to past the expert's
             target = low + fraction * (high - low)
