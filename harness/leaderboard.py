@@ -24,6 +24,8 @@ torch_version           PyTorch that ran
 git_commit              code version ('+dirty': uncommitted changes)
 config_hash             hash of the resolved configuration (identical = comparable)
 date                    when the last seed finished (UTC)
+test_<name>             every other metric the task reports (e.g. test_top5, test_bpc,
+                        test_long_exact_match, test_return_mean), mean over seeds
 ======================  =====================================================================
 """
 
@@ -70,7 +72,8 @@ def aggregate(records: list[dict[str, Any]]) -> pd.DataFrame:
                      "batch_size": cfg["batch_size"], "lr": cfg["lr"], "weight_decay": cfg["weight_decay"],
                      "device": r["device"], "device_name": r["device_name"], "backend": r["backend"],
                      "precision": r["precision"], "torch_version": r["torch_version"],
-                     "git_commit": r["git_commit"], "config_hash": r["config_hash"], "date": r["finished"]})
+                     "git_commit": r["git_commit"], "config_hash": r["config_hash"], "date": r["finished"],
+                     **{f"test_{k}": v for k, v in r["test"].items() if k != r["metric"]}})
     if not rows:
         return pd.DataFrame(columns=COLUMNS)
     df = pd.DataFrame(rows)
@@ -82,6 +85,7 @@ def aggregate(records: list[dict[str, Any]]) -> pd.DataFrame:
         **{c: (c, "last") for c in ["steps", "epochs", "batch_size", "lr", "weight_decay", "device", "device_name",
                                     "backend", "precision", "torch_version", "git_commit", "config_hash"]},
         date=("date", "max"),
+        **{c: (c, "mean") for c in df.columns if c.startswith("test_")},
     ).reset_index()
     return rank(out)
 
@@ -92,7 +96,8 @@ def rank(df: pd.DataFrame) -> pd.DataFrame:
         return df.reindex(columns=COLUMNS)
     signed = df["metric_mean"].where(df["higher_is_better"].astype(bool), -df["metric_mean"])
     df = df.assign(rank=signed.groupby([df["domain"], df["task"]]).rank(ascending=False, method="min").astype(int))
-    return df.sort_values(["domain", "task", "rank", "model"]).reindex(columns=COLUMNS).reset_index(drop=True)
+    extra = sorted(c for c in df.columns if c.startswith("test_"))
+    return df.sort_values(["domain", "task", "rank", "model"]).reindex(columns=COLUMNS + extra).reset_index(drop=True)
 
 
 def replace_rows(existing: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:

@@ -40,7 +40,8 @@ def test_run_vision_writes_leaderboard_and_records(tmp_path, capsys):
     code, out, err = run(["run", "vision", "--seeds", "2", "--out", str(tmp_path), *FAST], capsys)
     assert code == 0, err
     df = pd.read_csv(tmp_path / "leaderboard_vision.csv")
-    assert list(df.columns) == leaderboard.COLUMNS
+    assert list(df.columns) == leaderboard.COLUMNS + ["test_loss", "test_top5"]  # the task's other metrics
+    assert ((df["test_top5"] >= df["metric_mean"]) & (df["test_loss"] > 0)).all()
     assert sorted(df["model"]) == ["resnet", "vit"]
     assert set(df["task"]) == {"digits"} and set(df["n_seeds"]) == {2} and set(df["seeds"]) == {"0 1"}
     assert set(df["family"]) == {"transformer", "baseline"}
