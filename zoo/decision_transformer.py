@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from .core import EncoderBlock
 from .registry import register_model, resolve_config
+from .transformer import gpt2_blocks_state
 
 
 class TrajectoryModel(nn.Module):
@@ -162,16 +163,7 @@ class DecisionTransformer(TrajectoryModel):
         state = {k: sd[k] for k in model.state_dict() if not k.startswith(("blocks.", "ln_f."))}
         state["embed_ln.bias"] = sd["embed_ln.bias"] + sd["encoder.wpe.weight"][0]  # position id 0, everywhere
         state["ln_f.weight"], state["ln_f.bias"] = sd["encoder.ln_f.weight"], sd["encoder.ln_f.bias"]
-        for i in range(c.n_layer):
-            h, p = f"encoder.h.{i}.", f"blocks.{i}."
-            state.update({  # HF's Conv1D stores (in, out): transpose to nn.Linear's (out, in)
-                p + "res_attn.norm.weight": sd[h + "ln_1.weight"], p + "res_attn.norm.bias": sd[h + "ln_1.bias"],
-                p + "attn.in_proj.weight": sd[h + "attn.c_attn.weight"].t(), p + "attn.in_proj.bias": sd[h + "attn.c_attn.bias"],
-                p + "attn.out_proj.weight": sd[h + "attn.c_proj.weight"].t(), p + "attn.out_proj.bias": sd[h + "attn.c_proj.bias"],
-                p + "res_mlp.norm.weight": sd[h + "ln_2.weight"], p + "res_mlp.norm.bias": sd[h + "ln_2.bias"],
-                p + "mlp.fc1.weight": sd[h + "mlp.c_fc.weight"].t(), p + "mlp.fc1.bias": sd[h + "mlp.c_fc.bias"],
-                p + "mlp.fc2.weight": sd[h + "mlp.c_proj.weight"].t(), p + "mlp.fc2.bias": sd[h + "mlp.c_proj.bias"],
-            })
+        state.update(gpt2_blocks_state(sd, c.n_layer, hf_prefix="encoder."))
         model.load_state_dict({k: v.detach().clone().contiguous() for k, v in state.items()})
         return model
 

@@ -96,6 +96,23 @@ class EncoderDecoderTransformer(Seq2SeqDecoder, nn.Module):
             cache.reorder(index)
 
 
+def gpt2_blocks_state(sd: dict[str, Tensor], n_layer: int, hf_prefix: str = "") -> dict[str, Tensor]:
+    """Hugging Face GPT-2 block weights (``{hf_prefix}h.{i}.*``) under the names of our pre-norm
+    ``EncoderBlock`` stack (``blocks.{i}.*``). HF's Conv1D stores (in, out): transposed to (out, in)."""
+    state = {}
+    for i in range(n_layer):
+        h, p = f"{hf_prefix}h.{i}.", f"blocks.{i}."
+        state.update({
+            p + "res_attn.norm.weight": sd[h + "ln_1.weight"], p + "res_attn.norm.bias": sd[h + "ln_1.bias"],
+            p + "attn.in_proj.weight": sd[h + "attn.c_attn.weight"].t(), p + "attn.in_proj.bias": sd[h + "attn.c_attn.bias"],
+            p + "attn.out_proj.weight": sd[h + "attn.c_proj.weight"].t(), p + "attn.out_proj.bias": sd[h + "attn.c_proj.bias"],
+            p + "res_mlp.norm.weight": sd[h + "ln_2.weight"], p + "res_mlp.norm.bias": sd[h + "ln_2.bias"],
+            p + "mlp.fc1.weight": sd[h + "mlp.c_fc.weight"].t(), p + "mlp.fc1.bias": sd[h + "mlp.c_fc.bias"],
+            p + "mlp.fc2.weight": sd[h + "mlp.c_proj.weight"].t(), p + "mlp.fc2.bias": sd[h + "mlp.c_proj.bias"],
+        })
+    return state
+
+
 class GPT(nn.Module):
     def __init__(self, vocab_size: int, block_size: int, *, dim: int = 768, depth: int = 12, num_heads: int = 12,
                  mlp_dim: int | None = None, dropout: float = 0.0, norm_eps: float = 1e-5, bias: bool = True) -> None:
@@ -167,16 +184,7 @@ class GPT(nn.Module):
         sd = hf.transformer.state_dict()
         state = {"wte.weight": sd["wte.weight"], "wpe.weight": sd["wpe.weight"],
                  "ln_f.weight": sd["ln_f.weight"], "ln_f.bias": sd["ln_f.bias"]}
-        for i in range(c.n_layer):
-            h, p = f"h.{i}.", f"blocks.{i}."
-            state.update({  # HF's Conv1D stores (in, out): transpose to nn.Linear's (out, in)
-                p + "res_attn.norm.weight": sd[h + "ln_1.weight"], p + "res_attn.norm.bias": sd[h + "ln_1.bias"],
-                p + "attn.in_proj.weight": sd[h + "attn.c_attn.weight"].t(), p + "attn.in_proj.bias": sd[h + "attn.c_attn.bias"],
-                p + "attn.out_proj.weight": sd[h + "attn.c_proj.weight"].t(), p + "attn.out_proj.bias": sd[h + "attn.c_proj.bias"],
-                p + "res_mlp.norm.weight": sd[h + "ln_2.weight"], p + "res_mlp.norm.bias": sd[h + "ln_2.bias"],
-                p + "mlp.fc1.weight": sd[h + "mlp.c_fc.weight"].t(), p + "mlp.fc1.bias": sd[h + "mlp.c_fc.bias"],
-                p + "mlp.fc2.weight": sd[h + "mlp.c_proj.weight"].t(), p + "mlp.fc2.bias": sd[h + "mlp.c_proj.bias"],
-            })
+        state.update(gpt2_blocks_state(sd, c.n_layer))
         state["lm_head.weight"] = state["wte.weight"]
         model.load_state_dict({k: v.detach().clone().contiguous() for k, v in state.items()})
         return model
