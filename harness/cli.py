@@ -79,7 +79,7 @@ def parse_value(text: str) -> Any:
         try:
             return convert(text)
         except ValueError:
-            pass
+            continue
     return text
 
 

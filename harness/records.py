@@ -50,13 +50,13 @@ def git_commit() -> str:
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    try:  # Linux: the CPU's marketing name; platform.processor() is often empty there
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
-    except OSError:
-        pass
-    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+    name = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")  # Linux: the CPU's marketing name; platform.processor() is often empty there
+    if cpuinfo.exists():
+        models = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                  if line.startswith("model name")]
+        name = models[0] if models else name
+    return f"{name} ({os.cpu_count()} cores)"
 
 
 def environment(device: torch.device) -> dict[str, Any]:

@@ -40,7 +40,7 @@ class RunConfig:
 
 
 class TrainingDiverged(RuntimeError):
-    pass
+    """The training loss became NaN or infinite."""
 
 
 def seed_everything(seed: int) -> None:

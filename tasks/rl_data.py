@@ -610,20 +610,26 @@ def evaluate_policy(env_id: str, policy: Policy, episodes: int = 10, seed: int =
     reset_seq, policy_seq = _seed_sequence(seed, env_id, "evaluate").spawn(2)
     rng = np.random.default_rng(policy_seq)
     env = make_env(env_id)
-    returns = []
     try:
-        for reset_seed in _episode_seeds(reset_seq, episodes):
-            obs, _ = env.reset(seed=reset_seed)
-            total = 0.0
-            while True:
-                obs, reward, terminated, truncated, _ = env.step(policy(obs, rng))
-                total += float(reward)
-                if terminated or truncated:
-                    break
-            returns.append(total)
+        returns = [episode_return(env, policy, rng, reset_seed) for reset_seed in _episode_seeds(reset_seq, episodes)]
     finally:
         env.close()
     return np.asarray(returns, dtype=np.float64)
+
+
+def episode_return(env: gym.Env, policy: Policy, rng: np.random.Generator, reset_seed: int,
+                   max_steps: int | None = None) -> float:
+    """Play one episode of ``policy(obs, rng)`` from ``env.reset(seed=reset_seed)``; its return.
+    It ends at termination, truncation, or after ``max_steps`` steps."""
+    obs, _ = env.reset(seed=reset_seed)
+    total, steps = 0.0, 0
+    while max_steps is None or steps < max_steps:
+        obs, reward, terminated, truncated, _ = env.step(policy(obs, rng))
+        total += float(reward)
+        steps += 1
+        if terminated or truncated:
+            break
+    return total
 
 
 @functools.lru_cache(maxsize=None)

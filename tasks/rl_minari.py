@@ -64,6 +64,7 @@ import numpy as np
 
 from .base import DatasetError, DatasetNotFoundError, register_task
 from .rl import OfflineRLTask
+from .rl_data import episode_return
 
 DATASETS_PATH_VAR = "MINARI_DATASETS_PATH"
 INSTALL_HINT = 'pip install "attention-zoo[rl]"'
@@ -325,15 +326,9 @@ class MinariTask(OfflineRLTask):
         returns = []
         try:
             for i in range(self.random_episodes):
-                env.reset(seed=REFERENCE_SEED + i)
                 env.action_space.seed(REFERENCE_SEED + i)
-                total = 0.0
-                for _ in range(self.env_info["max_episode_steps"]):  # as long as a rollout may last
-                    _, reward, terminated, truncated, _ = env.step(env.action_space.sample())
-                    total += float(reward)
-                    if terminated or truncated:
-                        break
-                returns.append(total)
+                returns.append(episode_return(env, lambda obs, rng: env.action_space.sample(), None, REFERENCE_SEED + i,
+                                              max_steps=self.env_info["max_episode_steps"]))  # as long as a rollout
         finally:
             env.close()
         return float(np.mean(returns))

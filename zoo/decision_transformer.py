@@ -25,6 +25,7 @@ Discrete actions go in one-hot and come out as logits; continuous ones come out 
 from __future__ import annotations
 
 import math
+from abc import ABCMeta, abstractmethod
 from typing import Any
 
 import torch
@@ -35,7 +36,7 @@ from .registry import register_model, resolve_config
 from .transformer import gpt2_blocks_state
 
 
-class TrajectoryModel(nn.Module):
+class TrajectoryModel(nn.Module, metaclass=ABCMeta):
     """Return-conditioned policy over interleaved (R, s, a) tokens; the trunk is a subclass's.
 
     Args:
@@ -68,10 +69,10 @@ class TrajectoryModel(nn.Module):
                                             nn.Tanh() if action_tanh else nn.Identity())
         self.predict_return = nn.Linear(hidden_dim, 1)
 
+    @abstractmethod
     def trunk(self, x: Tensor, mask: Tensor) -> Tensor:
         """x (B, 3K, H) embedded tokens, mask (B, 3K) bool True at real tokens -> (B, 3K, H),
         causally: output i depends on tokens 0..i only."""
-        raise NotImplementedError
 
     def encode(self, returns_to_go: Tensor, states: Tensor, actions: Tensor, timesteps: Tensor,
                mask: Tensor | None = None) -> Tensor:
