@@ -185,7 +185,7 @@ def parse_numeric(source: str) -> set[date]:
         try:
             parsed.add(datetime.strptime(source, fmt).date())
         except ValueError:
-            pass
+            continue
     return parsed
 
 
