@@ -269,9 +269,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     for module in args.plugin:
         load_plugin(module)
     if args.what == "models":
-        for name in list_models(args.pattern):
+        found = list_models(args.pattern)
+        width = max((len(n) for n in found), default=0)
+        for name in found:
             e = get_model_entry(name)
-            print(f"{name:<16} {e.family:<12} {','.join(e.kinds):<24} {e.description}")
+            print(f"{name:<{width}}  {e.family:<12} {','.join(e.kinds):<18} {e.description}")
     elif args.what == "tasks":
         for name in tasks_pkg.list_tasks():
             if fnmatch.fnmatchcase(name, args.pattern):
