@@ -152,6 +152,8 @@ def run_cell(task: Task, model_name: str, seed: int, config: RunConfig, *, progr
                 bar.update()
                 if step >= total_steps:
                     break
+            if epoch_steps == 0:
+                raise RuntimeError(f"task {task.name!r} yielded no training batch")
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             train_time += time.perf_counter() - t0
