@@ -7,26 +7,14 @@ module's own ``check_dataset``.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 
-def load_module():
-    """tasks/rl_data.py needs only numpy and gymnasium; importing it through the ``tasks`` package
-    would also import torchvision and scikit-learn, so the tests load it straight from its file."""
-    path = Path(__file__).resolve().parents[1] / "tasks" / "rl_data.py"
-    spec = importlib.util.spec_from_file_location("rl_data", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-rd = load_module()
+from tasks import rl_data as rd
 ENV_IDS = ("CartPole-v1", "Pendulum-v1", "MountainCarContinuous-v0")
 # Small episode counts per environment: a few thousand steps per dataset.
 SMALL = {"CartPole-v1": 6, "Pendulum-v1": 5, "MountainCarContinuous-v0": 4}

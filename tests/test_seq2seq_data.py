@@ -9,7 +9,6 @@ no source string stands for two dates.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 import re
 import subprocess
@@ -21,18 +20,7 @@ from pathlib import Path
 import pytest
 
 
-def load_module():
-    """tasks/seq2seq_data.py needs only the standard library. Importing it through the ``tasks``
-    package would also import torchvision and scikit-learn (seconds on a busy 2-core machine), so the
-    tests load it straight from its file."""
-    path = Path(__file__).resolve().parents[1] / "tasks" / "seq2seq_data.py"
-    spec = importlib.util.spec_from_file_location("seq2seq_data", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-sd = load_module()
+from tasks import seq2seq_data as sd
 GENERATORS, make_splits, vocabulary = sd.GENERATORS, sd.make_splits, sd.vocabulary
 
 TASKS = ("reverse", "sort", "addition", "dates")
