@@ -70,7 +70,7 @@ RESNET_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-@register_model("resnet", family="baseline", kinds=("classification",), lr=2e-3, weight_decay=5e-4)
+@register_model("resnet", family="baseline", kinds=("classification",), modalities=("image",), lr=2e-3, weight_decay=5e-4)
 def resnet(spec: dict[str, Any], size: str = "tiny", **overrides: Any) -> ResNet:
     """ResNet-style CNN (He et al. 2016, CIFAR variant): basic blocks, three stages."""
     cfg = resolve_config(RESNET_PRESETS, size, overrides)

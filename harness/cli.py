@@ -158,24 +158,29 @@ def resolve_tasks(domain: str, requested: list[str] | None) -> list[str]:
 
 def resolve_models(task: Task, requested: list[str] | None) -> list[str]:
     if not requested:
-        found = list_models(kind=task.kind)
+        found = list_models(kind=task.kind, modality=task.modality)
         if not found:
-            raise UsageError(f"no registered model serves {task.kind!r} tasks like {task.name!r}")
+            raise UsageError(f"no registered model serves {_serves(task)} tasks like {task.name!r}")
         return found
     chosen: list[str] = []
     for pattern in requested:
         if any(ch in pattern for ch in "*?["):
-            matches = [m for m in list_models(pattern) if get_model_entry(m).supports(task.kind)]
+            matches = list_models(pattern, kind=task.kind, modality=task.modality)
             if not matches:
-                raise UsageError(f"no model matching {pattern!r} serves {task.kind!r} tasks like {task.name!r}")
+                raise UsageError(f"no model matching {pattern!r} serves {_serves(task)} tasks like {task.name!r}")
         else:
             entry = get_model_entry(pattern)
-            if not entry.supports(task.kind):
-                raise UsageError(f"model {pattern!r} serves {', '.join(entry.kinds)} tasks, not task "
-                                 f"{task.name!r} ({task.kind}); models that do: {', '.join(list_models(kind=task.kind))}")
+            if not entry.supports(task.kind, task.modality):
+                able = list_models(kind=task.kind, modality=task.modality)
+                raise UsageError(f"model {pattern!r} serves {entry.serves()} tasks, not task {task.name!r} "
+                                 f"({_serves(task)}); models that do: {', '.join(able) or 'none'}")
             matches = [pattern]
         chosen += [m for m in matches if m not in chosen]
     return chosen
+
+
+def _serves(task: Task) -> str:
+    return f"{task.kind}[{task.modality}]" if task.modality else task.kind
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -273,7 +278,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         width = max((len(n) for n in found), default=0)
         for name in found:
             e = get_model_entry(name)
-            print(f"{name:<{width}}  {e.family:<12} {','.join(e.kinds):<18} {e.description}")
+            print(f"{name:<{width}}  {e.family:<12} {e.serves():<30} {e.description}")
     elif args.what == "tasks":
         for name in tasks_pkg.list_tasks():
             if fnmatch.fnmatchcase(name, args.pattern):

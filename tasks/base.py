@@ -16,12 +16,20 @@ seq2seq             (src (B, S), src_pad (B, S) bool True=padding, tgt_in (B, T)
                     tokens (B, L) after BOS, PAD after EOS. spec: ``src_vocab_size``,
                     ``tgt_vocab_size``, ``max_src_len``, ``max_tgt_len``, ``pad_id``, ``bos_id``,
                     ``eos_id``.
-transcription       audio features + lengths -> CTC log-probs or an attention decoder.
+transcription       audio features -> text tokens. A model says how it decodes in ``decoding``:
+                    ``"ctc"``: forward(feats (B, T, F), lengths (B,)) -> (log_probs (B, T', V),
+                    out_lengths (B,)), blank = ``blank_id``; ``"attention"``: forward(feats,
+                    feat_pad (B, T) bool True=padding, tgt_in (B, L) starting with BOS) -> logits
+                    (B, L, V) and ``generate(feats, feat_pad, max_len, beam_size)`` -> tokens
+                    (B, L') after BOS, PAD after EOS (``zoo.core.decoding.Seq2SeqDecoder``).
+                    spec: ``input_dim``, ``vocab_size``, ``blank_id`` (= ``pad_id`` = 0),
+                    ``bos_id``, ``eos_id``, ``max_tgt_len``, ``max_frames``.
 offline_rl          (returns-to-go, states, actions, timesteps, mask) -> actions; ``act()``.
 ==================  ==========================================================================
 
-A task's ``spec`` is a plain dict with ``kind`` and the keys its kind names; ``create_model``
-builds any registered model from it.
+A task's ``spec`` is a plain dict with ``kind``, ``modality`` (the task class's: "image", "audio",
+"text" or "state"; one kind can serve several, e.g. classification of images and of audio) and the
+keys its kind names; ``create_model`` builds any registered model from it.
 """
 
 from __future__ import annotations
@@ -74,6 +82,7 @@ class Task(ABC):
     name: ClassVar[str]
     domain: ClassVar[str]
     kind: ClassVar[str]
+    modality: ClassVar[str | None] = None  # "image", "audio", "text", "state": picks models within a kind
     metric: ClassVar[str]  # the headline metric that the leaderboard ranks by
     higher_is_better: ClassVar[bool] = True
     offline: ClassVar[bool] = False  # data on every machine (shipped or generated), no download

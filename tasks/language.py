@@ -42,6 +42,7 @@ class CharLMTask(Task):
 
     domain = "language"
     kind = "language_modeling"
+    modality = "text"
     metric = "loss"
     higher_is_better = False
     options = {"block_size": 128, "eval_chars": 200_000}  # eval_chars: validation characters scored at the end
@@ -210,6 +211,7 @@ class Seq2SeqTask(Task):
 
     domain = "language"
     kind = "seq2seq"
+    modality = "text"
     metric = "exact_match"
     offline = default = True
     eval_splits = ("test", "long")

@@ -38,6 +38,7 @@ TEST_SEED, VAL_SEED, CURVE_SEED = 10_000, 20_000, 30_000
 class OfflineRLTask(Task):
     domain = "rl"
     kind = "offline_rl"
+    modality = "state"
     metric = "normalized_return"
     offline = True
     env_id: ClassVar[str]

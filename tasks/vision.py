@@ -51,6 +51,7 @@ class ImageClassificationTask(ClassificationTask):
     """
 
     domain = "vision"
+    modality = "image"
     augment: ClassVar[bool] = False
     max_value: ClassVar[float] = 255.0
     mean: tuple[float, ...] = (0.5,)  # per channel, on the 0..1 scale; subclasses set their own
@@ -74,7 +75,7 @@ class ImageClassificationTask(ClassificationTask):
 
     @property
     def spec(self) -> dict[str, Any]:
-        return {"kind": self.kind, "input_shape": tuple(self.images["train"].shape[1:]),
+        return {"kind": self.kind, "modality": self.modality, "input_shape": tuple(self.images["train"].shape[1:]),
                 "num_classes": len(self.classes)}
 
     def num_train_samples(self) -> int:

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import zoo
-from zoo.conformer import Conv2dSubsampling, ConformerEncoder, conformer_classifier
+from zoo.conformer import Conv2dSubsampling, ConformerEncoder
 from zoo.core import attention_backend
 from zoo.core.position import RelativePositionalEncoding, relative_sinusoidal_table
 
@@ -139,10 +139,11 @@ def test_subsampling_lengths_match_convolutions():
 
 def test_registered_factories_forward():
     assert "conformer" in zoo.list_models(kind="transcription")
-    assert "conformer" not in zoo.list_models(kind="classification")  # not run on images by the harness
+    assert "conformer" in zoo.list_models(kind="classification", modality="audio")
+    assert "conformer" not in zoo.list_models(kind="classification", modality="image")  # not run on images
     torch.manual_seed(5)
-    clf = conformer_classifier({"kind": "classification", "input_shape": (24, 10), "num_classes": 5},
-                               size="tiny", num_layers=1, d_model=32, ffn_dim=64)
+    clf = zoo.create_model("conformer", {"kind": "classification", "modality": "audio", "input_shape": (24, 10),
+                                         "num_classes": 5}, size="tiny", num_layers=1, d_model=32, ffn_dim=64)
     logits = clf(torch.randn(2, 24, 10))
     assert logits.shape == (2, 5)
     logits_len = clf(torch.randn(2, 24, 10), torch.tensor([24, 13]))

@@ -59,8 +59,12 @@ def test_duplicate_name_is_an_error(clean_registry):
 def test_bad_family_kind_size_and_override_are_errors(clean_registry):
     with pytest.raises(RegistryError, match="family must be one of"):
         register_model("x", family="rnn", kinds=("classification",))
-    with pytest.raises(RegistryError, match="serves classification tasks, not 'language_modeling'"):
+    with pytest.raises(RegistryError, match=r"serves classification\[image\] tasks, not 'language_modeling'"):
         create_model("vit", {**DIGITS_SPEC, "kind": "language_modeling"})
+    with pytest.raises(RegistryError, match="not 'classification' tasks on 'audio' inputs"):
+        create_model("vit", {**DIGITS_SPEC, "modality": "audio"})
+    with pytest.raises(RegistryError, match="unknown modality video"):
+        register_model("x", family="baseline", kinds=("classification",), modalities=("video",))
     with pytest.raises(RegistryError, match="unknown size 'huge'"):
         create_model("vit", DIGITS_SPEC, size="huge")
     with pytest.raises(RegistryError, match="unknown config key.*nlayers"):
@@ -74,6 +78,23 @@ def test_create_model_applies_size_and_overrides():
     assert len(tiny.blocks) == 4 and len(deeper.blocks) == 6
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert count(tiny) < count(deeper) < count(small)
+
+
+def test_modalities_split_one_kind(clean_registry):
+    @register_model("any_input", family="baseline", kinds=("classification",))
+    def any_input(spec, size="tiny"):
+        return nn.Linear(1, 1)
+
+    @register_model("audio_only", family="baseline", kinds=("classification",), modalities=("audio",))
+    def audio_only(spec, size="tiny"):
+        return nn.Linear(1, 1)
+
+    image = list_models(kind="classification", modality="image")
+    audio = list_models(kind="classification", modality="audio")
+    assert "vit" in image and "any_input" in image and "audio_only" not in image
+    assert "vit" not in audio and {"any_input", "audio_only"} <= set(audio)
+    assert "audio_only" in list_models(kind="classification")  # modality not asked: not checked
+    assert get_model_entry("audio_only").serves() == "classification[audio]"
 
 
 def test_decorator_registers_factory_and_defaults(clean_registry):

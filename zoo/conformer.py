@@ -271,8 +271,7 @@ class ConformerEncoder(nn.Module):
 
 
 class ConformerClassifier(nn.Module):
-    """Encoder -> masked mean over real frames -> Linear. forward(x (B, T, F), lengths=None) -> (B, C).
-    Images (B, C, H, W) are read as H frames of C * W features."""
+    """Encoder -> masked mean over real frames -> Linear. forward(x (B, T, F), lengths=None) -> (B, C)."""
 
     def __init__(self, encoder: ConformerEncoder, num_classes: int) -> None:
         super().__init__()
@@ -280,8 +279,6 @@ class ConformerClassifier(nn.Module):
         self.head = nn.Linear(encoder.d_model, num_classes)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
-        if x.dim() == 4:  # images (B, C, H, W): rows are frames, (C, W) their features
-            x = x.permute(0, 2, 1, 3).flatten(2)
         h, lengths = self.encoder(x, lengths)
         keep = ~lengths_to_padding_mask(lengths, h.shape[1])
         pooled = (h * keep[..., None]).sum(1) / lengths.clamp(min=1)[:, None].to(h.dtype)
@@ -289,8 +286,10 @@ class ConformerClassifier(nn.Module):
 
 
 class ConformerCTC(nn.Module):
-    """Encoder -> Linear to the vocabulary (blank = 0) -> log_softmax.
+    """Encoder -> Linear to the vocabulary (``blank`` = 0 by default) -> log_softmax.
     forward(x (B, T, F), lengths=None) -> (log_probs (B, T', V), out_lengths (B,))."""
+
+    decoding = "ctc"  # the transcription contract of tasks/base.py
 
     def __init__(self, encoder: ConformerEncoder, vocab_size: int, blank: int = 0) -> None:
         super().__init__()
@@ -306,30 +305,23 @@ class ConformerCTC(nn.Module):
 # 31) scaled down / at the paper's width.
 CONFORMER_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(d_model=96, num_layers=3, num_heads=4, ffn_dim=384, kernel_size=15, dropout=0.1,
-                 position="relative", subsampling="conv2d"),
+                 position="relative", subsampling="conv2d", subsampling_channels=None),
     "small": dict(d_model=144, num_layers=8, num_heads=4, ffn_dim=576, kernel_size=31, dropout=0.1,
-                  position="relative", subsampling="conv2d"),
+                  position="relative", subsampling="conv2d", subsampling_channels=None),
     "base": dict(d_model=144, num_layers=16, num_heads=4, ffn_dim=576, kernel_size=31, dropout=0.1,
-                 position="relative", subsampling="conv2d"),
+                 position="relative", subsampling="conv2d", subsampling_channels=None),
 }
 
 
-# Registered for transcription only for now: audio keyword spotting is also of kind "classification",
-# and the harness would then run the Conformer on images too; registering it for classification waits
-# for the speech domain's way of telling audio specs from image specs. ``conformer_classifier`` builds
-# the keyword-spotting model directly.
-@register_model("conformer", family="transformer", kinds=("transcription",), lr=1e-3, weight_decay=1e-3)
+@register_model("conformer", family="transformer", kinds=("classification", "transcription"),
+                modalities=("audio",), lr=1e-3, weight_decay=1e-3)
 def conformer(spec: dict[str, Any], size: str = "tiny", **overrides: Any) -> nn.Module:
     """Conformer (Gulati et al. 2020): conv subsampling, Macaron FFN + relative-position MHSA + conv blocks."""
     cfg = resolve_config(CONFORMER_PRESETS, size, overrides)
     kind = spec.get("kind", "transcription")
-    if kind == "transcription":
-        return ConformerCTC(ConformerEncoder(spec["input_dim"], **cfg), spec["vocab_size"])
-    raise ValueError(f"the registered Conformer serves transcription, not {kind!r}")
-
-
-def conformer_classifier(spec: dict[str, Any], size: str = "tiny", **overrides: Any) -> nn.Module:
-    """Conformer keyword spotter for audio features: spec ``input_shape`` (T, F), ``num_classes``."""
-    cfg = resolve_config(CONFORMER_PRESETS, size, overrides)
-    _, input_dim = spec["input_shape"]
-    return ConformerClassifier(ConformerEncoder(input_dim, **cfg), spec["num_classes"])
+    if kind == "transcription":  # CTC head
+        return ConformerCTC(ConformerEncoder(spec["input_dim"], **cfg), spec["vocab_size"], spec.get("blank_id", 0))
+    if kind == "classification":  # keyword spotting: pooled head over audio features (T, F)
+        _, input_dim = spec["input_shape"]
+        return ConformerClassifier(ConformerEncoder(input_dim, **cfg), spec["num_classes"])
+    raise ValueError(f"the Conformer serves classification and transcription, not {kind!r}")

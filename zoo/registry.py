@@ -10,6 +10,10 @@ A registered factory takes the task's ``spec`` (a dict: ``kind`` plus what the k
 ``input_shape`` and ``num_classes`` for classification), a ``size`` ('tiny', 'small', 'base') and
 keyword overrides of the size's configuration, and returns an ``nn.Module``.
 
+One kind can come in several input *modalities* (``classification`` of images and of audio
+features): an entry may list the ``modalities`` it reads (see ``MODALITIES``); one that lists none
+reads any. A task's spec names its modality under ``"modality"``.
+
 Models outside this repository join in two ways without editing it: import a module that registers
 them (``python -m harness run vision --plugin my_models``), or declare an entry point in the group
 ``attention_zoo.models`` of an installed distribution; those are loaded on first use of the registry.
@@ -28,6 +32,7 @@ from torch import nn
 
 SIZES = ("tiny", "small", "base")
 FAMILIES = ("transformer", "baseline")
+MODALITIES = ("image", "audio", "text", "state")
 ENTRY_POINT_GROUP = "attention_zoo.models"
 
 
@@ -50,9 +55,16 @@ class ModelEntry:
     kinds: tuple[str, ...]
     description: str = ""
     defaults: dict[str, Any] = field(default_factory=dict)  # training defaults, e.g. lr, weight_decay
+    modalities: tuple[str, ...] | None = None  # the inputs it reads; None: any
 
-    def supports(self, kind: str) -> bool:
-        return kind in self.kinds
+    def supports(self, kind: str, modality: str | None = None) -> bool:
+        """Serves tasks of ``kind`` whose inputs are ``modality`` (None: not checked)."""
+        return kind in self.kinds and (modality is None or self.modalities is None or modality in self.modalities)
+
+    def serves(self) -> str:
+        """'classification[image]' or 'seq2seq': what ``list models`` and errors show."""
+        kinds = ",".join(self.kinds)
+        return f"{kinds}[{','.join(self.modalities)}]" if self.modalities else kinds
 
 
 _MODELS: dict[str, ModelEntry] = {}
@@ -60,21 +72,27 @@ _plugins_loaded = False
 
 
 def register_model(name: str | None = None, *, family: str, kinds: tuple[str, ...] | list[str],
-                   description: str | None = None, **defaults: Any) -> Callable:
+                   modalities: tuple[str, ...] | list[str] | None = None, description: str | None = None,
+                   **defaults: Any) -> Callable:
     """Decorator: register a model factory (or class) under ``name`` (default: its ``__name__``).
 
-    ``family`` is 'transformer' or 'baseline'; ``kinds`` lists the task kinds it serves; other
-    keywords are training defaults the harness uses for it (``lr``, ``weight_decay``).
+    ``family`` is 'transformer' or 'baseline'; ``kinds`` lists the task kinds it serves and
+    ``modalities`` the inputs it reads (None: any); other keywords are training defaults the harness
+    uses for it (``lr``, ``weight_decay``).
     """
     if family not in FAMILIES:
         raise RegistryError(f"family must be one of {', '.join(FAMILIES)}, got {family!r}")
+    bad = sorted(set(modalities or ()) - set(MODALITIES))
+    if bad:
+        raise RegistryError(f"unknown modality {', '.join(bad)}; accepted: {', '.join(MODALITIES)}")
 
     def decorate(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         key = name or factory.__name__
         if key in _MODELS:
             raise RegistryError(f"model {key!r} is already registered (by {_MODELS[key].factory.__module__})")
         doc = description if description is not None else (factory.__doc__ or "").strip().split("\n")[0]
-        _MODELS[key] = ModelEntry(key, factory, family, tuple(kinds), doc, dict(defaults))
+        _MODELS[key] = ModelEntry(key, factory, family, tuple(kinds), doc, dict(defaults),
+                                  tuple(modalities) if modalities else None)
         return factory
 
     return decorate
@@ -107,19 +125,21 @@ def get_model_entry(name: str) -> ModelEntry:
     return _MODELS[name]
 
 
-def list_models(pattern: str = "*", *, kind: str | None = None, family: str | None = None) -> list[str]:
-    """Sorted names matching the wildcard ``pattern`` (and serving ``kind``, of ``family``)."""
+def list_models(pattern: str = "*", *, kind: str | None = None, family: str | None = None,
+                modality: str | None = None) -> list[str]:
+    """Sorted names matching the wildcard ``pattern`` (and serving ``kind`` on ``modality``, of ``family``)."""
     load_plugins()
     return sorted(n for n, e in _MODELS.items() if fnmatch.fnmatchcase(n, pattern)
-                  and (kind is None or e.supports(kind)) and (family is None or e.family == family))
+                  and (kind is None or e.supports(kind, modality)) and (family is None or e.family == family))
 
 
 def create_model(name: str, spec: dict[str, Any], size: str = "tiny", **overrides: Any) -> nn.Module:
     """Build model ``name`` for a task's ``spec`` at ``size``, with config ``overrides``."""
     entry = get_model_entry(name)
-    kind = spec.get("kind")
-    if kind is not None and not entry.supports(kind):
-        raise RegistryError(f"model {name!r} serves {', '.join(entry.kinds)} tasks, not {kind!r}")
+    kind, modality = spec.get("kind"), spec.get("modality")
+    if kind is not None and not entry.supports(kind, modality):
+        what = f"{kind!r} tasks on {modality!r} inputs" if entry.supports(kind) else repr(kind)
+        raise RegistryError(f"model {name!r} serves {entry.serves()} tasks, not {what}")
     if size not in SIZES:
         raise RegistryError(f"unknown size {size!r}; accepted: {', '.join(SIZES)}")
     return entry.factory(spec, size=size, **overrides)
