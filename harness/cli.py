@@ -179,7 +179,7 @@ def resolve_models(task: Task, requested: list[str] | None) -> list[str]:
     return chosen
 
 
-def _serves(task: Task) -> str:
+def _serves(task: Task | type[Task]) -> str:
     return f"{task.kind}[{task.modality}]" if task.modality else task.kind
 
 
@@ -278,13 +278,14 @@ def cmd_list(args: argparse.Namespace) -> int:
         width = max((len(n) for n in found), default=0)
         for name in found:
             e = get_model_entry(name)
-            print(f"{name:<{width}}  {e.family:<12} {e.serves():<30} {e.description}")
+            print(f"{name:<{width}}  {e.family:<12} {e.serves():<37} {e.description}")
     elif args.what == "tasks":
-        for name in tasks_pkg.list_tasks():
-            if fnmatch.fnmatchcase(name, args.pattern):
-                c = tasks_pkg.get_task_class(name)
-                flags = ("offline" if c.offline else "download") + (", default" if c.default else "")
-                print(f"{name:<16} {c.domain:<10} {c.kind:<16} {flags:<18} {c.description}")
+        found = [n for n in tasks_pkg.list_tasks() if fnmatch.fnmatchcase(n, args.pattern)]
+        width = max((len(n) for n in found), default=0)
+        for name in found:
+            c = tasks_pkg.get_task_class(name)
+            flags = ("offline" if c.offline else "download") + (", default" if c.default else "")
+            print(f"{name:<{width}}  {c.domain:<8} {_serves(c):<26} {flags:<17} {c.description}")
     else:
         for name in tasks_pkg.list_domains():
             if fnmatch.fnmatchcase(name, args.pattern):

@@ -10,6 +10,8 @@ Public API
 * :func:`make_clip` ``(word, voice, rate, pitch, offset, noise_level, gain, rng_seed) -> float32 [16000]``.
 * :func:`generate_dataset` ``(words, out_dir, n_per_word_voice, seed, ...) -> list[dict]`` (the manifest rows),
   cached in ``out_dir`` and regenerated (with a warning) when the cache is incomplete or corrupt.
+* :func:`generate_digit_strings` ``(out_dir, n_per_voice, seed, ...) -> list[dict]``: strings of 1-7 spoken
+  digits ("three one four") in clips of their own length, cached the same way.
 * :data:`VOICES`, :data:`TRAIN_VOICES`, :data:`TEST_VOICES`, :func:`voice_split`, :func:`verify_voices`.
 
 Determinism
@@ -47,6 +49,7 @@ import numpy as np
 SAMPLE_RATE = 16000          # output rate of every function here
 CLIP_SAMPLES = SAMPLE_RATE   # one-second clips
 FORMAT_VERSION = 1           # bump when the generation recipe changes: invalidates caches
+DIGIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
 # The 35 words of Google Speech Commands v2 (Warden 2018), alphabetical.
 SPEECH_COMMANDS_WORDS = [
@@ -235,21 +238,22 @@ def trim_silence(x: np.ndarray, rel_threshold: float = 0.02, margin: int = 160) 
     return x[max(0, loud[0] - margin): loud[-1] + 1 + margin]
 
 
-def _place(word_audio: np.ndarray, offset: int, noise_level: float, gain: float, rng_seed) -> np.ndarray:
-    """Peak-normalise the (trimmed) word, scale by ``gain``, put it at sample ``offset`` of a zero
-    16000-sample clip (cropping what falls outside), add N(0, noise_level^2) noise from
+def _place(word_audio: np.ndarray, offset: int, noise_level: float, gain: float, rng_seed,
+           length: int = CLIP_SAMPLES) -> np.ndarray:
+    """Peak-normalise the (trimmed) word, scale by ``gain``, put it at sample ``offset`` of a zero clip
+    of ``length`` samples (cropping what falls outside), add N(0, noise_level^2) noise from
     ``np.random.default_rng(rng_seed)``, clip to [-1, 1]."""
     w = word_audio.astype(np.float64)
     peak = float(np.abs(w).max()) if w.size else 0.0
     if peak > 0:
         w = w / peak
-    clip = np.zeros(CLIP_SAMPLES, np.float64)
+    clip = np.zeros(length, np.float64)
     offset = int(offset)
-    lo, hi = max(0, offset), min(CLIP_SAMPLES, offset + w.size)
+    lo, hi = max(0, offset), min(length, offset + w.size)
     if hi > lo:
         clip[lo:hi] = gain * w[lo - offset: hi - offset]
     if noise_level > 0:
-        clip += noise_level * np.random.default_rng(rng_seed).standard_normal(CLIP_SAMPLES)
+        clip += noise_level * np.random.default_rng(rng_seed).standard_normal(length)
     return np.clip(clip, -1.0, 1.0).astype(np.float32)
 
 
@@ -271,6 +275,8 @@ NOISE_RANGE = (1e-4, 2e-2)       # noise standard deviation, log-uniform
 MANIFEST = "manifest.json"
 MANIFEST_CSV = "manifest.csv"
 FIELDS = ["path", "word", "voice", "split", "rate", "pitch", "offset", "noise", "gain", "noise_seed"]
+DIGIT_FIELDS = ["path", "text", "voice", "split", "rate", "pitch", "offset", "noise", "gain", "noise_seed"]
+SILENCE_RANGE = (800, 4800)      # samples of silence before and after a digit string (50-300 ms)
 
 
 def _item_rng(seed: int, word: str, voice: str, k: int) -> np.random.Generator:
@@ -278,10 +284,56 @@ def _item_rng(seed: int, word: str, voice: str, k: int) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(word.encode()), zlib.crc32(voice.encode()), k])
 
 
+def _digit_items(config: dict):
+    """(row, clip) of each digit string, in the fixed order voice -> k. The string's length (1 to
+    ``max_digits``), digits, rate, pitch, gain, noise and the silence around it come from
+    ``default_rng([seed, crc32("digits"), crc32(voice), k])``."""
+    for vi, voice in enumerate(config["voices"]):
+        for k in range(config["n_per_voice"]):
+            rng = _item_rng(config["seed"], "digits", voice, k)
+            n = int(rng.integers(1, config["max_digits"] + 1))
+            text = " ".join(DIGIT_WORDS[d] for d in rng.integers(0, 10, n))
+            rate = int(rng.integers(RATE_RANGE[0], RATE_RANGE[1] + 1))
+            pitch = int(rng.integers(PITCH_RANGE[0], PITCH_RANGE[1] + 1))
+            gain = float(rng.uniform(*GAIN_RANGE))
+            noise = float(np.exp(rng.uniform(np.log(NOISE_RANGE[0]), np.log(NOISE_RANGE[1]))))
+            lead, tail = (int(v) for v in rng.integers(SILENCE_RANGE[0], SILENCE_RANGE[1] + 1, 2))
+            noise_seed = int(rng.integers(2 ** 31))
+            audio = trim_silence(synthesize(text, voice, rate, pitch))
+            clip = _place(audio, lead, noise, gain, noise_seed, length=lead + audio.size + tail)
+            split = voice_split(voice)
+            row = {"path": f"{split}/{vi:03d}_{k:04d}.wav", "text": text, "voice": voice, "split": split,
+                   "rate": rate, "pitch": pitch, "offset": lead, "noise": round(noise, 8), "gain": round(gain, 8),
+                   "noise_seed": noise_seed}
+            yield row, clip
+
+
 def _generate_into(tmp: Path, config: dict) -> list[dict]:
-    """Synthesise every item in the fixed order word -> voice -> k, write wavs + manifests into ``tmp``."""
+    """Synthesise every item in its fixed order, write wavs + manifests into ``tmp``."""
+    if config.get("kind") == "digit_strings":
+        return _write_items(tmp, _digit_items(config), DIGIT_FIELDS, config)
+    return _write_items(tmp, _word_items(config), FIELDS, config)
+
+
+def _write_items(tmp: Path, items, fields: list[str], config: dict) -> list[dict]:
     import soundfile as sf
     rows = []
+    for row, clip in items:
+        (tmp / row["path"]).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(str(tmp / row["path"]), clip, SAMPLE_RATE, subtype="PCM_16")
+        rows.append(row)
+    with open(tmp / MANIFEST_CSV, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    # manifest.json last: its presence marks a finished generation
+    with open(tmp / MANIFEST, "w") as f:
+        json.dump({"config": config, "items": rows}, f, indent=1)
+    return rows
+
+
+def _word_items(config: dict):
+    """(row, clip) of each keyword clip, in the fixed order word -> voice -> k."""
     for wi, word in enumerate(config["words"]):
         for vi, voice in enumerate(config["voices"]):
             for k in range(config["n_per_word_voice"]):
@@ -296,20 +348,9 @@ def _generate_into(tmp: Path, config: dict) -> list[dict]:
                 offset = int(where * max(0, CLIP_SAMPLES - audio.size))
                 clip = _place(audio, offset, noise, gain, noise_seed)
                 split = voice_split(voice) if config["voices_split"] else "all"
-                rel = f"{split}/{word}/{word}_{vi:03d}_{k:03d}.wav"
-                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-                sf.write(str(tmp / rel), clip, SAMPLE_RATE, subtype="PCM_16")
-                rows.append({"path": rel, "word": word, "voice": voice, "split": split, "rate": rate,
-                             "pitch": pitch, "offset": offset, "noise": round(noise, 8), "gain": round(gain, 8),
-                             "noise_seed": noise_seed})
-    with open(tmp / MANIFEST_CSV, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-    # manifest.json last: its presence marks a finished generation
-    with open(tmp / MANIFEST, "w") as f:
-        json.dump({"config": config, "items": rows}, f, indent=1)
-    return rows
+                yield ({"path": f"{split}/{word}/{word}_{vi:03d}_{k:03d}.wav", "word": word, "voice": voice,
+                        "split": split, "rate": rate, "pitch": pitch, "offset": offset, "noise": round(noise, 8),
+                        "gain": round(gain, 8), "noise_seed": noise_seed}, clip)
 
 
 def _cache_problem(out_dir: Path, config: dict) -> str | None:
@@ -328,7 +369,10 @@ def _cache_problem(out_dir: Path, config: dict) -> str | None:
         return f"manifest unreadable ({e})"
     if manifest.get("config") != config:
         return "manifest written for another configuration"
-    expected = len(config["words"]) * len(config["voices"]) * config["n_per_word_voice"]
+    if config.get("kind") == "digit_strings":
+        expected = len(config["voices"]) * config["n_per_voice"]
+    else:
+        expected = len(config["words"]) * len(config["voices"]) * config["n_per_word_voice"]
     on_disk = sum(1 for _ in out_dir.rglob("*.wav"))
     if len(rows) != expected or on_disk != expected:
         return f"{on_disk} wav files and {len(rows)} manifest rows, expected {expected}"
@@ -337,7 +381,9 @@ def _cache_problem(out_dir: Path, config: dict) -> str | None:
             data, sr = sf.read(str(out_dir / row["path"]), dtype="int16")
         except Exception as e:  # noqa: BLE001 - any decoding error means a corrupt file
             return f"unreadable wav {row['path']} ({type(e).__name__}: {e})"
-        if sr != SAMPLE_RATE or data.shape != (CLIP_SAMPLES,):
+        shape_ok = data.ndim == 1 and data.size > 0 if config.get("kind") == "digit_strings" \
+            else data.shape == (CLIP_SAMPLES,)
+        if sr != SAMPLE_RATE or not shape_ok:
             return f"bad wav {row['path']} (rate {sr}, shape {data.shape})"
     return None
 
@@ -367,6 +413,33 @@ def generate_dataset(words: list[str], out_dir: Path, n_per_word_voice: int = 1,
     config = {"version": FORMAT_VERSION, "words": list(words), "voices": voices,
               "n_per_word_voice": int(n_per_word_voice), "seed": int(seed), "sample_rate": SAMPLE_RATE,
               "voices_split": True}
+    return _materialize(out_dir, config, in_subprocess)
+
+
+def generate_digit_strings(out_dir: Path, n_per_voice: int = 40, seed: int = 0, voices: list[str] | None = None,
+                           max_digits: int = 7, in_subprocess: bool = True) -> list[dict]:
+    """Make (or reuse) ``n_per_voice`` spoken digit strings per voice under ``out_dir``; return the rows.
+
+    Each item is 1 to ``max_digits`` digit words ("three one four") spoken in one utterance, trimmed,
+    peak-normalised times a random gain, with 50-300 ms of silence before and after and Gaussian noise,
+    in a 16 kHz PCM_16 wav of its own length: ``out_dir/<split>/<voice index>_<k>.wav``. A manifest row
+    holds path, text, voice, split, rate, pitch, offset (the leading silence), noise, gain and
+    noise_seed. Determinism, caching and regeneration are those of :func:`generate_dataset`.
+    """
+    out_dir = Path(out_dir)
+    voices = list(VOICES if voices is None else voices)
+    for v in voices:
+        voice_split(v)
+    if not voices or n_per_voice < 1 or not 1 <= max_digits <= 20:
+        raise ValueError("need at least one voice, n_per_voice >= 1 and 1 <= max_digits <= 20")
+    config = {"version": FORMAT_VERSION, "kind": "digit_strings", "voices": voices, "n_per_voice": int(n_per_voice),
+              "max_digits": int(max_digits), "seed": int(seed), "sample_rate": SAMPLE_RATE}
+    return _materialize(out_dir, config, in_subprocess)
+
+
+def _materialize(out_dir: Path, config: dict, in_subprocess: bool) -> list[dict]:
+    """Reuse ``out_dir`` if it holds ``config``'s data, else generate it into a temporary sibling
+    (in a fresh worker process if ``in_subprocess``) and rename that into place."""
     problem = _cache_problem(out_dir, config)
     if problem is None:
         with open(out_dir / MANIFEST) as f:

@@ -152,3 +152,56 @@ def test_cache_is_reused_and_regenerated_when_damaged(reference, tmp_path):
     with pytest.warns(RuntimeWarning, match="another configuration"):
         rows = ss.generate_dataset(WORDS[:1], out, n_per_word_voice=1, seed=SEED, voices=VOICES)
     assert len(rows) == len(VOICES) and len(list(out.rglob("*.wav"))) == len(VOICES)
+
+
+# ------------------------------------------------------------------------ spoken digit strings
+
+_FRESH_DIGITS = """
+import importlib.util, sys
+from pathlib import Path
+spec = importlib.util.spec_from_file_location("speech_synth_fresh", sys.argv[1])
+m = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(m)
+m.generate_digit_strings(Path(sys.argv[2]), 3, {seed}, voices={voices!r}, in_subprocess=False)
+"""
+
+
+@pytest.fixture(scope="module")
+def digits_reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("digits") / "ref"
+    rows = ss.generate_digit_strings(out, n_per_voice=3, seed=SEED, voices=VOICES)
+    return out, rows, _files(out)
+
+
+def test_digit_strings_layout_texts_and_lengths(digits_reference):
+    out, rows, _ = digits_reference
+    assert [r["voice"] for r in rows] == [v for v in VOICES for _ in range(3)]    # fixed order voice -> k
+    assert all(r["split"] == ss.voice_split(r["voice"]) for r in rows)
+    for r in rows:
+        words = r["text"].split()
+        assert 1 <= len(words) <= 7 and set(words) <= set(ss.DIGIT_WORDS)
+        x, sr = sf.read(str(out / r["path"]), dtype="float32")
+        lead = r["offset"]
+        assert sr == 16000 and x.ndim == 1
+        assert ss.SILENCE_RANGE[0] <= lead <= ss.SILENCE_RANGE[1]
+        # silence (noise only) before the speech, then speech at the drawn gain
+        assert np.abs(x[:lead]).max() < 0.1 < np.abs(x[lead:]).max()
+        assert x.size > lead + 0.2 * 16000 * len(words)                      # at least 0.2 s per digit
+    longer = max(rows, key=lambda r: len(r["text"].split()))
+    shorter = min(rows, key=lambda r: len(r["text"].split()))
+    assert sf.info(str(out / longer["path"])).frames > sf.info(str(out / shorter["path"])).frames
+
+
+def test_digit_strings_bit_identical_in_a_fresh_process_and_cached(digits_reference, tmp_path):
+    out, rows, ref_files = digits_reference
+    code = _FRESH_DIGITS.format(voices=VOICES, seed=SEED)
+    subprocess.run([sys.executable, "-c", code, str(Path(ss.__file__).resolve()), str(tmp_path / "a")],
+                   check=True, timeout=120)
+    assert _files(tmp_path / "a") == ref_files
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert ss.generate_digit_strings(out, n_per_voice=3, seed=SEED, voices=VOICES) == rows
+    (out / rows[0]["path"]).write_bytes(b"RIFF junk")
+    with pytest.warns(RuntimeWarning, match="regenerating"):
+        assert ss.generate_digit_strings(out, n_per_voice=3, seed=SEED, voices=VOICES) == rows
+    assert _files(out) == ref_files

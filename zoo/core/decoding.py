@@ -8,9 +8,15 @@ encoder-decoder both do, so neither copies a search loop):
     model.reorder_state(state, index)             # keep rows ``index`` (beam search)
 
 and inherits ``generate`` (greedy or beam search, in eval mode) from :class:`Seq2SeqDecoder`.
+
+CTC models (Graves et al. 2006) decode their per-frame log-probabilities instead:
+:func:`ctc_greedy_decode` (best path: argmax per frame, merge repeats, drop blanks) and
+:func:`ctc_beam_search` (prefix beam search, which sums the probabilities of all paths of a prefix).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -111,3 +117,66 @@ class Seq2SeqDecoder:
                                length_penalty, pad=self.pad_id)
         finally:
             self.train(was_training)
+
+
+def ctc_greedy_decode(log_probs: Tensor, lengths: Tensor | None = None, blank: int = 0) -> list[list[int]]:
+    """Best-path CTC decoding: log_probs (B, T, V), lengths (B,) -> one token list per row
+    (the argmax of each real frame, repeats merged, then blanks removed)."""
+    best = log_probs.argmax(-1).cpu()  # (B, T)
+    T = best.shape[1]
+    lengths = [T] * best.shape[0] if lengths is None else lengths.tolist()
+    out = []
+    for row, n in zip(best.tolist(), lengths):
+        row = row[:n]
+        out.append([t for i, t in enumerate(row) if t != blank and (i == 0 or t != row[i - 1])])
+    return out
+
+
+def _logaddexp(a: float, b: float) -> float:
+    if a == -math.inf:
+        return b
+    if b == -math.inf:
+        return a
+    return max(a, b) + math.log1p(math.exp(-abs(a - b)))
+
+
+def ctc_prefix_beam_search(log_probs: Tensor, beam_size: int = 4, blank: int = 0) -> list[int]:
+    """CTC prefix beam search over one utterance's (T, V) log-probabilities: the most probable
+    label sequence found, summing over the alignments of each prefix. Each prefix keeps two
+    scores: ending in a blank and ending in its last label, so that "a a" (two labels) and "aa"
+    (one label spread over two frames) stay apart."""
+    NEG = -math.inf
+    beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, NEG)}  # prefix -> (blank, non-blank)
+    for frame in log_probs.float().cpu().tolist():  # T frames of V log-probs
+        # prune the labels: the beam_size best of this frame (and blank) are enough to extend with
+        labels = sorted(range(len(frame)), key=frame.__getitem__, reverse=True)[:beam_size]
+        if blank not in labels:
+            labels.append(blank)
+        nxt: dict[tuple[int, ...], list[float]] = {}
+
+        def add(prefix: tuple[int, ...], b: float, nb: float) -> None:
+            cur = nxt.setdefault(prefix, [NEG, NEG])
+            cur[0], cur[1] = _logaddexp(cur[0], b), _logaddexp(cur[1], nb)
+
+        for prefix, (p_b, p_nb) in beams.items():
+            total = _logaddexp(p_b, p_nb)
+            for c in labels:
+                p = frame[c]
+                if c == blank:
+                    add(prefix, total + p, NEG)
+                elif prefix and prefix[-1] == c:
+                    add(prefix, NEG, p_nb + p)          # repeat merged into the same label
+                    add(prefix + (c,), NEG, p_b + p)    # a new label needs a blank in between
+                else:
+                    add(prefix + (c,), NEG, total + p)
+        ranked = sorted(nxt.items(), key=lambda kv: _logaddexp(*kv[1]), reverse=True)[:beam_size]
+        beams = {k: (v[0], v[1]) for k, v in ranked}
+    return list(max(beams.items(), key=lambda kv: _logaddexp(*kv[1]))[0])
+
+
+def ctc_beam_search(log_probs: Tensor, lengths: Tensor | None = None, beam_size: int = 4,
+                    blank: int = 0) -> list[list[int]]:
+    """:func:`ctc_prefix_beam_search` for each row of (B, T, V) log-probs, over its real frames."""
+    T = log_probs.shape[1]
+    lengths = [T] * log_probs.shape[0] if lengths is None else lengths.tolist()
+    return [ctc_prefix_beam_search(row[:n], beam_size, blank) for row, n in zip(log_probs, lengths)]
