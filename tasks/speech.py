@@ -26,6 +26,8 @@ the character error rate of the same texts, and ``ser``, the share of wrong utte
 from __future__ import annotations
 
 from abc import abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Iterable, Iterator
 
 import numpy as np
@@ -98,16 +100,34 @@ def log_mel_features(waves: list[Tensor] | Tensor, n_mels: int, batch: int = 512
     return out, lengths
 
 
-def normalise(features: dict[str, Tensor], lengths: dict[str, Tensor], reference: str = "train") -> None:
-    """In place: subtract the reference split's per-bin mean over real frames and divide by its std;
-    padded frames stay 0."""
-    ref, n = features[reference], lengths[reference]
-    real = torch.arange(ref.shape[1])[None, :] < n[:, None]  # (N, T)
-    frames = ref[real]  # (frames, F)
-    mean, std = frames.mean(0), frames.std(0).clamp_min(1e-5)
-    for split, x in features.items():
-        keep = (torch.arange(x.shape[1])[None, :] < lengths[split][:, None])[..., None]
-        features[split] = ((x - mean) / std) * keep
+def normalise(features: dict[str, Tensor], lengths: dict[str, Tensor] | None = None, reference: str = "train",
+              chunk: int = 4096) -> None:
+    """In place: standardise every split (N, T, F) with the reference split's per-bin mean and
+    (unbiased) standard deviation over its real frames (std clamped at 1e-5); padded frames (past
+    ``lengths``, when given) stay 0. Works ``chunk`` examples at a time in float64, so that a large
+    split (Speech Commands: 85k x 101 x 40) needs no full-size temporary."""
+    def chunks(split: str) -> Iterator[tuple[Tensor, Tensor]]:  # (n, T, F) view, (n, T, 1) real-frame mask
+        x = features[split]
+        for start in range(0, len(x), chunk):
+            part = x[start:start + chunk]
+            if lengths is None:
+                yield part, torch.ones(*part.shape[:2], 1, dtype=torch.bool)
+            else:
+                n = lengths[split][start:start + chunk]
+                yield part, (torch.arange(part.shape[1])[None, :] < n[:, None])[..., None]
+
+    bins = features[reference].shape[-1]
+    total, squares, count = torch.zeros(bins, dtype=torch.float64), torch.zeros(bins, dtype=torch.float64), 0
+    for part, real in chunks(reference):
+        total += (part.double() * real).sum((0, 1))
+        count += int(real.sum())
+    mean = total / count
+    for part, real in chunks(reference):
+        squares += (((part.double() - mean) * real) ** 2).sum((0, 1))
+    std = (squares / max(count - 1, 1)).sqrt().float().clamp_min(1e-5)
+    for split in features:
+        for part, real in chunks(split):
+            part.sub_(mean.float()).div_(std).mul_(real)
 
 
 def validation_voices() -> list[str]:
@@ -142,16 +162,53 @@ def stratified_holdout(labels: list[Any], fraction: float, seed: int = 0) -> tup
 
 # ----------------------------------------------------------------------------- keyword spotting
 
+@dataclass(frozen=True)
+class Clip:
+    """Where one example's audio is: a whole file (``start`` None), or the window of one clip length
+    that starts at sample ``start`` of a longer recording (e.g. Speech Commands' ``_silence_`` crops)."""
+
+    path: Path
+    start: int | None = None
+
+
+def read_wav(path: Path, task: str = "speech") -> Tensor:
+    """A sound file -> float32 mono waveform (n,) at 16 kHz: channels averaged, other rates resampled
+    (torchaudio). A file soundfile cannot read is a DatasetError that names it."""
+    try:
+        import soundfile as sf
+    except ImportError:
+        raise DatasetError(f"{task} needs the speech extra (soundfile is missing): pip install -e '.[speech]'") from None
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)  # (n, channels)
+    except (RuntimeError, OSError, ValueError, TypeError) as e:  # sf.LibsndfileError is a RuntimeError
+        raise DatasetError(f"{task}: cannot read {path} as audio ({e})") from None
+    wave = torch.from_numpy(np.ascontiguousarray(data[:, 0] if data.shape[1] == 1 else data.mean(axis=1)))
+    if rate != SAMPLE_RATE:
+        from torchaudio.functional import resample
+        wave = resample(wave, int(rate), SAMPLE_RATE)
+    return wave
+
+
+def fit_length(wave: Tensor, samples: int) -> Tensor:
+    """(n,) -> (samples,): zeros appended to a short clip, the beginning of a long one kept."""
+    if len(wave) >= samples:
+        return wave[:samples]
+    return F.pad(wave, (0, samples - len(wave)))
+
+
 class AudioClassificationTask(ClassificationTask):
     """Fixed-length clips -> log-mel features held in memory: ``features[split]`` (N, T, F) and
-    ``labels[split]`` (N,). Subclasses implement ``_load`` -> {split: (waveforms (N, S), labels (N,))}
-    and set ``classes``."""
+    ``labels[split]`` (N,). Subclasses implement ``_manifest`` -> {split: (clips, labels (N,))} for
+    train, val and test, and set ``classes`` there. ``setup`` reads ``chunk_size`` clips at a time
+    and turns them into features, so the waveforms of a split are never all in memory (Speech
+    Commands' training split would be 85k x 16000 float32 = 5.4 GB; its features are 1.4 GB)."""
 
     domain = "speech"
     modality = "audio"
     options: ClassVar[dict[str, Any]] = {"n_mels": 40, "spec_augment": True}
     budget = Budget(epochs=8, batch_size=64)
     default_seeds = 1
+    chunk_size: ClassVar[int] = 2048  # clips read and featurised at once: 2048 x 16000 float32 = 131 MB
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -159,19 +216,56 @@ class AudioClassificationTask(ClassificationTask):
         self.labels: dict[str, Tensor] = {}
         self.classes: list[str] = []
         self.augment = SpecAugment() if self.opts["spec_augment"] else None
+        self._recordings: dict[Path, Tensor] = {}  # whole recordings that windows are cut from
 
     @abstractmethod
+    def _manifest(self) -> dict[str, tuple[list[Clip], Tensor]]:
+        """{"train"|"val"|"test": (clips, int64 labels (N,))}; sets ``self.classes``."""
+
+    def clip_samples(self) -> int:
+        return SAMPLE_RATE
+
+    def _recording(self, path: Path) -> Tensor:
+        if path not in self._recordings:
+            self._recordings[path] = read_wav(path, self.name)
+        return self._recordings[path]
+
+    def _waves(self, clips: list[Clip]) -> Tensor:
+        """clips -> float32 waveforms (len(clips), clip_samples())."""
+        size = self.clip_samples()
+        waves = torch.zeros(len(clips), size)
+        for row, clip in enumerate(clips):
+            if clip.start is None:
+                waves[row] = fit_length(read_wav(clip.path, self.name), size)
+            else:
+                waves[row] = fit_length(self._recording(clip.path)[clip.start:clip.start + size], size)
+        return waves
+
     def _load(self) -> dict[str, tuple[Tensor, Tensor]]:
-        """{split: (float waveforms (N, S) at 16 kHz, int64 labels (N,))} for train, val and test."""
+        """{split: (waveforms (N, S), labels (N,))}, all in memory: for small data and inspection."""
+        try:
+            return {split: (self._waves(clips), labels) for split, (clips, labels) in self._manifest().items()}
+        finally:
+            self._recordings.clear()
 
     def setup(self) -> None:
         if self.features:
             return
-        lengths = {}
-        for split, (waves, labels) in self._load().items():
-            self.features[split], lengths[split] = log_mel_features(waves, self.opts["n_mels"])
-            self.labels[split] = labels
-        normalise(self.features, lengths)
+        features, labels = {}, {}
+        try:
+            for split, (clips, split_labels) in self._manifest().items():
+                feats = None
+                for start in range(0, len(clips), self.chunk_size):
+                    waves = self._waves(clips[start:start + self.chunk_size])  # (n, S)
+                    chunk, _ = log_mel_features(waves, self.opts["n_mels"])  # (n, T, F), every frame real
+                    if feats is None:
+                        feats = torch.empty(len(clips), *chunk.shape[1:])
+                    feats[start:start + len(chunk)] = chunk
+                features[split], labels[split] = feats, split_labels
+        finally:
+            self._recordings.clear()
+        normalise(features)
+        self.features, self.labels = features, labels
 
     @property
     def spec(self) -> dict[str, Any]:
@@ -200,24 +294,21 @@ class SynthCommands(AudioClassificationTask):
     offline = default = True
     options = {**AudioClassificationTask.options, "clips_per_voice": 6, "seed": 0}
 
-    def _load(self) -> dict[str, tuple[Tensor, Tensor]]:
+    def _manifest(self) -> dict[str, tuple[list[Clip], Tensor]]:
         from . import speech_synth as ss
         try:
             import espeakng_loader  # noqa: F401
             import scipy.signal  # noqa: F401
-            import soundfile as sf
-            root = self.data_dir / "synth_commands" / f"n{self.opts['clips_per_voice']}_seed{self.opts['seed']}"
-            rows = ss.generate_dataset(ss.SPEECH_COMMANDS_WORDS, root, self.opts["clips_per_voice"], self.opts["seed"])
+            import soundfile  # noqa: F401
         except ImportError as e:
             raise DatasetError(f"synth_commands needs the speech extra ({e.name} is missing): "
                                f"pip install -e '.[speech]'") from None
+        root = self.data_dir / "synth_commands" / f"n{self.opts['clips_per_voice']}_seed{self.opts['seed']}"
+        rows = ss.generate_dataset(ss.SPEECH_COMMANDS_WORDS, root, self.opts["clips_per_voice"], self.opts["seed"])
         self.classes = list(ss.SPEECH_COMMANDS_WORDS)
         index = {w: i for i, w in enumerate(self.classes)}
-        out = {}
-        for split, items in split_by_voice(rows).items():
-            waves = torch.from_numpy(np.stack([sf.read(str(root / r["path"]), dtype="float32")[0] for r in items]))
-            out[split] = (waves, torch.tensor([index[r["word"]] for r in items]))
-        return out
+        return {split: ([Clip(root / r["path"]) for r in items], torch.tensor([index[r["word"]] for r in items]))
+                for split, items in split_by_voice(rows).items()}
 
 
 # ----------------------------------------------------------------------------- transcription
@@ -373,15 +464,12 @@ class SynthDigits(TranscriptionTask):
         try:
             import espeakng_loader  # noqa: F401
             import scipy.signal  # noqa: F401
-            import soundfile as sf
-            n = self.opts["utterances_per_voice"]
-            root = self.data_dir / "synth_digits" / f"n{n}_seed{self.opts['seed']}"
-            rows = ss.generate_digit_strings(root, n, self.opts["seed"])
+            import soundfile  # noqa: F401
         except ImportError as e:
             raise DatasetError(f"synth_digits needs the speech extra ({e.name} is missing): "
                                f"pip install -e '.[speech]'") from None
-        out = {}
-        for split, items in split_by_voice(rows).items():
-            waves = [torch.from_numpy(sf.read(str(root / r["path"]), dtype="float32")[0]) for r in items]
-            out[split] = (waves, [r["text"] for r in items])
-        return out
+        n = self.opts["utterances_per_voice"]
+        root = self.data_dir / "synth_digits" / f"n{n}_seed{self.opts['seed']}"
+        rows = ss.generate_digit_strings(root, n, self.opts["seed"])
+        return {split: ([read_wav(root / r["path"], self.name) for r in items], [r["text"] for r in items])
+                for split, items in split_by_voice(rows).items()}
