@@ -4,6 +4,18 @@
 stages of basic blocks at widths (w, 2w, 4w) with stride 2 between stages, global average pooling
 and a linear head. Images larger than 32 pixels get a stride-2 stem and a max-pool first, as
 ImageNet ResNets do, so that the cost stays in proportion.
+
+``kws_resnet``: the keyword-spotting residual networks of Tang & Lin 2018 ("Deep Residual Learning
+for Small-Footprint Keyword Spotting"), res8 at tiny: the log-mel spectrogram (B, T, F) as a
+one-channel image, a 3x3 convolution, a 4x3 average pool (time x frequency) right after it, residual
+blocks, global average pooling and a linear layer. Tang & Lin keep one width (45) and the pooled
+resolution throughout; here the blocks follow the He et al. layout of ``resnet`` (widths w, 2w, 4w,
+stride 2 between stages). At the pooled resolution a constant width grows the compute with the
+parameters: matching the tiny Conformer's 0.85M parameters at one width takes 125 channels and 7x
+its FLOPs per clip (558 vs 79 MFLOP); the stages put most parameters where there are few positions
+and match them at 1.3x (101 MFLOP). Depth per size: res8 (one block per stage), res15 (Tang & Lin's
+six blocks) and res26 (twelve). Tang & Lin's BatchNorm has no affine parameters and res15/res26
+dilate their convolutions instead of striding; ours are ``resnet``'s blocks as they are.
 """
 
 from __future__ import annotations
@@ -35,13 +47,18 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
+    """forward(x (B, C, H, W)) -> logits (B, num_classes). ``stem_pool`` (kernel = stride, e.g.
+    (4, 3)): an average pool right after the stem, as in Tang & Lin 2018."""
+
     def __init__(self, in_chans: int, num_classes: int, *, width: int = 16, blocks: int = 3,
-                 large_input: bool = False, dropout: float = 0.0) -> None:
+                 large_input: bool = False, dropout: float = 0.0, stem_pool: tuple[int, int] | None = None) -> None:
         super().__init__()
         widths = (width, 2 * width, 4 * width)
         stem: list[nn.Module] = [conv_bn(in_chans, width, 3, stride=2 if large_input else 1), nn.ReLU()]
         if large_input:
             stem.append(nn.MaxPool2d(3, stride=2, padding=1))
+        if stem_pool is not None:
+            stem.append(nn.AvgPool2d(tuple(stem_pool)))
         self.stem = nn.Sequential(*stem)
         layers, c_in = [], width
         for stage, c_out in enumerate(widths):
@@ -76,3 +93,27 @@ def resnet(spec: dict[str, Any], size: str = "tiny", **overrides: Any) -> ResNet
     cfg = resolve_config(RESNET_PRESETS, size, overrides)
     channels, height, width = spec["input_shape"]
     return ResNet(channels, spec["num_classes"], large_input=min(height, width) > 32, **cfg)
+
+
+class SpectrogramResNet(ResNet):
+    """forward(x (B, T, F)) -> logits (B, C): the features as a one-channel image (B, 1, T, F)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.unsqueeze(1))
+
+
+# Widths chosen so that each size matches the Conformer (classification, 40 mels, 35 classes) of the
+# same size within 10% in parameters (tests/test_speech_models.py checks it); dropout 0 as ``resnet``.
+KWS_RESNET_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(width=53, blocks=1, stem_pool=(4, 3), dropout=0.0),  # res8: 1 + 2 * 3 convolutions + linear
+    "small": dict(width=80, blocks=2, stem_pool=(4, 3), dropout=0.0),  # res15 depth (Tang & Lin: 6 blocks)
+    "base": dict(width=76, blocks=4, stem_pool=(4, 3), dropout=0.0),  # res26 depth (12 blocks)
+}
+
+
+@register_model("kws_resnet", family="baseline", kinds=("classification",), modalities=("audio",), lr=2e-3,
+                weight_decay=5e-4)
+def kws_resnet(spec: dict[str, Any], size: str = "tiny", **overrides: Any) -> SpectrogramResNet:
+    """Keyword-spotting ResNet (Tang & Lin 2018, res8/res15/res26 depths) on the spectrogram as an image."""
+    cfg = resolve_config(KWS_RESNET_PRESETS, size, overrides)
+    return SpectrogramResNet(1, spec["num_classes"], **cfg)

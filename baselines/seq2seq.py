@@ -1,4 +1,4 @@
-"""Recurrent encoder-decoder baseline with attention (and, later, the home of LAS for speech).
+"""Recurrent encoder-decoder baselines with attention: text-to-text and speech-to-text (LAS).
 
 ``lstm_seq2seq``: the attentional RNN encoder-decoder of Luong et al. 2015 ("Effective Approaches
 to Attention-based Neural Machine Translation"), global attention without input feeding:
@@ -16,18 +16,35 @@ the decoder LSTM and the attention over the whole target at once. Decoding (gree
 ``zoo.core.decoding``'s, through ``init_state`` / ``decode_step`` / ``reorder_state``.
 
 The pieces (:class:`RNNEncoder`, :class:`Bridge`, :class:`LuongAttention`,
-:class:`AttentionDecoder`) take embedded/feature inputs rather than tokens, so that Listen, Attend
-and Spell can reuse them over audio features.
+:class:`AttentionDecoder`) take embedded/feature inputs rather than tokens; the decoder side (target
+embedding, bridge, attentional decoder, tied head, the three decoding methods) is
+:class:`AttentionalEncoderDecoder`, which both models below extend with their own encoder.
+
+``las``: Listen, Attend and Spell (Chan et al. 2016, "Listen, Attend and Spell: A Neural Network
+for Large Vocabulary Conversational Speech Recognition"):
+
+    listener      pyramidal BiLSTM (:class:`PyramidalListener`): a BiLSTM over the features, then
+                  pyramid layers that each concatenate pairs of consecutive frames (halving the time,
+                  T -> T // 2) before their BiLSTM: x8 fewer frames after three, as in the paper
+    speller       the decoder of ``lstm_seq2seq`` above, attending over the listener's outputs
+
+Differences from the paper, all shared with ``lstm_seq2seq``: Luong's global attention through the
+shared core attention instead of Bahdanau's MLP score, no input feeding (so teacher-forced training
+runs the speller over the whole target at once), and the speller's initial state bridged from the
+listener's final state. The same pyramid (:class:`PyramidalListener`) is the encoder of the
+BiLSTM-CTC and LSTM classifier baselines in ``baselines.lstm``.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from zoo.conformer import lengths_to_padding_mask
 from zoo.core import KVCache, MultiHeadAttention
 from zoo.core.decoding import Seq2SeqDecoder
 from zoo.registry import register_model, resolve_config
@@ -136,7 +153,58 @@ class AttentionDecoder(nn.Module):
         return self.attention(h, memory, memory_pad, cache), state
 
 
-class RNNSeq2Seq(Seq2SeqDecoder, nn.Module):
+class AttentionalEncoderDecoder(Seq2SeqDecoder, nn.Module):
+    """The decoder side shared by :class:`RNNSeq2Seq` and :class:`ListenAttendSpell`: target
+    embedding -> :class:`AttentionDecoder` (initial state from a :class:`Bridge`) -> :class:`TiedHead`,
+    with ``forward`` and ``init_state`` / ``decode_step`` / ``reorder_state`` for ``zoo.core.decoding``.
+
+    A subclass sets ``tgt_embed``, builds its encoder, calls :meth:`build_decoder` and implements
+    ``encode(src, src_pad) -> (memory (B, S', M), memory_pad (B, S') or None, decoder state)``.
+    """
+
+    def __init__(self, *, dropout: float, pad_id: int, bos_id: int, eos_id: int) -> None:
+        super().__init__()
+        self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
+        self.dropout = nn.Dropout(dropout)
+
+    def build_decoder(self, memory_dim: int, hidden_dim: int, num_layers: int, *, num_heads: int, dropout: float,
+                      tie_weights: bool) -> None:
+        """The bridge from the encoder's final state, the attentional LSTM over ``self.tgt_embed``
+        attending to the encoder's outputs (both of width ``memory_dim``), and the head."""
+        self.bridge = Bridge(memory_dim, hidden_dim, num_layers)
+        self.decoder = AttentionDecoder(self.tgt_embed.embedding_dim, hidden_dim, num_layers, memory_dim,
+                                        num_heads=num_heads, dropout=dropout)
+        self.head = TiedHead(hidden_dim, self.tgt_embed.num_embeddings, self.tgt_embed if tie_weights else None)
+
+    def encode(self, src: Tensor, src_pad: Tensor | None) -> tuple[Tensor, Tensor | None, LSTMState]:
+        raise NotImplementedError
+
+    def forward(self, src: Tensor, src_pad: Tensor | None, tgt_in: Tensor) -> Tensor:
+        """(src, src_pad (B, S) True at padding, tgt_in (B, T) with BOS first) -> logits (B, T, V),
+        teacher-forced."""
+        memory, memory_pad, state = self.encode(src, src_pad)
+        h, _ = self.decoder(self.dropout(self.tgt_embed(tgt_in)), state, memory, memory_pad)
+        return self.head(self.dropout(h))
+
+    # incremental decoding: see zoo.core.decoding
+    def init_state(self, src: Tensor, src_pad: Tensor | None) -> dict[str, Any]:
+        memory, memory_pad, hidden = self.encode(src, src_pad)
+        return {"memory": memory, "memory_pad": memory_pad, "hidden": hidden, "cross": KVCache()}
+
+    def decode_step(self, state: dict[str, Any], tokens: Tensor) -> Tensor:
+        x = self.dropout(self.tgt_embed(tokens[:, None]))  # (B, 1, E)
+        h, state["hidden"] = self.decoder(x, state["hidden"], state["memory"], state["memory_pad"], state["cross"])
+        return self.head(self.dropout(h))[:, 0]
+
+    def reorder_state(self, state: dict[str, Any], index: Tensor) -> None:
+        state["memory"] = state["memory"].index_select(0, index)
+        if state["memory_pad"] is not None:
+            state["memory_pad"] = state["memory_pad"].index_select(0, index)
+        state["hidden"] = tuple(s.index_select(1, index) for s in state["hidden"])
+        state["cross"].reorder(index)
+
+
+class RNNSeq2Seq(AttentionalEncoderDecoder):
     """The contract of ``EncoderDecoderTransformer``: forward(src, src_pad, tgt_in) -> logits,
     ``init_state`` / ``decode_step`` / ``reorder_state`` for ``zoo.core.decoding``, ``generate``."""
 
@@ -144,53 +212,26 @@ class RNNSeq2Seq(Seq2SeqDecoder, nn.Module):
                  dec_layers: int = 2, num_heads: int = 1, embed_dim: int | None = None, dropout: float = 0.2,
                  share_embeddings: bool = False, tie_weights: bool = True, pad_id: int = 0, bos_id: int = 1,
                  eos_id: int = 2) -> None:
-        super().__init__()
+        super().__init__(dropout=dropout, pad_id=pad_id, bos_id=bos_id, eos_id=eos_id)
         if hidden_dim % 2:
             raise ValueError(f"hidden_dim {hidden_dim} must be even: each encoder direction has half of it")
         if share_embeddings and src_vocab_size != tgt_vocab_size:
             raise ValueError("share_embeddings needs one vocabulary for source and target")
         embed_dim = embed_dim or hidden_dim
-        self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
         self.src_embed = nn.Embedding(src_vocab_size, embed_dim)
         self.tgt_embed = self.src_embed if share_embeddings else nn.Embedding(tgt_vocab_size, embed_dim)
-        self.dropout = nn.Dropout(dropout)
         self.encoder = RNNEncoder(embed_dim, hidden_dim // 2, enc_layers, dropout=dropout)
-        self.bridge = Bridge(self.encoder.output_dim, hidden_dim, dec_layers)
-        self.decoder = AttentionDecoder(embed_dim, hidden_dim, dec_layers, self.encoder.output_dim,
-                                        num_heads=num_heads, dropout=dropout)
-        self.head = TiedHead(hidden_dim, tgt_vocab_size, self.tgt_embed if tie_weights else None)
+        self.build_decoder(self.encoder.output_dim, hidden_dim, dec_layers, num_heads=num_heads, dropout=dropout,
+                           tie_weights=tie_weights)
         nn.init.uniform_(self.src_embed.weight, -0.1, 0.1)
         if not share_embeddings:
             nn.init.uniform_(self.tgt_embed.weight, -0.1, 0.1)
 
-    def encode(self, src: Tensor, src_pad: Tensor | None = None) -> tuple[Tensor, LSTMState]:
-        """src (B, S), src_pad (B, S) True at (right) padding -> memory (B, S, H), decoder state."""
+    def encode(self, src: Tensor, src_pad: Tensor | None = None) -> tuple[Tensor, Tensor | None, LSTMState]:
+        """src (B, S), src_pad (B, S) True at (right) padding -> memory (B, S, H), src_pad, decoder state."""
         lengths = None if src_pad is None else (~src_pad).sum(1)
         memory, final = self.encoder(self.dropout(self.src_embed(src)), lengths)
-        return memory, self.bridge(final)
-
-    def forward(self, src: Tensor, src_pad: Tensor | None, tgt_in: Tensor) -> Tensor:
-        """(src (B, S), src_pad, tgt_in (B, T) with BOS first) -> logits (B, T, V), teacher-forced."""
-        memory, state = self.encode(src, src_pad)
-        h, _ = self.decoder(self.dropout(self.tgt_embed(tgt_in)), state, memory, src_pad)
-        return self.head(self.dropout(h))
-
-    # incremental decoding: see zoo.core.decoding
-    def init_state(self, src: Tensor, src_pad: Tensor | None) -> dict[str, Any]:
-        memory, hidden = self.encode(src, src_pad)
-        return {"memory": memory, "src_pad": src_pad, "hidden": hidden, "cross": KVCache()}
-
-    def decode_step(self, state: dict[str, Any], tokens: Tensor) -> Tensor:
-        x = self.dropout(self.tgt_embed(tokens[:, None]))  # (B, 1, E)
-        h, state["hidden"] = self.decoder(x, state["hidden"], state["memory"], state["src_pad"], state["cross"])
-        return self.head(self.dropout(h))[:, 0]
-
-    def reorder_state(self, state: dict[str, Any], index: Tensor) -> None:
-        state["memory"] = state["memory"].index_select(0, index)
-        if state["src_pad"] is not None:
-            state["src_pad"] = state["src_pad"].index_select(0, index)
-        state["hidden"] = tuple(s.index_select(1, index) for s in state["hidden"])
-        state["cross"].reorder(index)
+        return memory, src_pad, self.bridge(final)
 
 
 # Sizes. Each matches the encoder-decoder Transformer of the same size within 10% in parameters for
@@ -215,3 +256,108 @@ def lstm_seq2seq(spec: dict[str, Any], size: str = "tiny", **overrides: Any) -> 
         cfg["share_embeddings"] = False
     return RNNSeq2Seq(spec["src_vocab_size"], spec["tgt_vocab_size"], pad_id=spec["pad_id"], bos_id=spec["bos_id"],
                       eos_id=spec["eos_id"], **cfg)
+
+
+# ------------------------------------------------------------------- Listen, Attend and Spell (speech)
+
+def stack_frames(x: Tensor, lengths: Tensor | None, factor: int) -> tuple[Tensor, Tensor | None]:
+    """Concatenate each ``factor`` consecutive frames: x (B, T, F) -> (B, T // factor, factor * F),
+    lengths -> lengths // factor. A last incomplete group is dropped, so an output frame never mixes
+    a real frame with padding. factor 2 is the step of a pyramid layer (Chan et al. 2016); on the
+    features, it is the frame stacking of lower-frame-rate acoustic models (Sak et al. 2015)."""
+    if factor == 1:
+        return x, lengths
+    B, T, Fd = x.shape
+    T_out = T // factor
+    x = x[:, :T_out * factor].reshape(B, T_out, factor * Fd)
+    return x, None if lengths is None else lengths // factor
+
+
+class PyramidalListener(nn.Module):
+    """The pyramidal BiLSTM (pBLSTM) listener of Listen, Attend and Spell.
+
+    One bidirectional :class:`RNNEncoder` layer per entry of ``reductions``; before its layer,
+    each entry concatenates that many consecutive frames (:func:`stack_frames`). Chan et al. 2016:
+    ``(1, 2, 2, 2)``, a BiLSTM then three pyramid layers, T -> T // 8. Dropout between layers.
+
+    forward(x (B, T, F), lengths (B,) or None) -> (outputs (B, T', hidden_dim), zeros at padding;
+    lengths (B,) after the reductions; the top layer's final states (h, c), each (1, B, hidden_dim)).
+    """
+
+    def __init__(self, input_dim: int, hidden_dim: int, reductions: tuple[int, ...] = (1, 2, 2, 2), *,
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        if hidden_dim % 2:
+            raise ValueError(f"hidden_dim {hidden_dim} must be even: each direction has half of it")
+        if not reductions or min(reductions) < 1:
+            raise ValueError(f"reductions must list one factor >= 1 per layer, got {reductions}")
+        self.reductions, self.output_dim = tuple(reductions), hidden_dim
+        self.reduction = math.prod(self.reductions)
+        dims = [input_dim] + [hidden_dim] * (len(self.reductions) - 1)
+        self.layers = nn.ModuleList(RNNEncoder(dim * r, hidden_dim // 2, 1) for dim, r in zip(dims, self.reductions))
+        self.dropout = nn.Dropout(dropout)
+
+    def output_lengths(self, lengths: Tensor) -> Tensor:
+        for r in self.reductions:
+            lengths = lengths // r
+        return lengths
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor, LSTMState]:
+        B = x.shape[0]
+        for i, (layer, r) in enumerate(zip(self.layers, self.reductions)):
+            x, lengths = stack_frames(self.dropout(x) if i else x, lengths, r)  # (B, T_i, r * D_i)
+            x, final = layer(x, lengths)  # (B, T_i, hidden_dim)
+        if lengths is None:
+            return x, torch.full((B,), x.shape[1], dtype=torch.long, device=x.device), final
+        # zeros at padding, also for a row left without frames (RNNEncoder gives it one junk step)
+        return x.masked_fill(lengths_to_padding_mask(lengths, x.shape[1])[..., None], 0.0), lengths, final
+
+
+class ListenAttendSpell(AttentionalEncoderDecoder):
+    """The transcription contract with ``decoding = "attention"`` (tasks/base.py):
+    forward(feats (B, T, F), feat_pad (B, T) True at padding, tgt_in (B, L) BOS first) -> logits
+    (B, L, V); ``generate(feats, feat_pad, max_len, beam_size)`` from ``zoo.core.decoding``."""
+
+    decoding = "attention"
+
+    def __init__(self, input_dim: int, vocab_size: int, *, hidden_dim: int = 256,
+                 reductions: tuple[int, ...] = (1, 2, 2, 2), dec_layers: int = 1, num_heads: int = 1,
+                 embed_dim: int | None = None, dropout: float = 0.1, tie_weights: bool = True, pad_id: int = 0,
+                 bos_id: int = 1, eos_id: int = 2) -> None:
+        super().__init__(dropout=dropout, pad_id=pad_id, bos_id=bos_id, eos_id=eos_id)
+        self.listener = PyramidalListener(input_dim, hidden_dim, reductions, dropout=dropout)
+        self.tgt_embed = nn.Embedding(vocab_size, embed_dim or hidden_dim)
+        self.build_decoder(self.listener.output_dim, hidden_dim, dec_layers, num_heads=num_heads, dropout=dropout,
+                           tie_weights=tie_weights)
+        nn.init.uniform_(self.tgt_embed.weight, -0.1, 0.1)
+
+    def encode(self, feats: Tensor, feat_pad: Tensor | None = None) -> tuple[Tensor, Tensor | None, LSTMState]:
+        """feats (B, T, F), feat_pad (B, T) -> memory (B, T', H), its padding (B, T'), speller state."""
+        lengths = None if feat_pad is None else (~feat_pad).sum(1)
+        memory, out_lengths, final = self.listener(feats, lengths)
+        memory_pad = None if feat_pad is None else lengths_to_padding_mask(out_lengths, memory.shape[1])
+        return memory, memory_pad, self.bridge(final)
+
+
+# Sizes: the listener of the paper (a BiLSTM and three pyramid layers, x8 fewer frames than the
+# features, where the Conformer's front end has x4), the speller one LSTM layer at tiny and two (the
+# paper's) above, all as wide as the listener's output (the paper: 2 x 256 and 512); each matches the
+# Conformer (CTC) of the same size within 10% in parameters (tests/test_speech_models.py); dropout
+# is the Conformer preset's.
+LAS_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(hidden_dim=128, reductions=(1, 2, 2, 2), dec_layers=1, num_heads=1, embed_dim=None, dropout=0.1,
+                 tie_weights=True),
+    "small": dict(hidden_dim=272, reductions=(1, 2, 2, 2), dec_layers=2, num_heads=1, embed_dim=None, dropout=0.1,
+                  tie_weights=True),
+    "base": dict(hidden_dim=384, reductions=(1, 2, 2, 2), dec_layers=2, num_heads=1, embed_dim=None, dropout=0.1,
+                 tie_weights=True),
+}
+
+
+@register_model("las", family="baseline", kinds=("transcription",), modalities=("audio",), lr=2e-3,
+                weight_decay=0.0)
+def las(spec: dict[str, Any], size: str = "tiny", **overrides: Any) -> ListenAttendSpell:
+    """Listen, Attend and Spell (Chan et al. 2016): pyramidal BiLSTM listener, attentional LSTM speller."""
+    cfg = resolve_config(LAS_PRESETS, size, overrides)
+    return ListenAttendSpell(spec["input_dim"], spec["vocab_size"], pad_id=spec["pad_id"], bos_id=spec["bos_id"],
+                             eos_id=spec["eos_id"], **cfg)

@@ -34,7 +34,7 @@ def test_builtin_models_are_registered_with_family_and_kinds():
 
 def test_list_models_filters_by_wildcard_kind_and_family():
     assert list_models("vi*") == ["vit"]
-    assert list_models("*net") == ["resnet"]
+    assert list_models("*net") == ["kws_resnet", "resnet"]
     assert list_models("nothing*") == []
     assert "vit" in list_models(kind="classification")
     assert list_models(kind="offline_rl", family="transformer") == [m for m in list_models(kind="offline_rl")

@@ -165,7 +165,7 @@ def test_mnist_like_loads_raw_idx_files_exactly(tmp_path, name, folder, tv_class
     assert np.bincount(task.labels["train"].numpy(), minlength=10).tolist() == [c - c // 10 for c in COUNTS]
 
     assert task.classes == list(tv_class.classes) and len(task.classes) == 10
-    assert task.spec == {"kind": "classification", "input_shape": (1, 28, 28), "num_classes": 10}
+    assert task.spec == {"kind": "classification", "modality": "image", "input_shape": (1, 28, 28), "num_classes": 10}
     assert task.num_train_samples() == N_TRAIN - N_VAL
 
 
@@ -315,7 +315,7 @@ def test_cifar10_loads_batches_exactly(tmp_path, cifar_without_md5):
     for split in ("train", "val", "test"):
         assert task.images[split].dtype == torch.uint8
         assert task.images[split].shape[1:] == (3, 32, 32)
-    assert task.spec == {"kind": "classification", "input_shape": (3, 32, 32), "num_classes": 10}
+    assert task.spec == {"kind": "classification", "modality": "image", "input_shape": (3, 32, 32), "num_classes": 10}
     assert task.classes == CIFAR_NAMES
 
     # channel order: a row is R plane, G plane, B plane -> (C, H, W) without any mixing
@@ -479,7 +479,7 @@ def test_image_folder_flat_layout_split_70_10_20(tmp_path):
     task.setup()
 
     assert task.classes == ["Apple", "mango", "zebra"]  # sorted by name, as ImageFolder sorts
-    assert task.spec == {"kind": "classification", "input_shape": (3, 16, 16), "num_classes": 3}
+    assert task.spec == {"kind": "classification", "modality": "image", "input_shape": (3, 16, 16), "num_classes": 3}
     keys = {}
     for split in ("train", "val", "test"):
         assert task.images[split].dtype == torch.uint8 and task.images[split].shape[1:] == (3, 16, 16)
@@ -502,7 +502,7 @@ def test_image_folder_default_image_size_is_32(tmp_path):
     _write_class_folders(tmp_path, {"a": 10, "b": 10})
     task = create_task("image_folder", data_dir=tmp_path)
     task.setup()
-    assert task.spec == {"kind": "classification", "input_shape": (3, 32, 32), "num_classes": 2}
+    assert task.spec == {"kind": "classification", "modality": "image", "input_shape": (3, 32, 32), "num_classes": 2}
 
 
 @pytest.mark.parametrize("held_out", ["val", "test"])
@@ -626,7 +626,7 @@ def test_digits_split_sizes_disjoint_and_stratified(digits_pair):
 
     task = digits_pair[0]
     assert {s: len(task.labels[s]) for s in ("train", "val", "test")} == {"train": 1257, "val": 180, "test": 360}
-    assert task.spec == {"kind": "classification", "input_shape": (1, 8, 8), "num_classes": 10}
+    assert task.spec == {"kind": "classification", "modality": "image", "input_shape": (1, 8, 8), "num_classes": 10}
     assert task.classes == [str(c) for c in range(10)]
 
     # the three splits partition the 1,797 images: the multiset of (image, label) is the whole
