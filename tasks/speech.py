@@ -206,7 +206,7 @@ class AudioClassificationTask(ClassificationTask):
     domain = "speech"
     modality = "audio"
     options: ClassVar[dict[str, Any]] = {"n_mels": 40, "spec_augment": True}
-    budget = Budget(epochs=8, batch_size=64)
+    budget = Budget(epochs=4, batch_size=64)
     default_seeds = 1
     chunk_size: ClassVar[int] = 2048  # clips read and featurised at once: 2048 x 16000 float32 = 131 MB
 
@@ -292,7 +292,7 @@ class SynthCommands(AudioClassificationTask):
     name = "synth_commands"
     description = "the 35 Speech Commands words spoken by espeak-ng; test on unseen voices; offline"
     offline = default = True
-    options = {**AudioClassificationTask.options, "clips_per_voice": 6, "seed": 0}
+    options = {**AudioClassificationTask.options, "clips_per_voice": 5, "seed": 0}
 
     def _manifest(self) -> dict[str, tuple[list[Clip], Tensor]]:
         from . import speech_synth as ss
@@ -331,7 +331,7 @@ class TranscriptionTask(Task):
     metric = "wer"
     higher_is_better = False
     options: ClassVar[dict[str, Any]] = {"n_mels": 40, "spec_augment": True, "beam_size": 1}
-    budget = Budget(epochs=20, batch_size=32)
+    budget = Budget(epochs=6, batch_size=32)
     default_seeds = 1
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -457,7 +457,7 @@ class SynthDigits(TranscriptionTask):
     name = "synth_digits"
     description = "strings of 1-7 digits spoken by espeak-ng; WER on unseen voices; offline"
     offline = default = True
-    options = {**TranscriptionTask.options, "utterances_per_voice": 48, "seed": 0}
+    options = {**TranscriptionTask.options, "utterances_per_voice": 40, "seed": 0}
 
     def _load(self) -> dict[str, tuple[list[Tensor], list[str]]]:
         from . import speech_synth as ss
