@@ -87,7 +87,8 @@ RESNET_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-@register_model("resnet", family="baseline", kinds=("classification",), modalities=("image",), lr=2e-3, weight_decay=5e-4)
+@register_model("resnet", family="baseline", kinds=("classification",), modalities=("image",), lr=2e-3, weight_decay=5e-4,
+                presets=RESNET_PRESETS, width="width")
 def resnet(spec: dict[str, Any], size: str = "tiny", **overrides: Any) -> ResNet:
     """ResNet-style CNN (He et al. 2016, CIFAR variant): basic blocks, three stages."""
     cfg = resolve_config(RESNET_PRESETS, size, overrides)
@@ -112,7 +113,7 @@ KWS_RESNET_PRESETS: dict[str, dict[str, Any]] = {
 
 
 @register_model("kws_resnet", family="baseline", kinds=("classification",), modalities=("audio",), lr=2e-3,
-                weight_decay=5e-4)
+                weight_decay=5e-4, presets=KWS_RESNET_PRESETS, width="width")
 def kws_resnet(spec: dict[str, Any], size: str = "tiny", **overrides: Any) -> SpectrogramResNet:
     """Keyword-spotting ResNet (Tang & Lin 2018, res8/res15/res26 depths) on the spectrogram as an image."""
     cfg = resolve_config(KWS_RESNET_PRESETS, size, overrides)

@@ -142,7 +142,8 @@ LSTM_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-@register_model("lstm", family="baseline", kinds=("language_modeling",), lr=2e-3, weight_decay=0.0)
+@register_model("lstm", family="baseline", kinds=("language_modeling",), lr=2e-3, weight_decay=0.0,
+                presets=LSTM_PRESETS, width="hidden_dim", width_scales=("embed_dim",))
 def lstm(spec: dict[str, Any], size: str = "tiny", **overrides: Any) -> LSTMLanguageModel:
     """LSTM language model (Zaremba et al. 2014) with tied embeddings (Press & Wolf 2017)."""
     cfg = resolve_config(LSTM_PRESETS, size, overrides)
@@ -208,7 +209,7 @@ BILSTM_PRESETS: dict[str, dict[str, Any]] = {
 
 
 @register_model("bilstm_ctc", family="baseline", kinds=("transcription",), modalities=("audio",), lr=2e-3,
-                weight_decay=0.0)
+                weight_decay=0.0, presets=BILSTM_PRESETS, width="hidden_dim", width_multiple=2)
 def bilstm_ctc(spec: dict[str, Any], size: str = "tiny", **overrides: Any) -> BiLSTMCTC:
     """Deep bidirectional LSTM with CTC (Graves et al. 2013), x4 fewer frames by stacking and a pyramid."""
     cfg = resolve_config(BILSTM_PRESETS, size, overrides)
@@ -216,7 +217,7 @@ def bilstm_ctc(spec: dict[str, Any], size: str = "tiny", **overrides: Any) -> Bi
 
 
 @register_model("lstm_classifier", family="baseline", kinds=("classification",), modalities=("audio",), lr=2e-3,
-                weight_decay=0.0)
+                weight_decay=0.0, presets=BILSTM_PRESETS, width="hidden_dim", width_multiple=2)
 def lstm_classifier(spec: dict[str, Any], size: str = "tiny", **overrides: Any) -> LSTMClassifier:
     """BiLSTM over audio features (x4 fewer frames by stacking and a pyramid), mean-pooled, linear head."""
     cfg = resolve_config(BILSTM_PRESETS, size, overrides)
@@ -265,7 +266,8 @@ DECISION_LSTM_PRESETS: dict[str, dict[str, Any]] = {
 
 
 # Training defaults: the Decision Transformer's (see zoo.decision_transformer), so that only the trunk differs.
-@register_model("decision_lstm", family="baseline", kinds=("offline_rl",), lr=1e-3, weight_decay=1e-4)
+@register_model("decision_lstm", family="baseline", kinds=("offline_rl",), lr=1e-3, weight_decay=1e-4,
+                presets=DECISION_LSTM_PRESETS, width="hidden_dim", width_scales=("lstm_dim",))
 def decision_lstm(spec: dict[str, Any], size: str = "tiny", **overrides: Any) -> DecisionLSTM:
     """Decision LSTM (Siebenborn et al. 2022): the Decision Transformer with an LSTM for its GPT."""
     cfg = resolve_config(DECISION_LSTM_PRESETS, size, overrides)

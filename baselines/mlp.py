@@ -65,13 +65,15 @@ def _bc(spec: dict[str, Any], size: str, trajectory_fraction: float, overrides: 
                  trajectory_fraction=trajectory_fraction, context_len=spec.get("context_len"), **cfg)
 
 
-@register_model("bc_mlp", family="baseline", kinds=("offline_rl",), lr=1e-3, weight_decay=1e-4)
+@register_model("bc_mlp", family="baseline", kinds=("offline_rl",), lr=1e-3, weight_decay=1e-4,
+                presets=BC_PRESETS, width="hidden_dim")
 def bc_mlp(spec: dict[str, Any], size: str = "tiny", **overrides: Any) -> BCMLP:
     """Behaviour cloning: an MLP from the current state to the action, on all trajectories."""
     return _bc(spec, size, 1.0, overrides)
 
 
-@register_model("bc_top10", family="baseline", kinds=("offline_rl",), lr=1e-3, weight_decay=1e-4)
+@register_model("bc_top10", family="baseline", kinds=("offline_rl",), lr=1e-3, weight_decay=1e-4,
+                presets=BC_PRESETS, width="hidden_dim")
 def bc_top10(spec: dict[str, Any], size: str = "tiny", **overrides: Any) -> BCMLP:
     """%BC (Chen et al. 2021): behaviour cloning on the top 10% of trajectories by return."""
     return _bc(spec, size, 0.1, overrides)

@@ -248,7 +248,9 @@ SEQ2SEQ_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-@register_model("lstm_seq2seq", family="baseline", kinds=("seq2seq",), lr=2e-3, weight_decay=0.0)
+@register_model("lstm_seq2seq", family="baseline", kinds=("seq2seq",), lr=2e-3, weight_decay=0.0,
+                presets=SEQ2SEQ_PRESETS, width="hidden_dim", width_multiple=(2, "num_heads"),
+                width_scales=("embed_dim",))
 def lstm_seq2seq(spec: dict[str, Any], size: str = "tiny", **overrides: Any) -> RNNSeq2Seq:
     """LSTM encoder-decoder with global attention (Luong et al. 2015), bidirectional encoder."""
     cfg = resolve_config(SEQ2SEQ_PRESETS, size, overrides)
@@ -355,7 +357,8 @@ LAS_PRESETS: dict[str, dict[str, Any]] = {
 
 
 @register_model("las", family="baseline", kinds=("transcription",), modalities=("audio",), lr=2e-3,
-                weight_decay=0.0)
+                weight_decay=0.0, presets=LAS_PRESETS, width="hidden_dim", width_multiple=(2, "num_heads"),
+                width_scales=("embed_dim",))
 def las(spec: dict[str, Any], size: str = "tiny", **overrides: Any) -> ListenAttendSpell:
     """Listen, Attend and Spell (Chan et al. 2016): pyramidal BiLSTM listener, attentional LSTM speller."""
     cfg = resolve_config(LAS_PRESETS, size, overrides)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fnmatch
 import os
+import signal
 import sys
 import time
+import tomllib
+import traceback
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Sequence
 
@@ -17,12 +21,13 @@ import tasks as tasks_pkg
 import zoo  # noqa: F401  (registers the transformer models)
 from tasks.base import DatasetError, Task
 from zoo.core import BACKENDS
-from zoo.registry import (SIZES, RegistryError, create_model, get_model_entry, list_models, load_plugin,
+from zoo.registry import (SIZES, RegistryError, create_model, fit_to_params, get_model_entry, list_models, load_plugin,
+                          parse_param_count,
                           unknown_name_error)
 
-from . import leaderboard
-from .records import read_records, record_path, write_record
-from .runner import RunConfig, run_cell
+from . import leaderboard, report
+from .records import checkpoint_path, config_hash, read_record, read_records, record_path, write_record
+from .runner import RunConfig, clear_stop, failure_record, request_stop, resolve, run_cell, set_deterministic
 
 
 class UsageError(Exception):
@@ -54,6 +59,13 @@ def number(convert: type, accept: Callable[[Any], bool], wanted: str) -> Callabl
 positive_int = number(int, lambda v: v >= 1, "a positive integer")
 positive_float = number(float, lambda v: v > 0 and v != float("inf"), "a positive number")
 non_negative_float = number(float, lambda v: 0 <= v < float("inf"), "a number >= 0")
+
+
+def param_target(text: str) -> int:
+    try:
+        return parse_param_count(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def names(text: str) -> list[str]:
@@ -90,13 +102,19 @@ def build_parser() -> Parser:
     run = sub.add_parser("run", help="train and evaluate every compatible model on a domain's tasks",
                          description="Train and evaluate models on a domain's tasks under one budget; write "
                                      "the leaderboard CSV and one JSON record per (task, model, seed).")
-    run.add_argument("domain", help="vision (see 'python -m harness list domains')")
+    run.add_argument("domain", nargs="?", help="vision, language, rl, speech (see 'python -m harness list domains'), "
+                                               "or all: every domain's default run")
+    run.add_argument("--config", type=Path, metavar="SUITE.toml",
+                     help="run a suite file: its [[run]] tables, in order (see suites/)")
     run.add_argument("--tasks", type=names, help="comma-separated tasks (default: the domain's default tasks)")
     run.add_argument("--models", type=names,
                      help="comma-separated models or wildcards, e.g. 'vit,resnet' (default: all compatible)")
     run.add_argument("--seeds", type=positive_int,
                      help="seeds 0..N-1 per cell (default: each task's, 3 for vision, 1 for language)")
     run.add_argument("--size", choices=SIZES, default="tiny", help="model size preset (default tiny)")
+    run.add_argument("--params", type=param_target, metavar="N",
+                     help="fit each model's width so that it has N parameters within 10%% (e.g. 250k, 1.5M); "
+                          "the fitted config is recorded")
     budget = run.add_mutually_exclusive_group()
     budget.add_argument("--epochs", type=positive_int, help="epochs for every model (default: the task's budget)")
     budget.add_argument("--steps", type=positive_int, help="optimizer steps for every model, instead of epochs")
@@ -107,7 +125,7 @@ def build_parser() -> Parser:
     run.add_argument("--backend", choices=BACKENDS, default="sdpa", help="attention backend (default sdpa)")
     run.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                      help="fp32, or bf16 autocast (default: bf16 on cuda, fp32 on cpu)")
-    run.add_argument("--data-dir", default=os.environ.get("ATTENTION_ZOO_DATA", "data"),
+    run.add_argument("--data-dir", default=_default_data_dir(),
                      help="dataset cache, or the image root for image_folder (default ./data or $ATTENTION_ZOO_DATA)")
     run.add_argument("--download", action="store_true", help="download missing standard datasets")
     run.add_argument("--task-opt", type=key_value, action="append", default=[], metavar="KEY=VALUE",
@@ -118,6 +136,13 @@ def build_parser() -> Parser:
     run.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                      help="import MODULE first, so that the models it registers can run (repeatable)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--force", action="store_true",
+                     help="rerun cells that already finished with the same configuration (default: skip them)")
+    run.add_argument("--deterministic", action="store_true",
+                     help="deterministic kernels (torch.use_deterministic_algorithms, cuDNN); slower on GPU")
+    run.add_argument("--checkpoint-minutes", type=positive_float, default=5.0, metavar="M",
+                     help="save a running cell's state every M minutes (at an epoch's end) so that an "
+                          "interrupted sweep continues it (default 5)")
 
     ls = sub.add_parser("list", help="list models, tasks or domains")
     ls.add_argument("what", nargs="?", choices=("models", "tasks", "domains"), default="models")
@@ -183,7 +208,112 @@ def _serves(task: Task | type[Task]) -> str:
     return f"{task.kind}[{task.modality}]" if task.modality else task.kind
 
 
+# flags a suite's [[run]] table may set (TOML keys use underscores), and those the command line passes on
+SUITE_KEYS = {"domain", "tasks", "models", "seeds", "size", "epochs", "steps", "batch_size", "lr", "weight_decay",
+              "device", "backend", "precision", "task_opt", "model_opt", "deterministic", "download", "plugin"}
+PASSED_ON = ("out", "data_dir", "device", "quiet", "force", "download", "checkpoint_minutes", "plugin")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.config is not None:
+        if args.domain is not None:
+            raise UsageError(f"give a DOMAIN or --config, not both (got {args.domain!r} and {args.config})")
+        return run_suite(args.config, args)
+    if args.domain is None:
+        raise UsageError("run needs a DOMAIN (e.g. vision, or all) or --config SUITE.toml")
+    if args.domain == "all":
+        codes = [run_sweep(argparse.Namespace(**{**vars(args), "domain": d})) for d in tasks_pkg.list_domains()]
+        return max(codes)
+    return run_sweep(args)
+
+
+def suite_runs(path: Path) -> list[list[str]]:
+    """A suite file -> the argv of each of its [[run]] tables (after 'run')."""
+    try:
+        suite = tomllib.loads(path.read_text())
+    except OSError as e:
+        raise UsageError(f"--config {path}: cannot read it ({e.strerror or e})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise UsageError(f"--config {path}: not valid TOML ({e})") from None
+    runs = suite.get("run")
+    if not isinstance(runs, list) or not runs or not all(isinstance(r, dict) for r in runs):
+        raise UsageError(f"--config {path}: expected one or more [[run]] tables, each with a domain")
+    argvs = []
+    for i, table in enumerate(runs, 1):
+        unknown = sorted(set(table) - SUITE_KEYS)
+        if unknown or "domain" not in table:
+            problem = f"unknown key(s) {', '.join(unknown)}" if unknown else "no domain"
+            raise UsageError(f"--config {path}: [[run]] {i} has {problem}; accepted: {', '.join(sorted(SUITE_KEYS))}")
+        argv = [str(table["domain"])]
+        for key, value in table.items():
+            flag = "--" + key.replace("_", "-")
+            if key == "domain":
+                continue
+            if isinstance(value, bool):
+                argv += [flag] if value else []
+            elif isinstance(value, dict):  # task_opt / model_opt tables
+                argv += [a for k, v in value.items() for a in (flag, f"{k}={v}")]
+            elif isinstance(value, list):
+                argv += [a for v in value for a in (flag, str(v))] if key == "plugin" else [flag, ",".join(map(str, value))]
+            else:
+                argv += [flag, str(value)]
+        argvs.append(argv)
+    return argvs
+
+
+def run_suite(path: Path, args: argparse.Namespace) -> int:
+    """Each [[run]] of the suite as 'python -m harness run ...', with this command line's --out,
+    --data-dir, --device, --quiet, --force ... passed on."""
+    argvs = suite_runs(path)
+    parser = build_parser()
+    passed = {k: getattr(args, k) for k in PASSED_ON}
+    plans = []
+    for argv in argvs:
+        run_args = parser.parse_args(["run", *argv])
+        for key, value in passed.items():
+            if key == "plugin":
+                run_args.plugin = list(dict.fromkeys([*run_args.plugin, *value]))
+            elif key in ("quiet", "force", "download"):
+                setattr(run_args, key, getattr(run_args, key) or value)
+            elif value != parser.get_default(key) if key != "data_dir" else value != _default_data_dir():
+                setattr(run_args, key, value)
+        if run_args.domain != "all":
+            resolve_tasks(run_args.domain, run_args.tasks)  # unknown names fail before anything runs
+        plans.append(run_args)
+    print(f"harness: suite {path} ({len(plans)} run(s))", file=sys.stderr)
+    return max(cmd_run(run_args) for run_args in plans)
+
+
+def _default_data_dir() -> str:
+    return os.environ.get("ATTENTION_ZOO_DATA", "data")
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    """SIGTERM, and a first Ctrl-C, ask the running cell to checkpoint and stop after its current step;
+    a second Ctrl-C interrupts at once. The previous handlers come back afterwards."""
+    def on_signal(signum, frame):
+        from .runner import _STOP
+        if signum == signal.SIGINT and _STOP.is_set():
+            raise KeyboardInterrupt
+        request_stop()
+
+    clear_stop()
+    previous = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, on_signal)
+    except ValueError:  # not the main thread: leave signals alone
+        pass
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        clear_stop()
+
+
+def run_sweep(args: argparse.Namespace) -> int:
     for module in args.plugin:
         load_plugin(module)
     device = resolve_device(args.device)
@@ -202,46 +332,104 @@ def cmd_run(args: argparse.Namespace) -> int:
     if unused:
         raise UsageError(f"--task-opt {', '.join(sorted(unused))}: no selected task has such an option")
     model_opts = {k: parse_value(v) for k, v in args.model_opt}
+    base = RunConfig(size=args.size, epochs=args.epochs, steps=args.steps, batch_size=args.batch_size,
+                     lr=args.lr, weight_decay=args.weight_decay, device=device, backend=args.backend,
+                     precision=precision, model_opts=tuple(model_opts.items()), deterministic=args.deterministic)
+    configs: dict[tuple[str, str], RunConfig] = {}
     for task, models in plan:
         task.setup()  # fails now, before any training, if a dataset is missing
         for model in models:  # so does a model that cannot be built as configured
             try:
-                create_model(model, task.spec, size=args.size, **model_opts)
+                fitted = fit_to_params(model, task.spec, args.params, args.size, **model_opts) if args.params else {}
+                create_model(model, task.spec, size=args.size, **model_opts, **fitted)
             except (RegistryError, ValueError, TypeError) as e:
                 raise UsageError(f"model {model!r} for task {task.name!r}: {e}") from None
+            configs[task.name, model] = RunConfig(**{**vars(base), "model_opts": tuple({**model_opts, **fitted}.items()),
+                                                     "params_target": args.params, "fitted": tuple(fitted.items())})
     _check_writable(args.out)
+    set_deterministic(args.deterministic)
 
-    config = RunConfig(size=args.size, epochs=args.epochs, steps=args.steps, batch_size=args.batch_size,
-                       lr=args.lr, weight_decay=args.weight_decay, device=device, backend=args.backend,
-                       precision=precision, model_opts=tuple(model_opts.items()))
     cells = [(task, model, seed) for task, models in plan for model in models
              for seed in range(args.seeds or task.default_seeds)]
     seeds = sorted({args.seeds or task.default_seeds for task, _ in plan})
+    size = f"{args.params:,} parameters" if args.params else f"size {args.size}"
     print(f"harness: {len(cells)} cells ({args.domain}: {', '.join(t.name for t, _ in plan)}; "
-          f"{'/'.join(map(str, seeds))} seed(s); size {args.size}; {device}, {args.backend}, {precision})",
+          f"{'/'.join(map(str, seeds))} seed(s); {size}; {device}, {args.backend}, {precision})",
           file=sys.stderr)
     records: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
     start = time.perf_counter()
-    try:
-        for i, (task, model, seed) in enumerate(cells, 1):
-            record = run_cell(task, model, seed, config, progress=not args.quiet)
-            write_record(record_path(args.out, task.domain, task.name, model, args.size, seed), record)
-            records.append(record)
-            print(f"[{i}/{len(cells)}] {task.name} {model} seed {seed}: {record['metric']} "
-                  f"{record['metric_value']:.4f} ({record['train_time_s']:.1f} s)", file=sys.stderr)
-    except KeyboardInterrupt:
-        print(f"\nharness: interrupted; {len(records)} of {len(cells)} cells finished and are kept in "
-              f"{args.out / 'runs'}", file=sys.stderr)
-        if records:
-            publish(records, args.out, args.domain)
-        return 130
-    except BaseException:  # a crash still publishes what finished before it, then reports itself
-        if records:
-            publish(records, args.out, args.domain)
-        raise
-    publish(records, args.out, args.domain)
+    with stop_on_signals():
+        try:
+            for i, (task, model, seed) in enumerate(cells, 1):
+                config = configs[task.name, model]
+                where = (args.out, task.domain, task.name, model, config.label, seed)
+                done = None if args.force else read_record(record_path(*where))
+                if done is not None and done.get("status") == "ok" and \
+                        done["config_hash"] == config_hash(resolve(task, model, config)):
+                    records.append(done)
+                    print(f"[{i}/{len(cells)}] {task.name} {model} seed {seed}: already done, same configuration "
+                          f"({done['metric']} {done['metric_value']:.4f}); --force reruns it", file=sys.stderr)
+                    continue
+                record = run_one(task, model, seed, config, args, checkpoint_path(*where))
+                write_record(record_path(*where), record)
+                if record["status"] == "ok":
+                    records.append(record)
+                    print(f"[{i}/{len(cells)}] {task.name} {model} seed {seed}: {record['metric']} "
+                          f"{record['metric_value']:.4f} ({record['train_time_s']:.1f} s)", file=sys.stderr)
+                else:
+                    failed.append(record)
+                    print(f"[{i}/{len(cells)}] {task.name} {model} seed {seed}: FAILED ({record['reason'][:300]})",
+                          file=sys.stderr)
+        except KeyboardInterrupt:
+            print(f"\nharness: interrupted; {len(records)} of {len(cells)} cells finished and are kept in "
+                  f"{args.out / 'runs'} (a cell that was running saved a checkpoint: rerun the same command "
+                  f"to continue)", file=sys.stderr)
+            if records:
+                publish(records, args.out, args.domain)
+            return 130
+        except BaseException:  # a crash of the harness itself still publishes what finished, then reports itself
+            if records:
+                publish(records, args.out, args.domain)
+            raise
+    if records:
+        publish(records, args.out, args.domain)
     print(f"harness: {len(cells)} cells in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    if failed:
+        print(f"harness: {len(failed)} of {len(cells)} cells failed (their records say why, status 'failed'): "
+              + ", ".join(f"{r['task']}/{r['model']}/seed {r['seed']}" for r in failed), file=sys.stderr)
+        return 1
     return 0
+
+
+def run_one(task: Task, model: str, seed: int, config: RunConfig, args: argparse.Namespace,
+            checkpoint: Path) -> dict[str, Any]:
+    """One cell; its failure (NaN loss, an exception, running out of memory) becomes a 'failed' record.
+    On CUDA out-of-memory the cell is retried with half the micro-batch and twice the gradient
+    accumulation (the same updates) until the micro-batch would be empty."""
+    while True:
+        try:
+            return run_cell(task, model, seed, config, progress=not args.quiet, checkpoint=checkpoint,
+                            checkpoint_every_s=args.checkpoint_minutes * 60)
+        except KeyboardInterrupt:
+            raise
+        except torch.OutOfMemoryError as e:
+            batch = config.batch_size or task.budget.batch_size
+            if config.device == "cuda" and batch // (config.accumulation * 2) >= 1:
+                torch.cuda.empty_cache()
+                config = RunConfig(**{**vars(config), "accumulation": config.accumulation * 2})
+                print(f"harness: {task.name}/{model} ran out of memory; retrying with micro-batches of "
+                      f"{batch // config.accumulation} x {config.accumulation}", file=sys.stderr)
+                continue
+            return _failed(task, model, seed, config, e)
+        except Exception as e:  # noqa: BLE001 - recorded, and the sweep goes on
+            return _failed(task, model, seed, config, e)
+
+
+def _failed(task: Task, model: str, seed: int, config: RunConfig, error: BaseException) -> dict[str, Any]:
+    record = failure_record(task, model, seed, config, error)
+    record["traceback"] = traceback.format_exc()[-8000:]
+    return record
 
 
 def _check_writable(out: Path) -> None:
@@ -254,18 +442,38 @@ def _check_writable(out: Path) -> None:
         raise UsageError(f"--out {out}: not a writable directory ({e.strerror or e})") from None
 
 
+@contextlib.contextmanager
+def results_lock(out: Path):
+    """An exclusive lock on ``out`` (fcntl.flock on out/.lock) for read-merge-write of shared files."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".lock", "a") as handle:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock, atomic writes only
+            yield
+            return
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def publish(records: list[dict[str, Any]], out: Path, domain: str) -> None:
     """Merge this run's rows into results/leaderboard_<domain>.csv and print them; tables that
     tasks attach to their examples go to results/<table>_<domain>.csv."""
     new = leaderboard.aggregate(records)
     path = out / f"leaderboard_{domain}.csv"
-    leaderboard.write(leaderboard.merge(leaderboard.read_csv(path), new), path)
+    with results_lock(out):  # two runs sharing --out merge one after the other, never interleaved
+        leaderboard.write(leaderboard.merge(leaderboard.read_csv(path), new), path)
+        for name, table in leaderboard.tables(records).items():
+            table_path = out / f"{name}_{domain}.csv"
+            leaderboard.write_table(leaderboard.merge_table(leaderboard.read_csv(table_path), table), table_path)
+            print(f"wrote {table_path}")
+        report_path = report.write_report(read_records(out / "runs"), out)
     print(leaderboard.to_text(new))
     print(f"\nwrote {path} (and .md); records in {out / 'runs' / domain}")
-    for name, table in leaderboard.tables(records).items():
-        table_path = out / f"{name}_{domain}.csv"
-        leaderboard.write_table(leaderboard.merge_table(leaderboard.read_csv(table_path), table), table_path)
-        print(f"wrote {table_path}")
+    print(f"wrote {report_path} (plots in {out / 'plots'})")
 
 
 # ------------------------------------------------------------------------------------- list, report
@@ -302,6 +510,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         path = args.out / f"leaderboard_{domain}.csv"
         leaderboard.write(df, path)
         print(f"{leaderboard.to_text(df)}\n\nwrote {path} (and .md)\n")
+    print(f"wrote {report.write_report(records, args.out)} (plots in {args.out / 'plots'})")
     return 0
 
 

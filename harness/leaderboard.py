@@ -1,19 +1,34 @@
 """Cells -> pandas -> results/leaderboard_<domain>.csv (+ .md).
 
 One row per (task, model, size): the headline test metric of the last checkpoint averaged over
-seeds. The columns (timm's naming style: lower case, units in the name):
+seeds, with its uncertainty. The columns (timm's naming style: lower case, units in the name):
 
 ======================  =====================================================================
 domain, task            where the row belongs
 model, family, size     the registry name, 'transformer' or 'baseline', the size preset
-rank                    1 = best on this task (by metric_mean; ties share a rank)
+rank                    1 = best on this task (by metric_mean; equal means share a rank);
+                        always a plain integer in the CSV
+rank_tie                True when this model's 95% interval overlaps the 95% interval of at
+                        least one other model of the task (a statistical tie; both need n >= 2).
+                        The Markdown and terminal tables show such a rank as "=2"
 metric                  the headline metric's name (e.g. top1 = test accuracy)
 higher_is_better        the metric's direction
 metric_mean, _std       over seeds (std with ddof=1; empty for one seed)
+metric_ci95             half-width of the 95% confidence interval of the mean (Student t):
+                        t(0.975, n-1) * std / sqrt(n); empty for one seed
+metric_ci_low, _high    metric_mean -/+ metric_ci95 (empty for one seed)
 n_seeds, seeds          how many seeds, and which
 param_count             trainable parameters
+flops_per_sample        forward FLOPs of one sample, mean over seeds (empty: not recorded)
+train_flops_per_sample  FLOPs of one training sample (forward + backward), mean over seeds
 train_time_s            mean wall time of training (evaluation excluded)
 train_samples_per_sec   mean training throughput
+infer_samples_per_sec   mean evaluation (inference) throughput (empty: not recorded)
+peak_mem_mb             mean peak memory of the cell in MB: the CUDA allocator's peak on GPU, the
+                        process's peak resident set on CPU (empty: not recorded)
+time_to_target_s        mean training seconds until the validation metric first reached the
+                        task's target; empty unless every seed recorded a time (a seed that never
+                        reached the target, or an older record without the field, empties it)
 steps, epochs           the budget every model of the task got (epochs: steps / steps between
                         validations, which is a pass over the data where the task has epochs)
 batch_size              the same for every model of the task
@@ -27,6 +42,10 @@ date                    when the last seed finished (UTC)
 test_<name>             every other metric the task reports (e.g. test_top5, test_bpc,
                         test_long_exact_match, test_return_mean), mean over seeds
 ======================  =====================================================================
+
+The interval columns and ``rank``/``rank_tie`` are derived by :func:`rank` from metric_mean,
+metric_std and n_seeds, so leaderboards written before these columns existed gain them when
+they are read and merged again.
 """
 
 from __future__ import annotations
@@ -35,17 +54,24 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+from scipy import stats
 
 from .records import atomic_write_text
 
 KEY = ["domain", "task", "model", "size"]
-COLUMNS = ["domain", "task", "model", "family", "size", "rank", "metric", "higher_is_better", "metric_mean", "metric_std", "n_seeds",
-           "seeds", "param_count", "train_time_s", "train_samples_per_sec", "steps", "epochs", "batch_size", "lr",
+COST = ["flops_per_sample", "train_flops_per_sample", "infer_samples_per_sec", "peak_mem_mb", "time_to_target_s"]
+COLUMNS = ["domain", "task", "model", "family", "size", "rank", "rank_tie", "metric", "higher_is_better",
+           "metric_mean", "metric_std", "metric_ci95", "metric_ci_low", "metric_ci_high", "n_seeds", "seeds",
+           "param_count", "flops_per_sample", "train_flops_per_sample", "train_time_s", "train_samples_per_sec",
+           "infer_samples_per_sec", "peak_mem_mb", "time_to_target_s", "steps", "epochs", "batch_size", "lr",
            "weight_decay", "device", "device_name", "backend", "precision", "torch_version", "git_commit",
            "config_hash", "date"]
-SHOWN = ["task", "rank", "model", "family", "size", "metric", "metric_mean", "metric_std", "n_seeds",
+SHOWN = ["task", "rank", "model", "family", "size", "metric", "metric_mean", "metric_std", "metric_ci95", "n_seeds",
          "param_count", "train_time_s"]
+TIE_NOTE = ("A rank shown as =N: the model's 95% confidence interval (Student t over seeds) overlaps that of "
+            "another model of the task, a statistical tie. One seed gives no interval.")
 
 
 def latest_config(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -59,12 +85,25 @@ def latest_config(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in records if r["config_hash"] == latest[tuple(r[k] for k in KEY)][1]]
 
 
+def _number(value: Any) -> float:
+    """A record's optional numeric field as a float; NaN when absent, None or not a number."""
+    try:
+        return float(value) if value is not None and not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _mean_all(values: pd.Series) -> float:
+    """The mean, or NaN as soon as one value is missing (time_to_target_s: every seed must reach it)."""
+    return float(values.mean()) if values.notna().all() else math.nan
+
+
 def aggregate(records: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per (domain, task, model, size) from the successful cell records (latest config)."""
     rows = []
     for r in latest_config([r for r in records if r.get("status") == "ok"]):
         cfg = r["config"]
-        rows.append({**{k: r[k] for k in KEY}, "family": r["family"], "metric": r["metric"],
+        rows.append({**{k: r[k] for k in KEY}, "family": r.get("family", "unknown"), "metric": r["metric"],
                      "value": r["metric_value"], "higher_is_better": r["higher_is_better"], "seed": r["seed"],
                      "param_count": r["param_count"], "train_time_s": r["train_time_s"],
                      "train_samples_per_sec": r["train_samples_per_sec"], "steps": cfg["total_steps"],
@@ -73,7 +112,8 @@ def aggregate(records: list[dict[str, Any]]) -> pd.DataFrame:
                      "device": r["device"], "device_name": r["device_name"], "backend": r["backend"],
                      "precision": r["precision"], "torch_version": r["torch_version"],
                      "git_commit": r["git_commit"], "config_hash": r["config_hash"], "date": r["finished"],
-                     **{f"test_{k}": v for k, v in r["test"].items() if k != r["metric"]}})
+                     **{c: _number(r.get(c)) for c in COST},
+                     **{f"test_{k}": v for k, v in (r.get("test") or {}).items() if k != r["metric"]}})
     if not rows:
         return pd.DataFrame(columns=COLUMNS)
     df = pd.DataFrame(rows)
@@ -82,6 +122,8 @@ def aggregate(records: list[dict[str, Any]]) -> pd.DataFrame:
         metric_mean=("value", "mean"), metric_std=("value", "std"), n_seeds=("seed", "nunique"),
         seeds=("seed", lambda s: " ".join(str(v) for v in sorted(s))), param_count=("param_count", "first"),
         train_time_s=("train_time_s", "mean"), train_samples_per_sec=("train_samples_per_sec", "mean"),
+        **{c: (c, "mean") for c in COST if c != "time_to_target_s"},
+        time_to_target_s=("time_to_target_s", _mean_all),
         **{c: (c, "last") for c in ["steps", "epochs", "batch_size", "lr", "weight_decay", "device", "device_name",
                                     "backend", "precision", "torch_version", "git_commit", "config_hash"]},
         date=("date", "max"),
@@ -90,12 +132,47 @@ def aggregate(records: list[dict[str, Any]]) -> pd.DataFrame:
     return rank(out)
 
 
+def ci95(std: Any, n: Any) -> float:
+    """Half-width of the 95% confidence interval of a mean of ``n`` values with sample std ``std``
+    (Student t with n - 1 degrees of freedom); NaN when n < 2 or std is unknown."""
+    std, n = _number(std), _number(n)
+    if not (n >= 2) or not math.isfinite(std):
+        return math.nan
+    return float(stats.t.ppf(0.975, n - 1) * std / math.sqrt(n))
+
+
+def intervals_overlap(low_a: float, high_a: float, low_b: float, high_b: float) -> bool:
+    """Whether two closed intervals share a point; False when either is unknown (NaN)."""
+    if not all(math.isfinite(v) for v in (low_a, high_a, low_b, high_b)):
+        return False
+    return low_a <= high_b and low_b <= high_a
+
+
+def ties(low: Any, high: Any) -> list[bool]:
+    """For each interval, whether it overlaps at least one of the others (NaN bounds: never)."""
+    low, high = [_number(v) for v in low], [_number(v) for v in high]
+    return [any(intervals_overlap(low[i], high[i], low[j], high[j]) for j in range(len(low)) if j != i)
+            for i in range(len(low))]
+
+
+def with_intervals(df: pd.DataFrame) -> pd.DataFrame:
+    """metric_ci95/_low/_high from metric_mean, metric_std and n_seeds."""
+    half = [ci95(s, n) for s, n in zip(df["metric_std"], df["n_seeds"])]
+    mean = pd.to_numeric(df["metric_mean"], errors="coerce")
+    return df.assign(metric_ci95=half, metric_ci_low=mean - half, metric_ci_high=mean + half)
+
+
 def rank(df: pd.DataFrame) -> pd.DataFrame:
-    """Rank models within each task, best first, and order the rows so."""
+    """Rank models within each task, best first, mark statistical ties, and order the rows so."""
     if df.empty:
         return df.reindex(columns=COLUMNS)
+    df = with_intervals(df)
     signed = df["metric_mean"].where(df["higher_is_better"].astype(bool), -df["metric_mean"])
     df = df.assign(rank=signed.groupby([df["domain"], df["task"]]).rank(ascending=False, method="min").astype(int))
+    tie = pd.Series(False, index=df.index)
+    for _, group in df.groupby(["domain", "task"], sort=False):
+        tie[group.index] = ties(group["metric_ci_low"], group["metric_ci_high"])
+    df = df.assign(rank_tie=tie.astype(bool))
     extra = sorted(c for c in df.columns if c.startswith("test_"))
     return df.sort_values(["domain", "task", "rank", "model"]).reindex(columns=COLUMNS + extra).reset_index(drop=True)
 
@@ -115,6 +192,7 @@ def merge(existing: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
 
 
 def read_csv(path: Path) -> pd.DataFrame:
+    """A leaderboard CSV; one written before some columns existed reads fine (they are missing)."""
     if not path.exists():
         return pd.DataFrame(columns=COLUMNS)
     return pd.read_csv(path, dtype={"seeds": str})
@@ -123,33 +201,58 @@ def read_csv(path: Path) -> pd.DataFrame:
 def write(df: pd.DataFrame, path: Path) -> None:
     """The CSV and a Markdown twin (``.md``), both written atomically."""
     atomic_write_text(path, df.to_csv(index=False, float_format="%.6g"))
-    atomic_write_text(path.with_suffix(".md"), to_markdown(df) + "\n")
+    md = to_markdown(df)
+    if has_ties(df):
+        md += "\n\n" + TIE_NOTE
+    atomic_write_text(path.with_suffix(".md"), md + "\n")
+
+
+def has_ties(df: pd.DataFrame) -> bool:
+    return "rank_tie" in df.columns and bool(df["rank_tie"].map(_is_true).any())
+
+
+def _is_true(value: Any) -> bool:
+    return value is True or value is np.True_ or (isinstance(value, str) and value.lower() == "true")
 
 
 def _fmt(value: Any, column: str) -> str:
+    if value is None:
+        return "-"
     if isinstance(value, float):
         if math.isnan(value):
             return "-"
-        if column == "train_time_s":
+        if column in ("train_time_s", "time_to_target_s", "peak_mem_mb"):
             return f"{value:.1f}"
+        if column in ("flops_per_sample", "train_flops_per_sample"):
+            return f"{value:.3g}"
+        if column == "infer_samples_per_sec" or column == "train_samples_per_sec":
+            return f"{value:,.0f}"
         return f"{value:.4f}"
     if column == "param_count":
         return f"{int(value):,}"
     return str(value)
 
 
+def _cell(row: pd.Series, column: str) -> str:
+    """One table cell; a rank tied with another model's interval is shown as '=N'."""
+    text = _fmt(row[column], column)
+    if column == "rank" and _is_true(row.get("rank_tie")):
+        return "=" + text
+    return text
+
+
 def to_markdown(df: pd.DataFrame, columns: list[str] = SHOWN) -> str:
     cols = [c for c in columns if c in df.columns]
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for _, row in df.iterrows():
-        lines.append("| " + " | ".join(_fmt(row[c], c) for c in cols) + " |")
+        lines.append("| " + " | ".join(_cell(row, c) for c in cols) + " |")
     return "\n".join(lines)
 
 
 def to_text(df: pd.DataFrame, columns: list[str] = SHOWN) -> str:
     """A fixed-width table for the terminal."""
     cols = [c for c in columns if c in df.columns]
-    cells = [[_fmt(row[c], c) for c in cols] for _, row in df.iterrows()]
+    cells = [[_cell(row, c) for c in cols] for _, row in df.iterrows()]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(cols)]
     line = lambda vals: "  ".join(v.rjust(w) if i > 0 and _numeric(cols[i]) else v.ljust(w)  # noqa: E731
                                   for i, (v, w) in enumerate(zip(vals, widths)))
@@ -157,7 +260,8 @@ def to_text(df: pd.DataFrame, columns: list[str] = SHOWN) -> str:
 
 
 def _numeric(column: str) -> bool:
-    return column in {"rank", "metric_mean", "metric_std", "n_seeds", "param_count", "train_time_s"}
+    return column in {"rank", "metric_mean", "metric_std", "metric_ci95", "metric_ci_low", "metric_ci_high",
+                      "n_seeds", "param_count", "train_time_s", "train_samples_per_sec", *COST}
 
 
 def tables(records: list[dict[str, Any]]) -> dict[str, pd.DataFrame]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -11,22 +12,42 @@ import sys
 import tempfile
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Iterator
 
 import torch
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old file or the new one, never half."""
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path, mode: str = "w") -> Iterator[IO]:
+    """A file object whose content replaces ``path`` only when the block finishes: readers see the
+    old file or the new one, never half (a temporary file in the same folder, then os.replace)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, mode) as f:
+            yield f
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600: give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    with atomic_file(path) as f:
+        f.write(text)
+
+
+def atomic_save(path: Path, obj: Any) -> None:
+    """``torch.save`` with the same all-or-nothing guarantee."""
+    with atomic_file(path, "wb") as f:
+        torch.save(obj, f)
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -79,6 +100,24 @@ def record_path(out: Path, domain: str, task: str, model: str, size: str, seed: 
     return out / "runs" / domain / task / f"{model}-{size}-seed{seed}.json"
 
 
+def checkpoint_path(out: Path, domain: str, task: str, model: str, size: str, seed: int) -> Path:
+    return record_path(out, domain, task, model, size, seed).with_suffix(".ckpt")
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """One record, or None (with a warning) when it is missing, unreadable or not a record."""
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        if not isinstance(record, dict) or "config_hash" not in record:
+            raise ValueError("not a cell record")
+        return record
+    except (OSError, ValueError) as e:
+        print(f"warning: ignoring unreadable record {path} ({e}); the cell will run again", file=sys.stderr)
+        return None
+
+
 def write_record(path: Path, record: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(record, indent=2, sort_keys=False) + "\n")
 
@@ -88,7 +127,10 @@ def read_records(root: Path) -> list[dict[str, Any]]:
     records = []
     for path in sorted(root.rglob("*.json")):
         try:
-            records.append(json.loads(path.read_text()))
-        except (OSError, json.JSONDecodeError) as e:
+            record = json.loads(path.read_text())
+            if not isinstance(record, dict) or not {"domain", "task", "model", "config_hash"} <= set(record):
+                raise ValueError("not a cell record")
+            records.append(record)
+        except (OSError, ValueError) as e:
             print(f"warning: skipping unreadable record {path}: {e}", file=sys.stderr)
     return records

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import random
+import resource
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import numpy as np
@@ -19,7 +24,7 @@ from tasks.base import Batch, Task
 from zoo.core import attention_backend
 from zoo.registry import create_model, get_model_entry
 
-from .records import config_hash, environment
+from .records import atomic_save, config_hash, environment
 
 
 @dataclass(frozen=True)
@@ -37,10 +42,52 @@ class RunConfig:
     backend: str = "sdpa"
     precision: str = "fp32"  # fp32, or bf16 autocast
     model_opts: tuple[tuple[str, Any], ...] = ()  # overrides of the size preset, e.g. (("depth", 6),)
+    accumulation: int = 1  # micro-batches per optimizer step (batch_size / accumulation each): same updates
+    deterministic: bool = False  # torch.use_deterministic_algorithms + cuDNN determinism
+    params_target: int | None = None  # --params: model_opts then hold the width fitted to it
+    fitted: tuple[tuple[str, Any], ...] = ()  # the config keys --params set (also in model_opts)
+
+    @property
+    def label(self) -> str:
+        """The size as records and leaderboards name it: 'tiny', or 'tiny@250k' with --params 250k."""
+        if not self.params_target:
+            return self.size
+        n = self.params_target
+        for unit, scale in (("G", 10 ** 9), ("M", 10 ** 6), ("k", 10 ** 3)):
+            if n >= scale:
+                return f"{self.size}@{n / scale:.4g}{unit}"
+        return f"{self.size}@{n}"
 
 
 class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite."""
+
+
+class StopRequested(KeyboardInterrupt):
+    """SIGINT/SIGTERM arrived: the cell saved its checkpoint (if it has one) and stopped."""
+
+
+_STOP = threading.Event()
+
+
+def request_stop() -> None:
+    """Ask the running cell to save its checkpoint and stop after the current step (signal-safe)."""
+    _STOP.set()
+
+
+def clear_stop() -> None:
+    _STOP.clear()
+
+
+def set_deterministic(on: bool) -> None:
+    """PyTorch's reproducibility switches: deterministic kernels (erroring where none exists),
+    cuDNN without autotuning; CUBLAS needs a fixed workspace for deterministic matmuls."""
+    import os
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(on)
+    torch.backends.cudnn.deterministic = on
+    torch.backends.cudnn.benchmark = False
 
 
 def seed_everything(seed: int) -> None:
@@ -90,14 +137,11 @@ def evaluate(task: Task, model: nn.Module, split: str, batch_size: int, device: 
         return task.evaluate(model, on_device(task.eval_batches(split, batch_size), device))
 
 
-def run_cell(task: Task, model_name: str, seed: int, config: RunConfig, *, progress: bool = True) -> dict[str, Any]:
-    """Train ``model_name`` on ``task`` with ``seed`` and return the cell's record."""
+def resolve(task: Task, model_name: str, config: RunConfig) -> dict[str, Any]:
+    """The cell's full configuration (what its ``config_hash`` covers), before anything trains."""
     entry = get_model_entry(model_name)
-    device = torch.device(config.device)
     budget = task.budget
     batch_size = config.batch_size or budget.batch_size
-    lr = config.lr if config.lr is not None else entry.defaults.get("lr", 1e-3)
-    weight_decay = config.weight_decay if config.weight_decay is not None else entry.defaults.get("weight_decay", 0.0)
     steps_per_epoch = task.steps_per_epoch(batch_size)
     if config.steps is not None:
         total_steps = config.steps
@@ -107,82 +151,264 @@ def run_cell(task: Task, model_name: str, seed: int, config: RunConfig, *, progr
         total_steps = budget.steps
     else:
         total_steps = (budget.epochs or 1) * steps_per_epoch
-    resolved = {
-        "task": task.name, "model": model_name, "size": config.size, "batch_size": batch_size,
+    return {
+        "task": task.name, "model": model_name, "size": config.label, "batch_size": batch_size,
         "total_steps": total_steps, "steps_per_epoch": steps_per_epoch, "epochs": total_steps / steps_per_epoch,
-        "optimizer": "AdamW", "lr": lr, "weight_decay": weight_decay, "schedule": "warmup_cosine",
-        "warmup_frac": budget.warmup_frac, "grad_clip": config.grad_clip, "backend": config.backend,
-        "precision": config.precision, "device": device.type, "task_options": task.opts,
-        "model_options": dict(config.model_opts),
+        "optimizer": "AdamW", "lr": config.lr if config.lr is not None else entry.defaults.get("lr", 1e-3),
+        "weight_decay": config.weight_decay if config.weight_decay is not None
+        else entry.defaults.get("weight_decay", 0.0),
+        "schedule": "warmup_cosine", "warmup_frac": budget.warmup_frac, "grad_clip": config.grad_clip,
+        "backend": config.backend, "precision": config.precision, "device": config.device,
+        "task_options": task.opts, "model_options": dict(config.model_opts),
+        **({"deterministic": True} if config.deterministic else {}),
+        **({"params_target": config.params_target, "fitted": dict(config.fitted)} if config.params_target else {}),
     }
+
+
+def _lstm_flops(model: nn.Module) -> tuple[list[int], list[Any]]:
+    """Forward hooks that add the multiply-adds of every nn.LSTM call (which FlopCounterMode does not
+    see on CPU): 2 * 4 gates * hidden * (input + hidden) per step, direction and layer."""
+    tally = [0]
+
+    def hook(module: nn.LSTM, inputs: tuple, output: Any) -> None:
+        x = inputs[0]
+        steps = x.data.shape[0] if isinstance(x, nn.utils.rnn.PackedSequence) else x.shape[0] * x.shape[1]
+        dirs = 2 if module.bidirectional else 1
+        H, size_in = module.hidden_size, module.input_size
+        for layer in range(module.num_layers):
+            tally[0] += 2 * 4 * H * (size_in + H) * steps * dirs
+            size_in = H * dirs
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.LSTM)]
+    return tally, handles
+
+
+def measure_flops(task: Task, model: nn.Module, batch_size: int, device: torch.device) -> tuple[float | None, float | None]:
+    """(forward FLOPs, training-step FLOPs) per sample of ``task.loss`` on a training batch, counted by
+    ``torch.utils.flop_counter.FlopCounterMode`` (+ LSTM recurrences, which it does not see) on a copy
+    of the model, so that neither the model (BatchNorm statistics) nor any random stream is touched.
+    (None, None), with a warning, where counting fails: it never stops a cell."""
+    from torch.utils.flop_counter import FlopCounterMode
+    counts = []
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            batch = to_device(next(iter(task.train_batches(batch_size, torch.Generator().manual_seed(0)))), device)
+            probe = copy.deepcopy(model)
+            n = len(batch[0])
+            for train in (False, True):
+                probe.train(train)
+                tally, handles = _lstm_flops(probe)
+                try:
+                    with FlopCounterMode(display=False) as counter:
+                        if train:
+                            task.loss(probe, batch).backward()
+                        else:
+                            with torch.no_grad():
+                                task.loss(probe, batch)
+                finally:
+                    for h in handles:
+                        h.remove()
+                counts.append((counter.get_total_flops() + tally[0] * (3 if train else 1)) / n)
+    except Exception as e:  # noqa: BLE001 - a cost column is not worth a failed cell
+        print(f"warning: FLOPs of {task.name} not counted ({type(e).__name__}: {e})", file=sys.stderr)
+        return None, None
+    return counts[0], counts[1]
+
+
+class PeakMemory:
+    """Peak memory of a cell in MB: the CUDA allocator's peak, or on CPU the process's peak resident
+    set since the cell started (Linux: VmHWM after resetting it through /proc/self/clear_refs;
+    elsewhere the process's lifetime peak, ru_maxrss)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        else:
+            try:
+                Path("/proc/self/clear_refs").write_text("5")
+            except OSError:
+                pass
+
+    def mb(self) -> float:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2 ** 20
+        try:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / 2 ** 20 if sys.platform == "darwin" else peak / 1024
+
+
+def _reached(task: Task, value: float) -> bool:
+    return value >= task.target if task.higher_is_better else value <= task.target
+
+
+def _rng_state(generator: torch.Generator) -> dict[str, Any]:
+    np_state = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "generator": generator.get_state(), "python": random.getstate(),
+            "numpy": (np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:])}
+
+
+def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["generator"])
+    random.setstate(state["python"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy(), *rest))
+
+
+def run_cell(task: Task, model_name: str, seed: int, config: RunConfig, *, progress: bool = True,
+             checkpoint: Path | None = None, checkpoint_every_s: float = 300.0) -> dict[str, Any]:
+    """Train ``model_name`` on ``task`` with ``seed`` and return the cell's record.
+
+    With ``checkpoint``, the training state (model, optimizer, schedule, curves, random streams) is
+    saved there at the end of an epoch once ``checkpoint_every_s`` seconds have passed since the last
+    save, and when a stop is requested (:func:`request_stop`, e.g. on SIGTERM; the cell then raises
+    :class:`StopRequested`). A later call with the same configuration continues from it; the file is
+    deleted when the cell finishes.
+    """
+    entry = get_model_entry(model_name)
+    device = torch.device(config.device)
+    resolved = resolve(task, model_name, config)
+    chash = config_hash(resolved)
+    batch_size, total_steps = resolved["batch_size"], resolved["total_steps"]
+    steps_per_epoch, lr, weight_decay = resolved["steps_per_epoch"], resolved["lr"], resolved["weight_decay"]
+    accumulation = max(1, min(config.accumulation, batch_size))
+    micro_batch = batch_size // accumulation
     started = datetime.now(timezone.utc)
     seed_everything(seed)
     model = create_model(model_name, task.spec, size=config.size, **dict(config.model_opts)).to(device)
     task.prepare(model)
     param_count = sum(p.numel() for p in model.parameters())
+    flops, train_flops = measure_flops(task, model, min(micro_batch, 16), device)
     optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, fused=device.type == "cuda")
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, budget.warmup_frac))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, task.budget.warmup_frac))
     generator = torch.Generator().manual_seed(seed)
+    memory = PeakMemory(device)
 
     history: list[dict[str, Any]] = []
     train_time = 0.0
     samples = step = 0
-    bar = tqdm(total=total_steps, desc=f"{task.name}/{model_name} seed {seed}", unit="step",
+    time_to_target: float | None = None
+    resumed_from = None
+    if checkpoint is not None and checkpoint.exists():
+        try:
+            state = torch.load(checkpoint, map_location=device, weights_only=True)
+        except Exception as e:  # noqa: BLE001 - a damaged checkpoint is redone, not fatal
+            print(f"warning: ignoring unreadable checkpoint {checkpoint} ({type(e).__name__}: {e})", file=sys.stderr)
+            state = None
+        if state is not None and state.get("config_hash") == chash:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            _set_rng_state(state["rng"], generator)
+            history, train_time, samples, step = state["history"], state["train_time"], state["samples"], state["step"]
+            time_to_target = state["time_to_target"]
+            resumed_from = step
+
+    def save_checkpoint() -> None:
+        if checkpoint is not None:
+            atomic_save(checkpoint, {"config_hash": chash, "model": model.state_dict(),
+                                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                                     "rng": _rng_state(generator), "history": history, "train_time": train_time,
+                                     "samples": samples, "step": step, "time_to_target": time_to_target})
+
+    last_save = time.monotonic()
+    bar = tqdm(total=total_steps, initial=step, desc=f"{task.name}/{model_name} seed {seed}", unit="step",
                disable=None if progress else True, leave=False, dynamic_ncols=True)
     with attention_backend(config.backend), bar:
         while step < total_steps:
             model.train()
             epoch_loss = torch.zeros((), device=device)
-            epoch_steps = 0
+            epoch_steps = micro = 0
             t0 = time.perf_counter()
-            for batch in task.train_batches(batch_size, generator):
+            optimizer.zero_grad(set_to_none=True)
+            for batch in task.train_batches(micro_batch, generator):
                 batch = to_device(batch, device)
                 with _autocast(device, config.precision):
                     loss = task.loss(model, batch)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                (loss / accumulation).backward()
+                epoch_loss += loss.detach() / accumulation
+                samples += len(batch[0])
+                micro += 1
+                if micro % accumulation:
+                    continue
                 if config.grad_clip:
                     nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
                 optimizer.step()
                 scheduler.step()
-                epoch_loss += loss.detach()
+                optimizer.zero_grad(set_to_none=True)
                 epoch_steps += 1
-                samples += len(batch[0])
                 step += 1
                 bar.update()
-                if step >= total_steps:
+                if step >= total_steps or _STOP.is_set():
                     break
             if epoch_steps == 0:
                 raise RuntimeError(f"task {task.name!r} yielded no training batch")
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             train_time += time.perf_counter() - t0
+            if _STOP.is_set():
+                save_checkpoint()
+                raise StopRequested(f"{task.name}/{model_name} seed {seed} stopped at step {step}")
             train_loss = (epoch_loss / max(1, epoch_steps)).item()  # one host sync per epoch
             if not math.isfinite(train_loss):
-                raise TrainingDiverged(f"{task.name}/{model_name} seed {seed}: training loss became {train_loss}")
+                raise TrainingDiverged(f"training loss became {train_loss} at step {step}")
             val = evaluate(task, model, "val", batch_size, device, config.precision)
             history.append({"step": step, "epoch": step / steps_per_epoch, "train_loss": train_loss,
-                            **{f"val_{k}": v for k, v in val.items()}})
+                            "train_time_s": train_time, **{f"val_{k}": v for k, v in val.items()}})
+            if time_to_target is None and task.target is not None and _reached(task, val[task.metric]):
+                time_to_target = train_time
             bar.set_postfix(loss=f"{train_loss:.3f}", **{f"val_{task.metric}": f"{val[task.metric]:.4f}"})
+            if step < total_steps and time.monotonic() - last_save >= checkpoint_every_s:
+                save_checkpoint()
+                last_save = time.monotonic()
         t0 = time.perf_counter()
         test: dict[str, float] = {}
+        eval_samples = 0
         for i, split in enumerate(task.eval_splits):
+            t_split = time.perf_counter()
             metrics = evaluate(task, model, split, batch_size, device, config.precision)
             test.update(metrics if i == 0 else {f"{split}_{k}": v for k, v in metrics.items()})
+            if i == 0:  # inference throughput: the headline split, decoding included where the task decodes
+                infer_time = time.perf_counter() - t_split
+                eval_samples = sum(len(b[0]) for b in task.eval_batches(split, batch_size))
         eval_time = time.perf_counter() - t0
         model.eval()
         examples = task.examples(model, device, seed)
+    if checkpoint is not None:
+        checkpoint.unlink(missing_ok=True)
 
     return {
         "domain": task.domain, "task": task.name, "model": model_name, "family": entry.family,
-        "size": config.size, "seed": seed, "status": "ok",
+        "size": config.label, "seed": seed, "status": "ok",
         "metric": task.metric, "metric_value": test[task.metric], "higher_is_better": task.higher_is_better,
         "checkpoint": "last", "test": test, "history": history, "examples": examples,
         "param_count": param_count, "train_time_s": train_time, "eval_time_s": eval_time,
         "train_samples": samples, "train_samples_per_sec": samples / train_time if train_time else float("nan"),
+        "infer_samples_per_sec": eval_samples / infer_time if infer_time else float("nan"),
+        "flops_per_sample": flops, "train_flops_per_sample": train_flops, "peak_mem_mb": memory.mb(),
+        "target": task.target, "time_to_target_s": time_to_target, "resumed_from_step": resumed_from,
+        "accumulation": accumulation,
         "backend": config.backend, "precision": config.precision,
-        "config": resolved, "config_hash": config_hash(resolved),
+        "config": resolved, "config_hash": chash,
         **environment(device),
         "started": started.isoformat(timespec="seconds"),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def failure_record(task: Task, model_name: str, seed: int, config: RunConfig, error: BaseException) -> dict[str, Any]:
+    """The record of a cell that did not finish: its configuration and why (the sweep goes on)."""
+    resolved = resolve(task, model_name, config)
+    entry = get_model_entry(model_name)
+    return {"domain": task.domain, "task": task.name, "model": model_name, "family": entry.family,
+            "size": config.label, "seed": seed, "status": "failed",
+            "reason": f"{type(error).__name__}: {error}".strip()[:2000],
+            "metric": task.metric, "higher_is_better": task.higher_is_better,
+            "backend": config.backend, "precision": config.precision,
+            "config": resolved, "config_hash": config_hash(resolved), **environment(torch.device(config.device)),
+            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}

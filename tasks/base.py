@@ -85,6 +85,7 @@ class Task(ABC):
     modality: ClassVar[str | None] = None  # "image", "audio", "text", "state": picks models within a kind
     metric: ClassVar[str]  # the headline metric that the leaderboard ranks by
     higher_is_better: ClassVar[bool] = True
+    target: ClassVar[float | None] = None  # a validation value of the metric worth reaching: time_to_target_s
     offline: ClassVar[bool] = False  # data on every machine (shipped or generated), no download
     default: ClassVar[bool] = False  # part of `harness run DOMAIN` when no --tasks is given
     budget: ClassVar[Budget] = Budget(epochs=1)

@@ -147,6 +147,14 @@ def split_by_voice(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]
             "test": [r for r in rows if r["split"] == "test"]}
 
 
+def require_synthesis(task: str) -> None:
+    """DatasetError naming the missing package when the offline synthesiser cannot run."""
+    import importlib.util
+    for module in ("espeakng_loader", "scipy", "soundfile"):
+        if importlib.util.find_spec(module) is None:
+            raise DatasetError(f"{task} needs the speech extra ({module} is missing): pip install -e '.[speech]'")
+
+
 def stratified_holdout(labels: list[Any], fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Indices (keep, held) with ``fraction`` of every label's items held out, at random but fixed."""
     rng = np.random.default_rng(seed)
@@ -290,19 +298,14 @@ class AudioClassificationTask(ClassificationTask):
 @register_task
 class SynthCommands(AudioClassificationTask):
     name = "synth_commands"
+    target = 0.90
     description = "the 35 Speech Commands words spoken by espeak-ng; test on unseen voices; offline"
     offline = default = True
     options = {**AudioClassificationTask.options, "clips_per_voice": 5, "seed": 0}
 
     def _manifest(self) -> dict[str, tuple[list[Clip], Tensor]]:
         from . import speech_synth as ss
-        try:
-            import espeakng_loader  # noqa: F401
-            import scipy.signal  # noqa: F401
-            import soundfile  # noqa: F401
-        except ImportError as e:
-            raise DatasetError(f"synth_commands needs the speech extra ({e.name} is missing): "
-                               f"pip install -e '.[speech]'") from None
+        require_synthesis(self.name)
         root = self.data_dir / "synth_commands" / f"n{self.opts['clips_per_voice']}_seed{self.opts['seed']}"
         rows = ss.generate_dataset(ss.SPEECH_COMMANDS_WORDS, root, self.opts["clips_per_voice"], self.opts["seed"])
         self.classes = list(ss.SPEECH_COMMANDS_WORDS)
@@ -455,19 +458,14 @@ class TranscriptionTask(Task):
 @register_task
 class SynthDigits(TranscriptionTask):
     name = "synth_digits"
+    target = 0.05  # validation WER
     description = "strings of 1-7 digits spoken by espeak-ng; WER on unseen voices; offline"
     offline = default = True
     options = {**TranscriptionTask.options, "utterances_per_voice": 40, "seed": 0}
 
     def _load(self) -> dict[str, tuple[list[Tensor], list[str]]]:
         from . import speech_synth as ss
-        try:
-            import espeakng_loader  # noqa: F401
-            import scipy.signal  # noqa: F401
-            import soundfile  # noqa: F401
-        except ImportError as e:
-            raise DatasetError(f"synth_digits needs the speech extra ({e.name} is missing): "
-                               f"pip install -e '.[speech]'") from None
+        require_synthesis(self.name)
         n = self.opts["utterances_per_voice"]
         root = self.data_dir / "synth_digits" / f"n{n}_seed{self.opts['seed']}"
         rows = ss.generate_digit_strings(root, n, self.opts["seed"])

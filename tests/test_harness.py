@@ -121,6 +121,12 @@ BAD_INPUTS = [
     (["run", "vision", "--models", "vit", "--model-opt", "patch_size=3"], r"not divisible by patch size 3"),
     (["run", "vision", "--out", "A_FILE"], r"--out .*: not a writable directory"),
     (["list", "things"], r"argument what: invalid choice"),
+    (["run", "vision", "--params", "5"], r"model 'resnet' for task 'digits': cannot fit model 'resnet' to 5 param"),
+    (["run", "vision", "--params", "3q"], r"argument --params: bad parameter count '3q'"),
+    (["run", "vision", "--models", "vit", "--params", "100k", "--model-opt", "dim=32"], r"override"),
+    (["run"], r"run needs a DOMAIN"),
+    (["run", "--config", "EMPTY/none.toml"], r"--config .*none.toml: cannot read it"),
+    (["run", "vision", "--config", "EMPTY/none.toml"], r"give a DOMAIN or --config, not both"),
 ]
 
 
@@ -233,15 +239,274 @@ def test_report_never_averages_seeds_of_different_configs(tmp_path, capsys):
     assert list(df["n_seeds"]) == [1] and list(df["seeds"].astype(str)) == ["0"]
 
 
-def test_a_crash_publishes_finished_cells_then_raises(tmp_path, capsys, monkeypatch):
+def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path, capsys, monkeypatch):
     real_run_cell = cli.run_cell
 
-    def crash_on_second(task, model, seed, config, **kwargs):
+    def crash_on_vit(task, model, seed, config, **kwargs):
         if model == "vit":
             raise RuntimeError("boom")
         return real_run_cell(task, model, seed, config, **kwargs)
 
-    monkeypatch.setattr(cli, "run_cell", crash_on_second)
-    with pytest.raises(RuntimeError, match="boom"):
-        main(["run", "vision", "--seeds", "1", "--steps", "2", "--quiet", "--out", str(tmp_path)])
+    monkeypatch.setattr(cli, "run_cell", crash_on_vit)
+    code, _, err = run(["run", "vision", "--seeds", "1", "--steps", "2", "--quiet", "--out", str(tmp_path)], capsys)
+    assert code == 1 and "1 of 2 cells failed" in err and "digits/vit/seed 0" in err
     assert list(pd.read_csv(tmp_path / "leaderboard_vision.csv")["model"]) == ["resnet"]
+    failed = json.loads((tmp_path / "runs/vision/digits/vit-tiny-seed0.json").read_text())
+    assert failed["status"] == "failed" and failed["reason"] == "RuntimeError: boom" and "boom" in failed["traceback"]
+    # the failed cell is not "done": the next run tries it again
+    monkeypatch.setattr(cli, "run_cell", real_run_cell)
+    code, _, err = run(["run", "vision", "--seeds", "1", "--steps", "2", "--quiet", "--out", str(tmp_path)], capsys)
+    assert code == 0 and "resnet seed 0: already done" in err and "vit seed 0: top1" in err
+
+
+def test_a_diverging_model_fails_with_its_reason(tmp_path, capsys, monkeypatch, clean_registry):
+    @registry.register_model("nan_model", family="baseline", kinds=("classification",))
+    def nan_model(spec, size="tiny"):
+        import torch
+        from torch import nn
+
+        class NaN(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(64, spec["num_classes"])
+
+            def forward(self, x):
+                return self.fc(x.flatten(1)) * torch.tensor(float("nan"))
+        return NaN()
+
+    code, _, err = run(["run", "vision", "--models", "nan_model,resnet", "--seeds", "1", "--steps", "2", "--quiet",
+                        "--out", str(tmp_path)], capsys)
+    assert code == 1
+    record = json.loads((tmp_path / "runs/vision/digits/nan_model-tiny-seed0.json").read_text())
+    assert record["status"] == "failed" and record["reason"].startswith("TrainingDiverged: training loss became nan")
+    assert list(pd.read_csv(tmp_path / "leaderboard_vision.csv")["model"]) == ["resnet"]
+
+
+def test_an_interrupted_sweep_reruns_only_the_missing_cells(tmp_path, capsys, monkeypatch):
+    real_run_cell = cli.run_cell
+    calls = []
+
+    interrupted = []
+
+    def counted(task, model, seed, config, **kwargs):
+        calls.append((model, seed))
+        if len(calls) == 3 and not interrupted:
+            interrupted.append(1)
+            raise KeyboardInterrupt
+        return real_run_cell(task, model, seed, config, **kwargs)
+
+    monkeypatch.setattr(cli, "run_cell", counted)
+    argv = ["run", "vision", "--seeds", "2", "--steps", "2", "--quiet", "--out", str(tmp_path)]
+    assert run(argv, capsys)[0] == 130
+    assert calls == [("resnet", 0), ("resnet", 1), ("vit", 0)]
+    calls.clear()
+    code, _, err = run(argv, capsys)
+    assert code == 0 and calls == [("vit", 0), ("vit", 1)]
+    assert err.count("already done") == 2
+    df = pd.read_csv(tmp_path / "leaderboard_vision.csv")
+    assert sorted(df["model"]) == ["resnet", "vit"] and set(df["n_seeds"]) == {2}
+    calls.clear()
+    assert run([*argv, "--force"], capsys)[0] == 0 and len(calls) == 4          # --force redoes them
+    calls.clear()
+    other = ["run", "vision", "--seeds", "2", "--steps", "3", "--quiet", "--out", str(tmp_path)]  # another config
+    assert run(other, capsys)[0] == 0 and len(calls) == 4
+
+
+def test_a_corrupt_record_is_ignored_and_its_cell_rerun(tmp_path, capsys):
+    argv = ["run", "vision", "--models", "resnet", "--seeds", "1", "--steps", "2", "--quiet", "--out", str(tmp_path)]
+    assert run(argv, capsys)[0] == 0
+    path = tmp_path / "runs/vision/digits/resnet-tiny-seed0.json"
+    path.write_text("{ not json")
+    code, _, err = run(argv, capsys)
+    assert code == 0 and "ignoring unreadable record" in err and "resnet seed 0: top1" in err
+    assert json.loads(path.read_text())["status"] == "ok"
+    (tmp_path / "runs/vision/digits/stray.json").write_text("[1, 2]")     # report skips what is not a record
+    code, out, err = run(["report", "--out", str(tmp_path)], capsys)
+    assert code == 0 and "skipping unreadable record" in err
+
+
+def test_checkpoint_resume_gives_the_uninterrupted_result(tmp_path, monkeypatch):
+    import harness.runner as runner
+    from tasks import create_task
+
+    task = create_task("digits")
+    task.setup()
+    config = runner.RunConfig(epochs=3)
+    whole = runner.run_cell(task, "vit", 0, config, progress=False)
+
+    real_evaluate = runner.evaluate
+    calls = []
+
+    def killed_in_second_validation(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    ckpt = tmp_path / "cell.ckpt"
+    monkeypatch.setattr(runner, "evaluate", killed_in_second_validation)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_cell(task, "vit", 0, config, progress=False, checkpoint=ckpt, checkpoint_every_s=0)
+    assert ckpt.exists()
+    monkeypatch.setattr(runner, "evaluate", real_evaluate)
+    resumed = runner.run_cell(task, "vit", 0, config, progress=False, checkpoint=ckpt, checkpoint_every_s=0)
+    assert resumed["resumed_from_step"] == whole["config"]["steps_per_epoch"]
+    assert resumed["test"] == whole["test"]
+    assert [h["val_top1"] for h in resumed["history"]] == [h["val_top1"] for h in whole["history"]]
+    assert not ckpt.exists()                                              # deleted once the cell finished
+    # a checkpoint of another configuration is not used
+    ckpt.write_bytes(b"not a checkpoint")
+    again = runner.run_cell(task, "vit", 0, runner.RunConfig(steps=2), progress=False, checkpoint=ckpt)
+    assert again["resumed_from_step"] is None
+
+
+def test_sigterm_checkpoints_and_the_rerun_continues(tmp_path):
+    import signal
+    import time
+    argv = [sys.executable, "-m", "harness", "run", "vision", "--models", "vit", "--seeds", "1", "--epochs", "40",
+            "--checkpoint-minutes", "0.0001", "--quiet", "--out", str(tmp_path)]
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ckpt = tmp_path / "runs/vision/digits/vit-tiny-seed0.ckpt"
+    try:
+        deadline = time.time() + 120
+        while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert ckpt.exists() and "saved a checkpoint" in err
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads((tmp_path / "runs/vision/digits/vit-tiny-seed0.json").read_text())
+    assert record["resumed_from_step"] > 0 and not ckpt.exists()
+    assert len(record["history"]) == 40
+
+
+def test_deterministic_flag_gives_identical_results(tmp_path, capsys):
+    import torch
+    results = []
+    for name in ("a", "b"):
+        assert run(["run", "vision", "--models", "resnet", "--seeds", "1", "--steps", "6", "--deterministic",
+                    "--quiet", "--out", str(tmp_path / name)], capsys)[0] == 0
+        results.append(json.loads((tmp_path / name / "runs/vision/digits/resnet-tiny-seed0.json").read_text()))
+    assert results[0]["test"] == results[1]["test"] and results[0]["history"] == [
+        {**h, "train_time_s": results[0]["history"][i]["train_time_s"]} for i, h in enumerate(results[1]["history"])]
+    assert results[0]["config"]["deterministic"] is True
+    assert torch.are_deterministic_algorithms_enabled()
+    assert run(["run", "vision", "--models", "resnet", "--seeds", "1", "--steps", "2", "--quiet",
+                "--out", str(tmp_path / "c")], capsys)[0] == 0
+    assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_params_fits_every_model_and_records_the_fitted_config(tmp_path, capsys):
+    code, _, err = run(["run", "vision", "--params", "60k", "--seeds", "1", "--steps", "2", "--quiet",
+                        "--out", str(tmp_path)], capsys)
+    assert code == 0, err
+    for model in ("resnet", "vit"):
+        r = json.loads((tmp_path / f"runs/vision/digits/{model}-tiny@60k-seed0.json").read_text())
+        assert abs(r["param_count"] - 60_000) <= 6_000 and r["size"] == "tiny@60k"
+        assert r["config"]["params_target"] == 60_000 and r["config"]["fitted"]
+        assert r["config"]["model_options"] == r["config"]["fitted"]
+    assert set(pd.read_csv(tmp_path / "leaderboard_vision.csv")["size"]) == {"tiny@60k"}
+
+
+def test_report_writes_report_md_and_plots(tmp_path, capsys):
+    assert run(["run", "vision", "--seeds", "2", "--steps", "3", "--quiet", "--out", str(tmp_path)], capsys)[0] == 0
+    text = (tmp_path / "REPORT.md").read_text()
+    assert "digits" in text and "vit" in text and "resnet" in text
+    pngs = sorted(p.name for p in (tmp_path / "plots").glob("*.png"))
+    assert {"vision_digits_params.png", "vision_digits_time.png", "vision_digits_curves.png"} <= set(pngs)
+    (tmp_path / "REPORT.md").unlink()
+    code, out, _ = run(["report", "--out", str(tmp_path)], capsys)
+    assert code == 0 and (tmp_path / "REPORT.md").exists() and "REPORT.md" in out
+    df = pd.read_csv(tmp_path / "leaderboard_vision.csv")
+    assert {"metric_ci95", "metric_ci_low", "metric_ci_high", "rank_tie", "flops_per_sample",
+            "peak_mem_mb"} <= set(df.columns)
+    assert df["metric_ci95"].notna().all() and (df["flops_per_sample"] > 0).all()
+
+
+def test_cost_columns_are_recorded(tmp_path, capsys):
+    assert run(["run", "vision", "--seeds", "1", "--steps", "2", "--quiet", "--out", str(tmp_path)], capsys)[0] == 0
+    for model in ("resnet", "vit"):
+        r = json.loads((tmp_path / f"runs/vision/digits/{model}-tiny-seed0.json").read_text())
+        assert r["train_flops_per_sample"] > 2 * r["flops_per_sample"] > 0       # backward ~ 2x forward
+        assert r["infer_samples_per_sec"] > 0 and r["peak_mem_mb"] > 10
+        assert r["target"] == 0.95 and r["time_to_target_s"] is None             # 2 steps: not reached
+
+
+def test_lstm_flops_are_counted():
+    import torch
+    from harness.runner import _lstm_flops
+    lstm = torch.nn.LSTM(10, 20, num_layers=2, bidirectional=True, batch_first=True)
+    tally, handles = _lstm_flops(lstm)
+    lstm(torch.randn(3, 7, 10))
+    for h in handles:
+        h.remove()
+    per_step = 2 * 4 * 20 * ((10 + 20) + (40 + 20)) * 2
+    assert tally[0] == per_step * 3 * 7
+
+
+SUITE = """
+[[run]]
+domain = "vision"
+models = ["resnet"]
+seeds = 1
+steps = 2
+
+[[run]]
+domain = "vision"
+models = ["vit"]
+seeds = 1
+steps = 2
+model_opt = {depth = 1}
+"""
+
+
+def test_suite_file_runs_its_tables_in_order(tmp_path, capsys):
+    suite = tmp_path / "suite.toml"
+    suite.write_text(SUITE)
+    code, _, err = run(["run", "--config", str(suite), "--out", str(tmp_path / "res"), "--quiet"], capsys)
+    assert code == 0, err
+    df = pd.read_csv(tmp_path / "res" / "leaderboard_vision.csv")
+    assert sorted(df["model"]) == ["resnet", "vit"]
+    vit = json.loads((tmp_path / "res/runs/vision/digits/vit-tiny-seed0.json").read_text())
+    assert vit["config"]["model_options"] == {"depth": 1} and vit["config"]["total_steps"] == 2
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[[run]\ndomain = 'vision'", "not valid TOML"),
+    ("title = 'no runs'", r"expected one or more \[\[run\]\] tables"),
+    ("[[run]]\ndomain = 'vision'\nepochz = 3", r"unknown key\(s\) epochz; accepted: "),
+    ("[[run]]\nmodels = ['vit']", "has no domain"),
+    ("[[run]]\ndomain = 'visoin'", "unknown domain 'visoin'"),
+])
+def test_bad_suite_files_are_one_line_errors(text, message, tmp_path, capsys):
+    suite = tmp_path / "suite.toml"
+    suite.write_text(text)
+    code, _, err = run(["run", "--config", str(suite), "--out", str(tmp_path / "res")], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and re.search(message, err), err
+
+
+def test_shipped_suites_parse_and_cover_every_domain():
+    import tasks
+    suites = sorted((ROOT / "suites").glob("*.toml"))
+    names = {p.stem for p in suites}
+    assert set(tasks.list_domains()) | {"all"} <= names
+    parser = cli.build_parser()
+    for path in suites:
+        for argv in cli.suite_runs(path):
+            args = parser.parse_args(["run", *argv])
+            assert args.domain in tasks.list_domains(), path
+    assert {a[0] for a in cli.suite_runs(ROOT / "suites" / "all.toml")} == set(tasks.list_domains())
+
+
+def test_two_runs_sharing_an_output_folder_keep_both_rows(tmp_path):
+    procs = [subprocess.Popen([sys.executable, "-m", "harness", "run", "vision", "--models", model, "--seeds", "1",
+                               "--steps", "2", "--quiet", "--out", str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for model in ("resnet", "vit")]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    assert sorted(pd.read_csv(tmp_path / "leaderboard_vision.csv")["model"]) == ["resnet", "vit"]

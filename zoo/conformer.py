@@ -314,7 +314,8 @@ CONFORMER_PRESETS: dict[str, dict[str, Any]] = {
 
 
 @register_model("conformer", family="transformer", kinds=("classification", "transcription"),
-                modalities=("audio",), lr=1e-3, weight_decay=1e-3)
+                modalities=("audio",), lr=1e-3, weight_decay=1e-3, presets=CONFORMER_PRESETS, width="d_model",
+                width_multiple="num_heads", width_scales=("ffn_dim", "subsampling_channels"))
 def conformer(spec: dict[str, Any], size: str = "tiny", **overrides: Any) -> nn.Module:
     """Conformer (Gulati et al. 2020): conv subsampling, Macaron FFN + relative-position MHSA + conv blocks."""
     cfg = resolve_config(CONFORMER_PRESETS, size, overrides)

@@ -192,7 +192,8 @@ def trajectory_spec(spec: dict[str, Any]) -> dict[str, Any]:
 # steps over 100k updates. Our CPU budget is a few thousand steps, shorter than that warm-up alone, and
 # at lr 1e-4 such a short run would stop far from convergence; these 3-layer models (64-128 wide) take a
 # ten times larger step (the overfit test trains the DT at 3e-3). Weight decay stays the official 1e-4.
-@register_model("decision_transformer", family="transformer", kinds=("offline_rl",), lr=1e-3, weight_decay=1e-4)
+@register_model("decision_transformer", family="transformer", kinds=("offline_rl",), lr=1e-3, weight_decay=1e-4,
+                presets=DT_PRESETS, width="hidden_dim", width_multiple="num_heads", width_scales=("mlp_dim",))
 def decision_transformer(spec: dict[str, Any], size: str = "tiny", **overrides: Any) -> DecisionTransformer:
     """Decision Transformer (Chen et al. 2021): return-conditioned GPT over (R, s, a) tokens."""
     cfg = resolve_config(DT_PRESETS, size, overrides)

@@ -207,7 +207,8 @@ GPT_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-@register_model("transformer", family="transformer", kinds=("seq2seq",), lr=2e-3, weight_decay=0.01)
+@register_model("transformer", family="transformer", kinds=("seq2seq",), lr=2e-3, weight_decay=0.01,
+                presets=TRANSFORMER_PRESETS, width="dim", width_multiple="num_heads", width_scales=("mlp_dim",))
 def transformer(spec: dict[str, Any], size: str = "tiny", **overrides: Any) -> EncoderDecoderTransformer:
     """Encoder-decoder Transformer (Vaswani et al. 2017): sinusoidal positions, cached decoding."""
     cfg = resolve_config(TRANSFORMER_PRESETS, size, overrides)
@@ -218,7 +219,8 @@ def transformer(spec: dict[str, Any], size: str = "tiny", **overrides: Any) -> E
                                      pad_id=spec["pad_id"], bos_id=spec["bos_id"], eos_id=spec["eos_id"], **cfg)
 
 
-@register_model("gpt", family="transformer", kinds=("language_modeling",), lr=2e-3, weight_decay=0.1)
+@register_model("gpt", family="transformer", kinds=("language_modeling",), lr=2e-3, weight_decay=0.1,
+                presets=GPT_PRESETS, width="dim", width_multiple="num_heads")
 def gpt(spec: dict[str, Any], size: str = "tiny", **overrides: Any) -> GPT:
     """Decoder-only Transformer LM (GPT-2 / nanoGPT): learned positions, pre-norm, tied head."""
     cfg = resolve_config(GPT_PRESETS, size, overrides)

@@ -113,7 +113,8 @@ def auto_patch_size(image_size: int, tokens: int) -> int:
     return min(divisors, key=lambda p: (abs(p - image_size / tokens), p))
 
 
-@register_model("vit", family="transformer", kinds=("classification",), modalities=("image",), lr=3e-3, weight_decay=0.05)
+@register_model("vit", family="transformer", kinds=("classification",), modalities=("image",), lr=3e-3, weight_decay=0.05,
+                presets=VIT_PRESETS, width="dim", width_multiple="num_heads", width_scales=("mlp_dim",))
 def vit(spec: dict[str, Any], size: str = "tiny", **overrides: Any) -> VisionTransformer:
     """Vision Transformer: patch embedding, class token, learned positions, pre-norm encoder."""
     cfg = resolve_config(VIT_PRESETS, size, overrides)

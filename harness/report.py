@@ -1,0 +1,366 @@
+"""Cell records -> results/REPORT.md and results/plots/*.png: the fair comparison, read at a glance.
+
+``write_report(records, out)`` writes ``out/REPORT.md`` with
+
+- a transformer-vs-baseline summary: per task the best transformer and the best baseline (by mean
+  over seeds), their metric as mean +- the 95% confidence half-width, the winner, the difference
+  (absolute, and relative to the loser's... no: relative to the baseline's mean), whether the two 95%
+  intervals overlap (a statistical tie), then the count "transformers win X of Y tasks";
+- per domain, the leaderboard table (``leaderboard.to_markdown``, plus the cost columns that the
+  records carry), and per task three plots under ``out/plots/``:
+  ``<domain>_<task>_params.png`` (metric vs parameters, log x), ``<domain>_<task>_time.png`` (metric
+  vs training time) with the Pareto front of (metric, cost) marked and 95% error bars where a model
+  has several seeds, and ``<domain>_<task>_curves.png`` (validation headline metric vs epoch, mean
+  over seeds with a min..max band).
+
+Figures are built with ``matplotlib.figure.Figure`` (no pyplot, so no global backend or figure
+registry is touched) and saved as PNG by the Agg renderer. Every file is written atomically.
+Records of older runs (no cost fields, no history) and single seeds are handled: what is missing is
+left out and said so.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib import ticker
+from matplotlib.figure import Figure
+
+from . import leaderboard
+from .records import atomic_file, atomic_write_text, read_records
+
+FAMILY_STYLE = {  # family -> (colour, marker, line style)
+    "transformer": ("tab:blue", "o", "-"),
+    "baseline": ("tab:orange", "s", "--"),
+}
+OTHER_STYLE = ("tab:gray", "^", ":")
+FAMILY_PALETTE = {  # learning curves: one colour per model, from its family's shades
+    "transformer": ["tab:blue", "tab:cyan", "tab:purple", "navy", "tab:green"],
+    "baseline": ["tab:orange", "tab:red", "tab:brown", "goldenrod", "tab:pink"],
+}
+METRIC_UNITS = {  # optional words that say what a well-known metric measures
+    "top1": "accuracy", "top5": "top-5 accuracy", "exact_match": "exact-match rate", "wer": "word error rate",
+    "cer": "character error rate", "bpc": "bits per character", "normalized_return": "% of expert return",
+}
+REPORT_COLUMNS = ["task", "rank", "model", "family", "size", "metric", "metric_mean", "metric_std", "metric_ci95", "n_seeds",
+                  "param_count", "flops_per_sample", "train_time_s", "infer_samples_per_sec", "peak_mem_mb",
+                  "time_to_target_s"]
+OPTIONAL_COLUMNS = {"metric_std", "metric_ci95", *leaderboard.COST}  # shown only where some row has a value
+DPI = 120
+
+
+# ------------------------------------------------------------------------------------ the numbers
+
+def pareto_front(metric: Any, cost: Any, higher_is_better: bool) -> list[bool]:
+    """For each point, whether it is on the Pareto front of (metric, cost): no other point has a cost
+    <= its cost and a metric at least as good, with one of the two strictly better. Cost is always
+    lower-is-better; the metric's direction is ``higher_is_better``. Points with a NaN never are."""
+    m = np.asarray(metric, dtype=float) * (1.0 if higher_is_better else -1.0)  # larger = better
+    c = np.asarray(cost, dtype=float)
+    ok = np.isfinite(m) & np.isfinite(c)
+    front = []
+    for i in range(len(m)):
+        if not ok[i]:
+            front.append(False)
+            continue
+        dominated = ok & (c <= c[i]) & (m >= m[i]) & ((c < c[i]) | (m > m[i]))
+        front.append(not bool(dominated.any()))
+    return front
+
+
+def compare(task_rows: pd.DataFrame) -> dict[str, Any] | None:
+    """The best transformer against the best baseline of one task (rows of one leaderboard task), or
+    None when the task lacks one of the two. 'winner' is 'transformer', 'baseline' or 'tie' (equal
+    means); 'within_ci' is True when both have a 95% interval and they overlap, None when either has
+    a single seed (no interval), else False."""
+    def best(family: str) -> pd.Series | None:
+        rows = task_rows[(task_rows["family"] == family) & task_rows["metric_mean"].notna()]
+        return None if rows.empty else rows.sort_values(["rank", "model"]).iloc[0]
+
+    t, b = best("transformer"), best("baseline")
+    if t is None or b is None:
+        return None
+    higher = bool(t["higher_is_better"])
+    diff = float(t["metric_mean"]) - float(b["metric_mean"])  # transformer - baseline
+    better = diff if higher else -diff  # > 0: the transformer is better
+    winner = "transformer" if better > 0 else "baseline" if better < 0 else "tie"
+    has_ci = all(math.isfinite(_float(r["metric_ci95"])) for r in (t, b))
+    within = (leaderboard.intervals_overlap(_float(t["metric_ci_low"]), _float(t["metric_ci_high"]),
+                                            _float(b["metric_ci_low"]), _float(b["metric_ci_high"]))
+              if has_ci else None)
+    base = abs(float(b["metric_mean"]))
+    return {"domain": t["domain"], "task": t["task"], "metric": t["metric"], "higher_is_better": higher,
+            "transformer": t, "baseline": b, "winner": winner, "margin": abs(diff),
+            "relative": abs(diff) / base if base > 0 else math.nan, "within_ci": within}
+
+
+def summary(board: pd.DataFrame) -> list[dict[str, Any]]:
+    """compare() for every task of the leaderboard that has both a transformer and a baseline."""
+    out = []
+    for _, rows in board.groupby(["domain", "task"], sort=True):
+        c = compare(rows)
+        if c is not None:
+            out.append(c)
+    return out
+
+
+def summary_lines(comparisons: list[dict[str, Any]]) -> list[str]:
+    """The summary section: a table with one line per task, then the count."""
+    if not comparisons:
+        return ["No task has both a transformer and a baseline yet."]
+    lines = ["| domain | task | metric | best transformer | best baseline | winner | by (abs) | by (rel) "
+             "| within 95% CIs |", "|---|---|---|---|---|---|---|---|---|"]
+    for c in comparisons:
+        t, b = c["transformer"], c["baseline"]
+        within = {True: "yes: tie", False: "no", None: "n/a (1 seed)"}[c["within_ci"]]
+        rel = "-" if math.isnan(c["relative"]) else f"{100 * c['relative']:.1f}%"
+        lines.append(f"| {c['domain']} | {c['task']} | {c['metric']} ({_direction(c['higher_is_better'])}) "
+                     f"| {t['model']} {_pm(t)} | {b['model']} {_pm(b)} | {c['winner']} | {c['margin']:.4f} "
+                     f"| {rel} | {within} |")
+    n = len(comparisons)
+    wins = {w: sum(c["winner"] == w for c in comparisons) for w in ("transformer", "baseline", "tie")}
+    ties = sum(c["within_ci"] is True for c in comparisons)
+    clear = {w: sum(c["winner"] == w and c["within_ci"] is False for c in comparisons)
+             for w in ("transformer", "baseline")}
+    single = sum(c["within_ci"] is None for c in comparisons)
+    lines += ["", f"**Transformers win {wins['transformer']} of {n} tasks**; baselines win {wins['baseline']}, "
+                  f"equal means {wins['tie']} (by mean over seeds).",
+              f"Within the 95% intervals (statistical ties): {ties} of {n}; clear wins (intervals apart): "
+              f"transformers {clear['transformer']}, baselines {clear['baseline']}; "
+              f"{single} of {n} tasks have a single seed for at least one side, so no interval."]
+    return lines
+
+
+# ------------------------------------------------------------------------------------ the figures
+
+def metric_label(metric: str, higher_is_better: bool, split: str = "test") -> str:
+    """E.g. 'test top1 (accuracy, higher is better)', 'validation wer (word error rate, lower is better)'."""
+    words = [METRIC_UNITS[metric]] if metric in METRIC_UNITS else []
+    return f"{split} {metric} ({', '.join(words + [_direction(higher_is_better)])})"
+
+
+COST_LABELS = {"param_count": "parameters", "train_time_s": "training time (s)",
+               "flops_per_sample": "forward FLOPs per sample", "peak_mem_mb": "peak memory (MB)"}
+
+
+def plot_metric_vs_cost(rows: pd.DataFrame, cost: str) -> Figure | None:
+    """One task's leaderboard rows: the headline test metric against ``cost`` (a column), one point per
+    model coloured and shaped by family, 95% error bars where n > 1, the Pareto front as a step line
+    through ringed points. None when no row has both numbers."""
+    rows = rows[pd.to_numeric(rows[cost], errors="coerce").notna() & rows["metric_mean"].notna()]
+    if rows.empty:
+        return None
+    task, metric, higher = rows["task"].iloc[0], rows["metric"].iloc[0], bool(rows["higher_is_better"].iloc[0])
+    x = pd.to_numeric(rows[cost]).to_numpy(float)
+    y = rows["metric_mean"].to_numpy(float)
+    ci = pd.to_numeric(rows["metric_ci95"], errors="coerce").to_numpy(float)
+    front = np.array(pareto_front(y, x, higher))
+    labels = _labels(rows)
+    fig = Figure(figsize=(6.4, 4.4))
+    ax = fig.add_subplot()
+    seen: set[str] = set()
+    for i, family in enumerate(rows["family"]):
+        colour, marker, _ = FAMILY_STYLE.get(family, OTHER_STYLE)
+        ax.errorbar(x[i], y[i], yerr=ci[i] if math.isfinite(ci[i]) else None, fmt=marker, color=colour,
+                    markersize=8, capsize=4, label=None if family in seen else family, zorder=3)
+        seen.add(family)
+        ax.annotate(labels[i], (x[i], y[i]), textcoords="offset points", xytext=(6, 5), fontsize=8)
+    if front.any():
+        order = np.argsort(x[front])
+        fx, fy = x[front][order], y[front][order]
+        ax.step(fx, fy, where="post", color="black", linestyle=":", linewidth=1, zorder=2)
+        ax.scatter(fx, fy, s=220, facecolors="none", edgecolors="black", linewidths=1.2, zorder=4,
+                   label="Pareto front")
+    if (x > 0).all() and (cost == "param_count" or x.max() / x.min() > 20):
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: _human(v)))
+        if x.max() / x.min() < 10:  # under a decade: a few plain ticks, not 1.36x10^5
+            ax.xaxis.set_major_locator(ticker.MaxNLocator(5))
+            ax.xaxis.set_minor_locator(ticker.NullLocator())
+    ax.set_xlabel(COST_LABELS.get(cost, cost) + (" (log scale)" if ax.get_xscale() == "log" else ""))
+    ax.set_ylabel(metric_label(metric, higher))
+    n = rows["n_seeds"].astype(int)
+    seeds = f"{n.min()} seed{'s' if n.min() > 1 else ''}" if n.min() == n.max() else f"{n.min()}..{n.max()} seeds"
+    ax.set_title(f"{task}: {metric} vs {COST_LABELS.get(cost, cost)}\n({seeds} per model; bars: 95% CI where n > 1)",
+                 fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.margins(x=0.15, y=0.15)
+    ax.legend(fontsize=8, loc="best")
+    return fig
+
+
+def plot_learning_curves(records: list[dict[str, Any]]) -> Figure | None:
+    """One task's records: the validation headline metric against epoch (step where a history has no
+    epochs), one line per model (mean over seeds) with a min..max band over seeds; solid lines for
+    transformers, dashed for baselines. None when no record has a validation history."""
+    curves = _curves(records)
+    if not curves:
+        return None
+    r0 = records[0]
+    metric, higher = r0["metric"], bool(r0["higher_is_better"])
+    x_name = "epoch" if all(c["x_name"] == "epoch" for c in curves) else "step"
+    fig = Figure(figsize=(6.4, 4.4))
+    ax = fig.add_subplot()
+    used = {family: 0 for family in FAMILY_PALETTE}
+    for c in curves:
+        palette = FAMILY_PALETTE.get(c["family"], [OTHER_STYLE[0]])
+        colour = palette[used.get(c["family"], 0) % len(palette)]
+        used[c["family"]] = used.get(c["family"], 0) + 1
+        _, marker, style = FAMILY_STYLE.get(c["family"], OTHER_STYLE)
+        g = c["frame"].groupby(x_name)["y"].agg(["mean", "min", "max", "count"]).sort_index()
+        xs = g.index.to_numpy(float)
+        ax.plot(xs, g["mean"], linestyle=style, marker=marker, markersize=3 if len(xs) > 15 else 5, color=colour,
+                label=f"{c['label']} ({c['family']}, n={c['n']})")
+        if c["n"] > 1:
+            ax.fill_between(xs, g["min"], g["max"], color=colour, alpha=0.18, linewidth=0)
+    target = next((r["target"] for r in records if r.get("target") is not None), None)
+    if isinstance(target, (int, float)) and not isinstance(target, bool) and math.isfinite(target):
+        ax.axhline(target, color="gray", linestyle=":", linewidth=1, label=f"target {target:g}")
+    ax.set_xlabel(x_name if x_name == "step" else "epoch (passes over the training data)")
+    ax.set_ylabel(metric_label(metric, higher, split="validation"))
+    ax.set_title(f"{r0['task']}: validation {metric} during training\n(line: mean over seeds; band: min..max)",
+                 fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    return fig
+
+
+def save_png(fig: Figure, path: Path) -> Path:
+    """Save ``fig`` as PNG atomically (records.atomic_file)."""
+    try:
+        with atomic_file(path, "wb") as f:
+            fig.savefig(f, format="png", dpi=DPI, bbox_inches="tight")
+    finally:
+        fig.clear()  # a pyplot-free Figure is freed with its last reference; clearing drops artists now
+    return path
+
+
+# ------------------------------------------------------------------------------------- the report
+
+def write_report(records: list[dict[str, Any]], out: Path) -> Path:
+    """Write ``out/REPORT.md`` and its plots under ``out/plots/`` from cell records (any domains, any
+    number of seeds, old or new); return the path of REPORT.md."""
+    out = Path(out)
+    ok = leaderboard.latest_config([r for r in records if r.get("status") == "ok"])
+    board = leaderboard.aggregate(ok)
+    lines = ["# attention-zoo report", ""]
+    if board.empty:
+        lines += ["No successful cell records yet: run `python -m harness run DOMAIN` first.", ""]
+        return _write_md(out, lines)
+    finished = max((str(r.get("finished", "")) for r in ok), default="")
+    lines += [f"{len(ok)} cell records, {board['domain'].nunique()} domain(s), {len(board)} leaderboard rows; "
+              f"latest cell finished {finished} (UTC).", "",
+              "How to read: metric values are test-set means over seeds (`±` = half-width of the 95% confidence "
+              "interval, Student t); a rank shown as `=N` overlaps another model's interval (a statistical tie); "
+              "one seed gives no interval. Models on the Pareto front (ringed) are those that no other model "
+              "beats in both metric and cost.", "",
+              "## Transformers vs baselines", "", *summary_lines(summary(board)), ""]
+    for domain, domain_rows in board.groupby("domain", sort=True):
+        lines += [f"## {domain}", "", leaderboard.to_markdown(domain_rows, _columns(domain_rows)), ""]
+        if leaderboard.has_ties(domain_rows):
+            lines += [leaderboard.TIE_NOTE, ""]
+        for task, rows in domain_rows.groupby("task", sort=True):
+            lines += [f"### {domain} / {task}", ""]
+            task_records = [r for r in ok if r["domain"] == domain and r["task"] == task]
+            figures = {
+                "params": (plot_metric_vs_cost(rows, "param_count"), "metric vs parameters"),
+                "time": (plot_metric_vs_cost(rows, "train_time_s"), "metric vs training time"),
+                "curves": (plot_learning_curves(task_records), "validation learning curves"),
+            }
+            for kind, (fig, alt) in figures.items():
+                if fig is None:
+                    lines.append(f"- {alt}: nothing to plot (no {'validation history' if kind == 'curves' else 'values'}"
+                                 " in the records)")
+                    continue
+                name = f"{_slug(domain)}_{_slug(task)}_{kind}.png"
+                save_png(fig, out / "plots" / name)
+                lines.append(f"![{task}: {alt}](plots/{name})")
+            front = rows[pareto_front(rows["metric_mean"], rows["param_count"], bool(rows["higher_is_better"].iloc[0]))]
+            lines += ["", f"Pareto front in (metric, parameters): {', '.join(_labels(front)) or '-'}.", ""]
+    return _write_md(out, lines)
+
+
+def write_report_from(out: Path) -> Path | None:
+    """``write_report`` over every record under ``out/runs``; None (nothing written) when there is none."""
+    records = read_records(Path(out) / "runs")
+    return write_report(records, out) if records else None
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+def _write_md(out: Path, lines: list[str]) -> Path:
+    path = out / "REPORT.md"
+    atomic_write_text(path, "\n".join(lines).rstrip() + "\n")
+    return path
+
+
+def _columns(rows: pd.DataFrame) -> list[str]:
+    return [c for c in REPORT_COLUMNS if c in rows.columns
+            and (c not in OPTIONAL_COLUMNS or pd.to_numeric(rows[c], errors="coerce").notna().any())]
+
+
+def _curves(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (model, size): a frame of (seed, epoch, step, y) from the records' histories."""
+    key = f"val_{records[0]['metric']}" if records else ""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in records:
+        groups.setdefault((r["model"], r["size"]), []).append(r)
+    sizes = {size for _, size in groups}
+    curves = []
+    for (model, size), recs in sorted(groups.items()):
+        points = [{"seed": r["seed"], "epoch": h.get("epoch"), "step": h.get("step"), "y": h[key]}
+                  for r in recs for h in (r.get("history") or []) if _finite(h.get(key))]
+        if not points:
+            continue
+        frame = pd.DataFrame(points)
+        x_name = "epoch" if frame["epoch"].notna().all() else "step"
+        if frame[x_name].isna().any():
+            continue
+        frame = frame.assign(**{x_name: frame[x_name].astype(float).round(6)})
+        curves.append({"label": model if len(sizes) == 1 else f"{model} ({size})", "family": recs[0].get("family"),
+                       "n": frame["seed"].nunique(), "frame": frame, "x_name": x_name})
+    return curves
+
+
+def _labels(rows: pd.DataFrame) -> list[str]:
+    multi = rows["size"].nunique() > 1
+    return [f"{m} ({s})" if multi else str(m) for m, s in zip(rows["model"], rows["size"])]
+
+
+def _pm(row: pd.Series) -> str:
+    half = _float(row["metric_ci95"])
+    mean = float(row["metric_mean"])
+    n = int(row["n_seeds"])
+    return f"{mean:.4f} ± {half:.4f} (n={n})" if math.isfinite(half) else f"{mean:.4f} (n={n})"
+
+
+def _direction(higher_is_better: bool) -> str:
+    return "higher is better" if higher_is_better else "lower is better"
+
+
+def _float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _human(value: float) -> str:
+    """136000 -> '136k', 1.2e6 -> '1.2M'."""
+    for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name))

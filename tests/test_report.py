@@ -1,0 +1,258 @@
+"""Uncertainty in the leaderboard (Student t intervals, ties), cost columns, Pareto fronts, REPORT.md
+and its plots. Hand-made records only: no training, a few seconds in all."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness import leaderboard, report
+
+T_975_2 = 4.302653  # t_{0.975} with 2 degrees of freedom
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def record(task="digits", model="vit", seed=0, value=0.9, *, domain="vision", family=None, metric="top1",
+           higher=True, params=100_000, time_s=10.0, history=None, **extra):
+    """A minimal successful cell record, as harness.runner writes it (older runs: no cost fields)."""
+    family = family or ("transformer" if model in ("vit", "gpt", "transformer") else "baseline")
+    if history is None:
+        history = [{"step": 10 * e, "epoch": float(e), "train_loss": 1.0 / e, f"val_{metric}": value * e / 3}
+                   for e in (1, 2, 3)]
+    cfg = {"total_steps": 30, "epochs": 3.0, "batch_size": 8, "lr": 1e-3, "weight_decay": 0.0}
+    return {"domain": domain, "task": task, "model": model, "family": family, "size": "tiny", "seed": seed,
+            "status": "ok", "metric": metric, "metric_value": value, "higher_is_better": higher,
+            "test": {metric: value, "loss": 0.5}, "history": history, "param_count": params,
+            "train_time_s": time_s, "train_samples_per_sec": 100.0, "backend": "sdpa", "precision": "fp32",
+            "config": cfg, "config_hash": f"h-{task}-{model}", "device": "cpu", "device_name": "test cpu",
+            "torch_version": "2.x", "git_commit": "abc", "finished": f"2026-01-01T00:00:0{seed}+00:00", **extra}
+
+
+def seeds(values, **kw):
+    return [record(seed=i, value=v, **kw) for i, v in enumerate(values)]
+
+
+def row(df, model):
+    return df.set_index("model").loc[model]
+
+
+# ----------------------------------------------------------------------------- confidence intervals
+
+def test_ci95_matches_a_hand_computation():
+    values = [0.90, 0.92, 0.97]
+    mean = sum(values) / 3
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / 2)  # ddof = 1
+    half = T_975_2 * std / math.sqrt(3)
+    df = leaderboard.aggregate(seeds(values, model="vit"))
+    r = row(df, "vit")
+    assert r["n_seeds"] == 3
+    assert r["metric_std"] == pytest.approx(std, rel=1e-9)
+    assert r["metric_ci95"] == pytest.approx(half, rel=1e-6)
+    assert r["metric_ci_low"] == pytest.approx(mean - half, rel=1e-6)
+    assert r["metric_ci_high"] == pytest.approx(mean + half, rel=1e-6)
+    assert leaderboard.ci95(std, 3) == pytest.approx(half, rel=1e-6)
+
+
+def test_one_seed_has_no_interval():
+    r = row(leaderboard.aggregate(seeds([0.9], model="vit")), "vit")
+    assert math.isnan(r["metric_ci95"]) and math.isnan(r["metric_ci_low"]) and math.isnan(r["metric_ci_high"])
+    assert math.isnan(leaderboard.ci95(0.1, 1)) and math.isnan(leaderboard.ci95(float("nan"), 3))
+
+
+# ------------------------------------------------------------------------------------------- ties
+
+def test_overlapping_intervals_are_a_tie_and_shown_as_equals_rank(tmp_path):
+    records = (seeds([0.90, 0.93, 0.96], model="vit") + seeds([0.89, 0.92, 0.95], model="resnet")
+               + seeds([0.50, 0.51, 0.52], model="cnn"))
+    df = leaderboard.aggregate(records)
+    assert list(df["model"]) == ["vit", "resnet", "cnn"] and list(df["rank"]) == [1, 2, 3]
+    assert list(df["rank_tie"]) == [True, True, False]
+    md = leaderboard.to_markdown(df)
+    assert "| =1 | vit |" in md and "| =2 | resnet |" in md and "| 3 | cnn |" in md
+    assert "=1" in leaderboard.to_text(df).splitlines()[2]
+    leaderboard.write(df, tmp_path / "board.csv")
+    back = pd.read_csv(tmp_path / "board.csv")
+    assert back["rank"].dtype.kind == "i" and list(back["rank"]) == [1, 2, 3]  # rank stays numeric
+    assert list(back["rank_tie"]) == [True, True, False]
+    assert leaderboard.TIE_NOTE in (tmp_path / "board.md").read_text()
+
+
+def test_separate_intervals_are_no_tie():
+    df = leaderboard.aggregate(seeds([0.98, 0.99, 0.985], model="vit") + seeds([0.90, 0.91, 0.905], model="resnet"))
+    assert not df["rank_tie"].any()
+    assert "=" not in leaderboard.to_markdown(df)
+
+
+def test_tie_with_any_model_of_the_task_not_only_the_next():
+    # A [0.80, 1.00] overlaps C [0.66, 0.84] although B [0.87, 0.93] sits between them
+    lo_hi = {"A": (0.80, 1.00), "B": (0.87, 0.93), "C": (0.66, 0.84), "D": (0.10, 0.20)}
+    flags = leaderboard.ties([v[0] for v in lo_hi.values()], [v[1] for v in lo_hi.values()])
+    assert flags == [True, True, True, False]
+
+
+def test_one_seed_is_never_marked_tied():
+    df = leaderboard.aggregate(seeds([0.90], model="vit") + seeds([0.90], model="resnet"))
+    assert list(df["rank"]) == [1, 1]  # equal means still share the rank
+    assert not df["rank_tie"].any()
+    mixed = leaderboard.aggregate(seeds([0.90], model="vit") + seeds([0.80, 0.90, 1.0], model="resnet"))
+    assert not mixed["rank_tie"].any()  # an interval against a single seed: no interval to overlap
+    assert not leaderboard.intervals_overlap(0.9, 0.9, float("nan"), float("nan"))
+
+
+def test_old_leaderboard_csv_merges_and_gains_intervals(tmp_path):
+    old_columns = ["domain", "task", "model", "family", "size", "rank", "metric", "higher_is_better", "metric_mean",
+                   "metric_std", "n_seeds", "seeds", "param_count", "train_time_s", "train_samples_per_sec"]
+    path = tmp_path / "leaderboard_vision.csv"
+    pd.DataFrame([["vision", "digits", "resnet", "baseline", "tiny", 1, "top1", True, 0.9852, 0.0032, 3, "0 1 2",
+                   146244, 8.7, 900.0]], columns=old_columns).to_csv(path, index=False)
+    merged = leaderboard.merge(leaderboard.read_csv(path), leaderboard.aggregate(seeds([0.95, 0.96, 0.97])))
+    assert list(merged.columns[:len(leaderboard.COLUMNS)]) == leaderboard.COLUMNS
+    assert sorted(merged["model"]) == ["resnet", "vit"]
+    assert row(merged, "resnet")["metric_ci95"] == pytest.approx(T_975_2 * 0.0032 / math.sqrt(3), rel=1e-6)
+    assert math.isnan(row(merged, "resnet")["flops_per_sample"])
+
+
+# ------------------------------------------------------------------------------------------- costs
+
+def test_cost_fields_are_averaged_over_seeds_and_empty_when_absent():
+    cost = [dict(flops_per_sample=1e6, train_flops_per_sample=3e6, infer_samples_per_sec=500.0, peak_mem_mb=10.0,
+                 time_to_target_s=4.0),
+            dict(flops_per_sample=1e6, train_flops_per_sample=3e6, infer_samples_per_sec=700.0, peak_mem_mb=14.0,
+                 time_to_target_s=6.0)]
+    never = [dict(flops_per_sample=2e6, time_to_target_s=5.0), dict(flops_per_sample=2e6, time_to_target_s=None)]
+    records = ([record(model="vit", seed=i, **c) for i, c in enumerate(cost)]
+               + [record(model="resnet", seed=i, **c) for i, c in enumerate(never)]
+               + seeds([0.5, 0.6], model="mlp"))  # an older run: no cost fields at all
+    df = leaderboard.aggregate(records)
+    vit, resnet, mlp = row(df, "vit"), row(df, "resnet"), row(df, "mlp")
+    assert vit["flops_per_sample"] == 1e6 and vit["train_flops_per_sample"] == 3e6
+    assert vit["infer_samples_per_sec"] == 600.0 and vit["peak_mem_mb"] == 12.0 and vit["time_to_target_s"] == 5.0
+    assert resnet["flops_per_sample"] == 2e6 and math.isnan(resnet["time_to_target_s"])  # one seed never got there
+    assert all(math.isnan(mlp[c]) for c in leaderboard.COST)
+    assert set(leaderboard.COST) <= set(leaderboard.COLUMNS)
+
+
+# ------------------------------------------------------------------------------------------ Pareto
+
+def test_pareto_front_higher_is_better():
+    metric = [0.90, 0.80, 0.95, 0.85, 0.90, float("nan")]
+    cost = [10, 5, 20, 30, 12, 1]
+    # 0.85@30 is beaten by 0.90@10; 0.90@12 by 0.90@10 (same metric, cheaper); NaN is never on the front
+    assert report.pareto_front(metric, cost, True) == [True, True, True, False, False, False]
+
+
+def test_pareto_front_lower_is_better():
+    metric = [2.0, 1.5, 1.8, 1.2, 1.9, 1.2]
+    cost = [1, 3, 2, 4, 2.5, 4]
+    # 1.9@2.5 is beaten by 1.8@2; the two identical 1.2@4 points do not beat each other
+    assert report.pareto_front(metric, cost, False) == [True, True, True, True, False, True]
+    # read as higher-is-better, 2.0 at the lowest cost beats every other point
+    assert report.pareto_front(metric, cost, True) == [True, False, False, False, False, False]
+
+
+# ------------------------------------------------------------------------------------------ figures
+
+def test_metric_vs_cost_figure_has_labels_log_axis_error_bars_and_front():
+    df = leaderboard.aggregate(seeds([0.90, 0.93, 0.96], model="vit", params=90_000)
+                               + seeds([0.80], model="resnet", params=200_000))
+    fig = report.plot_metric_vs_cost(df, "param_count")
+    ax = fig.axes[0]
+    assert "parameters" in ax.get_xlabel() and ax.get_xscale() == "log"
+    assert ax.get_ylabel() == "test top1 (accuracy, higher is better)"
+    assert "digits" in ax.get_title()
+    bars = {c.get_label(): c.has_yerr for c in ax.containers}
+    assert bars == {"transformer": True, "baseline": False}  # a 95% bar only where n > 1
+    assert "Pareto front" in [t.get_text() for t in ax.get_legend().get_texts()]
+    fig = report.plot_metric_vs_cost(df, "train_time_s")
+    assert fig.axes[0].get_xlabel() == "training time (s)"
+    assert report.plot_metric_vs_cost(df, "flops_per_sample") is None  # nothing recorded: no figure
+
+
+def test_learning_curves_figure_mean_band_and_labels():
+    records = (seeds([0.2, 0.3], model="conformer", family="transformer", metric="wer", higher=False,
+                     domain="speech", task="digits_asr")
+               + seeds([0.4], model="las", metric="wer", higher=False, domain="speech", task="digits_asr",
+                       target=0.25))
+    fig = report.plot_learning_curves(records)
+    ax = fig.axes[0]
+    assert ax.get_xlabel().startswith("epoch")
+    assert ax.get_ylabel() == "validation wer (word error rate, lower is better)"
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert set(lines) >= {"conformer (transformer, n=2)", "las (baseline, n=1)"}
+    np.testing.assert_allclose(lines["conformer (transformer, n=2)"].get_ydata(), np.array([1, 2, 3]) * 0.25 / 3)
+    assert lines["conformer (transformer, n=2)"].get_linestyle() == "-"
+    assert lines["las (baseline, n=1)"].get_linestyle() == "--"
+    assert len(ax.collections) == 1  # the min..max band: only the model with two seeds has one
+    assert "target 0.25" in [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_learning_curves_without_history_is_none():
+    assert report.plot_learning_curves([record(history=[]), record(model="resnet", history=[])]) is None
+    old = record()
+    del old["history"]
+    assert report.plot_learning_curves([old]) is None
+
+
+# ------------------------------------------------------------------------------------------ REPORT.md
+
+def assert_png(path, min_kb=5):
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE, path
+    assert len(data) > min_kb * 1024, (path, len(data))
+
+
+def test_report_sections_summary_counts_and_plots(tmp_path):
+    records = (
+        # vision/digits: the transformer wins, intervals apart
+        seeds([0.98, 0.99, 0.985], model="vit") + seeds([0.90, 0.91, 0.905], model="resnet")
+        # vision/shapes: the baseline wins on the mean, intervals overlap (a tie)
+        + seeds([0.80, 0.85, 0.90], model="vit", task="shapes") + seeds([0.82, 0.86, 0.90], model="resnet", task="shapes")
+        # language/chars: lower is better, one seed, the baseline wins
+        + seeds([1.9], model="gpt", domain="language", task="chars", metric="loss", higher=False)
+        + seeds([1.5], model="lstm", domain="language", task="chars", metric="loss", higher=False)
+        # language/only_baselines: not counted
+        + seeds([0.5], model="lstm", domain="language", task="only_baselines")
+    )
+    path = report.write_report(records, tmp_path)
+    assert path == tmp_path / "REPORT.md"
+    md = path.read_text()
+    for heading in ("# attention-zoo report", "## Transformers vs baselines", "## language", "## vision",
+                    "### vision / digits", "### vision / shapes", "### language / chars"):
+        assert f"\n{heading}\n" in f"\n{md}", heading
+    assert "**Transformers win 1 of 3 tasks**; baselines win 2, equal means 0" in md
+    assert "Within the 95% intervals (statistical ties): 1 of 3" in md
+    summary = {line.split(" | ")[1]: line for line in md.splitlines() if line.startswith("| vision |")
+               or line.startswith("| language |")}
+    assert "| transformer |" in summary["digits"] and "| no |" in summary["digits"]
+    assert "| baseline |" in summary["shapes"] and "yes: tie" in summary["shapes"]
+    assert "| baseline | 0.4000 | 26.7% | n/a (1 seed) |" in summary["chars"]  # |1.9 - 1.5|, / 1.5
+    assert "vit 0.9850 ± " in summary["digits"] and "(n=3)" in summary["digits"]
+    assert "only_baselines" not in summary
+    assert "| =1 | resnet |" in md  # the shapes tie in the vision table
+    pngs = sorted(p.name for p in (tmp_path / "plots").glob("*.png"))
+    assert len(pngs) == 12  # 4 tasks x (params, time, curves)
+    for name in pngs:
+        assert f"](plots/{name})" in md
+        assert_png(tmp_path / "plots" / name)
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_report_with_old_records_missing_fields_and_empty_history(tmp_path):
+    old = seeds([0.7], model="vit", history=[]) + seeds([0.6], model="resnet")
+    del old[1]["history"]  # an older record without the key at all
+    del old[1]["family"]
+    path = report.write_report(old, tmp_path)
+    md = path.read_text()
+    assert "validation learning curves: nothing to plot" in md
+    assert not (tmp_path / "plots" / "vision_digits_curves.png").exists()
+    assert_png(tmp_path / "plots" / "vision_digits_params.png")
+    assert "flops_per_sample" not in md  # no cost recorded: no empty cost columns in the report table
+    assert "No task has both a transformer and a baseline yet." in md  # the family-less record is no baseline
+
+
+def test_report_of_nothing(tmp_path):
+    md = report.write_report([{"status": "failed"}], tmp_path).read_text()
+    assert "No successful cell records yet" in md
