@@ -1,4 +1,4 @@
-"""python -m harness {run,list,report}: the command line of attention-zoo."""
+"""python -m harness {run,list,report,examples,bench}: the command line of attention-zoo."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from zoo.registry import (SIZES, RegistryError, create_model, fit_to_params, get
                           parse_param_count,
                           unknown_name_error)
 
-from . import leaderboard, report
+from . import bench, leaderboard, report
 from .records import checkpoint_path, config_hash, read_record, read_records, record_path, write_record
 from .runner import RunConfig, clear_stop, failure_record, request_stop, resolve, run_cell, set_deterministic
 
@@ -97,7 +97,7 @@ def parse_value(text: str) -> Any:
 
 def build_parser() -> Parser:
     parser = Parser(prog="python -m harness", description="Train, compare and list the models of attention-zoo.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,list,report,examples}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,list,report,examples,bench}")
 
     run = sub.add_parser("run", help="train and evaluate every compatible model on a domain's tasks",
                          description="Train and evaluate models on a domain's tasks under one budget; write "
@@ -155,6 +155,7 @@ def build_parser() -> Parser:
     examples.add_argument("--task", default="*", help="task name or wildcard (default: all)")
     examples.add_argument("--model", default="*", help="model name or wildcard (default: all)")
     examples.add_argument("--out", type=Path, default=Path("results"), help="results directory (default results/)")
+    bench.add_parser(sub, positive_int)
     return parser
 
 
@@ -534,7 +535,8 @@ def cmd_examples(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    command = {"run": cmd_run, "list": cmd_list, "report": cmd_report, "examples": cmd_examples}[args.command]
+    command = {"run": cmd_run, "list": cmd_list, "report": cmd_report, "examples": cmd_examples,
+               "bench": lambda a: bench.cmd_bench(a, resolve_device, UsageError)}[args.command]
     try:
         return command(args)
     except USER_ERRORS as e:

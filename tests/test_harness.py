@@ -510,3 +510,17 @@ def test_two_runs_sharing_an_output_folder_keep_both_rows(tmp_path):
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
     assert sorted(pd.read_csv(tmp_path / "leaderboard_vision.csv")["model"]) == ["resnet", "vit"]
+
+
+def test_gradient_accumulation_gives_the_same_updates():
+    """The OOM fallback's micro-batches: 2 x 32 accumulated = one batch of 64 (no dropout, no BatchNorm)."""
+    import harness.runner as runner
+    from tasks import create_task
+    task = create_task("digits")
+    task.setup()
+    common = dict(steps=4, model_opts=(("dropout", 0.0),))
+    whole = runner.run_cell(task, "vit", 0, runner.RunConfig(**common), progress=False)
+    split = runner.run_cell(task, "vit", 0, runner.RunConfig(**common, accumulation=2), progress=False)
+    assert split["accumulation"] == 2 and split["train_samples"] == whole["train_samples"] == 4 * 64
+    assert abs(split["test"]["loss"] - whole["test"]["loss"]) < 1e-4
+    assert abs(split["history"][-1]["train_loss"] - whole["history"][-1]["train_loss"]) < 1e-4
