@@ -190,8 +190,8 @@ def make_pairs(device: torch.device, skip: list[str]) -> tuple[list[Pair], list[
         import transformers
         from zoo.transformer import GPT
         config = transformers.GPT2Config(vocab_size=256, n_positions=128, n_embd=256, n_layer=4, n_head=4,
-                                         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                                         attn_implementation="sdpa")
+                                         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=None,
+                                         eos_token_id=None, attn_implementation="sdpa")
         hf = transformers.GPT2LMHeadModel(config)
         idx = torch.randint(0, 256, (16, 128), device=device)
         return Pair("gpt", GPT.from_hf(hf), {"hf GPT-2": hf}, lambda: (idx,),
@@ -202,7 +202,8 @@ def make_pairs(device: torch.device, skip: list[str]) -> tuple[list[Pair], list[
         from zoo.decision_transformer import DecisionTransformer
         config = transformers.DecisionTransformerConfig(state_dim=11, act_dim=3, hidden_size=128, n_layer=3,
                                                         n_head=1, max_ep_len=1000, resid_pdrop=0.0, embd_pdrop=0.0,
-                                                        attn_pdrop=0.0, attn_implementation="sdpa")
+                                                        attn_pdrop=0.0, bos_token_id=None, eos_token_id=None,
+                                                        attn_implementation="sdpa")
         hf = transformers.DecisionTransformerModel(config)
         B, K = 64, 20
         R, s, a = (torch.randn(B, K, n, device=device) for n in (1, 11, 3))

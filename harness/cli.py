@@ -123,8 +123,10 @@ def build_parser() -> Parser:
     run.add_argument("--weight-decay", type=non_negative_float, help="AdamW weight decay (default: each model's)")
     run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: cuda if available")
     run.add_argument("--backend", choices=BACKENDS, default="sdpa", help="attention backend (default sdpa)")
-    run.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                     help="fp32, or bf16 autocast (default: bf16 on cuda, fp32 on cpu)")
+    run.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+                     help="fp32, bf16 autocast, or fp16 autocast with gradient scaling (default: bf16 on a cuda "
+                          "device that supports it, else fp16; fp32 on cpu)")
+    run.add_argument("--compile", action="store_true", help="torch.compile every model (pays off on GPU)")
     run.add_argument("--data-dir", default=_default_data_dir(),
                      help="dataset cache, or the image root for image_folder (default ./data or $ATTENTION_ZOO_DATA)")
     run.add_argument("--download", action="store_true", help="download missing standard datasets")
@@ -211,7 +213,8 @@ def _serves(task: Task | type[Task]) -> str:
 
 # flags a suite's [[run]] table may set (TOML keys use underscores), and those the command line passes on
 SUITE_KEYS = {"domain", "tasks", "models", "seeds", "size", "epochs", "steps", "batch_size", "lr", "weight_decay",
-              "device", "backend", "precision", "task_opt", "model_opt", "deterministic", "download", "plugin"}
+              "device", "backend", "precision", "task_opt", "model_opt", "deterministic", "download", "plugin",
+              "compile", "params"}
 PASSED_ON = ("out", "data_dir", "device", "quiet", "force", "download", "checkpoint_minutes", "plugin")
 
 
@@ -318,7 +321,8 @@ def run_sweep(args: argparse.Namespace) -> int:
     for module in args.plugin:
         load_plugin(module)
     device = resolve_device(args.device)
-    precision = args.precision if args.precision != "auto" else ("bf16" if device == "cuda" else "fp32")
+    precision = args.precision if args.precision != "auto" else \
+        ("fp32" if device == "cpu" else "bf16" if torch.cuda.is_bf16_supported() else "fp16")
     task_opts = dict(args.task_opt)
     plan: list[tuple[Task, list[str]]] = []
     for name in resolve_tasks(args.domain, args.tasks):
@@ -335,7 +339,8 @@ def run_sweep(args: argparse.Namespace) -> int:
     model_opts = {k: parse_value(v) for k, v in args.model_opt}
     base = RunConfig(size=args.size, epochs=args.epochs, steps=args.steps, batch_size=args.batch_size,
                      lr=args.lr, weight_decay=args.weight_decay, device=device, backend=args.backend,
-                     precision=precision, model_opts=tuple(model_opts.items()), deterministic=args.deterministic)
+                     precision=precision, model_opts=tuple(model_opts.items()), deterministic=args.deterministic,
+                     compile=args.compile)
     configs: dict[tuple[str, str], RunConfig] = {}
     for task, models in plan:
         task.setup()  # fails now, before any training, if a dataset is missing

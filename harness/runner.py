@@ -40,7 +40,8 @@ class RunConfig:
     grad_clip: float = 1.0
     device: str = "cpu"
     backend: str = "sdpa"
-    precision: str = "fp32"  # fp32, or bf16 autocast
+    precision: str = "fp32"  # fp32, bf16 autocast, or fp16 autocast with a gradient scaler
+    compile: bool = False  # torch.compile the model for training and evaluation
     model_opts: tuple[tuple[str, Any], ...] = ()  # overrides of the size preset, e.g. (("depth", 6),)
     accumulation: int = 1  # micro-batches per optimizer step (batch_size / accumulation each): same updates
     deterministic: bool = False  # torch.use_deterministic_algorithms + cuDNN determinism
@@ -125,6 +126,8 @@ def warmup_cosine(total_steps: int, warmup_frac: float):
 
 
 def _autocast(device: torch.device, precision: str):
+    if precision == "fp16":
+        return torch.autocast(device.type, dtype=torch.float16)
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
@@ -161,6 +164,7 @@ def resolve(task: Task, model_name: str, config: RunConfig) -> dict[str, Any]:
         "backend": config.backend, "precision": config.precision, "device": config.device,
         "task_options": task.opts, "model_options": dict(config.model_opts),
         **({"deterministic": True} if config.deterministic else {}),
+        **({"compile": True} if config.compile else {}),
         **({"params_target": config.params_target, "fitted": dict(config.fitted)} if config.params_target else {}),
     }
 
@@ -284,7 +288,9 @@ def run_cell(task: Task, model_name: str, seed: int, config: RunConfig, *, progr
     task.prepare(model)
     param_count = sum(p.numel() for p in model.parameters())
     flops, train_flops = measure_flops(task, model, min(micro_batch, 16), device)
+    net = torch.compile(model) if config.compile else model  # trains and evaluates; `model` holds the weights
     optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, fused=device.type == "cuda")
+    scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")  # fp16 needs loss scaling
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, task.budget.warmup_frac))
     generator = torch.Generator().manual_seed(seed)
     memory = PeakMemory(device)
@@ -304,6 +310,7 @@ def run_cell(task: Task, model_name: str, seed: int, config: RunConfig, *, progr
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
             _set_rng_state(state["rng"], generator)
             history, train_time, samples, step = state["history"], state["train_time"], state["samples"], state["step"]
             time_to_target = state["time_to_target"]
@@ -313,6 +320,7 @@ def run_cell(task: Task, model_name: str, seed: int, config: RunConfig, *, progr
         if checkpoint is not None:
             atomic_save(checkpoint, {"config_hash": chash, "model": model.state_dict(),
                                      "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                                     "scaler": scaler.state_dict(),
                                      "rng": _rng_state(generator), "history": history, "train_time": train_time,
                                      "samples": samples, "step": step, "time_to_target": time_to_target})
 
@@ -329,16 +337,18 @@ def run_cell(task: Task, model_name: str, seed: int, config: RunConfig, *, progr
             for batch in task.train_batches(micro_batch, generator):
                 batch = to_device(batch, device)
                 with _autocast(device, config.precision):
-                    loss = task.loss(model, batch)
-                (loss / accumulation).backward()
+                    loss = task.loss(net, batch)
+                scaler.scale(loss / accumulation).backward()
                 epoch_loss += loss.detach() / accumulation
                 samples += len(batch[0])
                 micro += 1
                 if micro % accumulation:
                     continue
                 if config.grad_clip:
+                    scaler.unscale_(optimizer)
                     nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                optimizer.step()
+                scaler.step(optimizer)  # skipped (and the scale lowered) where fp16 gradients overflowed
+                scaler.update()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 epoch_steps += 1
@@ -357,7 +367,7 @@ def run_cell(task: Task, model_name: str, seed: int, config: RunConfig, *, progr
             train_loss = (epoch_loss / max(1, epoch_steps)).item()  # one host sync per epoch
             if not math.isfinite(train_loss):
                 raise TrainingDiverged(f"training loss became {train_loss} at step {step}")
-            val = evaluate(task, model, "val", batch_size, device, config.precision)
+            val = evaluate(task, net, "val", batch_size, device, config.precision)
             history.append({"step": step, "epoch": step / steps_per_epoch, "train_loss": train_loss,
                             "train_time_s": train_time, **{f"val_{k}": v for k, v in val.items()}})
             if time_to_target is None and task.target is not None and _reached(task, val[task.metric]):
@@ -371,7 +381,7 @@ def run_cell(task: Task, model_name: str, seed: int, config: RunConfig, *, progr
         eval_samples = 0
         for i, split in enumerate(task.eval_splits):
             t_split = time.perf_counter()
-            metrics = evaluate(task, model, split, batch_size, device, config.precision)
+            metrics = evaluate(task, net, split, batch_size, device, config.precision)
             test.update(metrics if i == 0 else {f"{split}_{k}": v for k, v in metrics.items()})
             if i == 0:  # inference throughput: the headline split, decoding included where the task decodes
                 infer_time = time.perf_counter() - t_split

@@ -524,3 +524,27 @@ def test_gradient_accumulation_gives_the_same_updates():
     assert split["accumulation"] == 2 and split["train_samples"] == whole["train_samples"] == 4 * 64
     assert abs(split["test"]["loss"] - whole["test"]["loss"]) < 1e-4
     assert abs(split["history"][-1]["train_loss"] - whole["history"][-1]["train_loss"]) < 1e-4
+
+
+def test_fp16_trains_with_a_gradient_scaler_on_cpu(tmp_path, capsys):
+    code, _, err = run(["run", "vision", "--models", "resnet", "--seeds", "1", "--steps", "3", "--precision", "fp16",
+                        "--quiet", "--out", str(tmp_path)], capsys)
+    assert code == 0, err
+    record = json.loads((tmp_path / "runs/vision/digits/resnet-tiny-seed0.json").read_text())
+    assert record["precision"] == "fp16" and 0 <= record["metric_value"] <= 1
+
+
+def test_compile_flag_compiles_the_training_model(tmp_path, capsys, monkeypatch):
+    import torch
+    compiled = []
+
+    def fake_compile(model, *args, **kwargs):  # the real one needs a C++ toolchain and minutes on CPU
+        compiled.append(type(model).__name__)
+        return model
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    code, _, err = run(["run", "vision", "--models", "vit", "--seeds", "1", "--steps", "2", "--compile", "--quiet",
+                        "--out", str(tmp_path)], capsys)
+    assert code == 0, err
+    assert compiled == ["VisionTransformer"]
+    assert json.loads((tmp_path / "runs/vision/digits/vit-tiny-seed0.json").read_text())["config"]["compile"] is True
