@@ -38,14 +38,14 @@ BiLSTM-CTC and LSTM classifier baselines in ``baselines.lstm``.
 from __future__ import annotations
 
 import math
+from abc import ABCMeta, abstractmethod
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from zoo.conformer import lengths_to_padding_mask
-from zoo.core import KVCache, MultiHeadAttention
+from zoo.core import KVCache, MultiHeadAttention, lengths_to_padding_mask
 from zoo.core.decoding import Seq2SeqDecoder
 from zoo.registry import register_model, resolve_config
 
@@ -153,7 +153,7 @@ class AttentionDecoder(nn.Module):
         return self.attention(h, memory, memory_pad, cache), state
 
 
-class AttentionalEncoderDecoder(Seq2SeqDecoder, nn.Module):
+class AttentionalEncoderDecoder(Seq2SeqDecoder, nn.Module, metaclass=ABCMeta):
     """The decoder side shared by :class:`RNNSeq2Seq` and :class:`ListenAttendSpell`: target
     embedding -> :class:`AttentionDecoder` (initial state from a :class:`Bridge`) -> :class:`TiedHead`,
     with ``forward`` and ``init_state`` / ``decode_step`` / ``reorder_state`` for ``zoo.core.decoding``.
@@ -176,8 +176,9 @@ class AttentionalEncoderDecoder(Seq2SeqDecoder, nn.Module):
                                         num_heads=num_heads, dropout=dropout)
         self.head = TiedHead(hidden_dim, self.tgt_embed.num_embeddings, self.tgt_embed if tie_weights else None)
 
+    @abstractmethod
     def encode(self, src: Tensor, src_pad: Tensor | None) -> tuple[Tensor, Tensor | None, LSTMState]:
-        raise NotImplementedError
+        """src, its padding -> (memory (B, S', H), memory padding or None, the encoder's final state)."""
 
     def forward(self, src: Tensor, src_pad: Tensor | None, tgt_in: Tensor) -> Tensor:
         """(src, src_pad (B, S) True at padding, tgt_in (B, T) with BOS first) -> logits (B, T, V),

@@ -35,13 +35,12 @@ from typing import Any, Callable
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zoo.core import MultiHeadAttention
 
 from .records import atomic_write_text, device_name, git_commit
-from .runner import PeakMemory
+from .runner import PeakMemory, _autocast
 
 # dense bf16 peak FLOP/s of GPUs we may meet (for MFU); matched by substring of the device name
 BF16_PEAK = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12, "L4": 121e12,
@@ -264,11 +263,6 @@ def _nn_transformer_weights(ref: nn.Transformer, ours: nn.Module) -> dict[str, T
         copy(f"decoder.{i}.res_mlp.norm", layer.norm3)
     copy("enc_norm", ref.encoder.norm), copy("dec_norm", ref.decoder.norm)
     return {k: v.detach().clone() for k, v in state.items()}
-
-
-def _autocast(device: torch.device, precision: str):
-    import contextlib
-    return torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
 
 
 def measure(pair: Pair, model: nn.Module, device: torch.device, precision: str, warmup: int,

@@ -8,6 +8,7 @@ import fnmatch
 import os
 import signal
 import sys
+import threading
 import time
 import tomllib
 import traceback
@@ -279,7 +280,7 @@ def run_suite(path: Path, args: argparse.Namespace) -> int:
                 run_args.plugin = list(dict.fromkeys([*run_args.plugin, *value]))
             elif key in ("quiet", "force", "download"):
                 setattr(run_args, key, getattr(run_args, key) or value)
-            elif value != parser.get_default(key) if key != "data_dir" else value != _default_data_dir():
+            elif value != parser.get_default(key):  # given on this command line: it wins
                 setattr(run_args, key, value)
         if run_args.domain != "all":
             resolve_tasks(run_args.domain, run_args.tasks)  # unknown names fail before anything runs
@@ -304,11 +305,9 @@ def stop_on_signals():
 
     clear_stop()
     previous = {}
-    try:
+    if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, on_signal)
-    except ValueError:  # not the main thread: leave signals alone
-        pass
     try:
         yield
     finally:

@@ -32,7 +32,7 @@ from matplotlib import ticker
 from matplotlib.figure import Figure
 
 from . import leaderboard
-from .records import atomic_file, atomic_write_text, read_records
+from .records import atomic_file, atomic_write_text
 
 FAMILY_STYLE = {  # family -> (colour, marker, line style)
     "transformer": ("tab:blue", "o", "-"),
@@ -283,12 +283,6 @@ def write_report(records: list[dict[str, Any]], out: Path) -> Path:
             front = rows[pareto_front(rows["metric_mean"], rows["param_count"], bool(rows["higher_is_better"].iloc[0]))]
             lines += ["", f"Pareto front in (metric, parameters): {', '.join(_labels(front)) or '-'}.", ""]
     return _write_md(out, lines)
-
-
-def write_report_from(out: Path) -> Path | None:
-    """``write_report`` over every record under ``out/runs``; None (nothing written) when there is none."""
-    records = read_records(Path(out) / "runs")
-    return write_report(records, out) if records else None
 
 
 # ------------------------------------------------------------------------------------------ helpers

@@ -225,23 +225,24 @@ class PeakMemory:
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
+        self.per_cell = device.type == "cuda" or self._reset_rss_peak()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        else:
-            try:
-                Path("/proc/self/clear_refs").write_text("5")
-            except OSError:
-                pass
+
+    @staticmethod
+    def _reset_rss_peak() -> bool:
+        try:
+            Path("/proc/self/clear_refs").write_text("5")  # Linux: VmHWM := current RSS
+            return True
+        except OSError:
+            return False
 
     def mb(self) -> float:
         if self.device.type == "cuda":
             return torch.cuda.max_memory_allocated(self.device) / 2 ** 20
-        try:
-            for line in Path("/proc/self/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-        except OSError:
-            pass
+        if self.per_cell:
+            status = Path("/proc/self/status").read_text().splitlines()
+            return next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmHWM:"))
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return peak / 2 ** 20 if sys.platform == "darwin" else peak / 1024
 

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from zoo.core import lengths_to_padding_mask
 from zoo.core.decoding import ctc_beam_search, ctc_greedy_decode
 
 from .base import Batch, Budget, ClassificationTask, DatasetError, Task, TensorBatches, register_task
@@ -403,10 +404,6 @@ class TranscriptionTask(Task):
     def eval_batches(self, split: str, batch_size: int) -> Iterator[Batch]:
         return map(self._trim, TensorBatches(self._tensors(split), batch_size))
 
-    @staticmethod
-    def _padding(feats: Tensor, frames: Tensor) -> Tensor:
-        return torch.arange(feats.shape[1], device=feats.device)[None, :] >= frames[:, None]
-
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         feats, frames, targets, target_lengths = batch
         if model.decoding == "ctc":
@@ -416,7 +413,7 @@ class TranscriptionTask(Task):
         tgt = F.pad(targets, (1, 1), value=PAD)  # BOS words EOS, PAD after
         tgt[:, 0] = BOS
         tgt[torch.arange(len(tgt)), target_lengths + 1] = EOS
-        logits = model(feats, self._padding(feats, frames), tgt[:, :-1])
+        logits = model(feats, lengths_to_padding_mask(frames, feats.shape[1]), tgt[:, :-1])
         return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), tgt[:, 1:].reshape(-1), ignore_index=PAD)
 
     def decode_batch(self, model: nn.Module, feats: Tensor, frames: Tensor) -> list[list[int]]:
@@ -427,7 +424,7 @@ class TranscriptionTask(Task):
             if beam == 1:
                 return ctc_greedy_decode(log_probs, out_lengths, BLANK)
             return ctc_beam_search(log_probs, out_lengths, beam, BLANK)
-        out = model.generate(feats, self._padding(feats, frames), max_len=self.spec["max_tgt_len"], beam_size=beam)
+        out = model.generate(feats, lengths_to_padding_mask(frames, feats.shape[1]), max_len=self.spec["max_tgt_len"], beam_size=beam)
         hyps = []
         for row in out.tolist():
             row = row[:row.index(EOS)] if EOS in row else row

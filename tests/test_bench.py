@@ -58,9 +58,7 @@ def test_bench_bad_sequence_lengths_is_a_one_line_error(tmp_path, capsys):
 
 
 @pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_sdpa_kernel_is_reported_on_cuda():
-    pytest.importorskip("torch.cuda")
-    if not torch.cuda.is_available():
-        pytest.skip("needs CUDA")
     rows = bench.bench_attention(torch.device("cuda"), [256], 1, 2, torch.bfloat16)
     assert {r["kernel"] for r in rows if r["backend"] == "sdpa" and not r["bias"]} & {"flash", "efficient", "cudnn"}

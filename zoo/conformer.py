@@ -44,16 +44,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .core import MultiHeadAttention
+from .core import MultiHeadAttention, lengths_to_padding_mask
 from .core.position import RelativePositionalEncoding, sinusoidal_table
 from .registry import register_model, resolve_config
 
 POSITIONS = ("relative", "absolute", "none")
-
-
-def lengths_to_padding_mask(lengths: Tensor, max_len: int) -> Tensor:
-    """Bool (B, max_len), True at padded frames."""
-    return torch.arange(max_len, device=lengths.device)[None, :] >= lengths[:, None]
 
 
 class Conv2dSubsampling(nn.Module):

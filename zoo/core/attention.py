@@ -93,6 +93,11 @@ class KVCache:
             self.k, self.v = self.k.index_select(0, index), self.v.index_select(0, index)
 
 
+def lengths_to_padding_mask(lengths: Tensor, max_len: int) -> Tensor:
+    """Bool (B, max_len), True at the positions past each row's length: a ``key_padding_mask``."""
+    return torch.arange(max_len, device=lengths.device)[None, :] >= lengths[:, None]
+
+
 def causal_mask(q_len: int, k_len: int, device: torch.device | None = None) -> Tensor:
     """Bool (q_len, k_len), True where query i may see key j.
 
