@@ -128,6 +128,11 @@ def build_parser() -> Parser:
                      help="fp32, bf16 autocast, or fp16 autocast with gradient scaling (default: bf16 on a cuda "
                           "device that supports it, else fp16; fp32 on cpu)")
     run.add_argument("--compile", action="store_true", help="torch.compile every model (pays off on GPU)")
+    run.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto",
+                     help="NHWC weights and image batches for models with 2-D convolutions (auto: on CUDA)")
+    run.add_argument("--data-on-device", choices=("auto", "on", "off"), default="auto",
+                     help="hold in-memory datasets on the accelerator and batch them there "
+                          "(auto: on CUDA, where the data take at most 1/4 of the free memory)")
     run.add_argument("--data-dir", default=_default_data_dir(),
                      help="dataset cache, or the image root for image_folder (default ./data or $ATTENTION_ZOO_DATA)")
     run.add_argument("--download", action="store_true", help="download missing standard datasets")
@@ -215,7 +220,7 @@ def _serves(task: Task | type[Task]) -> str:
 # flags a suite's [[run]] table may set (TOML keys use underscores), and those the command line passes on
 SUITE_KEYS = {"domain", "tasks", "models", "seeds", "size", "epochs", "steps", "batch_size", "lr", "weight_decay",
               "device", "backend", "precision", "task_opt", "model_opt", "deterministic", "download", "plugin",
-              "compile", "params"}
+              "compile", "params", "channels_last", "data_on_device"}
 PASSED_ON = ("out", "data_dir", "device", "quiet", "force", "download", "checkpoint_minutes", "plugin")
 
 
@@ -339,7 +344,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     base = RunConfig(size=args.size, epochs=args.epochs, steps=args.steps, batch_size=args.batch_size,
                      lr=args.lr, weight_decay=args.weight_decay, device=device, backend=args.backend,
                      precision=precision, model_opts=tuple(model_opts.items()), deterministic=args.deterministic,
-                     compile=args.compile)
+                     compile=args.compile, channels_last=args.channels_last, data_on_device=args.data_on_device)
     configs: dict[tuple[str, str], RunConfig] = {}
     for task, models in plan:
         task.setup()  # fails now, before any training, if a dataset is missing

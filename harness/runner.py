@@ -47,6 +47,9 @@ class RunConfig:
     deterministic: bool = False  # torch.use_deterministic_algorithms + cuDNN determinism
     params_target: int | None = None  # --params: model_opts then hold the width fitted to it
     fitted: tuple[tuple[str, Any], ...] = ()  # the config keys --params set (also in model_opts)
+    # the fast path (layout and placement only; the arithmetic is the same, so not in the config hash):
+    channels_last: str = "auto"  # CNN weights and image batches in NHWC; auto: on CUDA, for models with a Conv2d
+    data_on_device: str = "auto"  # hold the task's in-memory data on the accelerator; auto: where it takes <= 1/4 of free memory
 
     @property
     def label(self) -> str:
@@ -97,13 +100,38 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def to_device(batch: Batch, device: torch.device) -> Batch:
-    return tuple(t.to(device, non_blocking=True) for t in batch)
+def to_device(batch: Batch, device: torch.device, channels_last: bool = False) -> Batch:
+    """A batch on ``device`` (a no-op for tensors already there); with ``channels_last``, image
+    batches (float, 4-D) in NHWC, the layout the model's convolutions then run in."""
+    batch = tuple(t.to(device, non_blocking=True) for t in batch)
+    if channels_last:
+        batch = tuple(t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 and t.is_floating_point()
+                      else t for t in batch)
+    return batch
 
 
-def on_device(batches: Iterable[Batch], device: torch.device) -> Iterator[Batch]:
+def on_device(batches: Iterable[Batch], device: torch.device, channels_last: bool = False) -> Iterator[Batch]:
     for batch in batches:
-        yield to_device(batch, device)
+        yield to_device(batch, device, channels_last)
+
+
+def use_channels_last(model: nn.Module, device: torch.device, mode: str) -> bool:
+    """NHWC for models with 2-D convolutions: cuDNN's tensor-core kernels want it (timm, torchvision's
+    references and NVIDIA's guides train CNNs so); ``mode`` auto turns it on for CUDA only."""
+    if mode == "off" or not any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        return False
+    return mode == "on" or device.type == "cuda"
+
+
+def hold_data(task: Task, device: torch.device, mode: str) -> bool:
+    """Move the task's in-memory data to the accelerator (batches are then made there, no copy per
+    step) where ``mode`` is on, or auto and the data takes at most a quarter of the free memory."""
+    if mode == "off" or device.type == "cpu" or not task.held:
+        return False
+    if mode == "auto":
+        if device.type != "cuda" or task.data_bytes() > torch.cuda.mem_get_info(device)[0] // 4:
+            return False
+    return task.hold_on(device)
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -134,10 +162,10 @@ def _autocast(device: torch.device, precision: str):
 
 
 def evaluate(task: Task, model: nn.Module, split: str, batch_size: int, device: torch.device,
-             precision: str) -> dict[str, float]:
+             precision: str, channels_last: bool = False) -> dict[str, float]:
     model.eval()
     with torch.no_grad(), _autocast(device, precision):
-        return task.evaluate(model, on_device(task.eval_batches(split, batch_size), device))
+        return task.evaluate(model, on_device(task.eval_batches(split, batch_size), device, channels_last))
 
 
 def resolve(task: Task, model_name: str, config: RunConfig) -> dict[str, Any]:
@@ -288,7 +316,11 @@ def run_cell(task: Task, model_name: str, seed: int, config: RunConfig, *, progr
     model = create_model(model_name, task.spec, size=config.size, **dict(config.model_opts)).to(device)
     task.prepare(model)
     param_count = sum(p.numel() for p in model.parameters())
+    data_held = hold_data(task, device, config.data_on_device)
     flops, train_flops = measure_flops(task, model, min(micro_batch, 16), device)
+    channels_last = use_channels_last(model, device, config.channels_last)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     net = torch.compile(model) if config.compile else model  # trains and evaluates; `model` holds the weights
     optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, fused=device.type == "cuda")
     scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")  # fp16 needs loss scaling
@@ -336,7 +368,7 @@ def run_cell(task: Task, model_name: str, seed: int, config: RunConfig, *, progr
             t0 = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
             for batch in task.train_batches(micro_batch, generator):
-                batch = to_device(batch, device)
+                batch = to_device(batch, device, channels_last)
                 with _autocast(device, config.precision):
                     loss = task.loss(net, batch)
                 scaler.scale(loss / accumulation).backward()
@@ -368,7 +400,7 @@ def run_cell(task: Task, model_name: str, seed: int, config: RunConfig, *, progr
             train_loss = (epoch_loss / max(1, epoch_steps)).item()  # one host sync per epoch
             if not math.isfinite(train_loss):
                 raise TrainingDiverged(f"training loss became {train_loss} at step {step}")
-            val = evaluate(task, net, "val", batch_size, device, config.precision)
+            val = evaluate(task, net, "val", batch_size, device, config.precision, channels_last)
             history.append({"step": step, "epoch": step / steps_per_epoch, "train_loss": train_loss,
                             "train_time_s": train_time, **{f"val_{k}": v for k, v in val.items()}})
             if time_to_target is None and task.target is not None and _reached(task, val[task.metric]):
@@ -382,7 +414,7 @@ def run_cell(task: Task, model_name: str, seed: int, config: RunConfig, *, progr
         eval_samples = 0
         for i, split in enumerate(task.eval_splits):
             t_split = time.perf_counter()
-            metrics = evaluate(task, net, split, batch_size, device, config.precision)
+            metrics = evaluate(task, net, split, batch_size, device, config.precision, channels_last)
             test.update(metrics if i == 0 else {f"{split}_{k}": v for k, v in metrics.items()})
             if i == 0:  # inference throughput: the headline split, decoding included where the task decodes
                 infer_time = time.perf_counter() - t_split
@@ -403,7 +435,7 @@ def run_cell(task: Task, model_name: str, seed: int, config: RunConfig, *, progr
         "infer_samples_per_sec": eval_samples / infer_time if infer_time else float("nan"),
         "flops_per_sample": flops, "train_flops_per_sample": train_flops, "peak_mem_mb": memory.mb(),
         "target": task.target, "time_to_target_s": time_to_target, "resumed_from_step": resumed_from,
-        "accumulation": accumulation,
+        "accumulation": accumulation, "channels_last": channels_last, "data_on_device": data_held,
         "backend": config.backend, "precision": config.precision,
         "config": resolved, "config_hash": chash,
         **environment(device),

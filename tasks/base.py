@@ -94,6 +94,7 @@ class Task(ABC):
     eval_splits: ClassVar[tuple[str, ...]] = ("test",)  # evaluated once, after training; the first is headline
 
     options: ClassVar[dict[str, Any]] = {}  # task-specific options and their defaults
+    held: ClassVar[tuple[str, ...]] = ()  # attributes (tensors, or dicts of them) that ``hold_on`` may move
 
     def __init__(self, data_dir: str | Path = "data", download: bool = False, **options: Any) -> None:
         self.data_dir = Path(data_dir)
@@ -116,6 +117,27 @@ class Task(ABC):
     @abstractmethod
     def num_train_samples(self) -> int:
         """Training examples in one epoch."""
+
+    def data_bytes(self) -> int:
+        """Bytes of the in-memory data that ``hold_on`` would move (0 where the task holds none)."""
+        return sum(t.numel() * t.element_size() for t in self._held_tensors())
+
+    def hold_on(self, device: torch.device) -> bool:
+        """Move the task's in-memory data (the attributes named in ``held``) to ``device``, so that
+        batches are cut, shuffled and augmented there, with no host-to-device copy per step. True where
+        the task did so; tasks whose batches need the host (rollouts, data-dependent trimming) hold
+        nothing and return False."""
+        if not self.held:
+            return False
+        for name in self.held:
+            value = getattr(self, name)
+            moved = {k: v.to(device) for k, v in value.items()} if isinstance(value, dict) else value.to(device)
+            setattr(self, name, moved)
+        return True
+
+    def _held_tensors(self) -> list[Tensor]:
+        values = [getattr(self, name) for name in self.held]
+        return [t for v in values for t in (v.values() if isinstance(v, dict) else [v])]
 
     def prepare(self, model: nn.Module) -> None:
         """Called with each freshly built model before it trains (e.g. %BC picks its data here)."""
@@ -191,7 +213,9 @@ class TensorBatches:
 
     def __iter__(self) -> Iterator[Batch]:
         n = len(self.tensors[0])
-        order = torch.randperm(n, generator=self.generator) if self.generator is not None else None
+        order = None
+        if self.generator is not None:  # drawn on the CPU generator, then moved once to where the data is
+            order = torch.randperm(n, generator=self.generator).to(self.tensors[0].device)
         for start in range(0, n, self.batch_size):
             if order is None:
                 batch = tuple(t[start:start + self.batch_size] for t in self.tensors)

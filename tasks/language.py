@@ -50,6 +50,7 @@ class CharLMTask(Task):
     default_seeds = 1  # the whole default language run must fit 10 minutes of a 2-core CPU
     eval_interval: ClassVar[int] = 100  # steps between validations
     val_windows: ClassVar[int] = 64  # windows of block_size for the validation curve
+    held = ("data",)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -92,7 +93,7 @@ class CharLMTask(Task):
 
     def _windows(self, data: Tensor, starts: Tensor) -> Batch:
         span = starts[:, None] + torch.arange(self.opts["block_size"] + 1)  # (B, T+1)
-        w = data[span].long()
+        w = data[span.to(data.device)].long()
         return w[:, :-1], w[:, 1:]  # inputs, next characters
 
     def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:

@@ -217,6 +217,7 @@ class AudioClassificationTask(ClassificationTask):
     options: ClassVar[dict[str, Any]] = {"n_mels": 40, "spec_augment": True}
     budget = Budget(epochs=4, batch_size=64)
     default_seeds = 1
+    held = ("features", "labels")
     chunk_size: ClassVar[int] = 2048  # clips read and featurised at once: 2048 x 16000 float32 = 131 MB
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

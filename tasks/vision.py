@@ -53,6 +53,7 @@ class ImageClassificationTask(ClassificationTask):
     domain = "vision"
     modality = "image"
     augment: ClassVar[bool] = False
+    held = ("images", "labels")
     max_value: ClassVar[float] = 255.0
     mean: tuple[float, ...] = (0.5,)  # per channel, on the 0..1 scale; subclasses set their own
     std: tuple[float, ...] = (0.5,)

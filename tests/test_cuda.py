@@ -45,3 +45,17 @@ def test_a_cell_trains_on_cuda_in_bf16():
     record = run_cell(task, "vit", 0, RunConfig(steps=20, device="cuda", precision="bf16"), progress=False)
     assert record["device"] == "cuda" and record["precision"] == "bf16" and record["peak_mem_mb"] > 0
     assert 0 <= record["metric_value"] <= 1
+
+
+def test_the_fast_path_holds_data_on_the_gpu_and_trains_cnns_channels_last():
+    import baselines  # noqa: F401
+    from harness.runner import RunConfig, run_cell
+    from tasks import create_task
+    task = create_task("digits")
+    task.setup()
+    record = run_cell(task, "resnet", 0, RunConfig(steps=20, device="cuda", precision="bf16"), progress=False)
+    assert record["data_on_device"] is True and record["channels_last"] is True
+    assert task.images["train"].device.type == "cuda"
+    batch = next(iter(task.train_batches(8, torch.Generator().manual_seed(0))))
+    assert all(t.device.type == "cuda" for t in batch)
+    assert 0 <= record["metric_value"] <= 1
