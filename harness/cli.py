@@ -11,7 +11,6 @@ import sys
 import threading
 import time
 import tomllib
-import traceback
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Sequence
 
@@ -26,9 +25,9 @@ from zoo.registry import (SIZES, RegistryError, create_model, fit_to_params, get
                           parse_param_count,
                           unknown_name_error)
 
-from . import bench, leaderboard, report
+from . import bench, executors, leaderboard, report
 from .records import checkpoint_path, config_hash, read_record, read_records, record_path, write_record
-from .runner import RunConfig, clear_stop, failure_record, request_stop, resolve, run_cell, set_deterministic
+from .runner import RunConfig, clear_stop, request_stop, resolve, set_deterministic
 
 
 class UsageError(Exception):
@@ -148,6 +147,17 @@ def build_parser() -> Parser:
                      help="rerun cells that already finished with the same configuration (default: skip them)")
     run.add_argument("--deterministic", action="store_true",
                      help="deterministic kernels (torch.use_deterministic_algorithms, cuDNN); slower on GPU")
+    where = run.add_argument_group("where cells run")
+    where.add_argument("--jobs", type=positive_int, default=1, metavar="N",
+                       help="run N cells at once in local processes (default 1: one after the other, here)")
+    where.add_argument("--executor", choices=executors.EXECUTORS, default="local",
+                       help="local (default) or ray: each cell a Ray task (pip install \"attention-zoo[dist]\")")
+    where.add_argument("--ray-address", metavar="ADDRESS",
+                       help="join this Ray cluster (auto, HOST:6379, ray://HOST:10001); default: start Ray here")
+    where.add_argument("--cpus-per-cell", type=positive_float, metavar="N",
+                       help="CPUs (torch threads) per cell (default: cores / --jobs; 1 per Ray task)")
+    where.add_argument("--gpus-per-cell", type=non_negative_float, default=0.0, metavar="N",
+                       help="GPUs per Ray task (a fraction shares one; default 0: CPU cells)")
     run.add_argument("--checkpoint-minutes", type=positive_float, default=5.0, metavar="M",
                      help="save a running cell's state every M minutes (at an epoch's end) so that an "
                           "interrupted sweep continues it (default 5)")
@@ -321,12 +331,33 @@ def stop_on_signals():
         clear_stop()
 
 
+def check_executor(args: argparse.Namespace) -> None:
+    if args.executor != "ray":
+        for flag, value in (("--ray-address", args.ray_address), ("--gpus-per-cell", args.gpus_per_cell)):
+            if value:
+                raise UsageError(f"{flag} is for --executor ray; the local executor takes --jobs N and --cpus-per-cell")
+    elif args.jobs > 1:
+        raise UsageError("--jobs is for the local executor; with --executor ray, --cpus-per-cell and "
+                         "--gpus-per-cell decide how many cells run at once")
+
+
+def ray_device(args: argparse.Namespace) -> str:
+    """A Ray task sees the GPUs it asked for, and no others: auto means cuda where cells ask for GPUs."""
+    if args.device == "auto":
+        return "cuda" if args.gpus_per_cell > 0 else "cpu"
+    if args.device == "cuda" and not args.gpus_per_cell:
+        raise UsageError("--device cuda with --executor ray needs --gpus-per-cell (1 per cell, or 0.5 to share a GPU)")
+    return args.device
+
+
 def run_sweep(args: argparse.Namespace) -> int:
     for module in args.plugin:
         load_plugin(module)
-    device = resolve_device(args.device)
+    check_executor(args)
+    device = resolve_device(args.device) if args.executor != "ray" else ray_device(args)
     precision = args.precision if args.precision != "auto" else \
-        ("fp32" if device == "cpu" else "bf16" if torch.cuda.is_bf16_supported() else "fp16")
+        ("fp32" if device == "cpu" else "bf16" if not torch.cuda.is_available() or torch.cuda.is_bf16_supported()
+         else "fp16")  # (a Ray driver without a GPU assumes its workers' GPUs have bf16)
     task_opts = dict(args.task_opt)
     plan: list[tuple[Task, list[str]]] = []
     for name in resolve_tasks(args.domain, args.tasks):
@@ -363,34 +394,51 @@ def run_sweep(args: argparse.Namespace) -> int:
              for seed in range(args.seeds or task.default_seeds)]
     seeds = sorted({args.seeds or task.default_seeds for task, _ in plan})
     size = f"{args.params:,} parameters" if args.params else f"size {args.size}"
-    print(f"harness: {len(cells)} cells ({args.domain}: {', '.join(t.name for t, _ in plan)}; "
-          f"{'/'.join(map(str, seeds))} seed(s); {size}; {device}, {args.backend}, {precision})",
-          file=sys.stderr)
+    threads = executors.default_threads(args.executor, args.jobs, args.cpus_per_cell)
     records: list[dict[str, Any]] = []
+    todo: list[executors.Cell] = []
+    for task, model, seed in cells:
+        config = configs[task.name, model]
+        where = (args.out, task.domain, task.name, model, config.label, seed)
+        done = None if args.force else read_record(record_path(*where))
+        if done is not None and done.get("status") == "ok" and \
+                done["config_hash"] == config_hash(resolve(task, model, config)):
+            records.append(done)
+            print(f"{task.name} {model} seed {seed}: already done, same configuration "
+                  f"({done['metric']} {done['metric_value']:.4f}); --force reruns it", file=sys.stderr)
+            continue
+        todo.append(executors.Cell(
+            task.name, {"data_dir": str(Path(args.data_dir).resolve()), "download": args.download, **task.opts},
+            model, seed, config, checkpoint=str(checkpoint_path(*where).resolve()), checkpoint_every_s=args.checkpoint_minutes * 60,
+            plugins=tuple(args.plugin), threads=threads))
+    runner_desc = {"local": "this process", "processes": f"{args.jobs} local processes",
+                   "ray": f"Ray ({args.ray_address or 'local'})"}
+    executor_name = "ray" if args.executor == "ray" else "processes" if args.jobs > 1 else "local"
+    print(f"harness: {len(cells)} cells ({args.domain}: {', '.join(t.name for t, _ in plan)}; "
+          f"{'/'.join(map(str, seeds))} seed(s); {size}; {device}, {args.backend}, {precision}); "
+          f"{len(todo)} to run in {runner_desc[executor_name]}", file=sys.stderr)
     failed: list[dict[str, Any]] = []
+    tasks = {task.name: task for task, _ in plan}
     start = time.perf_counter()
     with stop_on_signals():
+        executor = None
         try:
-            for i, (task, model, seed) in enumerate(cells, 1):
-                config = configs[task.name, model]
-                where = (args.out, task.domain, task.name, model, config.label, seed)
-                done = None if args.force else read_record(record_path(*where))
-                if done is not None and done.get("status") == "ok" and \
-                        done["config_hash"] == config_hash(resolve(task, model, config)):
-                    records.append(done)
-                    print(f"[{i}/{len(cells)}] {task.name} {model} seed {seed}: already done, same configuration "
-                          f"({done['metric']} {done['metric_value']:.4f}); --force reruns it", file=sys.stderr)
-                    continue
-                record = run_one(task, model, seed, config, args, checkpoint_path(*where))
-                write_record(record_path(*where), record)
+            if todo:
+                executor = executors.make_executor(args.executor, jobs=args.jobs, address=args.ray_address,
+                                                   cpus=args.cpus_per_cell or 1, gpus=args.gpus_per_cell,
+                                                   progress=not args.quiet)
+            for i, (cell, record) in enumerate(executor.run(todo, tasks) if executor else [], 1):
+                task = tasks[cell.task]
+                record["executor"] = executor.name
+                write_record(record_path(args.out, task.domain, task.name, cell.model, cell.config.label, cell.seed),
+                             record)
                 if record["status"] == "ok":
                     records.append(record)
-                    print(f"[{i}/{len(cells)}] {task.name} {model} seed {seed}: {record['metric']} "
-                          f"{record['metric_value']:.4f} ({record['train_time_s']:.1f} s)", file=sys.stderr)
+                    print(f"[{i}/{len(todo)}] {cell.name}: {record['metric']} {record['metric_value']:.4f} "
+                          f"({record['train_time_s']:.1f} s)", file=sys.stderr)
                 else:
                     failed.append(record)
-                    print(f"[{i}/{len(cells)}] {task.name} {model} seed {seed}: FAILED ({record['reason'][:300]})",
-                          file=sys.stderr)
+                    print(f"[{i}/{len(todo)}] {cell.name}: FAILED ({record['reason'][:300]})", file=sys.stderr)
         except KeyboardInterrupt:
             print(f"\nharness: interrupted; {len(records)} of {len(cells)} cells finished and are kept in "
                   f"{args.out / 'runs'} (a cell that was running saved a checkpoint: rerun the same command "
@@ -402,6 +450,9 @@ def run_sweep(args: argparse.Namespace) -> int:
             if records:
                 publish(records, args.out, args.domain)
             raise
+        finally:
+            if executor is not None:
+                executor.close()
     if records:
         publish(records, args.out, args.domain)
     print(f"harness: {len(cells)} cells in {time.perf_counter() - start:.0f} s", file=sys.stderr)
@@ -410,36 +461,6 @@ def run_sweep(args: argparse.Namespace) -> int:
               + ", ".join(f"{r['task']}/{r['model']}/seed {r['seed']}" for r in failed), file=sys.stderr)
         return 1
     return 0
-
-
-def run_one(task: Task, model: str, seed: int, config: RunConfig, args: argparse.Namespace,
-            checkpoint: Path) -> dict[str, Any]:
-    """One cell; its failure (NaN loss, an exception, running out of memory) becomes a 'failed' record.
-    On CUDA out-of-memory the cell is retried with half the micro-batch and twice the gradient
-    accumulation (the same updates) until the micro-batch would be empty."""
-    while True:
-        try:
-            return run_cell(task, model, seed, config, progress=not args.quiet, checkpoint=checkpoint,
-                            checkpoint_every_s=args.checkpoint_minutes * 60)
-        except KeyboardInterrupt:
-            raise
-        except torch.OutOfMemoryError as e:
-            batch = config.batch_size or task.budget.batch_size
-            if config.device == "cuda" and batch // (config.accumulation * 2) >= 1:
-                torch.cuda.empty_cache()
-                config = RunConfig(**{**vars(config), "accumulation": config.accumulation * 2})
-                print(f"harness: {task.name}/{model} ran out of memory; retrying with micro-batches of "
-                      f"{batch // config.accumulation} x {config.accumulation}", file=sys.stderr)
-                continue
-            return _failed(task, model, seed, config, e)
-        except Exception as e:  # noqa: BLE001 - recorded, and the sweep goes on
-            return _failed(task, model, seed, config, e)
-
-
-def _failed(task: Task, model: str, seed: int, config: RunConfig, error: BaseException) -> dict[str, Any]:
-    record = failure_record(task, model, seed, config, error)
-    record["traceback"] = traceback.format_exc()[-8000:]
-    return record
 
 
 def _check_writable(out: Path) -> None:

@@ -90,6 +90,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "torchvision_version": torchvision.__version__,
         "python_version": platform.python_version(),
         "platform": platform.platform(),
+        "hostname": platform.node(),
         "num_threads": torch.get_num_threads(),
         "git_commit": git_commit(),
         "argv": " ".join(sys.argv),

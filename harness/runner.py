@@ -10,6 +10,7 @@ import resource
 import sys
 import threading
 import time
+import traceback
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -444,7 +445,8 @@ def run_cell(task: Task, model_name: str, seed: int, config: RunConfig, *, progr
     }
 
 
-def failure_record(task: Task, model_name: str, seed: int, config: RunConfig, error: BaseException) -> dict[str, Any]:
+def failure_record(task: Task, model_name: str, seed: int, config: RunConfig, error: BaseException,
+                   trace: str | None = None) -> dict[str, Any]:
     """The record of a cell that did not finish: its configuration and why (the sweep goes on)."""
     resolved = resolve(task, model_name, config)
     entry = get_model_entry(model_name)
@@ -454,4 +456,30 @@ def failure_record(task: Task, model_name: str, seed: int, config: RunConfig, er
             "metric": task.metric, "higher_is_better": task.higher_is_better,
             "backend": config.backend, "precision": config.precision,
             "config": resolved, "config_hash": config_hash(resolved), **environment(torch.device(config.device)),
+            **({"traceback": trace[-8000:]} if trace else {}),
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def attempt_cell(task: Task, model_name: str, seed: int, config: RunConfig, *, progress: bool = True,
+                 checkpoint: Path | None = None, checkpoint_every_s: float = 300.0) -> dict[str, Any]:
+    """:func:`run_cell`, whose failure (NaN loss, an exception, running out of memory) becomes a
+    'failed' record with its traceback. On CUDA out-of-memory the cell is retried with half the
+    micro-batch and twice the gradient accumulation (the same updates) until the micro-batch would be
+    empty. A stop request (:class:`StopRequested`) and Ctrl-C propagate."""
+    while True:
+        try:
+            return run_cell(task, model_name, seed, config, progress=progress, checkpoint=checkpoint,
+                            checkpoint_every_s=checkpoint_every_s)
+        except KeyboardInterrupt:
+            raise
+        except torch.OutOfMemoryError as e:
+            batch = config.batch_size or task.budget.batch_size
+            if config.device == "cuda" and batch // (config.accumulation * 2) >= 1:
+                torch.cuda.empty_cache()
+                config = RunConfig(**{**vars(config), "accumulation": config.accumulation * 2})
+                print(f"harness: {task.name}/{model_name} ran out of memory; retrying with micro-batches of "
+                      f"{batch // config.accumulation} x {config.accumulation}", file=sys.stderr)
+                continue
+            return failure_record(task, model_name, seed, config, e, traceback.format_exc())
+        except Exception as e:  # noqa: BLE001 - recorded, and the sweep goes on
+            return failure_record(task, model_name, seed, config, e, traceback.format_exc())

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 import harness.cli as cli
+import harness.runner as runner
 import zoo.registry as registry
 from harness import leaderboard
 from harness.cli import main
@@ -158,7 +159,7 @@ def test_cli_entry_point_exit_code_and_single_line():
 
 
 def test_ctrl_c_keeps_finished_cells(tmp_path, capsys, monkeypatch):
-    real_run_cell = cli.run_cell
+    real_run_cell = runner.run_cell
     calls = []
 
     def interrupted_after_two(*args, **kwargs):
@@ -167,7 +168,7 @@ def test_ctrl_c_keeps_finished_cells(tmp_path, capsys, monkeypatch):
             raise KeyboardInterrupt
         return real_run_cell(*args, **kwargs)
 
-    monkeypatch.setattr(cli, "run_cell", interrupted_after_two)
+    monkeypatch.setattr(runner, "run_cell", interrupted_after_two)
     code, out, err = run(["run", "vision", "--seeds", "2", "--steps", "2", "--quiet", "--out", str(tmp_path)], capsys)
     assert code == 130
     assert "interrupted; 2 of 4 cells finished" in err
@@ -240,21 +241,21 @@ def test_report_never_averages_seeds_of_different_configs(tmp_path, capsys):
 
 
 def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path, capsys, monkeypatch):
-    real_run_cell = cli.run_cell
+    real_run_cell = runner.run_cell
 
     def crash_on_vit(task, model, seed, config, **kwargs):
         if model == "vit":
             raise RuntimeError("boom")
         return real_run_cell(task, model, seed, config, **kwargs)
 
-    monkeypatch.setattr(cli, "run_cell", crash_on_vit)
+    monkeypatch.setattr(runner, "run_cell", crash_on_vit)
     code, _, err = run(["run", "vision", "--seeds", "1", "--steps", "2", "--quiet", "--out", str(tmp_path)], capsys)
     assert code == 1 and "1 of 2 cells failed" in err and "digits/vit/seed 0" in err
     assert list(pd.read_csv(tmp_path / "leaderboard_vision.csv")["model"]) == ["resnet"]
     failed = json.loads((tmp_path / "runs/vision/digits/vit-tiny-seed0.json").read_text())
     assert failed["status"] == "failed" and failed["reason"] == "RuntimeError: boom" and "boom" in failed["traceback"]
     # the failed cell is not "done": the next run tries it again
-    monkeypatch.setattr(cli, "run_cell", real_run_cell)
+    monkeypatch.setattr(runner, "run_cell", real_run_cell)
     code, _, err = run(["run", "vision", "--seeds", "1", "--steps", "2", "--quiet", "--out", str(tmp_path)], capsys)
     assert code == 0 and "resnet seed 0: already done" in err and "vit seed 0: top1" in err
 
@@ -283,7 +284,7 @@ def test_a_diverging_model_fails_with_its_reason(tmp_path, capsys, monkeypatch, 
 
 
 def test_an_interrupted_sweep_reruns_only_the_missing_cells(tmp_path, capsys, monkeypatch):
-    real_run_cell = cli.run_cell
+    real_run_cell = runner.run_cell
     calls = []
 
     interrupted = []
@@ -295,7 +296,7 @@ def test_an_interrupted_sweep_reruns_only_the_missing_cells(tmp_path, capsys, mo
             raise KeyboardInterrupt
         return real_run_cell(task, model, seed, config, **kwargs)
 
-    monkeypatch.setattr(cli, "run_cell", counted)
+    monkeypatch.setattr(runner, "run_cell", counted)
     argv = ["run", "vision", "--seeds", "2", "--steps", "2", "--quiet", "--out", str(tmp_path)]
     assert run(argv, capsys)[0] == 130
     assert calls == [("resnet", 0), ("resnet", 1), ("vit", 0)]
@@ -326,7 +327,6 @@ def test_a_corrupt_record_is_ignored_and_its_cell_rerun(tmp_path, capsys):
 
 
 def test_checkpoint_resume_gives_the_uninterrupted_result(tmp_path, monkeypatch):
-    import harness.runner as runner
     from tasks import create_task
 
     task = create_task("digits")

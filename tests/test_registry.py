@@ -56,6 +56,16 @@ def test_duplicate_name_is_an_error(clean_registry):
         register_model("dup_model", family="baseline", kinds=("classification",))(dup_model)
 
 
+def test_one_kind_or_modality_may_be_a_plain_string(clean_registry):
+    @register_model("one_kind", family="baseline", kinds="classification", modalities="image")
+    def one_kind(spec, size="tiny"):
+        return nn.Identity()
+
+    entry = get_model_entry("one_kind")
+    assert entry.kinds == ("classification",) and entry.modalities == ("image",)
+    assert entry.serves() == "classification[image]"
+
+
 def test_bad_family_kind_size_and_override_are_errors(clean_registry):
     with pytest.raises(RegistryError, match="family must be one of"):
         register_model("x", family="rnn", kinds=("classification",))

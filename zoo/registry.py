@@ -102,8 +102,8 @@ _MODELS: dict[str, ModelEntry] = {}
 _plugins_loaded = False
 
 
-def register_model(name: str | None = None, *, family: str, kinds: tuple[str, ...] | list[str],
-                   modalities: tuple[str, ...] | list[str] | None = None, description: str | None = None,
+def register_model(name: str | None = None, *, family: str, kinds: str | tuple[str, ...] | list[str],
+                   modalities: str | tuple[str, ...] | list[str] | None = None, description: str | None = None,
                    presets: dict[str, dict[str, Any]] | None = None, width: str | None = None,
                    width_multiple: int | str | tuple[int | str, ...] = 1, width_scales: tuple[str, ...] = (),
                    **defaults: Any) -> Callable:
@@ -120,6 +120,8 @@ def register_model(name: str | None = None, *, family: str, kinds: tuple[str, ..
     """
     if family not in FAMILIES:
         raise RegistryError(f"family must be one of {', '.join(FAMILIES)}, got {family!r}")
+    kinds = (kinds,) if isinstance(kinds, str) else kinds  # one kind may be given as a plain string
+    modalities = (modalities,) if isinstance(modalities, str) else modalities
     bad = sorted(set(modalities or ()) - set(MODALITIES))
     if bad:
         raise RegistryError(f"unknown modality {', '.join(bad)}; accepted: {', '.join(MODALITIES)}")

@@ -1,0 +1,245 @@
+"""Where a sweep's cells run: in this process (the default), in N local processes (``--jobs N``), or
+as Ray tasks on a local or existing Ray cluster (``--executor ray``).
+
+Every executor takes the same :class:`Cell` descriptions and gives back the same records, as the
+cells finish; the driver (``harness.cli.run_sweep``) alone decides what is already done, writes the
+records and merges the leaderboard, so resume, failure records and the results are the same whatever
+ran the cells. A worker builds its own copy of each task (from the task's name and options), once per
+process, and applies the cell's thread count and determinism switches before it trains.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import torch
+
+import baselines  # noqa: F401  (a worker process registers the built-in models too)
+import zoo  # noqa: F401
+from tasks import create_task
+from tasks.base import Task
+from zoo.registry import load_plugin
+
+from .runner import (_STOP, RunConfig, StopRequested, attempt_cell, failure_record, request_stop,
+                     set_deterministic)
+
+EXECUTORS = ("local", "ray")
+POLL_S = 0.5  # how often a waiting driver looks for a stop request
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One (task, model, seed) cell, described so that another process (or machine) can run it."""
+
+    task: str
+    task_kwargs: dict[str, Any]  # data_dir, download and the task's options: create_task(task, **task_kwargs)
+    model: str
+    seed: int
+    config: RunConfig
+    checkpoint: str | None = None
+    checkpoint_every_s: float = 300.0
+    plugins: tuple[str, ...] = ()
+    threads: int | None = None  # torch threads of the worker (None: leave torch's default)
+    sys_path: tuple[str, ...] = field(default_factory=lambda: tuple(sys.path))  # where the driver imports from
+
+    @property
+    def name(self) -> str:
+        return f"{self.task}/{self.model} seed {self.seed}"
+
+
+# ------------------------------------------------------------------------------------ the worker side
+
+_WORKER_TASKS: dict[str, Task] = {}
+
+
+def _prepare_worker(cell: Cell) -> Task:
+    """Make this process ready for ``cell``: the driver's import path and plugins, the thread count,
+    the determinism switches, and the task (set up once per process and options)."""
+    sys.path.extend(p for p in cell.sys_path if p not in sys.path)
+    for module in cell.plugins:
+        load_plugin(module)
+    if cell.threads:
+        torch.set_num_threads(cell.threads)
+    set_deterministic(cell.config.deterministic)
+    key = json.dumps([cell.task, cell.task_kwargs], sort_keys=True, default=str)
+    if key not in _WORKER_TASKS:
+        task = create_task(cell.task, **cell.task_kwargs)
+        task.setup()
+        _WORKER_TASKS[key] = task
+    return _WORKER_TASKS[key]
+
+
+def execute(cell: Cell) -> dict[str, Any] | None:
+    """Run ``cell`` in this (worker) process: its record, a 'failed' record, or None where a stop
+    request interrupted it (it saved its checkpoint; the next run continues from there)."""
+    task = _prepare_worker(cell)
+    try:
+        return attempt_cell(task, cell.model, cell.seed, cell.config, progress=False,
+                            checkpoint=Path(cell.checkpoint) if cell.checkpoint else None,
+                            checkpoint_every_s=cell.checkpoint_every_s)
+    except StopRequested:
+        return None
+
+
+def _init_process_worker(stop: Any) -> None:
+    """A --jobs worker ignores Ctrl-C (the terminal sends it to the whole process group): the driver
+    decides, and sets ``stop``, which makes the running cell checkpoint and return."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch() -> None:
+        stop.wait()
+        request_stop()
+    threading.Thread(target=watch, daemon=True).start()
+
+
+# ------------------------------------------------------------------------------------ the executors
+
+class Executor:
+    """Runs cells and yields ``(cell, record)`` as each finishes (a 'failed' record where a cell failed
+    or its worker died). On a stop request (Ctrl-C, SIGTERM) it yields what finished, asks the running
+    cells to stop, and raises :class:`StopRequested`."""
+
+    name = "local"
+
+    def run(self, cells: list[Cell], tasks: dict[str, Task]) -> Iterator[tuple[Cell, dict[str, Any]]]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release workers and connections (called once, after the sweep)."""
+
+    @staticmethod
+    def failed(cell: Cell, tasks: dict[str, Task], error: BaseException) -> dict[str, Any]:
+        return failure_record(tasks[cell.task], cell.model, cell.seed, cell.config, error)
+
+
+class LocalExecutor(Executor):
+    """One cell after the other in this process, on the driver's own task objects, with progress bars."""
+
+    def __init__(self, progress: bool = True) -> None:
+        self.progress = progress
+
+    def run(self, cells: list[Cell], tasks: dict[str, Task]) -> Iterator[tuple[Cell, dict[str, Any]]]:
+        for cell in cells:
+            if cell.threads:
+                torch.set_num_threads(cell.threads)
+            yield cell, attempt_cell(tasks[cell.task], cell.model, cell.seed, cell.config, progress=self.progress,
+                                     checkpoint=Path(cell.checkpoint) if cell.checkpoint else None,
+                                     checkpoint_every_s=cell.checkpoint_every_s)
+
+
+class ProcessExecutor(Executor):
+    """``--jobs N``: N worker processes on this machine (spawned, so CUDA and OpenMP start clean)."""
+
+    name = "processes"
+
+    def __init__(self, jobs: int) -> None:
+        import multiprocessing
+        context = multiprocessing.get_context("spawn")
+        self.stop = context.Event()
+        self.pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_process_worker,
+                                        initargs=(self.stop,))
+
+    def run(self, cells: list[Cell], tasks: dict[str, Task]) -> Iterator[tuple[Cell, dict[str, Any]]]:
+        futures: dict[Future, Cell] = {self.pool.submit(execute, cell): cell for cell in cells}
+        remaining = set(futures)
+        while remaining:
+            done, remaining = wait(remaining, timeout=POLL_S, return_when=FIRST_COMPLETED)
+            yield from self._results(done, futures, tasks)
+            if _STOP.is_set() and remaining:
+                self.stop.set()  # running cells checkpoint and return None; queued ones never start
+                for future in remaining:
+                    future.cancel()
+                yield from self._results([f for f in remaining if not f.cancelled()], futures, tasks)
+                raise StopRequested(f"stopped with {len(remaining)} cell(s) unfinished")
+
+    def _results(self, done: Iterable[Future], futures: dict[Future, Cell],
+                 tasks: dict[str, Task]) -> Iterator[tuple[Cell, dict[str, Any]]]:
+        for future in done:
+            cell = futures[future]
+            try:
+                record = future.result()
+            except Exception as e:  # noqa: BLE001 - a worker that died (killed, out of memory) fails its cell
+                record = self.failed(cell, tasks, e)
+            if record is not None:
+                yield cell, record
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+class RayExecutor(Executor):
+    """``--executor ray``: each cell is a Ray task asking for ``cpus`` CPUs and ``gpus`` GPUs (a
+    fraction shares a GPU). With no ``address`` Ray starts on this machine, on loopback, and stops at
+    the end; with one (``auto``, ``HOST:6379`` or ``ray://HOST:10001``) it joins that cluster and ships
+    the four packages of attention-zoo to its workers (their Python needs torch, torchvision and
+    torchaudio: ``pip install "attention-zoo[dist]"`` on every node is simplest)."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None, cpus: float, gpus: float) -> None:
+        try:
+            import ray
+        except ImportError:
+            from .cli import UsageError
+            raise UsageError('--executor ray needs Ray: pip install "attention-zoo[dist]" '
+                             '(or pip install "ray>=2.40")') from None
+        self.ray = ray
+        self.started = not ray.is_initialized()
+        if self.started:
+            options: dict[str, Any] = {"include_dashboard": False, "logging_level": "WARNING"}
+            if address is None:
+                options.update(address="local", _node_ip_address="127.0.0.1")
+            else:
+                import baselines
+                import harness
+                import tasks
+                import zoo
+                options.update(address=address, runtime_env={"py_modules": [zoo, baselines, tasks, harness]})
+            ray.init(**options)
+        self.remote = ray.remote(execute).options(num_cpus=cpus, num_gpus=gpus, max_retries=0)
+
+    def run(self, cells: list[Cell], tasks: dict[str, Task]) -> Iterator[tuple[Cell, dict[str, Any]]]:
+        refs = {self.remote.remote(cell): cell for cell in cells}
+        remaining = list(refs)
+        while remaining:
+            done, remaining = self.ray.wait(remaining, num_returns=1, timeout=POLL_S)
+            for ref in done:
+                try:
+                    record = self.ray.get(ref)
+                except Exception as e:  # noqa: BLE001 - RayTaskError, a dead worker or node: the cell failed
+                    record = self.failed(refs[ref], tasks, e)
+                if record is not None:
+                    yield refs[ref], record
+            if _STOP.is_set() and remaining:
+                for ref in remaining:  # a running cell is interrupted; it keeps its last periodic checkpoint
+                    self.ray.cancel(ref)
+                raise StopRequested(f"stopped with {len(remaining)} cell(s) unfinished")
+
+    def close(self) -> None:
+        if self.started:
+            self.ray.shutdown()
+
+
+def make_executor(name: str, *, jobs: int = 1, address: str | None = None, cpus: float = 1.0,
+                  gpus: float = 0.0, progress: bool = True) -> Executor:
+    if name == "ray":
+        return RayExecutor(address, cpus, gpus)
+    return ProcessExecutor(jobs) if jobs > 1 else LocalExecutor(progress)
+
+
+def default_threads(executor: str, jobs: int, cpus_per_cell: float | None) -> int | None:
+    """Torch threads per cell: --cpus-per-cell where given; else all cores shared by the --jobs
+    processes, one per Ray task's CPU, and torch's own default in a single local process."""
+    if cpus_per_cell is not None:
+        return max(1, int(cpus_per_cell))
+    if executor == "ray":
+        return 1
+    return max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None

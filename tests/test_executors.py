@@ -1,0 +1,151 @@
+"""Where cells run: --jobs N local processes and --executor ray give the same records and the same
+leaderboard rows as one process (metric values equal on the CPU with --deterministic); failures,
+resume and bad input behave as with the local executor."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+SWEEP = ["run", "vision", "--models", "vit,resnet", "--seeds", "2", "--steps", "6", "--deterministic",
+         "--cpus-per-cell", "1", "--quiet"]
+SAME = ["task", "model", "size", "seed", "metric_value", "param_count"]  # what must not depend on the executor
+
+
+def run(args: list[str], capsys) -> tuple[int, str]:
+    try:
+        code = main(args)
+    except SystemExit as e:
+        code = e.code
+    return code, capsys.readouterr().err
+
+
+def records(out: Path) -> pd.DataFrame:
+    rows = [json.loads(p.read_text()) for p in sorted((out / "runs").rglob("*.json"))]
+    return pd.DataFrame(rows).sort_values(["task", "model", "seed"]).reset_index(drop=True)
+
+
+def leaderboard_rows(out: Path) -> pd.DataFrame:
+    df = pd.read_csv(out / "leaderboard_vision.csv")
+    return df[["task", "model", "size", "metric_mean", "metric_std", "n_seeds", "param_count"]].sort_values("model")
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("local")
+    assert main([*SWEEP, "--out", str(out)]) == 0
+    return out
+
+
+def test_jobs_give_the_local_results(local_run, tmp_path, capsys):
+    code, err = run([*SWEEP, "--jobs", "2", "--out", str(tmp_path)], capsys)
+    assert code == 0, err
+    assert "to run in 2 local processes" in err
+    got, want = records(tmp_path), records(local_run)
+    pd.testing.assert_frame_equal(got[SAME], want[SAME])
+    assert (got["history"].map(lambda h: [e["val_top1"] for e in h])
+            == want["history"].map(lambda h: [e["val_top1"] for e in h])).all()
+    assert set(got["executor"]) == {"processes"} and set(want["executor"]) == {"local"}
+    assert set(got["config_hash"]) == set(want["config_hash"])
+    pd.testing.assert_frame_equal(leaderboard_rows(tmp_path), leaderboard_rows(local_run))
+
+
+def test_ray_gives_the_local_results_and_resumes(local_run, tmp_path, capsys):
+    pytest.importorskip("ray")
+    code, err = run([*SWEEP, "--executor", "ray", "--out", str(tmp_path)], capsys)
+    assert code == 0, err
+    got, want = records(tmp_path), records(local_run)
+    pd.testing.assert_frame_equal(got[SAME], want[SAME])
+    assert set(got["executor"]) == {"ray"} and got["num_threads"].eq(1).all()
+    pd.testing.assert_frame_equal(leaderboard_rows(tmp_path), leaderboard_rows(local_run))
+    # a rerun finds every cell done (same configuration) and starts no Ray at all
+    code, err = run([*SWEEP, "--executor", "ray", "--out", str(tmp_path)], capsys)
+    assert code == 0 and err.count("already done") == 4 and "0 to run" in err
+
+
+def write_broken_plugin(tmp_path: Path, module: str) -> str:
+    (tmp_path / f"{module}.py").write_text(
+        "import torch\nfrom torch import nn\nfrom zoo.registry import register_model\n"
+        "class Broken(nn.Module):\n"
+        "    def __init__(self, spec):\n        super().__init__()\n"
+        "        self.fc = nn.Linear(64, spec['num_classes'])\n"
+        "    def forward(self, x):\n        raise RuntimeError('this model always fails')\n"
+        "@register_model('broken_cnn', family='baseline', kinds='classification')\n"
+        "def broken_cnn(spec, size='tiny'):\n    return Broken(spec)\n")
+    return module
+
+
+@pytest.mark.parametrize("where", [["--jobs", "2"], ["--executor", "ray"]], ids=["jobs", "ray"])
+def test_a_failed_cell_is_recorded_and_the_others_go_on(where, tmp_path, capsys, monkeypatch):
+    import zoo.registry as registry
+    if "ray" in where:
+        pytest.importorskip("ray")
+    monkeypatch.setattr(registry, "_MODELS", dict(registry._MODELS))
+    monkeypatch.syspath_prepend(str(tmp_path))  # the workers import the plugin from the driver's path
+    plugin = write_broken_plugin(tmp_path, f"broken_cnn_plugin_{where[-1]}")  # a new module: the registry is new
+    code, err = run(["run", "vision", "--models", "resnet,broken_cnn", "--seeds", "1", "--steps", "3", "--quiet",
+                     "--cpus-per-cell", "1", "--plugin", plugin, "--out", str(tmp_path / "out"), *where], capsys)
+    assert code == 1 and "1 of 2 cells failed" in err, err
+    broken = json.loads((tmp_path / "out/runs/vision/digits/broken_cnn-tiny-seed0.json").read_text())
+    assert broken["status"] == "failed" and "this model always fails" in broken["reason"]
+    good = json.loads((tmp_path / "out/runs/vision/digits/resnet-tiny-seed0.json").read_text())
+    assert good["status"] == "ok"
+
+
+BAD = [
+    (["--jobs", "2", "--executor", "ray"], r"--jobs is for the local executor"),
+    (["--ray-address", "auto"], r"--ray-address is for --executor ray"),
+    (["--gpus-per-cell", "1"], r"--gpus-per-cell is for --executor ray"),
+    (["--executor", "ray", "--device", "cuda"], r"--device cuda with --executor ray needs --gpus-per-cell"),
+    (["--jobs", "0"], r"argument --jobs: expected a positive integer"),
+    (["--executor", "dask"], r"argument --executor: invalid choice: 'dask'"),
+]
+
+
+@pytest.mark.parametrize("argv, message", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_executor_options_are_one_line_errors(argv, message, tmp_path, capsys):
+    code, err = run(["run", "vision", "--out", str(tmp_path), *argv], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    import re
+    assert re.search(message, err), err
+
+
+def test_ray_missing_says_how_to_install_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    code, err = run(["run", "vision", "--models", "resnet", "--seeds", "1", "--steps", "1", "--executor", "ray",
+                     "--out", str(tmp_path)], capsys)
+    assert code == 2 and 'pip install "attention-zoo[dist]"' in err and len(err.strip().splitlines()) == 2, err
+
+
+def test_sigterm_stops_the_workers_at_a_checkpoint_and_the_rerun_continues(tmp_path):
+    argv = [sys.executable, "-m", "harness", "run", "vision", "--models", "vit,resnet", "--seeds", "1",
+            "--epochs", "40", "--jobs", "2", "--cpus-per-cell", "1", "--checkpoint-minutes", "0.0001", "--quiet",
+            "--out", str(tmp_path)]
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ckpts = [tmp_path / f"runs/vision/digits/{m}-tiny-seed0.ckpt" for m in ("vit", "resnet")]
+    try:
+        deadline = time.time() + 120
+        while not all(c.exists() for c in ckpts) and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert all(c.exists() for c in ckpts), err
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    for model in ("vit", "resnet"):
+        record = json.loads((tmp_path / f"runs/vision/digits/{model}-tiny-seed0.json").read_text())
+        assert record["resumed_from_step"] > 0 and len(record["history"]) == 40
+    assert not any(c.exists() for c in ckpts)
