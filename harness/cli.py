@@ -25,7 +25,7 @@ from zoo.registry import (SIZES, RegistryError, create_model, fit_to_params, get
                           parse_param_count,
                           unknown_name_error)
 
-from . import bench, executors, leaderboard, report
+from . import bench, distributed, executors, leaderboard, report
 from .records import checkpoint_path, config_hash, read_record, read_records, record_path, write_record
 from .runner import RunConfig, clear_stop, request_stop, resolve, set_deterministic
 
@@ -156,6 +156,9 @@ def build_parser() -> Parser:
                        help="join this Ray cluster (auto, HOST:6379, ray://HOST:10001); default: start Ray here")
     where.add_argument("--cpus-per-cell", type=positive_float, metavar="N",
                        help="CPUs (torch threads) per cell (default: cores / --jobs; 1 per Ray task)")
+    where.add_argument("--ddp", action="store_true",
+                       help="train each cell with DistributedDataParallel over the processes that torchrun "
+                            "started: torchrun --nproc_per_node N -m harness run ... --ddp")
     where.add_argument("--gpus-per-cell", type=non_negative_float, default=0.0, metavar="N",
                        help="GPUs per Ray task (a fraction shares one; default 0: CPU cells)")
     run.add_argument("--checkpoint-minutes", type=positive_float, default=5.0, metavar="M",
@@ -332,6 +335,12 @@ def stop_on_signals():
 
 
 def check_executor(args: argparse.Namespace) -> None:
+    if args.ddp:
+        if not distributed.launched_by_torchrun():
+            raise UsageError("--ddp needs the processes that torchrun starts: "
+                             "torchrun --nproc_per_node N -m harness run DOMAIN ... --ddp")
+        if args.executor != "local" or args.jobs > 1:
+            raise UsageError("--ddp trains one cell on all of torchrun's processes; it takes no --jobs or --executor")
     if args.executor != "ray":
         for flag, value in (("--ray-address", args.ray_address), ("--gpus-per-cell", args.gpus_per_cell)):
             if value:
@@ -355,6 +364,19 @@ def run_sweep(args: argparse.Namespace) -> int:
         load_plugin(module)
     check_executor(args)
     device = resolve_device(args.device) if args.executor != "ray" else ray_device(args)
+    group = distributed.init(device) if args.ddp else distributed.SINGLE
+    try:
+        return _run_sweep(args, device, group)
+    finally:
+        if args.ddp:
+            distributed.shutdown()
+
+
+def _run_sweep(args: argparse.Namespace, device: str, group: distributed.Group) -> int:
+    def log(message: str) -> None:  # rank 0 speaks for a DDP group
+        if group.is_main:
+            print(message, file=sys.stderr)
+
     precision = args.precision if args.precision != "auto" else \
         ("fp32" if device == "cpu" else "bf16" if not torch.cuda.is_available() or torch.cuda.is_bf16_supported()
          else "fp16")  # (a Ray driver without a GPU assumes its workers' GPUs have bf16)
@@ -375,9 +397,14 @@ def run_sweep(args: argparse.Namespace) -> int:
     base = RunConfig(size=args.size, epochs=args.epochs, steps=args.steps, batch_size=args.batch_size,
                      lr=args.lr, weight_decay=args.weight_decay, device=device, backend=args.backend,
                      precision=precision, model_opts=tuple(model_opts.items()), deterministic=args.deterministic,
-                     compile=args.compile, channels_last=args.channels_last, data_on_device=args.data_on_device)
+                     compile=args.compile, channels_last=args.channels_last, data_on_device=args.data_on_device,
+                     world_size=group.world)
     configs: dict[tuple[str, str], RunConfig] = {}
     for task, models in plan:
+        batch = args.batch_size or task.budget.batch_size
+        if batch % group.world:
+            raise UsageError(f"--ddp over {group.world} processes: task {task.name!r} has batch size {batch}, "
+                             f"not divisible by {group.world}; pass --batch-size")
         task.setup()  # fails now, before any training, if a dataset is missing
         for model in models:  # so does a model that cannot be built as configured
             try:
@@ -404,19 +431,21 @@ def run_sweep(args: argparse.Namespace) -> int:
         if done is not None and done.get("status") == "ok" and \
                 done["config_hash"] == config_hash(resolve(task, model, config)):
             records.append(done)
-            print(f"{task.name} {model} seed {seed}: already done, same configuration "
-                  f"({done['metric']} {done['metric_value']:.4f}); --force reruns it", file=sys.stderr)
+            log(f"{task.name} {model} seed {seed}: already done, same configuration "
+                f"({done['metric']} {done['metric_value']:.4f}); --force reruns it")
             continue
         todo.append(executors.Cell(
             task.name, {"data_dir": str(Path(args.data_dir).resolve()), "download": args.download, **task.opts},
             model, seed, config, checkpoint=str(checkpoint_path(*where).resolve()), checkpoint_every_s=args.checkpoint_minutes * 60,
             plugins=tuple(args.plugin), threads=threads))
+    todo = group.share(todo)  # rank 0's view of what is done holds for the whole DDP group
     runner_desc = {"local": "this process", "processes": f"{args.jobs} local processes",
-                   "ray": f"Ray ({args.ray_address or 'local'})"}
-    executor_name = "ray" if args.executor == "ray" else "processes" if args.jobs > 1 else "local"
-    print(f"harness: {len(cells)} cells ({args.domain}: {', '.join(t.name for t, _ in plan)}; "
-          f"{'/'.join(map(str, seeds))} seed(s); {size}; {device}, {args.backend}, {precision}); "
-          f"{len(todo)} to run in {runner_desc[executor_name]}", file=sys.stderr)
+                   "ray": f"Ray ({args.ray_address or 'local'})", "ddp": f"{group.world} DDP processes"}
+    executor_name = "ray" if args.executor == "ray" else "processes" if args.jobs > 1 else \
+        "ddp" if group.distributed else "local"
+    log(f"harness: {len(cells)} cells ({args.domain}: {', '.join(t.name for t, _ in plan)}; "
+        f"{'/'.join(map(str, seeds))} seed(s); {size}; {device}, {args.backend}, {precision}); "
+        f"{len(todo)} to run in {runner_desc[executor_name]}")
     failed: list[dict[str, Any]] = []
     tasks = {task.name: task for task, _ in plan}
     start = time.perf_counter()
@@ -426,39 +455,41 @@ def run_sweep(args: argparse.Namespace) -> int:
             if todo:
                 executor = executors.make_executor(args.executor, jobs=args.jobs, address=args.ray_address,
                                                    cpus=args.cpus_per_cell or 1, gpus=args.gpus_per_cell,
-                                                   progress=not args.quiet)
+                                                   progress=not args.quiet, group=group)
             for i, (cell, record) in enumerate(executor.run(todo, tasks) if executor else [], 1):
+                if record is None:  # a DDP rank other than 0: rank 0 has the record
+                    continue
                 task = tasks[cell.task]
                 record["executor"] = executor.name
                 write_record(record_path(args.out, task.domain, task.name, cell.model, cell.config.label, cell.seed),
                              record)
                 if record["status"] == "ok":
                     records.append(record)
-                    print(f"[{i}/{len(todo)}] {cell.name}: {record['metric']} {record['metric_value']:.4f} "
-                          f"({record['train_time_s']:.1f} s)", file=sys.stderr)
+                    log(f"[{i}/{len(todo)}] {cell.name}: {record['metric']} {record['metric_value']:.4f} "
+                        f"({record['train_time_s']:.1f} s)")
                 else:
                     failed.append(record)
-                    print(f"[{i}/{len(todo)}] {cell.name}: FAILED ({record['reason'][:300]})", file=sys.stderr)
+                    log(f"[{i}/{len(todo)}] {cell.name}: FAILED ({record['reason'][:300]})")
         except KeyboardInterrupt:
-            print(f"\nharness: interrupted; {len(records)} of {len(cells)} cells finished and are kept in "
-                  f"{args.out / 'runs'} (a cell that was running saved a checkpoint: rerun the same command "
-                  f"to continue)", file=sys.stderr)
-            if records:
+            log(f"\nharness: interrupted; {len(records)} of {len(cells)} cells finished and are kept in "
+                f"{args.out / 'runs'} (a cell that was running saved a checkpoint: rerun the same command "
+                f"to continue)")
+            if records and group.is_main:
                 publish(records, args.out, args.domain)
             return 130
         except BaseException:  # a crash of the harness itself still publishes what finished, then reports itself
-            if records:
+            if records and group.is_main:
                 publish(records, args.out, args.domain)
             raise
         finally:
             if executor is not None:
                 executor.close()
-    if records:
+    if records and group.is_main:
         publish(records, args.out, args.domain)
-    print(f"harness: {len(cells)} cells in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    log(f"harness: {len(cells)} cells in {time.perf_counter() - start:.0f} s")
     if failed:
-        print(f"harness: {len(failed)} of {len(cells)} cells failed (their records say why, status 'failed'): "
-              + ", ".join(f"{r['task']}/{r['model']}/seed {r['seed']}" for r in failed), file=sys.stderr)
+        log(f"harness: {len(failed)} of {len(cells)} cells failed (their records say why, status 'failed'): "
+            + ", ".join(f"{r['task']}/{r['model']}/seed {r['seed']}" for r in failed))
         return 1
     return 0
 
@@ -466,7 +497,7 @@ def run_sweep(args: argparse.Namespace) -> int:
 def _check_writable(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
+        probe = out / f".write-test-{os.getpid()}"  # per process: DDP ranks probe at once
         probe.write_text("")
         probe.unlink()
     except OSError as e:

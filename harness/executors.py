@@ -27,7 +27,8 @@ from tasks import create_task
 from tasks.base import Task
 from zoo.registry import load_plugin
 
-from .runner import (_STOP, RunConfig, StopRequested, attempt_cell, failure_record, request_stop,
+from .distributed import SINGLE, Group
+from .runner import (_STOP, RunConfig, StopRequested, attempt_cell, failure_record, request_stop, run_cell,
                      set_deterministic)
 
 EXECUTORS = ("local", "ray")
@@ -121,18 +122,26 @@ class Executor:
 
 
 class LocalExecutor(Executor):
-    """One cell after the other in this process, on the driver's own task objects, with progress bars."""
+    """One cell after the other in this process, on the driver's own task objects, with progress bars.
+    In a DDP group (``--ddp`` under torchrun) every process runs each cell with the others, and ranks
+    other than 0 yield None; a failure there is not recorded but raised, so that torchrun stops the
+    whole group instead of leaving the other ranks waiting in a collective."""
 
-    def __init__(self, progress: bool = True) -> None:
-        self.progress = progress
+    def __init__(self, progress: bool = True, group: Group = SINGLE) -> None:
+        self.progress, self.group = progress, group
+        self.name = "ddp" if group.distributed else "local"
 
-    def run(self, cells: list[Cell], tasks: dict[str, Task]) -> Iterator[tuple[Cell, dict[str, Any]]]:
+    def run(self, cells: list[Cell], tasks: dict[str, Task]) -> Iterator[tuple[Cell, dict[str, Any] | None]]:
         for cell in cells:
             if cell.threads:
                 torch.set_num_threads(cell.threads)
-            yield cell, attempt_cell(tasks[cell.task], cell.model, cell.seed, cell.config, progress=self.progress,
-                                     checkpoint=Path(cell.checkpoint) if cell.checkpoint else None,
-                                     checkpoint_every_s=cell.checkpoint_every_s)
+            options = dict(progress=self.progress, checkpoint=Path(cell.checkpoint) if cell.checkpoint else None,
+                           checkpoint_every_s=cell.checkpoint_every_s)
+            task = tasks[cell.task]
+            if self.group.distributed:
+                yield cell, run_cell(task, cell.model, cell.seed, cell.config, group=self.group, **options)
+            else:
+                yield cell, attempt_cell(task, cell.model, cell.seed, cell.config, **options)
 
 
 class ProcessExecutor(Executor):
@@ -198,10 +207,8 @@ class RayExecutor(Executor):
             if address is None:
                 options.update(address="local", _node_ip_address="127.0.0.1")
             else:
-                import baselines
                 import harness
                 import tasks
-                import zoo
                 options.update(address=address, runtime_env={"py_modules": [zoo, baselines, tasks, harness]})
             ray.init(**options)
         self.remote = ray.remote(execute).options(num_cpus=cpus, num_gpus=gpus, max_retries=0)
@@ -229,10 +236,10 @@ class RayExecutor(Executor):
 
 
 def make_executor(name: str, *, jobs: int = 1, address: str | None = None, cpus: float = 1.0,
-                  gpus: float = 0.0, progress: bool = True) -> Executor:
+                  gpus: float = 0.0, progress: bool = True, group: Group = SINGLE) -> Executor:
     if name == "ray":
         return RayExecutor(address, cpus, gpus)
-    return ProcessExecutor(jobs) if jobs > 1 else LocalExecutor(progress)
+    return ProcessExecutor(jobs) if jobs > 1 else LocalExecutor(progress, group)
 
 
 def default_threads(executor: str, jobs: int, cpus_per_cell: float | None) -> int | None:

@@ -25,6 +25,7 @@ from tasks.base import Batch, Task
 from zoo.core import attention_backend
 from zoo.registry import create_model, get_model_entry
 
+from .distributed import SINGLE, STOP_POLL_STEPS, Group
 from .records import atomic_save, config_hash, environment
 
 
@@ -48,6 +49,7 @@ class RunConfig:
     deterministic: bool = False  # torch.use_deterministic_algorithms + cuDNN determinism
     params_target: int | None = None  # --params: model_opts then hold the width fitted to it
     fitted: tuple[tuple[str, Any], ...] = ()  # the config keys --params set (also in model_opts)
+    world_size: int = 1  # processes training the cell together (DDP under torchrun); batch_size is global
     # the fast path (layout and placement only; the arithmetic is the same, so not in the config hash):
     channels_last: str = "auto"  # CNN weights and image batches in NHWC; auto: on CUDA, for models with a Conv2d
     data_on_device: str = "auto"  # hold the task's in-memory data on the accelerator; auto: where it takes <= 1/4 of free memory
@@ -195,6 +197,7 @@ def resolve(task: Task, model_name: str, config: RunConfig) -> dict[str, Any]:
         **({"deterministic": True} if config.deterministic else {}),
         **({"compile": True} if config.compile else {}),
         **({"params_target": config.params_target, "fitted": dict(config.fitted)} if config.params_target else {}),
+        **({"world_size": config.world_size, "distributed": "DDP"} if config.world_size > 1 else {}),
     }
 
 
@@ -276,6 +279,14 @@ class PeakMemory:
         return peak / 2 ** 20 if sys.platform == "darwin" else peak / 1024
 
 
+def _stop_requested(group: Group, step: int) -> bool:
+    """Whether to stop before the next step: at once in one process; processes training together
+    agree every ``STOP_POLL_STEPS`` steps (one tiny collective), so that they stop at the same step."""
+    if not group.distributed:
+        return _STOP.is_set()
+    return step % STOP_POLL_STEPS == 0 and group.any(_STOP.is_set())
+
+
 def _reached(task: Task, value: float) -> bool:
     return value >= task.target if task.higher_is_better else value <= task.target
 
@@ -295,7 +306,8 @@ def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
 
 
 def run_cell(task: Task, model_name: str, seed: int, config: RunConfig, *, progress: bool = True,
-             checkpoint: Path | None = None, checkpoint_every_s: float = 300.0) -> dict[str, Any]:
+             checkpoint: Path | None = None, checkpoint_every_s: float = 300.0,
+             group: Group = SINGLE) -> dict[str, Any] | None:
     """Train ``model_name`` on ``task`` with ``seed`` and return the cell's record.
 
     With ``checkpoint``, the training state (model, optimizer, schedule, curves, random streams) is
@@ -303,18 +315,24 @@ def run_cell(task: Task, model_name: str, seed: int, config: RunConfig, *, progr
     save, and when a stop is requested (:func:`request_stop`, e.g. on SIGTERM; the cell then raises
     :class:`StopRequested`). A later call with the same configuration continues from it; the file is
     deleted when the cell finishes.
+
+    With a ``group`` of several processes (``harness.distributed``), they train the cell together with
+    DistributedDataParallel; rank 0 returns the record, the other ranks None.
     """
     entry = get_model_entry(model_name)
-    device = torch.device(config.device)
+    device = group.device(torch.device(config.device).type)
     resolved = resolve(task, model_name, config)
     chash = config_hash(resolved)
     batch_size, total_steps = resolved["batch_size"], resolved["total_steps"]
     steps_per_epoch, lr, weight_decay = resolved["steps_per_epoch"], resolved["lr"], resolved["weight_decay"]
-    accumulation = max(1, min(config.accumulation, batch_size))
-    micro_batch = batch_size // accumulation
+    rank_batch = batch_size // group.world  # the global batch is split over the processes
+    accumulation = max(1, min(config.accumulation, rank_batch))
+    micro_batch = rank_batch // accumulation
     started = datetime.now(timezone.utc)
     seed_everything(seed)
     model = create_model(model_name, task.spec, size=config.size, **dict(config.model_opts)).to(device)
+    if group.distributed:
+        torch.manual_seed(seed + group.rank)  # the same weights, then dropout/augmentation streams per rank
     task.prepare(model)
     param_count = sum(p.numel() for p in model.parameters())
     data_held = hold_data(task, device, config.data_on_device)
@@ -322,12 +340,15 @@ def run_cell(task: Task, model_name: str, seed: int, config: RunConfig, *, progr
     channels_last = use_channels_last(model, device, config.channels_last)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    net = torch.compile(model) if config.compile else model  # trains and evaluates; `model` holds the weights
+    net = torch.compile(model) if config.compile else model  # evaluates; `model` holds the weights
+    train_net = group.wrap(net)  # DDP where several processes train the cell
     optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, fused=device.type == "cuda")
     scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")  # fp16 needs loss scaling
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, task.budget.warmup_frac))
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)  # the same shuffle on every rank: they split its batches
     memory = PeakMemory(device)
+    if group.distributed and checkpoint is not None:
+        checkpoint = checkpoint.with_name(f"{checkpoint.name}.rank{group.rank}")
 
     history: list[dict[str, Any]] = []
     train_time = 0.0
@@ -360,7 +381,7 @@ def run_cell(task: Task, model_name: str, seed: int, config: RunConfig, *, progr
 
     last_save = time.monotonic()
     bar = tqdm(total=total_steps, initial=step, desc=f"{task.name}/{model_name} seed {seed}", unit="step",
-               disable=None if progress else True, leave=False, dynamic_ncols=True)
+               disable=None if progress and group.is_main else True, leave=False, dynamic_ncols=True)
     with attention_backend(config.backend), bar:
         while step < total_steps:
             model.train()
@@ -368,10 +389,14 @@ def run_cell(task: Task, model_name: str, seed: int, config: RunConfig, *, progr
             epoch_steps = micro = 0
             t0 = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
-            for batch in task.train_batches(micro_batch, generator):
+            stopped = False  # a stop request in mid-epoch (one at its end waits for its validation)
+            for batch, weight in group.shard(task.train_batches(micro_batch, generator)):
+                if micro % accumulation == 0 and _stop_requested(group, step):
+                    stopped = True
+                    break
                 batch = to_device(batch, device, channels_last)
                 with _autocast(device, config.precision):
-                    loss = task.loss(net, batch)
+                    loss = task.loss(train_net, batch) * weight  # weight 1.0 but in DDP (see harness.distributed)
                 scaler.scale(loss / accumulation).backward()
                 epoch_loss += loss.detach() / accumulation
                 samples += len(batch[0])
@@ -388,28 +413,39 @@ def run_cell(task: Task, model_name: str, seed: int, config: RunConfig, *, progr
                 epoch_steps += 1
                 step += 1
                 bar.update()
-                if step >= total_steps or _STOP.is_set():
+                if step >= total_steps:
                     break
-            if epoch_steps == 0:
-                raise RuntimeError(f"task {task.name!r} yielded no training batch")
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             train_time += time.perf_counter() - t0
-            if _STOP.is_set():
+            if stopped:
                 save_checkpoint()
                 raise StopRequested(f"{task.name}/{model_name} seed {seed} stopped at step {step}")
-            train_loss = (epoch_loss / max(1, epoch_steps)).item()  # one host sync per epoch
+            if epoch_steps == 0:
+                raise RuntimeError(f"task {task.name!r} yielded no training batch")
+            train_loss = group.mean(epoch_loss / max(1, epoch_steps)).item()  # one host sync per epoch
             if not math.isfinite(train_loss):
                 raise TrainingDiverged(f"training loss became {train_loss} at step {step}")
-            val = evaluate(task, net, "val", batch_size, device, config.precision, channels_last)
+            val = evaluate(task, net, "val", batch_size, device, config.precision, channels_last) \
+                if group.is_main else None
+            save_now = step < total_steps and time.monotonic() - last_save >= checkpoint_every_s
+            val, save_now = group.share((val, save_now))  # rank 0's metrics and decision, on every rank
             history.append({"step": step, "epoch": step / steps_per_epoch, "train_loss": train_loss,
                             "train_time_s": train_time, **{f"val_{k}": v for k, v in val.items()}})
             if time_to_target is None and task.target is not None and _reached(task, val[task.metric]):
                 time_to_target = train_time
             bar.set_postfix(loss=f"{train_loss:.3f}", **{f"val_{task.metric}": f"{val[task.metric]:.4f}"})
-            if step < total_steps and time.monotonic() - last_save >= checkpoint_every_s:
+            if step < total_steps and group.any(_STOP.is_set()):
+                save_checkpoint()
+                raise StopRequested(f"{task.name}/{model_name} seed {seed} stopped at step {step}")
+            if save_now:
                 save_checkpoint()
                 last_save = time.monotonic()
+        samples = int(group.total(samples))
+        if not group.is_main:  # rank 0 tests, writes the record and keeps the checkpoint's fate
+            if checkpoint is not None:
+                checkpoint.unlink(missing_ok=True)
+            return None
         t0 = time.perf_counter()
         test: dict[str, float] = {}
         eval_samples = 0
