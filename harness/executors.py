@@ -210,7 +210,15 @@ class RayExecutor(Executor):
                 import harness
                 import tasks
                 options.update(address=address, runtime_env={"py_modules": [zoo, baselines, tasks, harness]})
-            ray.init(**options)
+            try:
+                ray.init(**options)
+            except (ConnectionError, RuntimeError) as e:  # no cluster there, or its auth token is not here
+                from .cli import UsageError
+                reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+                raise UsageError(f"--ray-address {address}: cannot join that Ray cluster ({reason}); start one with "
+                                 f"'ray start --head' and give the address it prints, or 'auto' on one of its "
+                                 f"nodes; with token auth, its token must be here (~/.ray/auth_token or "
+                                 f"RAY_AUTH_TOKEN)") from None
         self.remote = ray.remote(execute).options(num_cpus=cpus, num_gpus=gpus, max_retries=0)
 
     def run(self, cells: list[Cell], tasks: dict[str, Task]) -> Iterator[tuple[Cell, dict[str, Any]]]:

@@ -149,3 +149,15 @@ def test_sigterm_stops_the_workers_at_a_checkpoint_and_the_rerun_continues(tmp_p
         record = json.loads((tmp_path / f"runs/vision/digits/{model}-tiny-seed0.json").read_text())
         assert record["resumed_from_step"] > 0 and len(record["history"]) == 40
     assert not any(c.exists() for c in ckpts)
+
+
+def test_an_unreachable_ray_cluster_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    ray = pytest.importorskip("ray")
+
+    def no_cluster(**options):
+        raise ConnectionError(f"Failed to connect to Ray cluster at {options['address']}")
+    monkeypatch.setattr(ray, "init", no_cluster)
+    code, err = run(["run", "vision", "--models", "resnet", "--seeds", "1", "--steps", "1", "--executor", "ray",
+                     "--ray-address", "10.0.0.9:6379", "--out", str(tmp_path)], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 2, err  # the plan line, then the error
+    assert "--ray-address 10.0.0.9:6379: cannot join that Ray cluster (Failed to connect" in err
