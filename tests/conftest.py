@@ -10,3 +10,27 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def _terminate_once_written(argv: list[str], paths: list, cwd, env=None) -> tuple[int, str]:
+    """Start ``argv``, send it SIGTERM once every file in ``paths`` exists (or after 120 s), and
+    return its exit code and stderr."""
+    import signal
+    import subprocess
+    import time
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not all(p.exists() for p in paths) and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    return proc.returncode, err
+
+
+@pytest.fixture
+def terminate_once_written():
+    """A stop in the middle of a run: see ``_terminate_once_written``."""
+    return _terminate_once_written

@@ -74,24 +74,14 @@ def test_two_gloo_processes_take_the_steps_of_one(tmp_path, capsys):
     assert two["metric_value"] == pytest.approx(one["metric_value"], abs=0.02)
 
 
-def test_a_stopped_ddp_cell_checkpoints_every_rank_and_the_rerun_continues(tmp_path):
-    import signal
-    import time
+def test_a_stopped_ddp_cell_checkpoints_every_rank_and_the_rerun_continues(tmp_path, terminate_once_written):
     argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "harness",
             "run", "vision", "--models", "vit", "--seeds", "1", "--epochs", "12", "--ddp", "--quiet",
             "--checkpoint-minutes", "0.0001", "--out", str(tmp_path)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     folder = tmp_path / "runs/vision/digits"
     ckpts = [folder / f"vit-tiny-seed0.ckpt.rank{r}" for r in (0, 1)]
-    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.time() + 120
-        while not all(c.exists() for c in ckpts) and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGTERM)  # torchrun passes it on to both ranks
-        _, err = proc.communicate(timeout=120)
-    finally:
-        proc.kill()
+    _, err = terminate_once_written(argv, ckpts, ROOT, env)  # torchrun passes SIGTERM on to both ranks
     assert all(c.exists() for c in ckpts) and "saved a checkpoint" in err, err[-3000:]
     assert not (folder / "vit-tiny-seed0.json").exists()
     proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)

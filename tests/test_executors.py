@@ -5,10 +5,8 @@ resume and bad input behave as with the local executor."""
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -127,27 +125,19 @@ def test_ray_missing_says_how_to_install_it(tmp_path, capsys, monkeypatch):
     assert code == 2 and 'pip install "attention-zoo[dist]"' in err and len(err.strip().splitlines()) == 2, err
 
 
-def test_sigterm_stops_the_workers_at_a_checkpoint_and_the_rerun_continues(tmp_path):
+def test_sigterm_stops_the_workers_at_a_checkpoint_and_the_rerun_continues(tmp_path, terminate_once_written):
     argv = [sys.executable, "-m", "harness", "run", "vision", "--models", "vit,resnet", "--seeds", "1",
-            "--epochs", "40", "--jobs", "2", "--cpus-per-cell", "1", "--checkpoint-minutes", "0.0001", "--quiet",
+            "--epochs", "12", "--jobs", "2", "--cpus-per-cell", "1", "--checkpoint-minutes", "0.0001", "--quiet",
             "--out", str(tmp_path)]
-    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ckpts = [tmp_path / f"runs/vision/digits/{m}-tiny-seed0.ckpt" for m in ("vit", "resnet")]
-    try:
-        deadline = time.time() + 120
-        while not all(c.exists() for c in ckpts) and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        proc.kill()
-    assert proc.returncode == 130, err
+    code, err = terminate_once_written(argv, ckpts, ROOT)
+    assert code == 130, err
     assert all(c.exists() for c in ckpts), err
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     for model in ("vit", "resnet"):
         record = json.loads((tmp_path / f"runs/vision/digits/{model}-tiny-seed0.json").read_text())
-        assert record["resumed_from_step"] > 0 and len(record["history"]) == 40
+        assert record["resumed_from_step"] > 0 and len(record["history"]) == 12
     assert not any(c.exists() for c in ckpts)
 
 

@@ -360,22 +360,12 @@ def test_checkpoint_resume_gives_the_uninterrupted_result(tmp_path, monkeypatch)
     assert again["resumed_from_step"] is None
 
 
-def test_sigterm_checkpoints_and_the_rerun_continues(tmp_path):
-    import signal
-    import time
+def test_sigterm_checkpoints_and_the_rerun_continues(tmp_path, terminate_once_written):
     argv = [sys.executable, "-m", "harness", "run", "vision", "--models", "vit", "--seeds", "1", "--epochs", "40",
             "--checkpoint-minutes", "0.0001", "--quiet", "--out", str(tmp_path)]
-    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ckpt = tmp_path / "runs/vision/digits/vit-tiny-seed0.ckpt"
-    try:
-        deadline = time.time() + 120
-        while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        proc.kill()
-    assert proc.returncode == 130, err
+    code, err = terminate_once_written(argv, [ckpt], ROOT)
+    assert code == 130, err
     assert ckpt.exists() and "saved a checkpoint" in err
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
