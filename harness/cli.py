@@ -400,6 +400,8 @@ def _run_sweep(args: argparse.Namespace, device: str, group: distributed.Group) 
                      compile=args.compile, channels_last=args.channels_last, data_on_device=args.data_on_device,
                      world_size=group.world)
     configs: dict[tuple[str, str], RunConfig] = {}
+    if not group.is_main:
+        group.barrier()  # rank 0 sets the tasks up first: data generated or downloaded once, then read by all
     for task, models in plan:
         batch = args.batch_size or task.budget.batch_size
         if batch % group.world:
@@ -414,6 +416,8 @@ def _run_sweep(args: argparse.Namespace, device: str, group: distributed.Group) 
                 raise UsageError(f"model {model!r} for task {task.name!r}: {e}") from None
             configs[task.name, model] = RunConfig(**{**vars(base), "model_opts": tuple({**model_opts, **fitted}.items()),
                                                      "params_target": args.params, "fitted": tuple(fitted.items())})
+    if group.is_main:
+        group.barrier()
     _check_writable(args.out)
     set_deterministic(args.deterministic)
 

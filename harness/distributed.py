@@ -21,6 +21,7 @@ How a cell is split (DDP as in PyTorch's own ImageNet and torchvision reference 
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from typing import Any, Iterable, Iterator, TypeVar
 
 import torch
@@ -66,10 +67,16 @@ class Group:
                 yield round_[self.rank], self.world * sizes[self.rank] / sum(sizes)
                 round_ = []
 
-    def wrap(self, model: nn.Module) -> nn.Module:
+    def wrap(self, model: nn.Module, find_unused: bool = False) -> nn.Module:
+        """DDP around ``model`` (``find_unused``: some parameters get no gradient in a training step)."""
         if not self.distributed:
             return model
-        return _DDP(model, device_ids=[self.local_rank] if next(model.parameters()).is_cuda else None)
+        return _DDP(model, device_ids=[self.local_rank] if next(model.parameters()).is_cuda else None,
+                    find_unused_parameters=find_unused)
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
 
     def mean(self, value: torch.Tensor) -> torch.Tensor:
         if self.distributed:
@@ -128,7 +135,8 @@ def init(device_type: str) -> Group:
     if device_type == "cuda":
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+        # an hour for a collective: rank 0 may be downloading or generating a dataset while the others wait
+        dist.init_process_group("nccl" if device_type == "cuda" else "gloo", timeout=timedelta(hours=1))
     return Group(rank, world, local_rank)
 
 

@@ -250,6 +250,17 @@ def measure_flops(task: Task, model: nn.Module, batch_size: int, device: torch.d
     return counts[0], counts[1]
 
 
+def _has_unused_parameters(task: Task, model: nn.Module, batch_size: int, device: torch.device) -> bool:
+    """Whether a training step of ``task.loss`` leaves a parameter without a gradient (e.g. the
+    Decision Transformer's return and state heads): DDP must then look for them at every step, which
+    costs a walk of the autograd graph, so it is asked to only where needed. Probed on a copy."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        batch = to_device(next(iter(task.train_batches(batch_size, torch.Generator().manual_seed(0)))), device)
+        probe = copy.deepcopy(model).train()
+        task.loss(probe, batch).backward()
+    return any(p.requires_grad and p.grad is None for p in probe.parameters())
+
+
 class PeakMemory:
     """Peak memory of a cell in MB: the CUDA allocator's peak, or on CPU the process's peak resident
     set since the cell started (Linux: VmHWM after resetting it through /proc/self/clear_refs;
@@ -341,7 +352,7 @@ def run_cell(task: Task, model_name: str, seed: int, config: RunConfig, *, progr
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     net = torch.compile(model) if config.compile else model  # evaluates; `model` holds the weights
-    train_net = group.wrap(net)  # DDP where several processes train the cell
+    train_net = group.wrap(net, find_unused=group.distributed and _has_unused_parameters(task, model, micro_batch, device))
     optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, fused=device.type == "cuda")
     scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")  # fp16 needs loss scaling
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, task.budget.warmup_frac))
