@@ -91,9 +91,11 @@ def execute(cell: Cell) -> dict[str, Any] | None:
 
 def _init_process_worker(stop: Any) -> None:
     """A --jobs worker ignores Ctrl-C (the terminal sends it to the whole process group): the driver
-    decides, and sets ``stop``, which makes the running cell checkpoint and return."""
+    decides, and sets ``stop``, which makes the running cell checkpoint and return. A SIGTERM sent to
+    the worker itself (a batch scheduler ending the job's processes) does the same."""
     import signal
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda signum, frame: request_stop())
 
     def watch() -> None:
         stop.wait()

@@ -125,14 +125,16 @@ def test_ray_missing_says_how_to_install_it(tmp_path, capsys, monkeypatch):
     assert code == 2 and 'pip install "attention-zoo[dist]"' in err and len(err.strip().splitlines()) == 2, err
 
 
-def test_sigterm_stops_the_workers_at_a_checkpoint_and_the_rerun_continues(tmp_path, terminate_once_written):
+@pytest.mark.parametrize("whole_group", [False, True], ids=["driver", "every-process"])
+def test_sigterm_stops_the_workers_at_a_checkpoint_and_the_rerun_continues(whole_group, tmp_path,
+                                                                          terminate_once_written):
     argv = [sys.executable, "-m", "harness", "run", "vision", "--models", "vit,resnet", "--seeds", "1",
             "--epochs", "12", "--jobs", "2", "--cpus-per-cell", "1", "--checkpoint-minutes", "0.0001", "--quiet",
             "--out", str(tmp_path)]
     ckpts = [tmp_path / f"runs/vision/digits/{m}-tiny-seed0.ckpt" for m in ("vit", "resnet")]
-    code, err = terminate_once_written(argv, ckpts, ROOT)
+    code, err = terminate_once_written(argv, ckpts, ROOT, whole_group=whole_group)
     assert code == 130, err
-    assert all(c.exists() for c in ckpts), err
+    assert all(c.exists() for c in ckpts) and "Traceback" not in err, err
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     for model in ("vit", "resnet"):
