@@ -440,16 +440,15 @@ def _run_sweep(args: argparse.Namespace, device: str, group: distributed.Group) 
             continue
         todo.append(executors.Cell(
             task.name, {"data_dir": str(Path(args.data_dir).resolve()), "download": args.download, **task.opts},
-            model, seed, config, checkpoint=str(checkpoint_path(*where).resolve()), checkpoint_every_s=args.checkpoint_minutes * 60,
-            plugins=tuple(args.plugin), threads=threads))
+            model, seed, config, checkpoint=str(checkpoint_path(*where).resolve()),
+            checkpoint_every_s=args.checkpoint_minutes * 60, plugins=tuple(args.plugin), threads=threads))
     todo = group.share(todo)  # rank 0's view of what is done holds for the whole DDP group
-    runner_desc = {"local": "this process", "processes": f"{args.jobs} local processes",
-                   "ray": f"Ray ({args.ray_address or 'local'})", "ddp": f"{group.world} DDP processes"}
-    executor_name = "ray" if args.executor == "ray" else "processes" if args.jobs > 1 else \
-        "ddp" if group.distributed else "local"
+    where_run = f"Ray ({args.ray_address or 'local'})" if args.executor == "ray" else \
+        f"{args.jobs} local processes" if args.jobs > 1 else \
+        f"{group.world} DDP processes" if group.distributed else "this process"
     log(f"harness: {len(cells)} cells ({args.domain}: {', '.join(t.name for t, _ in plan)}; "
         f"{'/'.join(map(str, seeds))} seed(s); {size}; {device}, {args.backend}, {precision}); "
-        f"{len(todo)} to run in {runner_desc[executor_name]}")
+        f"{len(todo)} to run in {where_run}")
     failed: list[dict[str, Any]] = []
     tasks = {task.name: task for task, _ in plan}
     start = time.perf_counter()

@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import threading
+from abc import ABC, abstractmethod
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,15 +106,16 @@ def _init_process_worker(stop: Any) -> None:
 
 # ------------------------------------------------------------------------------------ the executors
 
-class Executor:
+class Executor(ABC):
     """Runs cells and yields ``(cell, record)`` as each finishes (a 'failed' record where a cell failed
     or its worker died). On a stop request (Ctrl-C, SIGTERM) it yields what finished, asks the running
     cells to stop, and raises :class:`StopRequested`."""
 
     name = "local"
 
-    def run(self, cells: list[Cell], tasks: dict[str, Task]) -> Iterator[tuple[Cell, dict[str, Any]]]:
-        raise NotImplementedError
+    @abstractmethod
+    def run(self, cells: list[Cell], tasks: dict[str, Task]) -> Iterator[tuple[Cell, dict[str, Any] | None]]:
+        """Start ``cells`` and yield each with its record as it finishes."""
 
     def close(self) -> None:
         """Release workers and connections (called once, after the sweep)."""

@@ -52,7 +52,7 @@ class RunConfig:
     world_size: int = 1  # processes training the cell together (DDP under torchrun); batch_size is global
     # the fast path (layout and placement only; the arithmetic is the same, so not in the config hash):
     channels_last: str = "auto"  # CNN weights and image batches in NHWC; auto: on CUDA, for models with a Conv2d
-    data_on_device: str = "auto"  # hold the task's in-memory data on the accelerator; auto: where it takes <= 1/4 of free memory
+    data_on_device: str = "auto"  # hold the task's in-memory data on the accelerator; auto: on CUDA, if it fits
 
     @property
     def label(self) -> str:
@@ -218,6 +218,11 @@ def _lstm_flops(model: nn.Module) -> tuple[list[int], list[Any]]:
     return tally, handles
 
 
+def _probe_batch(task: Task, batch_size: int, device: torch.device) -> Batch:
+    """A training batch drawn from its own generator, so that no random stream of the cell moves."""
+    return to_device(next(iter(task.train_batches(batch_size, torch.Generator().manual_seed(0)))), device)
+
+
 def measure_flops(task: Task, model: nn.Module, batch_size: int, device: torch.device) -> tuple[float | None, float | None]:
     """(forward FLOPs, training-step FLOPs) per sample of ``task.loss`` on a training batch, counted by
     ``torch.utils.flop_counter.FlopCounterMode`` (+ LSTM recurrences, which it does not see) on a copy
@@ -227,7 +232,7 @@ def measure_flops(task: Task, model: nn.Module, batch_size: int, device: torch.d
     counts = []
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            batch = to_device(next(iter(task.train_batches(batch_size, torch.Generator().manual_seed(0)))), device)
+            batch = _probe_batch(task, batch_size, device)
             probe = copy.deepcopy(model)
             n = len(batch[0])
             for train in (False, True):
@@ -255,7 +260,7 @@ def _has_unused_parameters(task: Task, model: nn.Module, batch_size: int, device
     Decision Transformer's return and state heads): DDP must then look for them at every step, which
     costs a walk of the autograd graph, so it is asked to only where needed. Probed on a copy."""
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        batch = to_device(next(iter(task.train_batches(batch_size, torch.Generator().manual_seed(0)))), device)
+        batch = _probe_batch(task, batch_size, device)
         probe = copy.deepcopy(model).train()
         task.loss(probe, batch).backward()
     return any(p.requires_grad and p.grad is None for p in probe.parameters())
@@ -352,7 +357,8 @@ def run_cell(task: Task, model_name: str, seed: int, config: RunConfig, *, progr
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     net = torch.compile(model) if config.compile else model  # evaluates; `model` holds the weights
-    train_net = group.wrap(net, find_unused=group.distributed and _has_unused_parameters(task, model, micro_batch, device))
+    unused = group.distributed and _has_unused_parameters(task, model, micro_batch, device)
+    train_net = group.wrap(net, find_unused=unused)
     optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, fused=device.type == "cuda")
     scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")  # fp16 needs loss scaling
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, task.budget.warmup_frac))
