@@ -93,6 +93,7 @@ class Task(ABC):
     default_seeds: ClassVar[int] = 3  # seeds when --seeds is not given (fewer where a cell is long)
     eval_splits: ClassVar[tuple[str, ...]] = ("test",)  # evaluated once, after training; the first is headline
 
+    metric_units: ClassVar[dict[str, str]] = {}  # words saying what a metric measures, e.g. {"wer": "word error rate"}
     options: ClassVar[dict[str, Any]] = {}  # task-specific options and their defaults
     held: ClassVar[tuple[str, ...]] = ()  # attributes (tensors, or dicts of them) that ``hold_on`` may move
 
@@ -167,12 +168,37 @@ class Task(ABC):
         Lists of row dicts under the key ``tables`` are also published as CSVs next to the leaderboard."""
         return {}
 
+    @classmethod
+    def format_examples(cls, examples: dict[str, Any]) -> list[str]:
+        """What ``examples`` returned (as read back from a record), as text to print: one string per
+        print call, each possibly of several lines; [] where there is nothing to show as text."""
+        return []
+
+    @classmethod
+    def metric_label(cls, metric: str, higher_is_better: bool, split: str = "test") -> str:
+        """E.g. 'test top1 (accuracy, higher is better)', 'val wer (word error rate, lower is better)':
+        the split, the metric, what it measures (``metric_units``, where the task says) and its direction."""
+        words = [cls.metric_units[metric]] if metric in cls.metric_units else []
+        direction = "higher is better" if higher_is_better else "lower is better"
+        return f"{split} {metric} ({', '.join(words + [direction])})"
+
+
+class DecodedExamples:
+    """Mixin for a task whose ``examples`` hold ``decoded``: rows of ``source``, ``output`` and
+    ``target``; each prints as one line, marked ``ok`` where the output is the target, else ``ERR``."""
+
+    @classmethod
+    def format_examples(cls, examples: dict[str, Any]) -> list[str]:
+        return [f"{'ok ' if d['output'] == d['target'] else 'ERR'} {d['source']!r} -> {d['output']!r} "
+                f"(target {d['target']!r})" for d in examples.get("decoded", [])]
+
 
 class ClassificationTask(Task):
     """x -> class logits; cross-entropy (optionally label-smoothed); top-1 and top-5 accuracy."""
 
     kind = "classification"
     metric = "top1"
+    metric_units = {"top1": "accuracy", "top5": "top-5 accuracy"}
     label_smoothing: ClassVar[float] = 0.0
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:

@@ -15,7 +15,8 @@ from torch import nn
 import tasks
 from harness.cli import main
 from tasks import DatasetError, DatasetNotFoundError, create_task
-from tasks.language import BOS, EOS, PAD, Seq2SeqTask, stdlib_files
+from tasks.language.lm import stdlib_files
+from tasks.language.seq2seq import BOS, EOS, PAD, Seq2SeqTask
 
 SMALL = {"block_size": 16, "eval_chars": 500}
 

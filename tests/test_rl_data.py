@@ -1,4 +1,5 @@
-"""Tests of the offline-RL dataset maker in tasks/rl_data.py.
+"""Tests of the offline-RL dataset maker in tasks/rl/dataset.py and of
+its behaviour controllers in tasks/rl/controllers.py.
 
 Small datasets (a few episodes each) keep the whole file to a few seconds. Episode boundaries and
 returns are re-derived here from ``terminals | timeouts`` and the rewards, not taken from the
@@ -13,8 +14,9 @@ import warnings
 import numpy as np
 import pytest
 
+from tasks.rl import controllers as ctl
+from tasks.rl import dataset as rd
 
-from tasks import rl_data as rd
 ENV_IDS = ("CartPole-v1", "Pendulum-v1", "MountainCarContinuous-v0")
 # Small episode counts per environment: a few thousand steps per dataset.
 SMALL = {"CartPole-v1": 6, "Pendulum-v1": 5, "MountainCarContinuous-v0": 4}
@@ -33,7 +35,7 @@ def assert_same(a: dict, b: dict) -> None:
 def test_envs_match_gymnasium():
     import gymnasium as gym
 
-    assert set(rd.ENVS) == set(ENV_IDS) == set(rd.CONTROLLERS) == set(rd.DEFAULT_EPISODES)
+    assert set(rd.ENVS) == set(ENV_IDS) == set(ctl.CONTROLLERS) == set(rd.DEFAULT_EPISODES)
     for env_id, spec in rd.ENVS.items():
         env = gym.make(env_id)
         assert spec["obs_dim"] == env.observation_space.shape[0]
@@ -52,8 +54,8 @@ def test_envs_match_gymnasium():
 
 def test_hard_coded_gains_are_the_lqr_solutions():
     pytest.importorskip("scipy")
-    assert np.allclose(rd.lqr_gain_cartpole(), rd.CARTPOLE_GAIN, rtol=0, atol=1e-6)
-    assert np.allclose(rd.lqr_gain_pendulum(), rd.PENDULUM_GAIN, rtol=0, atol=1e-6)
+    assert np.allclose(ctl.lqr_gain_cartpole(), ctl.CARTPOLE_GAIN, rtol=0, atol=1e-6)
+    assert np.allclose(ctl.lqr_gain_pendulum(), ctl.PENDULUM_GAIN, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("env_id", ENV_IDS)
@@ -118,8 +120,8 @@ def test_quality_ordering():
 
 def test_cartpole_medium_is_systematically_different():
     data = rd.make_dataset("CartPole-v1", "medium", seed=0, episodes=10)
-    expert = np.array([rd.cartpole_expert(obs, None) for obs in data["observations"]])
-    medium = np.array([rd.cartpole_medium(obs, None) for obs in data["observations"]])
+    expert = np.array([ctl.cartpole_expert(obs, None) for obs in data["observations"]])
+    medium = np.array([ctl.cartpole_medium(obs, None) for obs in data["observations"]])
     assert np.array_equal(medium, data["actions"])
     assert (expert != medium).mean() > 0.15
     # the expert keeps the cart on the track for the full 500 steps; the medium policy drives it off

@@ -1,4 +1,4 @@
-"""The ``minari`` task (tasks/rl_minari.py) on a tiny CartPole dataset written in Minari's own on-disk
+"""The ``minari`` task (tasks/rl/minari.py) on a tiny CartPole dataset written in Minari's own on-disk
 format by Minari's own ``create_dataset_from_buffers``: the flat arrays, the spec, a training batch, a rollout in the
 recovered environment, the data path and the missing-dataset errors."""
 
@@ -18,7 +18,7 @@ gym = pytest.importorskip("gymnasium")
 from minari.data_collector import EpisodeBuffer  # noqa: E402
 
 from tasks import DatasetNotFoundError, create_task  # noqa: E402
-from tasks.rl_minari import DATASETS_PATH_VAR  # noqa: E402
+from tasks.rl.minari import DATASETS_PATH_VAR  # noqa: E402
 
 DATASET_ID = "cartpole/test-v0"
 TIME_LIMIT = 30  # short episodes: some terminate, some are truncated at 30

@@ -13,7 +13,7 @@ from torch import nn
 
 from harness.cli import main
 from tasks import create_task, list_tasks
-from tasks.rl_data import ENVS
+from tasks.rl.dataset import ENVS
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Tests of the seq2seq data generators in tasks/seq2seq_data.py.
+"""Tests of the seq2seq data generators in tasks/language/seq2seq_data.py.
 
 Targets are recomputed independently: reversal, sorting and sums in Python; dates parsed back with
 ``datetime.strptime`` for the numeric formats and with this file's own month and weekday tables for
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 
-from tasks import seq2seq_data as sd
+from tasks.language import seq2seq_data as sd
 GENERATORS, make_splits, vocabulary = sd.GENERATORS, sd.make_splits, sd.vocabulary
 
 TASKS = ("reverse", "sort", "addition", "dates")

@@ -1,4 +1,4 @@
-"""Tests of the real-recording speech tasks in tasks/speech_data.py: ``speech_commands`` and ``audio_folder``.
+"""Tests of the real-recording speech tasks in tasks/speech/datasets.py: ``speech_commands`` and ``audio_folder``.
 
 Speech Commands v2 (Warden 2018) is tested on a tiny tree that the tests write in the real layout
 (``SpeechCommands/speech_commands_v0.02/<word>/<speaker>_nohash_<n>.wav``, ``validation_list.txt``,
@@ -24,8 +24,8 @@ from torchaudio.functional import resample
 from harness.cli import main
 from tasks import DatasetError, DatasetNotFoundError, create_task
 from tasks.speech import AudioClassificationTask, log_mel_features, normalise, read_wav
-from tasks.speech_data import KEYWORDS_12, NOISE_REGIONS, silence_windows
-from tasks.speech_synth import SPEECH_COMMANDS_WORDS
+from tasks.speech.datasets import KEYWORDS_12, NOISE_REGIONS, silence_windows
+from tasks.speech.synth import SPEECH_COMMANDS_WORDS
 
 SR = 16000
 WORDS = sorted(SPEECH_COMMANDS_WORDS)  # 35

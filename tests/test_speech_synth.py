@@ -1,4 +1,4 @@
-"""The offline espeak-ng speech-command data maker (tasks/speech_synth.py)."""
+"""The offline espeak-ng speech-command data maker (tasks/speech/synth.py)."""
 
 import subprocess
 import sys
@@ -14,7 +14,7 @@ pytest.importorskip("scipy")
 
 import soundfile as sf  # noqa: E402
 
-from tasks import speech_synth as ss  # noqa: E402
+from tasks.speech import synth as ss  # noqa: E402
 
 WORDS = ["yes", "seven", "marvin"]
 VOICES = [ss.TRAIN_VOICES[0], ss.TEST_VOICES[-1]]   # one train, one test voice (en+m1, en-gb-scotland+klatt2)

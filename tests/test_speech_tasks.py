@@ -1,4 +1,4 @@
-"""Speech tasks (tasks/speech.py): features, SpecAugment, CTC decoding, the offline synthetic tasks,
+"""Speech tasks (tasks/speech/): features, SpecAugment, CTC decoding, the offline synthetic tasks,
 and a tiny end-to-end run of the speech domain."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ pytest.importorskip("espeakng_loader")
 pytest.importorskip("soundfile")
 pytest.importorskip("scipy")
 
-from tasks import speech_synth as ss  # noqa: E402
+from tasks.speech import synth as ss  # noqa: E402
 
 TINY_CONFORMER = {"d_model": 32, "num_layers": 1, "ffn_dim": 64, "num_heads": 2}
 

@@ -1,4 +1,4 @@
-"""Tests of the vision dataset loaders in tasks/vision.py.
+"""Tests of the vision dataset loaders in tasks/vision/tasks.py.
 
 The standard datasets are loaded through torchvision's real loaders (``datasets.MNIST``,
 ``datasets.FashionMNIST``, ``datasets.CIFAR10``, ``datasets.ImageFolder``) from tiny files that the
@@ -582,7 +582,7 @@ def test_unknown_task_option_is_rejected(tmp_path):
 # normalisation constants
 # ----------------------------------------------------------------------------------------------
 
-DECLARED_NORMALISATION = {  # what tasks/vision.py declares on each class: (mean, std) of pixel / 255
+DECLARED_NORMALISATION = {  # what tasks/vision/tasks.py declares on each class: (mean, std) of pixel / 255
     "mnist": ((0.1307,), (0.3081,)),
     "fashion_mnist": ((0.2860,), (0.3530,)),
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),

@@ -1,10 +1,11 @@
 """Offline reinforcement learning: learn from a fixed dataset of episodes, evaluate by rolling the
 policy out in the real gymnasium environment.
 
-Datasets come from ``tasks.rl_data``: behaviour policies of graded quality (``expert``, ``medium``,
-``mixed`` = random + medium + a few expert episodes, like D4RL's medium-replay) for CartPole-v1
-(discrete), Pendulum-v1 and MountainCarContinuous-v0 (continuous), generated deterministically and
-cached under ``--data-dir``/rl. Task names are ``<env>-<quality>``, e.g. ``cartpole-mixed``.
+Datasets come from ``tasks.rl.dataset``: the behaviour policies of ``tasks.rl.controllers``, of graded
+quality (``expert``, ``medium``, ``mixed`` = random + medium + a few expert episodes, like D4RL's
+medium-replay) for CartPole-v1 (discrete), Pendulum-v1 and MountainCarContinuous-v0 (continuous),
+generated deterministically and cached under ``--data-dir``/rl. Task names are ``<env>-<quality>``,
+e.g. ``cartpole-mixed``.
 
 The model contract (kind ``offline_rl``), as in the Decision Transformer: forward(returns_to_go
 (B, K, 1), states (B, K, S), actions (B, K, A), timesteps (B, K), mask (B, K)) -> action predictions
@@ -29,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Batch, Budget, Task, register_task
-from .rl_data import ENVS, load_or_make, reference_scores
+from ..base import Batch, Budget, Task, register_task
+from .dataset import ENVS, load_or_make, reference_scores
 
 TEST_SEED, VAL_SEED, CURVE_SEED = 10_000, 20_000, 30_000
 
@@ -40,6 +41,7 @@ class OfflineRLTask(Task):
     kind = "offline_rl"
     modality = "state"
     metric = "normalized_return"
+    metric_units = {"normalized_return": "% of expert return"}
     offline = True
     env_id: ClassVar[str]
     quality: ClassVar[str]
@@ -58,7 +60,7 @@ class OfflineRLTask(Task):
 
     # ------------------------------------------------------------------------------------- data
     def load_data(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """The flat dataset (``tasks.rl_data``'s format) and the environment's facts (an ``ENVS`` entry)."""
+        """The flat dataset (``tasks.rl.dataset``'s format) and the environment's facts (an ``ENVS`` entry)."""
         return load_or_make(self.data_dir, self.env_id, self.quality), ENVS[self.env_id]
 
     def make_env(self) -> gym.Env:

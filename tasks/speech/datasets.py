@@ -18,7 +18,7 @@
 - ``audio_folder``: your own wav files, one folder per class, like ``image_folder``: ``--data-dir
   ROOT`` with ``ROOT/train/<class>/*.wav`` and ``ROOT/test/`` (+ ``ROOT/val/``), or ``ROOT/train/`` +
   ``ROOT/val/`` (``val/`` is then the test split and validation is 10% of ``train/``), or one
-  ``ROOT/<class>/*.wav`` tree split 80/10/10 per class (:func:`tasks.speech.stratified_holdout`).
+  ``ROOT/<class>/*.wav`` tree split 80/10/10 per class (:func:`stratified_holdout`).
   Class folders are sorted by name and searched recursively for ``.wav`` files; stereo is averaged
   to mono, other rates are resampled to 16 kHz (``torchaudio.functional.resample``), every clip is
   padded with zeros or cropped to ``clip_seconds`` (default 1.0).
@@ -26,7 +26,7 @@
 Both read audio with ``soundfile`` (torchaudio 2.11's own ``load`` needs torchcodec); clips shorter
 than the clip length are zero-padded on the right and longer ones keep their beginning, as the
 standard recipe does. Features, normalisation and the streaming of clips (``chunk_size`` at a time)
-are :class:`tasks.speech.AudioClassificationTask`'s.
+are :class:`tasks.speech.classification.AudioClassificationTask`'s.
 """
 
 from __future__ import annotations
@@ -39,9 +39,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .base import DatasetError, DatasetNotFoundError, register_task
-from .speech import SAMPLE_RATE, WINDOW, AudioClassificationTask, Clip, stratified_holdout
-from .speech_synth import SPEECH_COMMANDS_WORDS
+from ..base import DatasetError, DatasetNotFoundError, register_task
+from .classification import AudioClassificationTask, Clip
+from .features import SAMPLE_RATE, WINDOW
+from .synth import SPEECH_COMMANDS_WORDS
 
 VERSION = "speech_commands_v0.02"
 ARCHIVE_FOLDER = "SpeechCommands"  # torchaudio's folder_in_archive
@@ -230,6 +231,19 @@ class AudioFolder(AudioClassificationTask):
         if classes != self.classes:
             raise DatasetError(f"audio_folder: {folder} has classes {classes}, the training folder {self.classes}")
         return files, labels
+
+
+def stratified_holdout(labels: list[Any], fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (keep, held) with ``fraction`` of every label's items held out, at random but fixed."""
+    rng = np.random.default_rng(seed)
+    keep, held = [], []
+    labels = np.asarray(labels)
+    for label in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == label))
+        k = int(round(len(idx) * fraction))
+        held += idx[:k].tolist()
+        keep += idx[k:].tolist()
+    return np.sort(keep), np.sort(held)
 
 
 def _pick(files: list[Path], labels: list[int], index: np.ndarray) -> tuple[list[Path], list[int]]:

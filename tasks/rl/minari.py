@@ -18,7 +18,7 @@ Once loaded, a ``MinariDataset`` holds its absolute path and needs the variable 
 ``--download`` allows ``minari.download_dataset(id)`` (from the Farama servers) when the dataset is not
 on disk; without it a missing dataset raises ``DatasetNotFoundError`` naming ``--download``.
 
-The conversion to ``tasks.rl_data``'s flat format: an episode of T steps has T+1 observations; the
+The conversion to ``tasks.rl.dataset``'s flat format: an episode of T steps has T+1 observations; the
 first T are the step's ``observations`` (the last one is the ``next_observations`` of the last step).
 Observations of other spaces than a 1-D ``Box`` (``Dict``, ``Tuple``, ``Discrete``, n-D ``Box``) are
 flattened exactly as ``gymnasium.spaces.flatten`` does, and the environment is then wrapped in
@@ -29,7 +29,7 @@ when it did not terminate, and an episode with neither (a collection cut short) 
 its last step; flags before an episode's last step are cleared, so that episodes are recovered
 exactly from ``terminals | timeouts``.
 
-The environment facts (``tasks.rl_data.ENVS``'s keys):
+The environment facts (``tasks.rl.dataset.ENVS``'s keys):
 
 - ``discrete``/``act_dim``/``action_low``/``action_high`` from the dataset's action space (bounds as
   float32 arrays of shape ``(act_dim,)``; infinite bounds are replaced by the dataset's own action
@@ -62,9 +62,9 @@ from typing import Any, ClassVar, Iterator
 import gymnasium as gym
 import numpy as np
 
-from .base import DatasetError, DatasetNotFoundError, register_task
-from .rl import OfflineRLTask
-from .rl_data import episode_return
+from ..base import DatasetError, DatasetNotFoundError, register_task
+from .dataset import episode_return
+from .tasks import OfflineRLTask
 
 DATASETS_PATH_VAR = "MINARI_DATASETS_PATH"
 INSTALL_HINT = 'pip install "attention-zoo[rl]"'

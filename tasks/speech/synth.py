@@ -12,6 +12,8 @@ Public API
   cached in ``out_dir`` and regenerated (with a warning) when the cache is incomplete or corrupt.
 * :func:`generate_digit_strings` ``(out_dir, n_per_voice, seed, ...) -> list[dict]``: strings of 1-7 spoken
   digits ("three one four") in clips of their own length, cached the same way.
+* :class:`KeywordClips` and :class:`DigitStrings`: the items of those two kinds of data set, in their fixed
+  order (chosen by the configuration's ``"kind"`` in :data:`GENERATORS`).
 * :data:`VOICES`, :data:`TRAIN_VOICES`, :data:`TEST_VOICES`, :func:`voice_split`, :func:`verify_voices`.
 
 Determinism
@@ -42,7 +44,9 @@ import threading
 import uuid
 import warnings
 import zlib
+from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import ClassVar, Iterator
 
 import numpy as np
 
@@ -284,73 +288,132 @@ def _item_rng(seed: int, word: str, voice: str, k: int) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(word.encode()), zlib.crc32(voice.encode()), k])
 
 
-def _digit_items(config: dict):
-    """(row, clip) of each digit string, in the fixed order voice -> k. The string's length (1 to
-    ``max_digits``), digits, rate, pitch, gain, noise and the silence around it come from
-    ``default_rng([seed, crc32("digits"), crc32(voice), k])``."""
-    for vi, voice in enumerate(config["voices"]):
-        for k in range(config["n_per_voice"]):
-            rng = _item_rng(config["seed"], "digits", voice, k)
-            n = int(rng.integers(1, config["max_digits"] + 1))
-            text = " ".join(DIGIT_WORDS[d] for d in rng.integers(0, 10, n))
-            rate = int(rng.integers(RATE_RANGE[0], RATE_RANGE[1] + 1))
-            pitch = int(rng.integers(PITCH_RANGE[0], PITCH_RANGE[1] + 1))
-            gain = float(rng.uniform(*GAIN_RANGE))
-            noise = float(np.exp(rng.uniform(np.log(NOISE_RANGE[0]), np.log(NOISE_RANGE[1]))))
-            lead, tail = (int(v) for v in rng.integers(SILENCE_RANGE[0], SILENCE_RANGE[1] + 1, 2))
-            noise_seed = int(rng.integers(2 ** 31))
-            audio = trim_silence(synthesize(text, voice, rate, pitch))
-            clip = _place(audio, lead, noise, gain, noise_seed, length=lead + audio.size + tail)
-            split = voice_split(voice)
-            row = {"path": f"{split}/{vi:03d}_{k:04d}.wav", "text": text, "voice": voice, "split": split,
-                   "rate": rate, "pitch": pitch, "offset": lead, "noise": round(noise, 8), "gain": round(gain, 8),
-                   "noise_seed": noise_seed}
-            yield row, clip
+class _Generator(ABC):
+    """The items of one data set, made in a fixed order: each a manifest row and its clip.
+
+    A subclass says what an item is (``items``, synthesising in its fixed order), how many a
+    configuration makes (``count``), the manifest's columns (``fields``) and what a valid wav of its
+    own looks like (``wav_ok``). ``kind`` is the configuration's ``"kind"`` (None: the key is absent).
+    """
+
+    kind: ClassVar[str | None] = None
+    fields: ClassVar[list[str]]
+
+    def __init__(self, config: dict) -> None:
+        self.config = config
+
+    @abstractmethod
+    def count(self) -> int:
+        """How many items the configuration makes."""
+
+    @abstractmethod
+    def items(self) -> Iterator[tuple[dict, np.ndarray]]:
+        """(manifest row, float32 clip) of each item, synthesised in the fixed order."""
+
+    @abstractmethod
+    def wav_ok(self, data: np.ndarray) -> bool:
+        """Whether int16 samples read back from one of its wav files have the right shape."""
+
+    def write(self, tmp: Path) -> list[dict]:
+        """Synthesise every item in its fixed order, write wavs + manifests into ``tmp``."""
+        import soundfile as sf
+        rows = []
+        for row, clip in self.items():
+            (tmp / row["path"]).parent.mkdir(parents=True, exist_ok=True)
+            sf.write(str(tmp / row["path"]), clip, SAMPLE_RATE, subtype="PCM_16")
+            rows.append(row)
+        with open(tmp / MANIFEST_CSV, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.fields)
+            writer.writeheader()
+            writer.writerows(rows)
+        # manifest.json last: its presence marks a finished generation
+        with open(tmp / MANIFEST, "w") as f:
+            json.dump({"config": self.config, "items": rows}, f, indent=1)
+        return rows
 
 
-def _generate_into(tmp: Path, config: dict) -> list[dict]:
-    """Synthesise every item in its fixed order, write wavs + manifests into ``tmp``."""
-    if config.get("kind") == "digit_strings":
-        return _write_items(tmp, _digit_items(config), DIGIT_FIELDS, config)
-    return _write_items(tmp, _word_items(config), FIELDS, config)
+class KeywordClips(_Generator):
+    """One-second clips of single words (:func:`generate_dataset`)."""
+
+    fields = FIELDS
+
+    def count(self) -> int:
+        config = self.config
+        return len(config["words"]) * len(config["voices"]) * config["n_per_word_voice"]
+
+    def wav_ok(self, data: np.ndarray) -> bool:
+        return data.shape == (CLIP_SAMPLES,)
+
+    def items(self) -> Iterator[tuple[dict, np.ndarray]]:
+        """(row, clip) of each keyword clip, in the fixed order word -> voice -> k."""
+        config = self.config
+        for wi, word in enumerate(config["words"]):
+            for vi, voice in enumerate(config["voices"]):
+                for k in range(config["n_per_word_voice"]):
+                    rng = _item_rng(config["seed"], word, voice, k)
+                    rate = int(rng.integers(RATE_RANGE[0], RATE_RANGE[1] + 1))
+                    pitch = int(rng.integers(PITCH_RANGE[0], PITCH_RANGE[1] + 1))
+                    gain = float(rng.uniform(*GAIN_RANGE))
+                    noise = float(np.exp(rng.uniform(np.log(NOISE_RANGE[0]), np.log(NOISE_RANGE[1]))))
+                    where = float(rng.uniform())
+                    noise_seed = int(rng.integers(2 ** 31))
+                    audio = trim_silence(synthesize(word, voice, rate, pitch))
+                    offset = int(where * max(0, CLIP_SAMPLES - audio.size))
+                    clip = _place(audio, offset, noise, gain, noise_seed)
+                    split = voice_split(voice) if config["voices_split"] else "all"
+                    yield ({"path": f"{split}/{word}/{word}_{vi:03d}_{k:03d}.wav", "word": word, "voice": voice,
+                            "split": split, "rate": rate, "pitch": pitch, "offset": offset,
+                            "noise": round(noise, 8), "gain": round(gain, 8), "noise_seed": noise_seed}, clip)
 
 
-def _write_items(tmp: Path, items, fields: list[str], config: dict) -> list[dict]:
-    import soundfile as sf
-    rows = []
-    for row, clip in items:
-        (tmp / row["path"]).parent.mkdir(parents=True, exist_ok=True)
-        sf.write(str(tmp / row["path"]), clip, SAMPLE_RATE, subtype="PCM_16")
-        rows.append(row)
-    with open(tmp / MANIFEST_CSV, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    # manifest.json last: its presence marks a finished generation
-    with open(tmp / MANIFEST, "w") as f:
-        json.dump({"config": config, "items": rows}, f, indent=1)
-    return rows
+class DigitStrings(_Generator):
+    """Spoken strings of digits in clips of their own length (:func:`generate_digit_strings`)."""
 
+    kind = "digit_strings"
+    fields = DIGIT_FIELDS
 
-def _word_items(config: dict):
-    """(row, clip) of each keyword clip, in the fixed order word -> voice -> k."""
-    for wi, word in enumerate(config["words"]):
+    def count(self) -> int:
+        return len(self.config["voices"]) * self.config["n_per_voice"]
+
+    def wav_ok(self, data: np.ndarray) -> bool:
+        return data.ndim == 1 and data.size > 0
+
+    def items(self) -> Iterator[tuple[dict, np.ndarray]]:
+        """(row, clip) of each digit string, in the fixed order voice -> k. The string's length (1 to
+        ``max_digits``), digits, rate, pitch, gain, noise and the silence around it come from
+        ``default_rng([seed, crc32("digits"), crc32(voice), k])``."""
+        config = self.config
         for vi, voice in enumerate(config["voices"]):
-            for k in range(config["n_per_word_voice"]):
-                rng = _item_rng(config["seed"], word, voice, k)
+            for k in range(config["n_per_voice"]):
+                rng = _item_rng(config["seed"], "digits", voice, k)
+                n = int(rng.integers(1, config["max_digits"] + 1))
+                text = " ".join(DIGIT_WORDS[d] for d in rng.integers(0, 10, n))
                 rate = int(rng.integers(RATE_RANGE[0], RATE_RANGE[1] + 1))
                 pitch = int(rng.integers(PITCH_RANGE[0], PITCH_RANGE[1] + 1))
                 gain = float(rng.uniform(*GAIN_RANGE))
                 noise = float(np.exp(rng.uniform(np.log(NOISE_RANGE[0]), np.log(NOISE_RANGE[1]))))
-                where = float(rng.uniform())
+                lead, tail = (int(v) for v in rng.integers(SILENCE_RANGE[0], SILENCE_RANGE[1] + 1, 2))
                 noise_seed = int(rng.integers(2 ** 31))
-                audio = trim_silence(synthesize(word, voice, rate, pitch))
-                offset = int(where * max(0, CLIP_SAMPLES - audio.size))
-                clip = _place(audio, offset, noise, gain, noise_seed)
-                split = voice_split(voice) if config["voices_split"] else "all"
-                yield ({"path": f"{split}/{word}/{word}_{vi:03d}_{k:03d}.wav", "word": word, "voice": voice,
-                        "split": split, "rate": rate, "pitch": pitch, "offset": offset, "noise": round(noise, 8),
-                        "gain": round(gain, 8), "noise_seed": noise_seed}, clip)
+                audio = trim_silence(synthesize(text, voice, rate, pitch))
+                clip = _place(audio, lead, noise, gain, noise_seed, length=lead + audio.size + tail)
+                split = voice_split(voice)
+                row = {"path": f"{split}/{vi:03d}_{k:04d}.wav", "text": text, "voice": voice, "split": split,
+                       "rate": rate, "pitch": pitch, "offset": lead, "noise": round(noise, 8),
+                       "gain": round(gain, 8), "noise_seed": noise_seed}
+                yield row, clip
+
+
+GENERATORS: dict[str | None, type[_Generator]] = {cls.kind: cls for cls in (KeywordClips, DigitStrings)}
+
+
+def _generator(config: dict) -> _Generator:
+    """The generator of ``config``'s items, chosen by its ``"kind"``."""
+    return GENERATORS[config.get("kind")](config)
+
+
+def _generate_into(tmp: Path, config: dict) -> list[dict]:
+    """Synthesise every item in its fixed order, write wavs + manifests into ``tmp``."""
+    return _generator(config).write(tmp)
 
 
 def _cache_problem(out_dir: Path, config: dict) -> str | None:
@@ -369,10 +432,8 @@ def _cache_problem(out_dir: Path, config: dict) -> str | None:
         return f"manifest unreadable ({e})"
     if manifest.get("config") != config:
         return "manifest written for another configuration"
-    if config.get("kind") == "digit_strings":
-        expected = len(config["voices"]) * config["n_per_voice"]
-    else:
-        expected = len(config["words"]) * len(config["voices"]) * config["n_per_word_voice"]
+    generator = _generator(config)
+    expected = generator.count()
     on_disk = sum(1 for _ in out_dir.rglob("*.wav"))
     if len(rows) != expected or on_disk != expected:
         return f"{on_disk} wav files and {len(rows)} manifest rows, expected {expected}"
@@ -381,11 +442,10 @@ def _cache_problem(out_dir: Path, config: dict) -> str | None:
             data, sr = sf.read(str(out_dir / row["path"]), dtype="int16")
         except Exception as e:  # noqa: BLE001 - any decoding error means a corrupt file
             return f"unreadable wav {row['path']} ({type(e).__name__}: {e})"
-        shape_ok = data.ndim == 1 and data.size > 0 if config.get("kind") == "digit_strings" \
-            else data.shape == (CLIP_SAMPLES,)
-        if sr != SAMPLE_RATE or not shape_ok:
+        if sr != SAMPLE_RATE or not generator.wav_ok(data):
             return f"bad wav {row['path']} (rate {sr}, shape {data.shape})"
     return None
+
 
 
 def generate_dataset(words: list[str], out_dir: Path, n_per_word_voice: int = 1, seed: int = 0,
@@ -432,7 +492,7 @@ def generate_digit_strings(out_dir: Path, n_per_voice: int = 40, seed: int = 0, 
         voice_split(v)
     if not voices or n_per_voice < 1 or not 1 <= max_digits <= 20:
         raise ValueError("need at least one voice, n_per_voice >= 1 and 1 <= max_digits <= 20")
-    config = {"version": FORMAT_VERSION, "kind": "digit_strings", "voices": voices, "n_per_voice": int(n_per_voice),
+    config = {"version": FORMAT_VERSION, "kind": DigitStrings.kind, "voices": voices, "n_per_voice": int(n_per_voice),
               "max_digits": int(max_digits), "seed": int(seed), "sample_rate": SAMPLE_RATE}
     return _materialize(out_dir, config, in_subprocess)
 

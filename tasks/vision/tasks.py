@@ -25,7 +25,7 @@ from torch import Tensor
 from torchvision import datasets
 from torchvision.transforms import v2
 
-from .base import (Batch, Budget, ClassificationTask, DatasetError, DatasetNotFoundError, TensorBatches,
+from ..base import (Batch, Budget, ClassificationTask, DatasetError, DatasetNotFoundError, TensorBatches,
                    register_task)
 
 
