@@ -24,7 +24,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from zoo.registry import register_model, resolve_config
+from zoo.registry import register_model
 
 
 def conv_bn(c_in: int, c_out: int, kernel: int, stride: int = 1) -> nn.Sequential:
@@ -89,9 +89,8 @@ RESNET_PRESETS: dict[str, dict[str, Any]] = {
 
 @register_model("resnet", family="baseline", kinds=("classification",), modalities=("image",), lr=2e-3, weight_decay=5e-4,
                 presets=RESNET_PRESETS, width="width")
-def resnet(spec: dict[str, Any], size: str = "tiny", **overrides: Any) -> ResNet:
+def resnet(spec: dict[str, Any], **cfg: Any) -> ResNet:
     """ResNet-style CNN (He et al. 2016, CIFAR variant): basic blocks, three stages."""
-    cfg = resolve_config(RESNET_PRESETS, size, overrides)
     channels, height, width = spec["input_shape"]
     return ResNet(channels, spec["num_classes"], large_input=min(height, width) > 32, **cfg)
 
@@ -114,7 +113,6 @@ KWS_RESNET_PRESETS: dict[str, dict[str, Any]] = {
 
 @register_model("kws_resnet", family="baseline", kinds=("classification",), modalities=("audio",), lr=2e-3,
                 weight_decay=5e-4, presets=KWS_RESNET_PRESETS, width="width")
-def kws_resnet(spec: dict[str, Any], size: str = "tiny", **overrides: Any) -> SpectrogramResNet:
+def kws_resnet(spec: dict[str, Any], **cfg: Any) -> SpectrogramResNet:
     """Keyword-spotting ResNet (Tang & Lin 2018, res8/res15/res26 depths) on the spectrogram as an image."""
-    cfg = resolve_config(KWS_RESNET_PRESETS, size, overrides)
     return SpectrogramResNet(1, spec["num_classes"], **cfg)

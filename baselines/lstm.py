@@ -12,10 +12,10 @@ step to step instead of re-reading the prefix, and has no context window to crop
 ``decision_lstm``: the Decision LSTM (Siebenborn et al. 2022, arXiv 2211.14655, "How Crucial is
 Transformer in Decision Transformer?"): the Decision Transformer with its GPT swapped for an LSTM,
 all else equal: the same (R, s, a) tokens, timestep embedding, LayerNorm and heads
-(``zoo.decision_transformer.TrajectoryModel``).
+(``zoo.trajectory.TrajectoryModel``).
 
 Speech (audio features (B, T, F)), both over the pyramidal BiLSTM of Listen, Attend and Spell
-(``baselines.seq2seq.PyramidalListener``), which reads the features at a quarter of their frame
+(``baselines.rnn.PyramidalListener``), which reads the features at a quarter of their frame
 rate, as the Conformer's convolutional front end does:
 
 ``bilstm_ctc``: a deep bidirectional LSTM trained with CTC (Graves et al. 2006, "Connectionist
@@ -39,44 +39,10 @@ import torch
 from torch import Tensor, nn
 
 from zoo.core.decoding import sample_next
-from zoo.decision_transformer import TrajectoryModel, trajectory_spec
-from zoo.registry import register_model, resolve_config
+from zoo.registry import register_model
+from zoo.trajectory import TrajectoryModel, trajectory_spec
 
-LSTMState = tuple[Tensor, Tensor]  # (h, c), each (num_layers, B, hidden)
-
-
-def init_lstm_(lstm: nn.LSTM, forget_bias: float = 1.0) -> None:
-    """PyTorch's uniform(+-1/sqrt(hidden)) weights, with the forget-gate bias at ``forget_bias``
-    (Jozefowicz et al. 2015) so that memory is kept by default early in training."""
-    H = lstm.hidden_size
-    for name, p in lstm.named_parameters():
-        if name.startswith("bias_ih"):  # gates are packed (input, forget, cell, output)
-            with torch.no_grad():
-                p[H:2 * H].fill_(forget_bias)
-        if name.startswith("bias_hh"):
-            with torch.no_grad():
-                p[H:2 * H].zero_()
-
-
-class TiedHead(nn.Module):
-    """hidden (..., H) -> logits (..., V). With ``embedding``, its weight is the output matrix
-    (a bias-free projection H -> E first if H != E); without, a plain Linear(H, V)."""
-
-    def __init__(self, hidden_dim: int, vocab_size: int, embedding: nn.Embedding | None = None) -> None:
-        super().__init__()
-        if embedding is None:
-            self.proj: nn.Module = nn.Identity()
-            self.out = nn.Linear(hidden_dim, vocab_size)
-        else:
-            E = embedding.embedding_dim
-            self.proj = nn.Linear(hidden_dim, E, bias=False) if hidden_dim != E else nn.Identity()
-            self.out = nn.Linear(E, vocab_size)
-            self.out.weight = embedding.weight
-        nn.init.zeros_(self.out.bias)
-
-    def forward(self, h: Tensor) -> Tensor:
-        return self.out(self.proj(h))
-
+from .rnn import LSTMState, PyramidalListener, TiedHead, init_lstm_, lstm_flops
 
 class LSTMLanguageModel(nn.Module):
     """idx (B, T) -> logits (B, T, V), like ``GPT``; ``forward_with_state`` also takes and returns
@@ -143,18 +109,10 @@ LSTM_PRESETS: dict[str, dict[str, Any]] = {
 
 
 @register_model("lstm", family="baseline", kinds=("language_modeling",), lr=2e-3, weight_decay=0.0,
-                presets=LSTM_PRESETS, width="hidden_dim", width_scales=("embed_dim",))
-def lstm(spec: dict[str, Any], size: str = "tiny", **overrides: Any) -> LSTMLanguageModel:
+                presets=LSTM_PRESETS, width="hidden_dim", width_scales=("embed_dim",), extra_flops=lstm_flops)
+def lstm(spec: dict[str, Any], **cfg: Any) -> LSTMLanguageModel:
     """LSTM language model (Zaremba et al. 2014) with tied embeddings (Press & Wolf 2017)."""
-    cfg = resolve_config(LSTM_PRESETS, size, overrides)
     return LSTMLanguageModel(spec["vocab_size"], block_size=spec.get("block_size"), **cfg)
-
-
-def _listener(input_dim: int, hidden_dim: int, reductions: tuple[int, ...], dropout: float) -> nn.Module:
-    """LAS's pyramidal BiLSTM (``baselines.seq2seq`` imports this module, hence the late import)."""
-    from .seq2seq import PyramidalListener
-
-    return PyramidalListener(input_dim, hidden_dim, reductions, dropout=dropout)
 
 
 class BiLSTMCTC(nn.Module):
@@ -168,7 +126,7 @@ class BiLSTMCTC(nn.Module):
                  reductions: tuple[int, ...] = (2, 2, 1), dropout: float = 0.1, blank: int = 0) -> None:
         super().__init__()
         self.blank = blank
-        self.encoder = _listener(input_dim, hidden_dim, reductions, dropout)
+        self.encoder = PyramidalListener(input_dim, hidden_dim, reductions, dropout=dropout)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden_dim, vocab_size)
 
@@ -184,7 +142,7 @@ class LSTMClassifier(nn.Module):
     def __init__(self, input_dim: int, num_classes: int, *, hidden_dim: int = 256,
                  reductions: tuple[int, ...] = (2, 2, 1), dropout: float = 0.1) -> None:
         super().__init__()
-        self.encoder = _listener(input_dim, hidden_dim, reductions, dropout)
+        self.encoder = PyramidalListener(input_dim, hidden_dim, reductions, dropout=dropout)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden_dim, num_classes)
 
@@ -209,18 +167,16 @@ BILSTM_PRESETS: dict[str, dict[str, Any]] = {
 
 
 @register_model("bilstm_ctc", family="baseline", kinds=("transcription",), modalities=("audio",), lr=2e-3,
-                weight_decay=0.0, presets=BILSTM_PRESETS, width="hidden_dim", width_multiple=2)
-def bilstm_ctc(spec: dict[str, Any], size: str = "tiny", **overrides: Any) -> BiLSTMCTC:
+                weight_decay=0.0, presets=BILSTM_PRESETS, width="hidden_dim", width_multiple=2, extra_flops=lstm_flops)
+def bilstm_ctc(spec: dict[str, Any], **cfg: Any) -> BiLSTMCTC:
     """Deep bidirectional LSTM with CTC (Graves et al. 2013), x4 fewer frames by stacking and a pyramid."""
-    cfg = resolve_config(BILSTM_PRESETS, size, overrides)
     return BiLSTMCTC(spec["input_dim"], spec["vocab_size"], blank=spec.get("blank_id", 0), **cfg)
 
 
 @register_model("lstm_classifier", family="baseline", kinds=("classification",), modalities=("audio",), lr=2e-3,
-                weight_decay=0.0, presets=BILSTM_PRESETS, width="hidden_dim", width_multiple=2)
-def lstm_classifier(spec: dict[str, Any], size: str = "tiny", **overrides: Any) -> LSTMClassifier:
+                weight_decay=0.0, presets=BILSTM_PRESETS, width="hidden_dim", width_multiple=2, extra_flops=lstm_flops)
+def lstm_classifier(spec: dict[str, Any], **cfg: Any) -> LSTMClassifier:
     """BiLSTM over audio features (x4 fewer frames by stacking and a pyramid), mean-pooled, linear head."""
-    cfg = resolve_config(BILSTM_PRESETS, size, overrides)
     _, input_dim = spec["input_shape"]
     return LSTMClassifier(input_dim, spec["num_classes"], **cfg)
 
@@ -267,8 +223,8 @@ DECISION_LSTM_PRESETS: dict[str, dict[str, Any]] = {
 
 # Training defaults: the Decision Transformer's (see zoo.decision_transformer), so that only the trunk differs.
 @register_model("decision_lstm", family="baseline", kinds=("offline_rl",), lr=1e-3, weight_decay=1e-4,
-                presets=DECISION_LSTM_PRESETS, width="hidden_dim", width_scales=("lstm_dim",))
-def decision_lstm(spec: dict[str, Any], size: str = "tiny", **overrides: Any) -> DecisionLSTM:
+                presets=DECISION_LSTM_PRESETS, width="hidden_dim", width_scales=("lstm_dim",),
+                extra_flops=lstm_flops)
+def decision_lstm(spec: dict[str, Any], **cfg: Any) -> DecisionLSTM:
     """Decision LSTM (Siebenborn et al. 2022): the Decision Transformer with an LSTM for its GPT."""
-    cfg = resolve_config(DECISION_LSTM_PRESETS, size, overrides)
     return DecisionLSTM(spec["state_dim"], spec["act_dim"], **trajectory_spec(spec), **cfg)

@@ -15,7 +15,7 @@ Without input feeding, h_t does not depend on earlier attention, so teacher-forc
 the decoder LSTM and the attention over the whole target at once. Decoding (greedy and beam) is
 ``zoo.core.decoding``'s, through ``init_state`` / ``decode_step`` / ``reorder_state``.
 
-The pieces (:class:`RNNEncoder`, :class:`Bridge`, :class:`LuongAttention`,
+The pieces (``baselines.rnn.RNNEncoder``, :class:`Bridge`, :class:`LuongAttention`,
 :class:`AttentionDecoder`) take embedded/feature inputs rather than tokens; the decoder side (target
 embedding, bridge, attentional decoder, tied head, the three decoding methods) is
 :class:`AttentionalEncoderDecoder`, which both models below extend with their own encoder.
@@ -23,7 +23,7 @@ embedding, bridge, attentional decoder, tied head, the three decoding methods) i
 ``las``: Listen, Attend and Spell (Chan et al. 2016, "Listen, Attend and Spell: A Neural Network
 for Large Vocabulary Conversational Speech Recognition"):
 
-    listener      pyramidal BiLSTM (:class:`PyramidalListener`): a BiLSTM over the features, then
+    listener      pyramidal BiLSTM (``baselines.rnn.PyramidalListener``): a BiLSTM over the features, then
                   pyramid layers that each concatenate pairs of consecutive frames (halving the time,
                   T -> T // 2) before their BiLSTM: x8 fewer frames after three, as in the paper
     speller       the decoder of ``lstm_seq2seq`` above, attending over the listener's outputs
@@ -31,58 +31,23 @@ for Large Vocabulary Conversational Speech Recognition"):
 Differences from the paper, all shared with ``lstm_seq2seq``: Luong's global attention through the
 shared core attention instead of Bahdanau's MLP score, no input feeding (so teacher-forced training
 runs the speller over the whole target at once), and the speller's initial state bridged from the
-listener's final state. The same pyramid (:class:`PyramidalListener`) is the encoder of the
-BiLSTM-CTC and LSTM classifier baselines in ``baselines.lstm``.
+listener's final state. The same pyramid is the encoder of the BiLSTM-CTC and LSTM classifier
+baselines in ``baselines.lstm``. ``extra_flops``: ``baselines.rnn.lstm_flops``.
 """
 
 from __future__ import annotations
 
-import math
 from abc import ABCMeta, abstractmethod
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from zoo.core import KVCache, MultiHeadAttention, lengths_to_padding_mask
 from zoo.core.decoding import Seq2SeqDecoder
-from zoo.registry import register_model, resolve_config
+from zoo.registry import register_model
 
-from .lstm import LSTMState, TiedHead, init_lstm_
-
-
-class RNNEncoder(nn.Module):
-    """A (bidirectional) multi-layer LSTM over right-padded sequences.
-
-    forward(x (B, S, I), lengths (B,) or None) -> outputs (B, S, D) with D = directions * hidden
-    (zeros at padding), and the final states (h, c), each (num_layers, B, D): per layer, the forward
-    direction's state after the last real step concatenated with the backward direction's after
-    the first. Packing keeps the padding out of both.
-    """
-
-    def __init__(self, input_dim: int, hidden_size: int, num_layers: int = 1, *, dropout: float = 0.0,
-                 bidirectional: bool = True) -> None:
-        super().__init__()
-        self.num_dirs = 2 if bidirectional else 1
-        self.output_dim = self.num_dirs * hidden_size
-        self.lstm = nn.LSTM(input_dim, hidden_size, num_layers, batch_first=True, bidirectional=bidirectional,
-                            dropout=dropout if num_layers > 1 else 0.0)
-        init_lstm_(self.lstm)
-
-    def forward(self, x: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, LSTMState]:
-        B, S, _ = x.shape
-        if lengths is None:
-            out, (h, c) = self.lstm(x)
-        else:  # an empty row would crash packing: give it one (masked) step
-            packed = pack_padded_sequence(x, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
-            out, (h, c) = self.lstm(packed)
-            out, _ = pad_packed_sequence(out, batch_first=True, total_length=S)
-
-        def merge(s: Tensor) -> Tensor:  # (layers * dirs, B, Hd) -> (layers, B, dirs * Hd)
-            return s.view(-1, self.num_dirs, B, s.shape[-1]).transpose(1, 2).reshape(-1, B, self.output_dim)
-
-        return out, (merge(h), merge(c))
+from .rnn import LSTMState, PyramidalListener, RNNEncoder, TiedHead, init_lstm_, lstm_flops
 
 
 class Bridge(nn.Module):
@@ -251,10 +216,9 @@ SEQ2SEQ_PRESETS: dict[str, dict[str, Any]] = {
 
 @register_model("lstm_seq2seq", family="baseline", kinds=("seq2seq",), lr=2e-3, weight_decay=0.0,
                 presets=SEQ2SEQ_PRESETS, width="hidden_dim", width_multiple=(2, "num_heads"),
-                width_scales=("embed_dim",))
-def lstm_seq2seq(spec: dict[str, Any], size: str = "tiny", **overrides: Any) -> RNNSeq2Seq:
+                width_scales=("embed_dim",), extra_flops=lstm_flops)
+def lstm_seq2seq(spec: dict[str, Any], **cfg: Any) -> RNNSeq2Seq:
     """LSTM encoder-decoder with global attention (Luong et al. 2015), bidirectional encoder."""
-    cfg = resolve_config(SEQ2SEQ_PRESETS, size, overrides)
     if cfg["share_embeddings"] and spec["src_vocab_size"] != spec["tgt_vocab_size"]:
         cfg["share_embeddings"] = False
     return RNNSeq2Seq(spec["src_vocab_size"], spec["tgt_vocab_size"], pad_id=spec["pad_id"], bos_id=spec["bos_id"],
@@ -262,59 +226,6 @@ def lstm_seq2seq(spec: dict[str, Any], size: str = "tiny", **overrides: Any) -> 
 
 
 # ------------------------------------------------------------------- Listen, Attend and Spell (speech)
-
-def stack_frames(x: Tensor, lengths: Tensor | None, factor: int) -> tuple[Tensor, Tensor | None]:
-    """Concatenate each ``factor`` consecutive frames: x (B, T, F) -> (B, T // factor, factor * F),
-    lengths -> lengths // factor. A last incomplete group is dropped, so an output frame never mixes
-    a real frame with padding. factor 2 is the step of a pyramid layer (Chan et al. 2016); on the
-    features, it is the frame stacking of lower-frame-rate acoustic models (Sak et al. 2015)."""
-    if factor == 1:
-        return x, lengths
-    B, T, Fd = x.shape
-    T_out = T // factor
-    x = x[:, :T_out * factor].reshape(B, T_out, factor * Fd)
-    return x, None if lengths is None else lengths // factor
-
-
-class PyramidalListener(nn.Module):
-    """The pyramidal BiLSTM (pBLSTM) listener of Listen, Attend and Spell.
-
-    One bidirectional :class:`RNNEncoder` layer per entry of ``reductions``; before its layer,
-    each entry concatenates that many consecutive frames (:func:`stack_frames`). Chan et al. 2016:
-    ``(1, 2, 2, 2)``, a BiLSTM then three pyramid layers, T -> T // 8. Dropout between layers.
-
-    forward(x (B, T, F), lengths (B,) or None) -> (outputs (B, T', hidden_dim), zeros at padding;
-    lengths (B,) after the reductions; the top layer's final states (h, c), each (1, B, hidden_dim)).
-    """
-
-    def __init__(self, input_dim: int, hidden_dim: int, reductions: tuple[int, ...] = (1, 2, 2, 2), *,
-                 dropout: float = 0.0) -> None:
-        super().__init__()
-        if hidden_dim % 2:
-            raise ValueError(f"hidden_dim {hidden_dim} must be even: each direction has half of it")
-        if not reductions or min(reductions) < 1:
-            raise ValueError(f"reductions must list one factor >= 1 per layer, got {reductions}")
-        self.reductions, self.output_dim = tuple(reductions), hidden_dim
-        self.reduction = math.prod(self.reductions)
-        dims = [input_dim] + [hidden_dim] * (len(self.reductions) - 1)
-        self.layers = nn.ModuleList(RNNEncoder(dim * r, hidden_dim // 2, 1) for dim, r in zip(dims, self.reductions))
-        self.dropout = nn.Dropout(dropout)
-
-    def output_lengths(self, lengths: Tensor) -> Tensor:
-        for r in self.reductions:
-            lengths = lengths // r
-        return lengths
-
-    def forward(self, x: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor, LSTMState]:
-        B = x.shape[0]
-        for i, (layer, r) in enumerate(zip(self.layers, self.reductions)):
-            x, lengths = stack_frames(self.dropout(x) if i else x, lengths, r)  # (B, T_i, r * D_i)
-            x, final = layer(x, lengths)  # (B, T_i, hidden_dim)
-        if lengths is None:
-            return x, torch.full((B,), x.shape[1], dtype=torch.long, device=x.device), final
-        # zeros at padding, also for a row left without frames (RNNEncoder gives it one junk step)
-        return x.masked_fill(lengths_to_padding_mask(lengths, x.shape[1])[..., None], 0.0), lengths, final
-
 
 class ListenAttendSpell(AttentionalEncoderDecoder):
     """The transcription contract with ``decoding = "attention"`` (tasks/base.py):
@@ -359,9 +270,8 @@ LAS_PRESETS: dict[str, dict[str, Any]] = {
 
 @register_model("las", family="baseline", kinds=("transcription",), modalities=("audio",), lr=2e-3,
                 weight_decay=0.0, presets=LAS_PRESETS, width="hidden_dim", width_multiple=(2, "num_heads"),
-                width_scales=("embed_dim",))
-def las(spec: dict[str, Any], size: str = "tiny", **overrides: Any) -> ListenAttendSpell:
+                width_scales=("embed_dim",), extra_flops=lstm_flops)
+def las(spec: dict[str, Any], **cfg: Any) -> ListenAttendSpell:
     """Listen, Attend and Spell (Chan et al. 2016): pyramidal BiLSTM listener, attentional LSTM speller."""
-    cfg = resolve_config(LAS_PRESETS, size, overrides)
     return ListenAttendSpell(spec["input_dim"], spec["vocab_size"], pad_id=spec["pad_id"], bos_id=spec["bos_id"],
                              eos_id=spec["eos_id"], **cfg)

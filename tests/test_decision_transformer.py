@@ -12,8 +12,9 @@ import baselines  # noqa: F401
 import zoo  # noqa: F401
 from baselines.lstm import DecisionLSTM
 from baselines.mlp import BCMLP
-from zoo.decision_transformer import DecisionTransformer, TrajectoryModel
+from zoo.decision_transformer import DecisionTransformer
 from zoo.registry import SIZES, create_model, get_model_entry
+from zoo.trajectory import TrajectoryModel
 
 MODELS = ("decision_transformer", "decision_lstm", "bc_mlp", "bc_top10")
 SPEC_DISCRETE = {"kind": "offline_rl", "state_dim": 4, "act_dim": 2, "discrete": True, "max_ep_len": 500,

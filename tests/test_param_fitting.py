@@ -13,8 +13,9 @@ from torch import nn
 import baselines  # noqa: F401  (registers the baselines)
 import zoo  # noqa: F401  (registers the transformers)
 import zoo.registry as registry
-from zoo.registry import (RegistryError, create_model, fit_to_params, get_model_entry, list_models,
-                          parse_param_count, register_model)
+import zoo.sizing as sizing
+from zoo.registry import RegistryError, create_model, get_model_entry, list_models, register_model
+from zoo.sizing import count_params, fit_to_params, parse_param_count
 
 # Specs of every task kind, as the tasks build them (tasks/base.py names the keys of each kind).
 SPECS: dict[str, dict] = {
@@ -184,8 +185,8 @@ def test_every_model_is_counted_on_the_meta_device(monkeypatch):
     """No weights are allocated while fitting a built-in model, the Conformer (whose front end reads a
     tensor back with ``.item()`` while it is built) included: the cap's 10^9 parameters cost nothing."""
     devices = []
-    counter = registry._count_params
-    monkeypatch.setattr(registry, "_count_params",
+    counter = sizing._count_params
+    monkeypatch.setattr(sizing, "_count_params",
                         lambda model: devices.append(next(model.parameters()).device.type) or counter(model))
     for name, spec_name in cases():
         devices.clear()
@@ -278,10 +279,9 @@ def test_a_plugin_that_cannot_build_on_meta_is_counted_on_the_cpu(clean_registry
 
     @register_model("reads_back", family="baseline", kinds=("classification",), presets=presets, width="width",
                     width_multiple=4)
-    def reads_back(spec, size="tiny", **overrides):
-        cfg = registry.resolve_config(presets, size, overrides)
-        depth = int(torch.ones(cfg["depth"]).sum().item())  # fails on meta
-        return Wide(cfg["width"], depth)
+    def reads_back(spec, width, depth):
+        depth = int(torch.ones(depth).sum().item())  # fails on meta
+        return Wide(width, depth)
 
     fitted = fit_to_params("reads_back", SPECS["digits"], 100_000)
     assert fitted["width"] % 4 == 0
@@ -292,3 +292,37 @@ def test_a_plugin_that_cannot_build_on_meta_is_counted_on_the_cpu(clean_registry
         return Wide(width, 3)
 
     assert fit_to_params("bare", SPECS["digits"], 30_300) == {"width": 100}  # 3 * (100^2 + 100)
+
+
+# ----------------------------------------------------------------------------- count_params
+
+@pytest.mark.parametrize("name, spec_name", cases())
+def test_count_params_matches_a_real_build_without_allocating(name, spec_name, monkeypatch):
+    spec = SPECS[spec_name]
+    expected = count(create_model(name, spec, "tiny"))
+    devices = []
+    counter = sizing._count_params
+    monkeypatch.setattr(sizing, "_count_params",
+                        lambda model: devices.append(next(model.parameters()).device.type) or counter(model))
+    assert count_params(name, spec) == expected
+    assert count_params(get_model_entry(name), spec, "small") == count(create_model(name, spec, "small"))
+    assert set(devices) == {"meta"}
+
+
+def test_count_params_checks_the_options_as_create_model_does(clean_registry):
+    spec = SPECS["digits"]
+    assert count_params("vit", spec, depth=2) == count(create_model("vit", spec, depth=2))
+    with pytest.raises(RegistryError, match="unknown config key.*nlayers"):
+        count_params("vit", spec, nlayers=3)
+    with pytest.raises(RegistryError, match="unknown size 'huge'"):
+        count_params("vit", spec, "huge")
+    with pytest.raises(RegistryError, match="not 'classification' tasks on 'audio' inputs"):
+        count_params("vit", SPECS["keywords"])
+    with pytest.raises(ValueError, match="hidden_dim 15 must be even"):
+        count_params("lstm_seq2seq", SPECS["reversal"], hidden_dim=15)
+
+    @register_model("reads_back_too", family="baseline", kinds=("classification",))
+    def reads_back_too(spec, width=8, depth=2):
+        return Wide(width, int(torch.ones(depth).sum().item()))  # fails on meta: counted on the CPU
+
+    assert count_params("reads_back_too", spec, width=10) == 2 * (10 * 10 + 10)

@@ -67,8 +67,9 @@ def test_one_kind_or_modality_may_be_a_plain_string(clean_registry):
 
 
 def test_bad_family_kind_size_and_override_are_errors(clean_registry):
-    with pytest.raises(RegistryError, match="family must be one of"):
-        register_model("x", family="rnn", kinds=("classification",))
+    for family in ("", "  ", None, 3):
+        with pytest.raises(RegistryError, match="family must be a non-empty string"):
+            register_model("x", family=family, kinds=("classification",))
     with pytest.raises(RegistryError, match=r"serves classification\[image\] tasks, not 'language_modeling'"):
         create_model("vit", {**DIGITS_SPEC, "kind": "language_modeling"})
     with pytest.raises(RegistryError, match="not 'classification' tasks on 'audio' inputs"):
@@ -79,6 +80,67 @@ def test_bad_family_kind_size_and_override_are_errors(clean_registry):
         create_model("vit", DIGITS_SPEC, size="huge")
     with pytest.raises(RegistryError, match="unknown config key.*nlayers"):
         create_model("vit", DIGITS_SPEC, nlayers=3)
+
+
+def test_family_is_free_text(clean_registry):
+    for family in ("mlp", "ssm"):
+        @register_model(f"{family}_model", family=family, kinds=("classification",))
+        def factory(spec):
+            return nn.Identity()
+
+        assert get_model_entry(f"{family}_model").family == family
+        assert list_models(family=family) == [f"{family}_model"]
+
+
+def test_factory_gets_the_finished_config(clean_registry):
+    """With presets, the registry resolves size + overrides and calls factory(spec, **config); without,
+    factory(spec, **overrides)."""
+    calls = []
+    presets = {"tiny": {"width": 4, "depth": 1}, "small": {"width": 8, "depth": 2}, "base": {"width": 16, "depth": 3}}
+
+    @register_model("preset_model", family="baseline", kinds=("classification",), presets=presets)
+    def preset_model(spec, **config):
+        calls.append(config)
+        return nn.Linear(config["width"], spec["num_classes"])
+
+    @register_model("bare_model", family="baseline", kinds=("classification",))
+    def bare_model(spec, size="tiny", **overrides):
+        calls.append({"size": size, **overrides})
+        return nn.Identity()
+
+    entry = get_model_entry("preset_model")
+    assert entry.config("small", {"depth": 5}) == {"width": 8, "depth": 5} and entry.config() == presets["tiny"]
+    assert entry.create(DIGITS_SPEC, "small", depth=5).in_features == 8
+    assert create_model("preset_model", DIGITS_SPEC).in_features == 4
+    create_model("bare_model", DIGITS_SPEC, "base", width=3)
+    assert calls == [{"width": 8, "depth": 5}, {"width": 4, "depth": 1}, {"size": "tiny", "width": 3}]
+    assert presets["small"] == {"width": 8, "depth": 2}  # the table is not changed by a call
+    with pytest.raises(RegistryError, match=r"unknown config key\(s\) nlayers; accepted: width, depth"):
+        entry.create(DIGITS_SPEC, nlayers=3)
+    with pytest.raises(RegistryError, match="serves classification tasks, not 'seq2seq'"):
+        entry.create({"kind": "seq2seq"})
+    with pytest.raises(RegistryError, match="unknown size 'huge'"):
+        entry.create(DIGITS_SPEC, "huge")
+    with pytest.raises(RegistryError, match="model 'partial' has no 'small' preset; it has tiny"):
+        register_model("partial", family="baseline", kinds=("classification",), presets={"tiny": {}})(bare_model)
+        create_model("partial", DIGITS_SPEC, "small")
+
+
+def test_entries_store_extra_flops_and_reference(clean_registry):
+    def flops(model):
+        raise AssertionError("not called by the registry")
+
+    def reference(device):
+        raise AssertionError("not called by the registry")
+
+    @register_model("declared", family="baseline", kinds=("classification",), extra_flops=flops, reference=reference,
+                    lr=0.1)
+    def declared(spec):
+        return nn.Identity()
+
+    entry = get_model_entry("declared")
+    assert entry.extra_flops is flops and entry.reference is reference and entry.defaults == {"lr": 0.1}
+    assert get_model_entry("vit").extra_flops is None and get_model_entry("resnet").reference is None
 
 
 def test_create_model_applies_size_and_overrides():

@@ -9,9 +9,10 @@ import torch.nn.functional as F
 import baselines  # noqa: F401
 import zoo  # noqa: F401
 from baselines.lstm import LSTMLanguageModel
+from baselines.rnn import lstm_flops
 from baselines.seq2seq import RNNSeq2Seq
 from zoo.core.decoding import beam_search
-from zoo.registry import SIZES, create_model, get_model_entry
+from zoo.registry import SIZES, create_model, get_model_entry, list_models
 
 PAD, BOS, EOS = 0, 1, 2
 
@@ -195,6 +196,59 @@ def test_seq2seq_greedy_equals_beam_search_of_one_untrained():
     beam = beam_search(model.eval(), src, src_pad, 9, BOS, EOS, beam_size=1, pad=PAD)
     assert greedy.shape[0] == 4 and 1 < greedy.shape[1] <= 9
     assert torch.equal(greedy, beam)
+
+
+# --- FLOPs that FlopCounterMode does not see ---------------------------------------------------------
+
+def test_lstm_flops_are_counted():
+    lstm = torch.nn.LSTM(10, 20, num_layers=2, bidirectional=True, batch_first=True)
+    with lstm_flops(lstm) as counted:
+        lstm(torch.randn(3, 7, 10))
+    per_step = 2 * 4 * 20 * ((10 + 20) + (40 + 20)) * 2
+    assert counted() == per_step * 3 * 7
+
+
+def test_lstm_flops_count_packed_steps_and_remove_their_hooks():
+    lstm = torch.nn.LSTM(10, 20)
+    packed = torch.nn.utils.rnn.pack_padded_sequence(torch.randn(3, 7, 10), torch.tensor([7, 3, 1]),
+                                                     batch_first=True, enforce_sorted=False)
+    with lstm_flops(torch.nn.Sequential(lstm)) as counted:
+        lstm(packed)
+        assert counted() == 2 * 4 * 20 * (10 + 20) * (7 + 3 + 1)
+    lstm(packed)
+    assert counted() == 2 * 4 * 20 * (10 + 20) * 11 and not lstm._forward_hooks
+
+
+# One spec of every kind and modality the registered models serve.
+SPECS = [
+    {"kind": "classification", "modality": "image", "input_shape": (1, 8, 8), "num_classes": 10},
+    {"kind": "classification", "modality": "audio", "input_shape": (101, 40), "num_classes": 35},
+    {"kind": "transcription", "modality": "audio", "input_dim": 40, "vocab_size": 13, "blank_id": 0, "pad_id": 0,
+     "bos_id": 1, "eos_id": 2, "max_tgt_len": 9, "max_frames": 400},
+    {"modality": "text", **lm_spec()},
+    {"modality": "text", **s2s_spec()},
+    {"kind": "offline_rl", "modality": "state", "state_dim": 4, "act_dim": 2, "discrete": True, "max_ep_len": 500,
+     "context_len": 20},
+]
+
+
+def test_every_model_that_runs_an_lstm_declares_its_flops():
+    """extra_flops is declared exactly by the models with an nn.LSTM, and is the LSTM count."""
+    with_lstm = set()
+    for name in list_models():
+        entry = get_model_entry(name)
+        for spec in (s for s in SPECS if entry.supports(s["kind"], s["modality"])):
+            model = create_model(name, spec)
+            if any(isinstance(m, torch.nn.LSTM) for m in model.modules()):
+                with_lstm.add(name)
+                assert entry.extra_flops is lstm_flops, name
+            else:
+                assert entry.extra_flops is None, name
+    assert with_lstm == {"lstm", "decision_lstm", "lstm_seq2seq", "las", "bilstm_ctc", "lstm_classifier"}
+    model = tiny_lm()  # 2 layers of 16 over embeddings of 16
+    with get_model_entry("lstm").extra_flops(model) as counted:
+        model(torch.randint(0, 11, (3, 7)))
+    assert counted() == 2 * (2 * 4 * 16 * (16 + 16)) * 3 * 7
 
 
 # --- training: reversal of 8 fixed sequences -------------------------------------------------------

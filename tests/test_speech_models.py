@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 import baselines  # noqa: F401
 import zoo  # noqa: F401
-from baselines.seq2seq import PyramidalListener, stack_frames
+from baselines.rnn import PyramidalListener, stack_frames
 from zoo.core.decoding import beam_search
 from zoo.registry import SIZES, RegistryError, create_model, get_model_entry, list_models
 

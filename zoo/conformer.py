@@ -46,7 +46,8 @@ from torch import Tensor, nn
 
 from .core import MultiHeadAttention, lengths_to_padding_mask
 from .core.position import RelativePositionalEncoding, sinusoidal_table
-from .registry import register_model, resolve_config
+from .reference import Reference
+from .registry import register_model
 
 POSITIONS = ("relative", "absolute", "none")
 
@@ -308,12 +309,24 @@ CONFORMER_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def conformer_reference(device: torch.device) -> Reference:
+    """The encoder blocks (4 x d144, kernel 31) vs ``torchaudio.models.Conformer``, the same weights."""
+    import torchaudio
+
+    ta = torchaudio.models.Conformer(input_dim=144, num_heads=4, ffn_dim=576, num_layers=4,
+                                     depthwise_conv_kernel_size=31)
+    x = torch.randn(8, 200, 144, device=device)
+    lengths = torch.full((8,), 200, device=device)
+    return Reference(ConformerEncoder.from_torchaudio(ta), {"torchaudio": ta}, lambda: (x, lengths),
+                     lambda m, i: m(*i)[0], 8, "200x144")
+
+
 @register_model("conformer", family="transformer", kinds=("classification", "transcription"),
                 modalities=("audio",), lr=1e-3, weight_decay=1e-3, presets=CONFORMER_PRESETS, width="d_model",
-                width_multiple="num_heads", width_scales=("ffn_dim", "subsampling_channels"))
-def conformer(spec: dict[str, Any], size: str = "tiny", **overrides: Any) -> nn.Module:
+                width_multiple="num_heads", width_scales=("ffn_dim", "subsampling_channels"),
+                reference=conformer_reference)
+def conformer(spec: dict[str, Any], **cfg: Any) -> nn.Module:
     """Conformer (Gulati et al. 2020): conv subsampling, Macaron FFN + relative-position MHSA + conv blocks."""
-    cfg = resolve_config(CONFORMER_PRESETS, size, overrides)
     kind = spec.get("kind", "transcription")
     if kind == "transcription":  # CTC head
         return ConformerCTC(ConformerEncoder(spec["input_dim"], **cfg), spec["vocab_size"], spec.get("blank_id", 0))

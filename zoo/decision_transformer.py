@@ -8,9 +8,9 @@ tokens of a step, a LayerNorm follows, a causal trunk reads the sequence, and th
 predicted from the hidden state of the state token s_t (which has seen R_1..R_t, s_1..s_t and
 a_1..a_{t-1}, but not a_t).
 
-``TrajectoryModel``: the tokens and heads, shared by the Decision Transformer and the Decision LSTM
-(``baselines.lstm.DecisionLSTM``; Siebenborn et al. 2022 swap the GPT for an LSTM, all else equal).
-Subclasses provide ``trunk``: (B, 3K, H) tokens and a (B, 3K) mask -> (B, 3K, H).
+``zoo.trajectory.TrajectoryModel``: the tokens and heads, shared by the Decision Transformer and the
+Decision LSTM (``baselines.lstm.DecisionLSTM``; Siebenborn et al. 2022 swap the GPT for an LSTM, all
+else equal). Subclasses provide ``trunk``: (B, 3K, H) tokens and a (B, 3K) mask -> (B, 3K, H).
 
 ``DecisionTransformer``: the trunk is GPT-2: pre-norm causal ``zoo.core.EncoderBlock``s (ReLU, as the
 official DT) and a final LayerNorm, with no position embedding of its own: the timestep embedding
@@ -25,87 +25,16 @@ Discrete actions go in one-hot and come out as logits; continuous ones come out 
 from __future__ import annotations
 
 import math
-from abc import ABCMeta, abstractmethod
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from .core import EncoderBlock
-from .registry import register_model, resolve_config
+from .reference import Reference
+from .registry import register_model
+from .trajectory import TrajectoryModel, trajectory_spec
 from .transformer import gpt2_blocks_state
-
-
-class TrajectoryModel(nn.Module, metaclass=ABCMeta):
-    """Return-conditioned policy over interleaved (R, s, a) tokens; the trunk is a subclass's.
-
-    Args:
-        state_dim, act_dim: sizes of a state and of an action (number of actions when ``discrete``).
-        hidden_dim: token width H.
-        max_ep_len: timesteps run from 0 to max_ep_len - 1 (the timestep embedding table).
-        discrete: actions are one-hot inputs and ``forward`` returns logits.
-        action_tanh: squash continuous predictions into (-1, 1); default ``not discrete``.
-        dropout: on the embedded tokens (GPT-2's embedding dropout).
-        context_len: the K the model is trained with (kept for the task; nothing here depends on it).
-    """
-
-    def __init__(self, state_dim: int, act_dim: int, *, hidden_dim: int, max_ep_len: int,
-                 discrete: bool = False, action_tanh: bool | None = None, dropout: float = 0.0,
-                 context_len: int | None = None) -> None:
-        super().__init__()
-        self.state_dim, self.act_dim, self.hidden_dim = state_dim, act_dim, hidden_dim
-        self.max_ep_len, self.discrete, self.context_len = max_ep_len, discrete, context_len
-        action_tanh = not discrete if action_tanh is None else action_tanh
-        self.embed_timestep = nn.Embedding(max_ep_len, hidden_dim)
-        self.embed_return = nn.Linear(1, hidden_dim)
-        self.embed_state = nn.Linear(state_dim, hidden_dim)
-        self.embed_action = nn.Linear(act_dim, hidden_dim)
-        self.embed_ln = nn.LayerNorm(hidden_dim)
-        self.embed_dropout = nn.Dropout(dropout)
-        # Heads. Only the action is trained by the DT paper; state and return heads exist, as in the
-        # official code and HF, reading the action token (the next state/return given s_t and a_t).
-        self.predict_state = nn.Linear(hidden_dim, state_dim)
-        self.predict_action = nn.Sequential(nn.Linear(hidden_dim, act_dim),
-                                            nn.Tanh() if action_tanh else nn.Identity())
-        self.predict_return = nn.Linear(hidden_dim, 1)
-
-    @abstractmethod
-    def trunk(self, x: Tensor, mask: Tensor) -> Tensor:
-        """x (B, 3K, H) embedded tokens, mask (B, 3K) bool True at real tokens -> (B, 3K, H),
-        causally: output i depends on tokens 0..i only."""
-
-    def encode(self, returns_to_go: Tensor, states: Tensor, actions: Tensor, timesteps: Tensor,
-               mask: Tensor | None = None) -> Tensor:
-        """The trunk's hidden states regrouped by modality: (B, 3, K, H), [:, 0] at the return
-        tokens, [:, 1] at the state tokens, [:, 2] at the action tokens."""
-        B, K = states.shape[:2]
-        H = self.hidden_dim
-        if mask is None:
-            mask = torch.ones(B, K, dtype=torch.bool, device=states.device)
-        time = self.embed_timestep(timesteps)  # (B, K, H)
-        tokens = torch.stack((self.embed_return(returns_to_go) + time,  # (B, K, H) each
-                              self.embed_state(states) + time,
-                              self.embed_action(actions) + time), dim=2)  # (B, K, 3, H)
-        x = self.embed_dropout(self.embed_ln(tokens.reshape(B, 3 * K, H)))  # (R_1, s_1, a_1, R_2, ...)
-        token_mask = mask.bool().repeat_interleave(3, dim=1)  # (B, 3K): the 3 tokens of a step
-        x = self.trunk(x, token_mask)  # (B, 3K, H)
-        return x.reshape(B, K, 3, H).transpose(1, 2)  # (B, 3, K, H)
-
-    def forward_all(self, returns_to_go: Tensor, states: Tensor, actions: Tensor, timesteps: Tensor,
-                    mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        """(state_preds (B, K, state_dim), action_preds (B, K, act_dim), return_preds (B, K, 1)),
-        HF's order."""
-        x = self.encode(returns_to_go, states, actions, timesteps, mask)
-        return self.predict_state(x[:, 2]), self.predict_action(x[:, 1]), self.predict_return(x[:, 2])
-
-    def forward(self, returns_to_go: Tensor, states: Tensor, actions: Tensor, timesteps: Tensor,
-                mask: Tensor | None = None) -> Tensor:
-        """returns_to_go (B, K, 1), states (B, K, state_dim), actions (B, K, act_dim) float (one-hot
-        when discrete; zeros where unknown or padded), timesteps (B, K) long, mask (B, K) bool or
-        float, 1 at real steps and 0 at (left) padding; None: all real.
-        Returns the action predictions (B, K, act_dim): a_t from the state token s_t."""
-        x = self.encode(returns_to_go, states, actions, timesteps, mask)
-        return self.predict_action(x[:, 1])
 
 
 class DecisionTransformer(TrajectoryModel):
@@ -169,6 +98,31 @@ class DecisionTransformer(TrajectoryModel):
         return model
 
 
+def decision_transformer_reference(device: torch.device) -> Reference:
+    """The official DT's size (d128, 3 layers, 1 head) vs Hugging Face's ``DecisionTransformerModel``,
+    the same weights (needs transformers)."""
+    import transformers
+
+    config = transformers.DecisionTransformerConfig(state_dim=11, act_dim=3, hidden_size=128, n_layer=3,
+                                                    n_head=1, max_ep_len=1000, resid_pdrop=0.0, embd_pdrop=0.0,
+                                                    attn_pdrop=0.0, bos_token_id=None, eos_token_id=None,
+                                                    attn_implementation="sdpa")
+    hf = transformers.DecisionTransformerModel(config)
+    B, K = 64, 20
+    R, s, a = (torch.randn(B, K, n, device=device) for n in (1, 11, 3))
+    t = torch.arange(K, device=device).expand(B, K).contiguous()
+    mask = torch.ones(B, K, device=device, dtype=torch.long)
+
+    def forward(m: nn.Module, i: tuple) -> Tensor:
+        R, s, a, t, mask = i
+        if isinstance(m, DecisionTransformer):
+            return m.forward_all(R, s, a, t, mask)[1]
+        return m(states=s, actions=a, returns_to_go=R, timesteps=t, attention_mask=mask).action_preds
+
+    return Reference(DecisionTransformer.from_hf(hf), {"hf DecisionTransformer": hf}, lambda: (R, s, a, t, mask),
+                     forward, B, "K=20")
+
+
 # Sizes. "small" is the official DT (kzl/decision-transformer gym/experiment.py: embed 128, 3 layers,
 # 1 head, dropout 0.1); "tiny" halves the width and has no dropout (on CPU it cost 40% of the step
 # time, and within 1000 steps the DT scored 87.8 with it, 97.5 without, on cartpole-mixed); "base" is
@@ -182,19 +136,13 @@ DT_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def trajectory_spec(spec: dict[str, Any]) -> dict[str, Any]:
-    """The constructor arguments an ``offline_rl`` spec gives every trajectory model."""
-    return dict(max_ep_len=spec["max_ep_len"], discrete=bool(spec.get("discrete", False)),
-                context_len=spec.get("context_len"))
-
-
 # Training defaults: the official recipe is AdamW lr 1e-4, weight decay 1e-4 with 10k linear warm-up
 # steps over 100k updates. Our CPU budget is a few thousand steps, shorter than that warm-up alone, and
 # at lr 1e-4 such a short run would stop far from convergence; these 3-layer models (64-128 wide) take a
 # ten times larger step (the overfit test trains the DT at 3e-3). Weight decay stays the official 1e-4.
 @register_model("decision_transformer", family="transformer", kinds=("offline_rl",), lr=1e-3, weight_decay=1e-4,
-                presets=DT_PRESETS, width="hidden_dim", width_multiple="num_heads", width_scales=("mlp_dim",))
-def decision_transformer(spec: dict[str, Any], size: str = "tiny", **overrides: Any) -> DecisionTransformer:
+                presets=DT_PRESETS, width="hidden_dim", width_multiple="num_heads", width_scales=("mlp_dim",),
+                reference=decision_transformer_reference)
+def decision_transformer(spec: dict[str, Any], **cfg: Any) -> DecisionTransformer:
     """Decision Transformer (Chen et al. 2021): return-conditioned GPT over (R, s, a) tokens."""
-    cfg = resolve_config(DT_PRESETS, size, overrides)
     return DecisionTransformer(spec["state_dim"], spec["act_dim"], **trajectory_spec(spec), **cfg)

@@ -1,31 +1,33 @@
 """The model registry: every architecture of every package joins the zoo here.
 
-    @register_model("vit", family="transformer", kinds=("classification",))
-    def vit(spec, size="tiny", **overrides) -> nn.Module: ...
+    @register_model("vit", family="transformer", kinds=("classification",), presets=VIT_PRESETS)
+    def vit(spec, *, dim, depth, num_heads, ...) -> nn.Module: ...
 
     model = create_model("vit", spec, size="tiny", depth=2)
     list_models("vi*")  # ['vit']
 
 A registered factory takes the task's ``spec`` (a dict: ``kind`` plus what the kind needs, e.g.
-``input_shape`` and ``num_classes`` for classification), a ``size`` ('tiny', 'small', 'base') and
-keyword overrides of the size's configuration, and returns an ``nn.Module``.
+``input_shape`` and ``num_classes`` for classification) and the model's configuration as keyword
+arguments, and returns an ``nn.Module``. The registry finishes that configuration: an entry
+registered with ``presets`` (size -> config) is called as ``factory(spec, **config)`` with the size's
+preset updated by the keyword overrides (an override that is not a preset key is a RegistryError);
+an entry without presets is called as ``factory(spec, **overrides)``.
 
 One kind can come in several input *modalities* (``classification`` of images and of audio
 features): an entry may list the ``modalities`` it reads (see ``MODALITIES``); one that lists none
 reads any. A task's spec names its modality under ``"modality"``.
 
+What only the model knows, the entry declares for the harness: ``extra_flops`` (work that
+``torch.utils.flop_counter.FlopCounterMode`` does not see, e.g. LSTM recurrences) and ``reference``
+(the implementation ``python -m harness bench`` times it against, see ``zoo.reference``).
+
 Models outside this repository join in two ways without editing it: import a module that registers
 them (``python -m harness run vision --plugin my_models``), or declare an entry point in the group
 ``attention_zoo.models`` of an installed distribution; those are loaded on first use of the registry.
 
-Matched sizes (``--params 250k``): an entry that declares its width knob can be refitted to a
-parameter budget (the Long Range Arena rule: within 10%)::
-
-    @register_model("vit", ..., presets=VIT_PRESETS, width="dim", width_multiple="num_heads",
-                    width_scales=("mlp_dim",))
-
-    fitted = fit_to_params("vit", digits_spec, parse_param_count("250k"))  # {'dim': 88, 'mlp_dim': 176}
-    model = create_model("vit", digits_spec, "tiny", **fitted)  # 254,770 parameters
+Matched sizes (``--params 250k``, ``zoo.sizing``): an entry that declares its width knob
+(``width="dim"``, ``width_multiple="num_heads"``, ``width_scales=("mlp_dim",)``) can be refitted to a
+parameter budget.
 """
 
 from __future__ import annotations
@@ -34,21 +36,19 @@ import difflib
 import fnmatch
 import importlib
 import importlib.metadata
-import math
-import re
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
 from typing import Any, Callable
 
-import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 SIZES = ("tiny", "small", "base")
-FAMILIES = ("transformer", "baseline")
 MODALITIES = ("image", "audio", "text", "state")
 ENTRY_POINT_GROUP = "attention_zoo.models"
-MAX_WIDTH = 4096  # the widest width ``fit_to_params`` tries
+
+# extra_flops(model) -> a context manager that hooks the model and yields a zero-argument callable
+# returning the forward FLOPs it has counted so far (hooks removed on exit)
+ExtraFlops = Callable[[nn.Module], AbstractContextManager[Callable[[], int]]]
 
 
 class RegistryError(ValueError):
@@ -64,12 +64,12 @@ def unknown_name_error(what: str, name: str, known: list[str]) -> RegistryError:
 
 @dataclass(frozen=True)
 class WidthFit:
-    """How ``fit_to_params`` resizes a model: the config ``key`` it searches over (an integer width),
-    the ``multiple`` that width must be of (ints and names of config keys, e.g. ``"num_heads"``, whose
-    values in the resolved config count; the width is a multiple of their least common multiple), and
-    the config keys that ``scales`` with it, keeping their ratio to the width in the size's preset
-    (e.g. ``mlp_dim``; a key that is None there, i.e. derived by the model, or that the user
-    overrides, is left alone)."""
+    """How ``zoo.sizing.fit_to_params`` resizes a model: the config ``key`` it searches over (an
+    integer width), the ``multiple`` that width must be of (ints and names of config keys, e.g.
+    ``"num_heads"``, whose values in the resolved config count; the width is a multiple of their least
+    common multiple), and the config keys that ``scales`` with it, keeping their ratio to the width in
+    the size's preset (e.g. ``mlp_dim``; a key that is None there, i.e. derived by the model, or that
+    the user overrides, is left alone)."""
 
     key: str
     multiple: tuple[int | str, ...] = (1,)
@@ -80,13 +80,15 @@ class WidthFit:
 class ModelEntry:
     name: str
     factory: Callable[..., nn.Module]
-    family: str
+    family: str  # free text: 'transformer', 'baseline', or a plugin's own ('mlp', 'ssm', ...)
     kinds: tuple[str, ...]
     description: str = ""
     defaults: dict[str, Any] = field(default_factory=dict)  # training defaults, e.g. lr, weight_decay
     modalities: tuple[str, ...] | None = None  # the inputs it reads; None: any
-    presets: dict[str, dict[str, Any]] | None = None  # size -> config (what ``resolve_config`` reads)
-    fit: WidthFit | None = None  # the width knob of ``fit_to_params``; None: cannot be fitted
+    presets: dict[str, dict[str, Any]] | None = None  # size -> config (what ``config`` resolves)
+    fit: WidthFit | None = None  # the width knob of ``zoo.sizing.fit_to_params``; None: cannot be fitted
+    extra_flops: ExtraFlops | None = None  # FLOPs FlopCounterMode misses (see ``ExtraFlops``); None: none
+    reference: Callable[..., Any] | None = None  # device -> zoo.reference.Reference, for the bench; None: none
 
     def supports(self, kind: str, modality: str | None = None) -> bool:
         """Serves tasks of ``kind`` whose inputs are ``modality`` (None: not checked)."""
@@ -97,6 +99,35 @@ class ModelEntry:
         kinds = ",".join(self.kinds)
         return f"{kinds}[{','.join(self.modalities)}]" if self.modalities else kinds
 
+    def check(self, spec: dict[str, Any], size: str) -> None:
+        """RegistryError unless the model serves ``spec``'s kind and modality and ``size`` is a size."""
+        kind, modality = spec.get("kind"), spec.get("modality")
+        if kind is not None and not self.supports(kind, modality):
+            what = f"{kind!r} tasks on {modality!r} inputs" if self.supports(kind) else repr(kind)
+            raise RegistryError(f"model {self.name!r} serves {self.serves()} tasks, not {what}")
+        if size not in SIZES:
+            raise RegistryError(f"unknown size {size!r}; accepted: {', '.join(SIZES)}")
+
+    def config(self, size: str = "tiny", overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The keyword arguments of the factory: the size's preset updated by ``overrides`` (an override
+        that is not a config key is an error), or the overrides alone for an entry without presets."""
+        overrides = dict(overrides or {})
+        if self.presets is None:
+            return overrides
+        if size not in self.presets:
+            raise RegistryError(f"model {self.name!r} has no {size!r} preset; it has {', '.join(self.presets)}")
+        config = dict(self.presets[size])
+        unknown = set(overrides) - set(config)
+        if unknown:
+            raise RegistryError(f"unknown config key(s) {', '.join(sorted(unknown))}; accepted: {', '.join(config)}")
+        config.update(overrides)
+        return config
+
+    def create(self, spec: dict[str, Any], size: str = "tiny", **overrides: Any) -> nn.Module:
+        """Build the model for a task's ``spec`` at ``size``, with config ``overrides``."""
+        self.check(spec, size)
+        return self.factory(spec, **self.config(size, overrides))
+
 
 _MODELS: dict[str, ModelEntry] = {}
 _plugins_loaded = False
@@ -106,20 +137,25 @@ def register_model(name: str | None = None, *, family: str, kinds: str | tuple[s
                    modalities: str | tuple[str, ...] | list[str] | None = None, description: str | None = None,
                    presets: dict[str, dict[str, Any]] | None = None, width: str | None = None,
                    width_multiple: int | str | tuple[int | str, ...] = 1, width_scales: tuple[str, ...] = (),
+                   extra_flops: ExtraFlops | None = None, reference: Callable[..., Any] | None = None,
                    **defaults: Any) -> Callable:
     """Decorator: register a model factory (or class) under ``name`` (default: its ``__name__``).
 
-    ``family`` is 'transformer' or 'baseline'; ``kinds`` lists the task kinds it serves and
-    ``modalities`` the inputs it reads (None: any); other keywords are training defaults the harness
-    uses for it (``lr``, ``weight_decay``).
+    ``family`` is free text ('transformer', 'baseline', a plugin's 'ssm'); ``kinds`` lists the task
+    kinds it serves and ``modalities`` the inputs it reads (None: any); other keywords are training
+    defaults the harness uses for it (``lr``, ``weight_decay``).
 
-    For ``fit_to_params`` (``--params``): ``presets`` is the factory's size -> config table, ``width``
-    the integer config key to fit, ``width_multiple`` what that width must be a multiple of (an int, a
-    config key such as ``"num_heads"``, or a tuple of them), ``width_scales`` the config keys that keep
-    their ratio to the width of the size's preset (``("mlp_dim",)``). See :class:`WidthFit`.
+    ``presets`` is the size -> config table the registry resolves before calling the factory.
+    For ``zoo.sizing.fit_to_params`` (``--params``): ``width`` the integer config key to fit,
+    ``width_multiple`` what that width must be a multiple of (an int, a config key such as
+    ``"num_heads"``, or a tuple of them), ``width_scales`` the config keys that keep their ratio to the
+    width of the size's preset (``("mlp_dim",)``). See :class:`WidthFit`.
+
+    ``extra_flops(model)``: see :data:`ExtraFlops`; ``reference(device)``: a ``zoo.reference.Reference``
+    (may raise ImportError when the reference's package is not installed).
     """
-    if family not in FAMILIES:
-        raise RegistryError(f"family must be one of {', '.join(FAMILIES)}, got {family!r}")
+    if not isinstance(family, str) or not family.strip():
+        raise RegistryError(f"family must be a non-empty string, got {family!r}")
     kinds = (kinds,) if isinstance(kinds, str) else kinds  # one kind may be given as a plain string
     modalities = (modalities,) if isinstance(modalities, str) else modalities
     bad = sorted(set(modalities or ()) - set(MODALITIES))
@@ -133,7 +169,8 @@ def register_model(name: str | None = None, *, family: str, kinds: str | tuple[s
             raise RegistryError(f"model {key!r} is already registered (by {_MODELS[key].factory.__module__})")
         doc = description if description is not None else (factory.__doc__ or "").strip().split("\n")[0]
         _MODELS[key] = ModelEntry(key, factory, family, tuple(kinds), doc, dict(defaults),
-                                  tuple(modalities) if modalities else None, presets, fit)
+                                  tuple(modalities) if modalities else None, presets, fit,
+                                  extra_flops=extra_flops, reference=reference)
         return factory
 
     return decorate
@@ -202,188 +239,6 @@ def list_models(pattern: str = "*", *, kind: str | None = None, family: str | No
                   and (kind is None or e.supports(kind, modality)) and (family is None or e.family == family))
 
 
-def _usable_entry(name: str, spec: dict[str, Any], size: str) -> ModelEntry:
-    """The entry of ``name``, after checking that it serves ``spec``'s kind and modality at ``size``."""
-    entry = get_model_entry(name)
-    kind, modality = spec.get("kind"), spec.get("modality")
-    if kind is not None and not entry.supports(kind, modality):
-        what = f"{kind!r} tasks on {modality!r} inputs" if entry.supports(kind) else repr(kind)
-        raise RegistryError(f"model {name!r} serves {entry.serves()} tasks, not {what}")
-    if size not in SIZES:
-        raise RegistryError(f"unknown size {size!r}; accepted: {', '.join(SIZES)}")
-    return entry
-
-
 def create_model(name: str, spec: dict[str, Any], size: str = "tiny", **overrides: Any) -> nn.Module:
     """Build model ``name`` for a task's ``spec`` at ``size``, with config ``overrides``."""
-    return _usable_entry(name, spec, size).factory(spec, size=size, **overrides)
-
-
-def resolve_config(presets: dict[str, dict[str, Any]], size: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    """A size's preset updated by overrides; an override that is not a config key is an error."""
-    config = dict(presets[size])
-    unknown = set(overrides) - set(config)
-    if unknown:
-        raise RegistryError(f"unknown config key(s) {', '.join(sorted(unknown))}; accepted: {', '.join(config)}")
-    config.update(overrides)
-    return config
-
-
-# ----------------------------------------------------------------------------- matched sizes
-
-_SUFFIXES = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "b": 10**9}
-_COUNT_RE = re.compile(r"(?P<number>(?:\d+(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?)(?P<suffix>[kmgb]?)", re.IGNORECASE)
-COUNT_FORMS = "a positive parameter count: 800000, 250k, 1.5M, 2e6, 1g (k = 10^3, M = 10^6, G or B = 10^9)"
-
-
-def parse_param_count(text: str) -> int:
-    """'250k' -> 250000, '1.5M' -> 1500000, '2e6' -> 2000000, '1g' / '1b' -> 10**9 (suffixes in any case).
-    ValueError for anything else: a zero, negative or fractional count, or an unknown suffix."""
-    match = _COUNT_RE.fullmatch(str(text).strip())
-    if match is None:
-        raise ValueError(f"bad parameter count {text!r}; expected {COUNT_FORMS}")
-    try:
-        value = Decimal(match["number"]) * _SUFFIXES[match["suffix"].lower()]
-    except InvalidOperation:  # pragma: no cover - the pattern only passes valid decimals
-        raise ValueError(f"bad parameter count {text!r}; expected {COUNT_FORMS}") from None
-    if value <= 0 or value != value.to_integral_value():
-        raise ValueError(f"bad parameter count {text!r} (= {value:f}): not a whole number above zero; "
-                         f"expected {COUNT_FORMS}")
-    return int(value)
-
-
-try:
-    from torch.utils._device import _device_constructors
-
-    _META_CONSTRUCTORS = frozenset(_device_constructors()) - {torch.tensor, torch.as_tensor, torch.asarray}
-except ImportError:  # pragma: no cover - a torch without the private table
-    _META_CONSTRUCTORS = frozenset({torch.empty, torch.empty_strided, torch.zeros, torch.ones, torch.full,
-                                    torch.rand, torch.randn, torch.randint, torch.randperm, torch.arange,
-                                    torch.linspace, torch.logspace, torch.eye})
-
-
-class _MetaFactories(TorchFunctionMode):
-    """``with torch.device("meta")`` for parameter counting, except that tensors made from data
-    (``torch.tensor(40)``) stay on the CPU: a model that reads such a value back while it is built
-    (``.item()``, as the Conformer's front end does) builds without allocating its weights."""
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func in _META_CONSTRUCTORS and kwargs.get("device") is None:
-            kwargs["device"] = "meta"
-        return func(*args, **kwargs)
-
-
-def _count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())  # shared (tied) parameters once, as the harness counts
-
-
-def fit_to_params(name: str, spec: dict[str, Any], target: int, size: str = "tiny", tolerance: float = 0.10,
-                  *, max_width: int = MAX_WIDTH, **overrides: Any) -> dict[str, int]:
-    """The config overrides that size model ``name`` to ``target`` parameters on ``spec``.
-
-    Searches the entry's width knob (``register_model(width=...)``) over its allowed values (multiples
-    of ``width_multiple``, up to ``max_width``), scaling the ``width_scales`` keys along, and returns
-    the fitted keys, e.g. ``{"dim": 88, "mlp_dim": 176}``, of the width whose count is closest to
-    ``target``: ``create_model(name, spec, size, **overrides, **fitted)`` then has a parameter count
-    within ``tolerance`` (a fraction) of ``target``. ``overrides`` are the user's other config keys.
-
-    Raises RegistryError when that is impossible (the target is below the narrowest width's count,
-    above the widest's, or between two steps), when the model declares no width, or when
-    ``overrides`` set the width itself.
-    """
-    entry = _usable_entry(name, spec, size)
-    if isinstance(target, bool) or not isinstance(target, int) or target <= 0:
-        raise RegistryError(f"the parameter target must be a positive int, got {target!r}")
-    if not 0 < tolerance < 1:
-        raise RegistryError(f"tolerance must be a fraction in (0, 1), got {tolerance!r}")
-    fit = entry.fit
-    if fit is None:
-        raise RegistryError(f"model {name!r} cannot be fitted to {target:,} parameters: it declares no width "
-                            f"knob (register_model(..., width=CONFIG_KEY))")
-    if fit.key in overrides:
-        raise RegistryError(f"model {name!r}: the override {fit.key}={overrides[fit.key]!r} conflicts with fitting "
-                            f"to {target:,} parameters, which sets {fit.key} itself; drop one of the two")
-    if entry.presets is not None and size not in entry.presets:
-        raise RegistryError(f"model {name!r} has no {size!r} preset; it has {', '.join(entry.presets)}")
-    config = resolve_config(entry.presets, size, overrides) if entry.presets is not None else dict(overrides)
-    step = 1
-    for m in fit.multiple:
-        value = config.get(m) if isinstance(m, str) else m
-        if value is not None:
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise RegistryError(f"model {name!r}: {m}={value!r} is not a positive int, so {fit.key} "
-                                    f"cannot be made a multiple of it")
-            step = math.lcm(step, value)
-    top = max_width // step
-    if top < 1:
-        raise RegistryError(f"model {name!r}: {fit.key} must be a multiple of {step}, above the cap {max_width}")
-    base = config.get(fit.key)
-    ratios = {k: config[k] / base for k in fit.scales
-              if k not in overrides and isinstance(config.get(k), int) and not isinstance(config.get(k), bool)
-              and isinstance(base, int) and base > 0}
-
-    def fitted(i: int) -> dict[str, int]:
-        width = i * step
-        return {fit.key: width, **{k: max(1, round(r * width)) for k, r in ratios.items()}}
-
-    counts: dict[int, int] = {}
-    on_meta = [True]
-
-    def count(i: int) -> int:
-        if i not in counts:
-            cfg = {**overrides, **fitted(i)}
-            if on_meta[0]:
-                try:
-                    with _MetaFactories():
-                        counts[i] = _count_params(entry.factory(spec, size=size, **cfg))
-                    return counts[i]
-                except Exception:  # not buildable without real tensors: count on the CPU from now on
-                    on_meta[0] = False
-            with torch.no_grad():
-                counts[i] = _count_params(entry.factory(spec, size=size, **cfg))
-        return counts[i]
-
-    # gallop from the preset's width to bracket the target, then bisect: lo < target <= hi
-    start = min(max(1, round(base / step)) if isinstance(base, int) else 1, top)
-    lo, hi = 0, None
-    if count(start) >= target:
-        hi = start
-        while hi > 1:
-            i = max(1, hi // 2)
-            if count(i) < target:
-                lo = i
-                break
-            hi = i
-    else:
-        lo = start
-        while lo < top:
-            i = min(top, lo * 2)
-            if count(i) >= target:
-                hi = i
-                break
-            lo = i
-    if hi is not None:
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if count(mid) >= target:
-                hi = mid
-            else:
-                lo = mid
-    candidates = [i for i in (lo, hi) if i is not None and i >= 1]
-    best = min(candidates, key=lambda i: (abs(count(i) - target), i))
-    got = count(best)
-    if abs(got - target) <= tolerance * target:
-        return fitted(best)
-    width = best * step
-    if hi is None:
-        why = (f"the widest {fit.key} allowed ({width}, the cap {max_width}) is too small; "
-               f"lower the target or deepen the model")
-    elif lo == 0:
-        why = (f"even the narrowest {fit.key} ({width}) is too big: the parts that do not shrink with the width "
-               f"(depth, embeddings, heads) weigh more; raise the target or make the model shallower")
-    else:
-        why = (f"the {fit.key} steps of {step} jump over it ({fit.key}={lo * step}: {count(lo):,}, "
-               f"{fit.key}={hi * step}: {count(hi):,})")
-    raise RegistryError(f"cannot fit model {name!r} to {target:,} parameters within {tolerance * 100:g}%: the closest "
-                        f"reachable is {got:,} ({fit.key}={width}, {(got - target) / target:+.1%}); {why}")
+    return get_model_entry(name).create(spec, size, **overrides)

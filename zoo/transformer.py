@@ -22,7 +22,8 @@ from torch import Tensor, nn
 
 from .core import DecoderBlock, EncoderBlock, KVCache, SinusoidalPositionalEncoding
 from .core.decoding import Seq2SeqDecoder, sample_next
-from .registry import register_model, resolve_config
+from .reference import Reference
+from .registry import register_model
 
 
 class EncoderDecoderTransformer(Seq2SeqDecoder, nn.Module):
@@ -190,6 +191,79 @@ class GPT(nn.Module):
         return model
 
 
+# ----------------------------------------------------------------------------- bench references
+
+class _Stacks(nn.Module):
+    """The encoder-decoder Transformer's stacks on embedded inputs: the work ``nn.Transformer`` does."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, src: Tensor, tgt: Tensor) -> Tensor:
+        m = self.model
+        for block in m.encoder:
+            src = block(src)
+        memory = m.enc_norm(src)
+        for block in m.decoder:
+            tgt = block(tgt, memory)
+        return m.dec_norm(tgt)
+
+
+def _nn_transformer_weights(ref: nn.Transformer, ours: nn.Module) -> dict[str, Tensor]:
+    """nn.Transformer's weights under our parameter names (attention: packed in_proj, out_proj)."""
+    state = {}
+
+    def mha(prefix: str, m: nn.MultiheadAttention) -> None:
+        state.update({f"{prefix}.in_proj.weight": m.in_proj_weight, f"{prefix}.in_proj.bias": m.in_proj_bias,
+                      f"{prefix}.out_proj.weight": m.out_proj.weight, f"{prefix}.out_proj.bias": m.out_proj.bias})
+
+    def copy(prefix: str, m: nn.Module) -> None:
+        state.update({f"{prefix}.weight": m.weight, f"{prefix}.bias": m.bias})
+
+    for i, layer in enumerate(ref.encoder.layers):
+        mha(f"encoder.{i}.attn", layer.self_attn)
+        copy(f"encoder.{i}.mlp.fc1", layer.linear1), copy(f"encoder.{i}.mlp.fc2", layer.linear2)
+        copy(f"encoder.{i}.res_attn.norm", layer.norm1), copy(f"encoder.{i}.res_mlp.norm", layer.norm2)
+    for i, layer in enumerate(ref.decoder.layers):
+        mha(f"decoder.{i}.self_attn", layer.self_attn), mha(f"decoder.{i}.cross_attn", layer.multihead_attn)
+        copy(f"decoder.{i}.mlp.fc1", layer.linear1), copy(f"decoder.{i}.mlp.fc2", layer.linear2)
+        copy(f"decoder.{i}.res_self.norm", layer.norm1), copy(f"decoder.{i}.res_cross.norm", layer.norm2)
+        copy(f"decoder.{i}.res_mlp.norm", layer.norm3)
+    copy("enc_norm", ref.encoder.norm), copy("dec_norm", ref.decoder.norm)
+    return {k: v.detach().clone() for k, v in state.items()}
+
+
+def transformer_reference(device: torch.device) -> Reference:
+    """The encoder and decoder stacks (d256, 3 + 3 layers) on embedded inputs vs ``torch.nn.Transformer``,
+    the same weights."""
+    ref = nn.Transformer(d_model=256, nhead=4, num_encoder_layers=3, num_decoder_layers=3, dim_feedforward=1024,
+                         dropout=0.0, batch_first=True)
+    ours = EncoderDecoderTransformer(8, 8, dim=256, num_heads=4, enc_layers=3, dec_layers=3, mlp_dim=1024,
+                                     dropout=0.0, final_norm=True)
+    result = ours.load_state_dict(_nn_transformer_weights(ref, ours), strict=False)
+    assert not result.unexpected_keys and all(k.split(".")[0] in ("src_embed", "tgt_embed", "head")
+                                              for k in result.missing_keys), result
+    src, tgt = torch.randn(32, 32, 256, device=device), torch.randn(32, 32, 256, device=device)
+    mask = nn.Transformer.generate_square_subsequent_mask(32, device=device)
+    return Reference(_Stacks(ours), {"torch.nn.Transformer": ref}, lambda: (src, tgt),
+                     lambda m, i: m(*i) if isinstance(m, _Stacks) else m(*i, tgt_mask=mask, tgt_is_causal=True),
+                     32, "32+32x256")
+
+
+def gpt_reference(device: torch.device) -> Reference:
+    """A 4-layer d256 GPT vs Hugging Face's ``GPT2LMHeadModel``, the same weights (needs transformers)."""
+    import transformers
+
+    config = transformers.GPT2Config(vocab_size=256, n_positions=128, n_embd=256, n_layer=4, n_head=4,
+                                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=None,
+                                     eos_token_id=None, attn_implementation="sdpa")
+    hf = transformers.GPT2LMHeadModel(config)
+    idx = torch.randint(0, 256, (16, 128), device=device)
+    return Reference(GPT.from_hf(hf), {"hf GPT-2": hf}, lambda: (idx,),
+                     lambda m, i: m(*i) if not hasattr(m, "transformer") else m(*i).logits, 16, "128 tokens")
+
+
 # Sizes. tiny fits the CPU budget of `harness run language`; base is the paper's "base" model for the
 # encoder-decoder and a GPT-2-small-like width for the LM.
 TRANSFORMER_PRESETS: dict[str, dict[str, Any]] = {
@@ -208,10 +282,10 @@ GPT_PRESETS: dict[str, dict[str, Any]] = {
 
 
 @register_model("transformer", family="transformer", kinds=("seq2seq",), lr=2e-3, weight_decay=0.01,
-                presets=TRANSFORMER_PRESETS, width="dim", width_multiple="num_heads", width_scales=("mlp_dim",))
-def transformer(spec: dict[str, Any], size: str = "tiny", **overrides: Any) -> EncoderDecoderTransformer:
+                presets=TRANSFORMER_PRESETS, width="dim", width_multiple="num_heads", width_scales=("mlp_dim",),
+                reference=transformer_reference)
+def transformer(spec: dict[str, Any], **cfg: Any) -> EncoderDecoderTransformer:
     """Encoder-decoder Transformer (Vaswani et al. 2017): sinusoidal positions, cached decoding."""
-    cfg = resolve_config(TRANSFORMER_PRESETS, size, overrides)
     if cfg["share_embeddings"] and spec["src_vocab_size"] != spec["tgt_vocab_size"]:
         cfg["share_embeddings"] = False
     return EncoderDecoderTransformer(spec["src_vocab_size"], spec["tgt_vocab_size"],
@@ -220,8 +294,7 @@ def transformer(spec: dict[str, Any], size: str = "tiny", **overrides: Any) -> E
 
 
 @register_model("gpt", family="transformer", kinds=("language_modeling",), lr=2e-3, weight_decay=0.1,
-                presets=GPT_PRESETS, width="dim", width_multiple="num_heads")
-def gpt(spec: dict[str, Any], size: str = "tiny", **overrides: Any) -> GPT:
+                presets=GPT_PRESETS, width="dim", width_multiple="num_heads", reference=gpt_reference)
+def gpt(spec: dict[str, Any], **cfg: Any) -> GPT:
     """Decoder-only Transformer LM (GPT-2 / nanoGPT): learned positions, pre-norm, tied head."""
-    cfg = resolve_config(GPT_PRESETS, size, overrides)
     return GPT(spec["vocab_size"], spec["block_size"], **cfg)

@@ -15,7 +15,8 @@ import torch
 from torch import Tensor, nn
 
 from .core import EncoderBlock
-from .registry import register_model, resolve_config
+from .reference import Reference, call
+from .registry import register_model
 
 
 class VisionTransformer(nn.Module):
@@ -113,11 +114,30 @@ def auto_patch_size(image_size: int, tokens: int) -> int:
     return min(divisors, key=lambda p: (abs(p - image_size / tokens), p))
 
 
-@register_model("vit", family="transformer", kinds=("classification",), modalities=("image",), lr=3e-3, weight_decay=0.05,
-                presets=VIT_PRESETS, width="dim", width_multiple="num_heads", width_scales=("mlp_dim",))
-def vit(spec: dict[str, Any], size: str = "tiny", **overrides: Any) -> VisionTransformer:
+def vit_reference(device: torch.device) -> Reference:
+    """A ViT-Tiny-width model on 32x32 images vs torchvision's (the same weights) and timm's (the same
+    architecture, its own initialisation; noted in ``skipped`` when timm is not installed)."""
+    import torchvision
+
+    tv = torchvision.models.VisionTransformer(image_size=32, patch_size=4, num_layers=6, num_heads=3,
+                                              hidden_dim=192, mlp_dim=768, num_classes=10)
+    theirs, skipped = {"torchvision": tv}, []
+    try:
+        import timm
+
+        theirs["timm"] = timm.models.vision_transformer.VisionTransformer(
+            img_size=32, patch_size=4, embed_dim=192, depth=6, num_heads=3, mlp_ratio=4.0, num_classes=10)
+    except ImportError:
+        skipped.append("vit vs timm: timm is not installed (pip install -e '.[bench]')")
+    x = torch.randn(32, 3, 32, 32, device=device)
+    return Reference(VisionTransformer.from_torchvision(tv), theirs, lambda: (x,), call, 32, "3x32x32", skipped)
+
+
+@register_model("vit", family="transformer", kinds=("classification",), modalities=("image",), lr=3e-3,
+                weight_decay=0.05, presets=VIT_PRESETS, width="dim", width_multiple="num_heads",
+                width_scales=("mlp_dim",), reference=vit_reference)
+def vit(spec: dict[str, Any], **cfg: Any) -> VisionTransformer:
     """Vision Transformer: patch embedding, class token, learned positions, pre-norm encoder."""
-    cfg = resolve_config(VIT_PRESETS, size, overrides)
     channels, height, width = spec["input_shape"]
     if height != width:
         raise ValueError(f"the ViT takes square images, got {height}x{width}")

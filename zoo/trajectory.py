@@ -1,0 +1,99 @@
+"""The trajectory tokens and heads shared by the Decision Transformer (``zoo.decision_transformer``)
+and the Decision LSTM (``baselines.lstm``; Siebenborn et al. 2022 swap the GPT for an LSTM, all else
+equal).
+
+A trajectory window of K steps becomes 3K tokens (R_1, s_1, a_1, R_2, s_2, a_2, ...), where R_t is the
+return to go. Each modality has its own linear embedding, a learned *timestep* embedding (the step's
+index in its episode) is added to all three tokens of a step, a LayerNorm follows, a causal trunk
+reads the sequence, and the action a_t is predicted from the hidden state of the state token s_t.
+
+``TrajectoryModel``: those tokens and heads; subclasses provide ``trunk``: (B, 3K, H) tokens and a
+(B, 3K) mask -> (B, 3K, H). ``trajectory_spec``: the constructor arguments an ``offline_rl`` spec
+gives every trajectory model.
+"""
+
+from __future__ import annotations
+
+from abc import ABCMeta, abstractmethod
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+
+class TrajectoryModel(nn.Module, metaclass=ABCMeta):
+    """Return-conditioned policy over interleaved (R, s, a) tokens; the trunk is a subclass's.
+
+    Args:
+        state_dim, act_dim: sizes of a state and of an action (number of actions when ``discrete``).
+        hidden_dim: token width H.
+        max_ep_len: timesteps run from 0 to max_ep_len - 1 (the timestep embedding table).
+        discrete: actions are one-hot inputs and ``forward`` returns logits.
+        action_tanh: squash continuous predictions into (-1, 1); default ``not discrete``.
+        dropout: on the embedded tokens (GPT-2's embedding dropout).
+        context_len: the K the model is trained with (kept for the task; nothing here depends on it).
+    """
+
+    def __init__(self, state_dim: int, act_dim: int, *, hidden_dim: int, max_ep_len: int,
+                 discrete: bool = False, action_tanh: bool | None = None, dropout: float = 0.0,
+                 context_len: int | None = None) -> None:
+        super().__init__()
+        self.state_dim, self.act_dim, self.hidden_dim = state_dim, act_dim, hidden_dim
+        self.max_ep_len, self.discrete, self.context_len = max_ep_len, discrete, context_len
+        action_tanh = not discrete if action_tanh is None else action_tanh
+        self.embed_timestep = nn.Embedding(max_ep_len, hidden_dim)
+        self.embed_return = nn.Linear(1, hidden_dim)
+        self.embed_state = nn.Linear(state_dim, hidden_dim)
+        self.embed_action = nn.Linear(act_dim, hidden_dim)
+        self.embed_ln = nn.LayerNorm(hidden_dim)
+        self.embed_dropout = nn.Dropout(dropout)
+        # Heads. Only the action is trained by the DT paper; state and return heads exist, as in the
+        # official code and HF, reading the action token (the next state/return given s_t and a_t).
+        self.predict_state = nn.Linear(hidden_dim, state_dim)
+        self.predict_action = nn.Sequential(nn.Linear(hidden_dim, act_dim),
+                                            nn.Tanh() if action_tanh else nn.Identity())
+        self.predict_return = nn.Linear(hidden_dim, 1)
+
+    @abstractmethod
+    def trunk(self, x: Tensor, mask: Tensor) -> Tensor:
+        """x (B, 3K, H) embedded tokens, mask (B, 3K) bool True at real tokens -> (B, 3K, H),
+        causally: output i depends on tokens 0..i only."""
+
+    def encode(self, returns_to_go: Tensor, states: Tensor, actions: Tensor, timesteps: Tensor,
+               mask: Tensor | None = None) -> Tensor:
+        """The trunk's hidden states regrouped by modality: (B, 3, K, H), [:, 0] at the return
+        tokens, [:, 1] at the state tokens, [:, 2] at the action tokens."""
+        B, K = states.shape[:2]
+        H = self.hidden_dim
+        if mask is None:
+            mask = torch.ones(B, K, dtype=torch.bool, device=states.device)
+        time = self.embed_timestep(timesteps)  # (B, K, H)
+        tokens = torch.stack((self.embed_return(returns_to_go) + time,  # (B, K, H) each
+                              self.embed_state(states) + time,
+                              self.embed_action(actions) + time), dim=2)  # (B, K, 3, H)
+        x = self.embed_dropout(self.embed_ln(tokens.reshape(B, 3 * K, H)))  # (R_1, s_1, a_1, R_2, ...)
+        token_mask = mask.bool().repeat_interleave(3, dim=1)  # (B, 3K): the 3 tokens of a step
+        x = self.trunk(x, token_mask)  # (B, 3K, H)
+        return x.reshape(B, K, 3, H).transpose(1, 2)  # (B, 3, K, H)
+
+    def forward_all(self, returns_to_go: Tensor, states: Tensor, actions: Tensor, timesteps: Tensor,
+                    mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """(state_preds (B, K, state_dim), action_preds (B, K, act_dim), return_preds (B, K, 1)),
+        HF's order."""
+        x = self.encode(returns_to_go, states, actions, timesteps, mask)
+        return self.predict_state(x[:, 2]), self.predict_action(x[:, 1]), self.predict_return(x[:, 2])
+
+    def forward(self, returns_to_go: Tensor, states: Tensor, actions: Tensor, timesteps: Tensor,
+                mask: Tensor | None = None) -> Tensor:
+        """returns_to_go (B, K, 1), states (B, K, state_dim), actions (B, K, act_dim) float (one-hot
+        when discrete; zeros where unknown or padded), timesteps (B, K) long, mask (B, K) bool or
+        float, 1 at real steps and 0 at (left) padding; None: all real.
+        Returns the action predictions (B, K, act_dim): a_t from the state token s_t."""
+        x = self.encode(returns_to_go, states, actions, timesteps, mask)
+        return self.predict_action(x[:, 1])
+
+
+def trajectory_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """The constructor arguments an ``offline_rl`` spec gives every trajectory model."""
+    return dict(max_ep_len=spec["max_ep_len"], discrete=bool(spec.get("discrete", False)),
+                context_len=spec.get("context_len"))
