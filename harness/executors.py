@@ -2,7 +2,7 @@
 as Ray tasks on a local or existing Ray cluster (``--executor ray``).
 
 Every executor takes the same :class:`Cell` descriptions and gives back the same records, as the
-cells finish; the driver (``harness.cli.run_sweep``) alone decides what is already done, writes the
+cells finish; the driver (``harness.sweep``) alone decides what is already done, writes the
 records and merges the leaderboard, so resume, failure records and the results are the same whatever
 ran the cells. A worker builds its own copy of each task (from the task's name and options), once per
 process, and applies the cell's thread count and determinism switches before it trains.
@@ -28,9 +28,12 @@ from tasks import create_task
 from tasks.base import Task
 from zoo.registry import load_plugin
 
+from .config import RunConfig
+from .devices import set_deterministic
 from .distributed import SINGLE, Group
-from .runner import (_STOP, RunConfig, StopRequested, attempt_cell, failure_record, request_stop, run_cell,
-                     set_deterministic)
+from .errors import UsageError
+from .stopping import StopRequested, request_stop, stop_requested
+from .trainer import attempt_cell, failure_record, run_cell
 
 EXECUTORS = ("local", "ray")
 POLL_S = 0.5  # how often a waiting driver looks for a stop request
@@ -166,7 +169,7 @@ class ProcessExecutor(Executor):
         while remaining:
             done, remaining = wait(remaining, timeout=POLL_S, return_when=FIRST_COMPLETED)
             yield from self._results(done, futures, tasks)
-            if _STOP.is_set() and remaining:
+            if stop_requested() and remaining:
                 self.stop.set()  # running cells checkpoint and return None; queued ones never start
                 for future in remaining:
                     future.cancel()
@@ -201,7 +204,6 @@ class RayExecutor(Executor):
         try:
             import ray
         except ImportError:
-            from .cli import UsageError
             raise UsageError('--executor ray needs Ray: pip install "attention-zoo[dist]" '
                              '(or pip install "ray>=2.40")') from None
         self.ray = ray
@@ -217,7 +219,6 @@ class RayExecutor(Executor):
             try:
                 ray.init(**options)
             except (ConnectionError, RuntimeError) as e:  # no cluster there, or its auth token is not here
-                from .cli import UsageError
                 reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
                 raise UsageError(f"--ray-address {address}: cannot join that Ray cluster ({reason}); start one with "
                                  f"'ray start --head' and give the address it prints, or 'auto' on one of its "
@@ -237,7 +238,7 @@ class RayExecutor(Executor):
                     record = self.failed(refs[ref], tasks, e)
                 if record is not None:
                     yield refs[ref], record
-            if _STOP.is_set() and remaining:
+            if stop_requested() and remaining:
                 for ref in remaining:  # a running cell is interrupted; it keeps its last periodic checkpoint
                     self.ray.cancel(ref)
                 raise StopRequested(f"stopped with {len(remaining)} cell(s) unfinished")

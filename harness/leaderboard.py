@@ -61,6 +61,7 @@ from scipy import stats
 from .records import atomic_write_text
 
 KEY = ["domain", "task", "model", "size"]
+NO_FAMILY = "unknown"  # the family of a record that names none (older runs)
 COST = ["flops_per_sample", "train_flops_per_sample", "infer_samples_per_sec", "peak_mem_mb", "time_to_target_s"]
 COLUMNS = ["domain", "task", "model", "family", "size", "rank", "rank_tie", "metric", "higher_is_better",
            "metric_mean", "metric_std", "metric_ci95", "metric_ci_low", "metric_ci_high", "n_seeds", "seeds",
@@ -103,7 +104,7 @@ def aggregate(records: list[dict[str, Any]]) -> pd.DataFrame:
     rows = []
     for r in latest_config([r for r in records if r.get("status") == "ok"]):
         cfg = r["config"]
-        rows.append({**{k: r[k] for k in KEY}, "family": r.get("family", "unknown"), "metric": r["metric"],
+        rows.append({**{k: r[k] for k in KEY}, "family": r.get("family", NO_FAMILY), "metric": r["metric"],
                      "value": r["metric_value"], "higher_is_better": r["higher_is_better"], "seed": r["seed"],
                      "param_count": r["param_count"], "train_time_s": r["train_time_s"],
                      "train_samples_per_sec": r["train_samples_per_sec"], "steps": cfg["total_steps"],

@@ -2,8 +2,9 @@
 
 ``write_report(records, out)`` writes ``out/REPORT.md`` with
 
-- a transformer-vs-baseline summary: per task the best transformer and the best baseline (by mean
-  over seeds), their metric as mean +- the 95% confidence half-width, the winner, the difference
+- a transformer-vs-baseline summary: per task the best transformer and the best baseline, i.e. the
+  best model of any other family (``family`` is free text: "baseline", or a plugin's "mlp"), by mean
+  over seeds, their metric as mean +- the 95% confidence half-width, the winner, the difference
   (absolute, and relative to the loser's... no: relative to the baseline's mean), whether the two 95%
   intervals overlap (a statistical tie), then the count "transformers win X of Y tasks";
 - per domain, the leaderboard table (``leaderboard.to_markdown``, plus the cost columns that the
@@ -31,6 +32,10 @@ import pandas as pd
 from matplotlib import ticker
 from matplotlib.figure import Figure
 
+import tasks as tasks_pkg
+from tasks.base import Task
+from zoo.registry import RegistryError
+
 from . import leaderboard
 from .records import atomic_file, atomic_write_text
 
@@ -42,10 +47,6 @@ OTHER_STYLE = ("tab:gray", "^", ":")
 FAMILY_PALETTE = {  # learning curves: one colour per model, from its family's shades
     "transformer": ["tab:blue", "tab:cyan", "tab:purple", "navy", "tab:green"],
     "baseline": ["tab:orange", "tab:red", "tab:brown", "goldenrod", "tab:pink"],
-}
-METRIC_UNITS = {  # optional words that say what a well-known metric measures
-    "top1": "accuracy", "top5": "top-5 accuracy", "exact_match": "exact-match rate", "wer": "word error rate",
-    "cer": "character error rate", "bpc": "bits per character", "normalized_return": "% of expert return",
 }
 REPORT_COLUMNS = ["task", "rank", "model", "family", "size", "metric", "metric_mean", "metric_std", "metric_ci95", "n_seeds",
                   "param_count", "flops_per_sample", "train_time_s", "infer_samples_per_sec", "peak_mem_mb",
@@ -74,15 +75,18 @@ def pareto_front(metric: Any, cost: Any, higher_is_better: bool) -> list[bool]:
 
 
 def compare(task_rows: pd.DataFrame) -> dict[str, Any] | None:
-    """The best transformer against the best baseline of one task (rows of one leaderboard task), or
+    """The best transformer against the best model of every other family (the 'baseline') of one task
+    (rows of one leaderboard task), or
     None when the task lacks one of the two. 'winner' is 'transformer', 'baseline' or 'tie' (equal
     means); 'within_ci' is True when both have a 95% interval and they overlap, None when either has
     a single seed (no interval), else False."""
-    def best(family: str) -> pd.Series | None:
-        rows = task_rows[(task_rows["family"] == family) & task_rows["metric_mean"].notna()]
+    def best(transformer: bool) -> pd.Series | None:
+        family = task_rows["family"]
+        named = family.notna() & (family != leaderboard.NO_FAMILY)  # a record without a family is neither
+        rows = task_rows[named & ((family == "transformer") == transformer) & task_rows["metric_mean"].notna()]
         return None if rows.empty else rows.sort_values(["rank", "model"]).iloc[0]
 
-    t, b = best("transformer"), best("baseline")
+    t, b = best(True), best(False)
     if t is None or b is None:
         return None
     higher = bool(t["higher_is_better"])
@@ -138,10 +142,18 @@ def summary_lines(comparisons: list[dict[str, Any]]) -> list[str]:
 
 # ------------------------------------------------------------------------------------ the figures
 
-def metric_label(metric: str, higher_is_better: bool, split: str = "test") -> str:
-    """E.g. 'test top1 (accuracy, higher is better)', 'validation wer (word error rate, lower is better)'."""
-    words = [METRIC_UNITS[metric]] if metric in METRIC_UNITS else []
-    return f"{split} {metric} ({', '.join(words + [_direction(higher_is_better)])})"
+def task_class(name: str) -> type[Task]:
+    """The registered task class of ``name``; the base class for a task that is not registered here
+    (a record made with a plugin that is not loaded)."""
+    try:
+        return tasks_pkg.get_task_class(name)
+    except RegistryError:
+        return Task
+
+
+def metric_label(task: str, metric: str, higher_is_better: bool, split: str = "test") -> str:
+    """What task ``task`` says its metric measures, e.g. 'test top1 (accuracy, higher is better)'."""
+    return task_class(task).metric_label(metric, higher_is_better, split)
 
 
 COST_LABELS = {"param_count": "parameters", "train_time_s": "training time (s)",
@@ -183,7 +195,7 @@ def plot_metric_vs_cost(rows: pd.DataFrame, cost: str) -> Figure | None:
             ax.xaxis.set_major_locator(ticker.MaxNLocator(5))
             ax.xaxis.set_minor_locator(ticker.NullLocator())
     ax.set_xlabel(COST_LABELS.get(cost, cost) + (" (log scale)" if ax.get_xscale() == "log" else ""))
-    ax.set_ylabel(metric_label(metric, higher))
+    ax.set_ylabel(metric_label(task, metric, higher))
     n = rows["n_seeds"].astype(int)
     seeds = f"{n.min()} seed{'s' if n.min() > 1 else ''}" if n.min() == n.max() else f"{n.min()}..{n.max()} seeds"
     ax.set_title(f"{task}: {metric} vs {COST_LABELS.get(cost, cost)}\n({seeds} per model; bars: 95% CI where n > 1)",
@@ -222,7 +234,7 @@ def plot_learning_curves(records: list[dict[str, Any]]) -> Figure | None:
     if isinstance(target, (int, float)) and not isinstance(target, bool) and math.isfinite(target):
         ax.axhline(target, color="gray", linestyle=":", linewidth=1, label=f"target {target:g}")
     ax.set_xlabel(x_name if x_name == "step" else "epoch (passes over the training data)")
-    ax.set_ylabel(metric_label(metric, higher, split="validation"))
+    ax.set_ylabel(metric_label(r0["task"], metric, higher, split="validation"))
     ax.set_title(f"{r0['task']}: validation {metric} during training\n(line: mean over seeds; band: min..max)",
                  fontsize=10)
     ax.grid(True, alpha=0.3)

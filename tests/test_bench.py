@@ -5,8 +5,12 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
+from torch import nn
 
+import zoo.registry as registry
 from harness import bench
+from zoo.core import MultiHeadAttention
+from zoo.reference import Reference, call
 from harness.cli import main
 
 
@@ -15,16 +19,48 @@ def test_reference_pairs_share_weights_and_outputs():
     names = {p.name for p in pairs}
     assert {"vit", "conformer", "transformer"} <= names, skipped
     for pair in pairs:
-        inputs = pair.inputs()
-        ours = pair.ours.eval()
-        for label, theirs in pair.theirs.items():
+        ref = pair.ref
+        inputs = ref.inputs()
+        ours = ref.ours.eval()
+        for label, theirs in ref.theirs.items():
             if label == "timm":  # same architecture and shapes, its own initialisation
                 assert sum(p.numel() for p in theirs.parameters()) == sum(p.numel() for p in ours.parameters())
                 continue
             theirs.eval()
             with torch.no_grad():
-                torch.testing.assert_close(pair.forward(ours, inputs), pair.forward(theirs, inputs),
+                torch.testing.assert_close(ref.forward(ours, inputs), ref.forward(theirs, inputs),
                                            atol=1e-4, rtol=1e-4, msg=f"{pair.name} vs {label}")
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_raw_sdpa_does_the_work_of_the_core(causal, with_bias):
+    """The bench's raw row times the same computation as the core's attention, on the same tensors."""
+    torch.manual_seed(0)
+    attn = MultiHeadAttention(32, 4)
+    x = torch.randn(2, 7, 32)
+    bias = torch.randn(1, 4, 7, 7) if with_bias else None
+    torch.testing.assert_close(bench.raw_sdpa(attn, x, causal, bias), attn(x, causal=causal, bias=bias, backend="math"))
+
+
+def test_a_model_that_declares_a_reference_gets_a_bench_row(monkeypatch):
+    """Adding a model with a reference adds its pair, with no edit of harness/bench.py."""
+    monkeypatch.setattr(registry, "_MODELS", dict(registry._MODELS))
+
+    def reference(device):
+        ours, theirs = nn.Linear(4, 2), nn.Linear(4, 2)
+        theirs.load_state_dict(ours.state_dict())
+        x = torch.randn(3, 4, device=device)
+        return Reference(ours, {"torch.nn.Linear": theirs}, lambda: (x,), call, 3, "4")
+
+    registry.register_model("toy_linear", family="baseline", kinds="classification", reference=reference)(
+        lambda spec: nn.Linear(4, 2))
+    pairs, _ = bench.make_pairs(torch.device("cpu"), skip=["vit", "conformer", "transformer", "gpt",
+                                                           "decision_transformer"])
+    assert [p.name for p in pairs] == ["toy_linear"]
+    models, ratios = bench.bench_pairs(pairs, torch.device("cpu"), "fp32", warmup=1, iters=2, compile=False)
+    assert [r["model"] for r in models] == ["toy_linear (zoo)", "toy_linear (torch.nn.Linear)"]
+    assert [r["reference"] for r in ratios] == ["torch.nn.Linear"]
 
 
 def test_median_time_counts_only_timed_calls():
@@ -38,9 +74,11 @@ def test_bench_command_writes_the_three_tables(tmp_path, capsys):
                  "--skip", "vit,transformer,gpt,decision_transformer", "--out", str(tmp_path)])
     assert code == 0
     attention = pd.read_csv(tmp_path / "bench_attention_cpu.csv")
-    assert len(attention) == 2 * 2 * 2 * 2 and set(attention["backend"]) == {"sdpa", "math"}
+    assert len(attention) == 2 * 2 * 2 * 3 and set(attention["backend"]) == {"sdpa", "math", "raw"}
     assert (attention["fwd_bwd_ms"] > 0).all()
     assert (attention.loc[attention.backend == "math", "fwd_ms_vs_math"] == 1).all()
+    assert (attention.loc[attention.backend == "raw", "fwd_bwd_ms_vs_raw"] == 1).all()
+    assert attention.loc[attention.backend == "sdpa", "fwd_ms_vs_raw"].notna().all()
     models = pd.read_csv(tmp_path / "bench_cpu.csv")
     assert list(models["model"]) == ["conformer (zoo)", "conformer (torchaudio)"]
     for column in ("param_count", "train_samples_per_sec", "train_step_ms", "infer_samples_per_sec", "infer_step_ms",

@@ -38,7 +38,8 @@ def test_vit_matches_torchvision_on_cuda():
 
 
 def test_a_cell_trains_on_cuda_in_bf16():
-    from harness.runner import RunConfig, run_cell
+    from harness.config import RunConfig
+    from harness.trainer import run_cell
     from tasks import create_task
     task = create_task("digits")
     task.setup()
@@ -49,7 +50,8 @@ def test_a_cell_trains_on_cuda_in_bf16():
 
 def test_the_fast_path_holds_data_on_the_gpu_and_trains_cnns_channels_last():
     import baselines  # noqa: F401
-    from harness.runner import RunConfig, run_cell
+    from harness.config import RunConfig
+    from harness.trainer import run_cell
     from tasks import create_task
     task = create_task("digits")
     task.setup()

@@ -92,13 +92,13 @@ def test_a_stopped_ddp_cell_checkpoints_every_rank_and_the_rerun_continues(tmp_p
 
 
 def test_ddp_is_told_about_parameters_a_training_step_leaves_without_gradient():
-    from harness.runner import _has_unused_parameters
+    from harness.measure import has_unused_parameters
     from tasks import create_task
     from zoo.registry import create_model
     task = create_task("digits")
     task.setup()
     model = create_model("vit", task.spec)
-    assert not _has_unused_parameters(task, model, 8, torch.device("cpu"))
+    assert not has_unused_parameters(task, model, 8, torch.device("cpu"))
     model.unused_head = torch.nn.Linear(4, 4)  # like the Decision Transformer's return and state heads
-    assert _has_unused_parameters(task, model, 8, torch.device("cpu"))
+    assert has_unused_parameters(task, model, 8, torch.device("cpu"))
     assert all(p.grad is None for p in model.parameters())  # probed on a copy

@@ -7,7 +7,9 @@ import pytest
 import torch
 
 import baselines  # noqa: F401  (registers the baselines)
-from harness.runner import RunConfig, hold_data, run_cell, to_device, use_channels_last
+from harness.config import RunConfig
+from harness.devices import hold_data, to_device, use_channels_last
+from harness.trainer import run_cell
 from tasks import create_task
 from tasks.base import TensorBatches
 from zoo.registry import create_model

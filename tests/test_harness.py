@@ -13,10 +13,12 @@ import pandas as pd
 import pytest
 
 import harness.cli as cli
-import harness.runner as runner
+import harness.suite as suite
+import harness.trainer as trainer
 import zoo.registry as registry
 from harness import leaderboard
 from harness.cli import main
+from harness.config import RunConfig
 from harness.records import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -159,7 +161,7 @@ def test_cli_entry_point_exit_code_and_single_line():
 
 
 def test_ctrl_c_keeps_finished_cells(tmp_path, capsys, monkeypatch):
-    real_run_cell = runner.run_cell
+    real_run_cell = trainer.run_cell
     calls = []
 
     def interrupted_after_two(*args, **kwargs):
@@ -168,7 +170,7 @@ def test_ctrl_c_keeps_finished_cells(tmp_path, capsys, monkeypatch):
             raise KeyboardInterrupt
         return real_run_cell(*args, **kwargs)
 
-    monkeypatch.setattr(runner, "run_cell", interrupted_after_two)
+    monkeypatch.setattr(trainer, "run_cell", interrupted_after_two)
     code, out, err = run(["run", "vision", "--seeds", "2", "--steps", "2", "--quiet", "--out", str(tmp_path)], capsys)
     assert code == 130
     assert "interrupted; 2 of 4 cells finished" in err
@@ -205,21 +207,33 @@ def readme_plugin_example() -> str:
     return blocks[0]
 
 
-def test_readme_plugin_example_runs(tmp_path, capsys, monkeypatch, clean_registry):
+def test_readme_plugin_is_listed_fitted_trained_and_reported(tmp_path, capsys, monkeypatch, clean_registry):
+    """The README's complete plugin (family 'mlp', image inputs, a width knob) needs no edit of the
+    zoo: it is listed, only offered to image tasks, fitted by --params, trained and reported."""
     code_text = readme_plugin_example()
-    assert len(code_text.strip().splitlines()) < 30
+    assert len(code_text.strip().splitlines()) <= 30
     (tmp_path / "my_models.py").write_text(code_text)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "my_models", raising=False)
-    command = re.search(r"python -m harness run vision --plugin my_models --models (\S+)",
-                        (ROOT / "README.md").read_text())
-    assert command, "README must show how to run the plugin"
-    code, out, err = run(["run", "vision", "--plugin", "my_models", "--models", command.group(1), "--seeds", "1",
-                          "--out", str(tmp_path / "results"), *FAST], capsys)
+    assert "python -m harness run vision --plugin my_models --params 100k" in (ROOT / "README.md").read_text()
+    code, out, err = run(["list", "models", "m*", "--plugin", "my_models"], capsys)
+    assert code == 0 and re.search(r"^mlp\s+mlp\s+classification\[image\]\s+Multi-layer perceptron", out, re.M), out
+    assert "mlp" in registry.list_models(kind="classification", modality="image")
+    assert "mlp" not in registry.list_models(kind="classification", modality="audio")
+    code, out, err = run(["run", "vision", "--plugin", "my_models", "--params", "100k", "--seeds", "1",
+                          "--steps", "2", "--quiet", "--out", str(tmp_path / "results")], capsys)
     assert code == 0, err
-    df = pd.read_csv(tmp_path / "results" / "leaderboard_vision.csv")
-    assert "mlp" in set(df["model"])
-    assert df.set_index("model").loc["mlp", "family"] == "baseline"
+    df = pd.read_csv(tmp_path / "results" / "leaderboard_vision.csv").set_index("model")
+    assert sorted(df.index) == ["mlp", "resnet", "vit"]
+    assert df.loc["mlp", "family"] == "mlp" and set(df["size"]) == {"tiny@100k"}
+    assert ((df["param_count"] - 100_000).abs() <= 10_000).all(), df["param_count"]
+    record = json.loads((tmp_path / "results/runs/vision/digits/mlp-tiny@100k-seed0.json").read_text())
+    assert record["config"]["fitted"]["hidden"] > PRESET_HIDDEN and record["status"] == "ok"
+    report_text = (tmp_path / "results" / "REPORT.md").read_text()
+    assert "mlp" in report_text and "**Transformers win" in report_text
+
+
+PRESET_HIDDEN = 128  # the README plugin's tiny width: 100k parameters need a wider one
 
 
 def test_readme_first_lines_give_install_and_test_commands():
@@ -241,21 +255,21 @@ def test_report_never_averages_seeds_of_different_configs(tmp_path, capsys):
 
 
 def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path, capsys, monkeypatch):
-    real_run_cell = runner.run_cell
+    real_run_cell = trainer.run_cell
 
     def crash_on_vit(task, model, seed, config, **kwargs):
         if model == "vit":
             raise RuntimeError("boom")
         return real_run_cell(task, model, seed, config, **kwargs)
 
-    monkeypatch.setattr(runner, "run_cell", crash_on_vit)
+    monkeypatch.setattr(trainer, "run_cell", crash_on_vit)
     code, _, err = run(["run", "vision", "--seeds", "1", "--steps", "2", "--quiet", "--out", str(tmp_path)], capsys)
     assert code == 1 and "1 of 2 cells failed" in err and "digits/vit/seed 0" in err
     assert list(pd.read_csv(tmp_path / "leaderboard_vision.csv")["model"]) == ["resnet"]
     failed = json.loads((tmp_path / "runs/vision/digits/vit-tiny-seed0.json").read_text())
     assert failed["status"] == "failed" and failed["reason"] == "RuntimeError: boom" and "boom" in failed["traceback"]
     # the failed cell is not "done": the next run tries it again
-    monkeypatch.setattr(runner, "run_cell", real_run_cell)
+    monkeypatch.setattr(trainer, "run_cell", real_run_cell)
     code, _, err = run(["run", "vision", "--seeds", "1", "--steps", "2", "--quiet", "--out", str(tmp_path)], capsys)
     assert code == 0 and "resnet seed 0: already done" in err and "vit seed 0: top1" in err
 
@@ -284,7 +298,7 @@ def test_a_diverging_model_fails_with_its_reason(tmp_path, capsys, monkeypatch, 
 
 
 def test_an_interrupted_sweep_reruns_only_the_missing_cells(tmp_path, capsys, monkeypatch):
-    real_run_cell = runner.run_cell
+    real_run_cell = trainer.run_cell
     calls = []
 
     interrupted = []
@@ -296,7 +310,7 @@ def test_an_interrupted_sweep_reruns_only_the_missing_cells(tmp_path, capsys, mo
             raise KeyboardInterrupt
         return real_run_cell(task, model, seed, config, **kwargs)
 
-    monkeypatch.setattr(runner, "run_cell", counted)
+    monkeypatch.setattr(trainer, "run_cell", counted)
     argv = ["run", "vision", "--seeds", "2", "--steps", "2", "--quiet", "--out", str(tmp_path)]
     assert run(argv, capsys)[0] == 130
     assert calls == [("resnet", 0), ("resnet", 1), ("vit", 0)]
@@ -331,10 +345,10 @@ def test_checkpoint_resume_gives_the_uninterrupted_result(tmp_path, monkeypatch)
 
     task = create_task("digits")
     task.setup()
-    config = runner.RunConfig(epochs=3)
-    whole = runner.run_cell(task, "vit", 0, config, progress=False)
+    config = RunConfig(epochs=3)
+    whole = trainer.run_cell(task, "vit", 0, config, progress=False)
 
-    real_evaluate = runner.evaluate
+    real_evaluate = trainer.evaluate
     calls = []
 
     def killed_in_second_validation(*args, **kwargs):
@@ -344,19 +358,19 @@ def test_checkpoint_resume_gives_the_uninterrupted_result(tmp_path, monkeypatch)
         return real_evaluate(*args, **kwargs)
 
     ckpt = tmp_path / "cell.ckpt"
-    monkeypatch.setattr(runner, "evaluate", killed_in_second_validation)
+    monkeypatch.setattr(trainer, "evaluate", killed_in_second_validation)
     with pytest.raises(KeyboardInterrupt):
-        runner.run_cell(task, "vit", 0, config, progress=False, checkpoint=ckpt, checkpoint_every_s=0)
+        trainer.run_cell(task, "vit", 0, config, progress=False, checkpoint=ckpt, checkpoint_every_s=0)
     assert ckpt.exists()
-    monkeypatch.setattr(runner, "evaluate", real_evaluate)
-    resumed = runner.run_cell(task, "vit", 0, config, progress=False, checkpoint=ckpt, checkpoint_every_s=0)
+    monkeypatch.setattr(trainer, "evaluate", real_evaluate)
+    resumed = trainer.run_cell(task, "vit", 0, config, progress=False, checkpoint=ckpt, checkpoint_every_s=0)
     assert resumed["resumed_from_step"] == whole["config"]["steps_per_epoch"]
     assert resumed["test"] == whole["test"]
     assert [h["val_top1"] for h in resumed["history"]] == [h["val_top1"] for h in whole["history"]]
     assert not ckpt.exists()                                              # deleted once the cell finished
     # a checkpoint of another configuration is not used
     ckpt.write_bytes(b"not a checkpoint")
-    again = runner.run_cell(task, "vit", 0, runner.RunConfig(steps=2), progress=False, checkpoint=ckpt)
+    again = trainer.run_cell(task, "vit", 0, RunConfig(steps=2), progress=False, checkpoint=ckpt)
     assert again["resumed_from_step"] is None
 
 
@@ -426,18 +440,6 @@ def test_cost_columns_are_recorded(tmp_path, capsys):
         assert r["target"] == 0.95 and r["time_to_target_s"] is None             # 2 steps: not reached
 
 
-def test_lstm_flops_are_counted():
-    import torch
-    from harness.runner import _lstm_flops
-    lstm = torch.nn.LSTM(10, 20, num_layers=2, bidirectional=True, batch_first=True)
-    tally, handles = _lstm_flops(lstm)
-    lstm(torch.randn(3, 7, 10))
-    for h in handles:
-        h.remove()
-    per_step = 2 * 4 * 20 * ((10 + 20) + (40 + 20)) * 2
-    assert tally[0] == per_step * 3 * 7
-
-
 SUITE = """
 [[run]]
 domain = "vision"
@@ -486,10 +488,10 @@ def test_shipped_suites_parse_and_cover_every_domain():
     assert set(tasks.list_domains()) | {"all"} <= names
     parser = cli.build_parser()
     for path in suites:
-        for argv in cli.suite_runs(path):
+        for argv in suite.suite_runs(path):
             args = parser.parse_args(["run", *argv])
             assert args.domain in tasks.list_domains(), path
-    assert {a[0] for a in cli.suite_runs(ROOT / "suites" / "all.toml")} == set(tasks.list_domains())
+    assert {a[0] for a in suite.suite_runs(ROOT / "suites" / "all.toml")} == set(tasks.list_domains())
 
 
 def test_two_runs_sharing_an_output_folder_keep_both_rows(tmp_path):
@@ -504,13 +506,13 @@ def test_two_runs_sharing_an_output_folder_keep_both_rows(tmp_path):
 
 def test_gradient_accumulation_gives_the_same_updates():
     """The OOM fallback's micro-batches: 2 x 32 accumulated = one batch of 64 (no dropout, no BatchNorm)."""
-    import harness.runner as runner
+    import harness.trainer as trainer
     from tasks import create_task
     task = create_task("digits")
     task.setup()
     common = dict(steps=4, model_opts=(("dropout", 0.0),))
-    whole = runner.run_cell(task, "vit", 0, runner.RunConfig(**common), progress=False)
-    split = runner.run_cell(task, "vit", 0, runner.RunConfig(**common, accumulation=2), progress=False)
+    whole = trainer.run_cell(task, "vit", 0, RunConfig(**common), progress=False)
+    split = trainer.run_cell(task, "vit", 0, RunConfig(**common, accumulation=2), progress=False)
     assert split["accumulation"] == 2 and split["train_samples"] == whole["train_samples"] == 4 * 64
     assert abs(split["test"]["loss"] - whole["test"]["loss"]) < 1e-4
     assert abs(split["history"][-1]["train_loss"] - whole["history"][-1]["train_loss"]) < 1e-4

@@ -17,7 +17,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 def record(task="digits", model="vit", seed=0, value=0.9, *, domain="vision", family=None, metric="top1",
            higher=True, params=100_000, time_s=10.0, history=None, **extra):
-    """A minimal successful cell record, as harness.runner writes it (older runs: no cost fields)."""
+    """A minimal successful cell record, as harness.trainer writes it (older runs: no cost fields)."""
     family = family or ("transformer" if model in ("vit", "gpt", "transformer") else "baseline")
     if history is None:
         history = [{"step": 10 * e, "epoch": float(e), "train_loss": 1.0 / e, f"val_{metric}": value * e / 3}
@@ -172,9 +172,10 @@ def test_metric_vs_cost_figure_has_labels_log_axis_error_bars_and_front():
 
 
 def test_learning_curves_figure_mean_band_and_labels():
+    """(The task is a registered one: its class says what its metric measures.)"""
     records = (seeds([0.2, 0.3], model="conformer", family="transformer", metric="wer", higher=False,
-                     domain="speech", task="digits_asr")
-               + seeds([0.4], model="las", metric="wer", higher=False, domain="speech", task="digits_asr",
+                     domain="speech", task="synth_digits")
+               + seeds([0.4], model="las", metric="wer", higher=False, domain="speech", task="synth_digits",
                        target=0.25))
     fig = report.plot_learning_curves(records)
     ax = fig.axes[0]

@@ -1,0 +1,355 @@
+"""A sweep: plan the cells (tasks x models x seeds), skip those already done, run the rest through
+an executor, and publish the leaderboard. ``python -m harness run DOMAIN`` is one sweep."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import baselines  # noqa: F401  (registers the baseline models)
+import tasks as tasks_pkg
+import zoo  # noqa: F401  (registers the transformer models)
+from tasks.base import Task
+from zoo.registry import RegistryError, get_model_entry, list_models, load_plugin, unknown_name_error
+from zoo.sizing import count_params, fit_to_params
+
+from . import distributed, executors, leaderboard, report
+from .arguments import parse_value
+from .config import RunConfig, resolve
+from .devices import resolve_device, set_deterministic
+from .errors import UsageError
+from .records import checkpoint_path, config_hash, read_record, read_records, record_path, write_record
+from .stopping import stop_on_signals
+
+
+def serves(task: Task | type[Task]) -> str:
+    """'classification[image]': the kind and input a task asks its models for."""
+    return f"{task.kind}[{task.modality}]" if task.modality else task.kind
+
+
+def resolve_tasks(domain: str, requested: list[str] | None) -> list[str]:
+    """The task names to run in ``domain``: ``requested`` (checked), or the domain's defaults."""
+    domains = tasks_pkg.list_domains()
+    if domain not in domains:
+        raise unknown_name_error("domain", domain, domains)
+    if not requested:
+        return tasks_pkg.list_tasks(domain, default_only=True)
+    for name in requested:
+        cls = tasks_pkg.get_task_class(name)
+        if cls.domain != domain:
+            raise UsageError(f"task {name!r} belongs to domain {cls.domain!r}, not {domain!r}")
+    return list(dict.fromkeys(requested))
+
+
+def resolve_models(task: Task, requested: list[str] | None) -> list[str]:
+    """The model names to run on ``task``: every model that serves it, or ``requested`` (names and
+    wildcards), each checked against the task's kind and modality."""
+    able = list_models(kind=task.kind, modality=task.modality)
+    if not requested:
+        if not able:
+            raise UsageError(f"no registered model serves {serves(task)} tasks like {task.name!r}")
+        return able
+    chosen: list[str] = []
+    for pattern in requested:
+        if any(ch in pattern for ch in "*?["):
+            matches = list_models(pattern, kind=task.kind, modality=task.modality)
+            if not matches:
+                raise UsageError(f"no model matching {pattern!r} serves {serves(task)} tasks like {task.name!r}")
+        else:
+            entry = get_model_entry(pattern)
+            if not entry.supports(task.kind, task.modality):
+                raise UsageError(f"model {pattern!r} serves {entry.serves()} tasks, not task {task.name!r} "
+                                 f"({serves(task)}); models that do: {', '.join(able) or 'none'}")
+            matches = [pattern]
+        chosen += [m for m in matches if m not in chosen]
+    return chosen
+
+
+# ------------------------------------------------------------------------------------------ where
+
+def check_executor(args: argparse.Namespace) -> None:
+    if args.ddp:
+        if not distributed.launched_by_torchrun():
+            raise UsageError("--ddp needs the processes that torchrun starts: "
+                             "torchrun --nproc_per_node N -m harness run DOMAIN ... --ddp")
+        if args.executor != "local" or args.jobs > 1:
+            raise UsageError("--ddp trains one cell on all of torchrun's processes; it takes no --jobs or --executor")
+    if args.executor != "ray":
+        for flag, value in (("--ray-address", args.ray_address), ("--gpus-per-cell", args.gpus_per_cell)):
+            if value:
+                raise UsageError(f"{flag} is for --executor ray; the local executor takes --jobs N and --cpus-per-cell")
+    elif args.jobs > 1:
+        raise UsageError("--jobs is for the local executor; with --executor ray, --cpus-per-cell and "
+                         "--gpus-per-cell decide how many cells run at once")
+
+
+def ray_device(args: argparse.Namespace) -> str:
+    """A Ray task sees the GPUs it asked for, and no others: auto means cuda where cells ask for GPUs."""
+    if args.device == "auto":
+        return "cuda" if args.gpus_per_cell > 0 else "cpu"
+    if args.device == "cuda" and not args.gpus_per_cell:
+        raise UsageError("--device cuda with --executor ray needs --gpus-per-cell (1 per cell, or 0.5 to share a GPU)")
+    return args.device
+
+
+def default_precision(requested: str, device: str) -> str:
+    """auto: fp32 on CPU, bf16 where the GPU has it, else fp16 (a Ray driver without a GPU assumes
+    its workers' GPUs have bf16)."""
+    if requested != "auto":
+        return requested
+    if device == "cpu":
+        return "fp32"
+    return "bf16" if not torch.cuda.is_available() or torch.cuda.is_bf16_supported() else "fp16"
+
+
+def where_cells_run(args: argparse.Namespace, group: distributed.Group) -> str:
+    if args.executor == "ray":
+        return f"Ray ({args.ray_address or 'local'})"
+    if args.jobs > 1:
+        return f"{args.jobs} local processes"
+    return f"{group.world} DDP processes" if group.distributed else "this process"
+
+
+# ------------------------------------------------------------------------------------------ plan
+
+@dataclass
+class Plan:
+    """What a sweep will run: its tasks (set up), each task's models and their configurations."""
+
+    args: argparse.Namespace
+    device: str
+    precision: str
+    group: distributed.Group
+    tasks: dict[str, Task] = field(default_factory=dict)
+    models: dict[str, list[str]] = field(default_factory=dict)  # task name -> model names
+    configs: dict[tuple[str, str], RunConfig] = field(default_factory=dict)
+
+    def seeds(self, task: Task) -> int:
+        return self.args.seeds or task.default_seeds
+
+    def cells(self) -> list[tuple[Task, str, int]]:
+        return [(task, model, seed) for name, task in self.tasks.items() for model in self.models[name]
+                for seed in range(self.seeds(task))]
+
+    def log(self, message: str) -> None:  # rank 0 speaks for a DDP group
+        if self.group.is_main:
+            print(message, file=sys.stderr)
+
+
+def _make_tasks(plan: Plan) -> None:
+    args = plan.args
+    task_opts = dict(args.task_opt)
+    for name in resolve_tasks(args.domain, args.tasks):
+        cls = tasks_pkg.get_task_class(name)
+        try:
+            task = cls(data_dir=args.data_dir, download=args.download,
+                       **{k: v for k, v in task_opts.items() if k in cls.options})
+        except ValueError as e:
+            raise UsageError(f"task {name!r}: bad --task-opt value ({e})") from None
+        plan.tasks[name] = task
+        plan.models[name] = resolve_models(task, args.models)
+    unused = set(task_opts) - {k for task in plan.tasks.values() for k in task.options}
+    if unused:
+        raise UsageError(f"--task-opt {', '.join(sorted(unused))}: no selected task has such an option")
+
+
+def _configure(plan: Plan, task: Task, base: RunConfig, model_opts: dict[str, Any]) -> None:
+    """Each model's configuration on ``task``: its width fitted to --params, and checked by building
+    it on the meta device (no weights allocated), so that a bad option fails before any training."""
+    args = plan.args
+    for model in plan.models[task.name]:
+        try:
+            fitted = fit_to_params(model, task.spec, args.params, args.size, **model_opts) if args.params else {}
+            count_params(model, task.spec, args.size, **model_opts, **fitted)
+        except (RegistryError, ValueError, TypeError) as e:
+            raise UsageError(f"model {model!r} for task {task.name!r}: {e}") from None
+        plan.configs[task.name, model] = replace(base, model_opts=tuple({**model_opts, **fitted}.items()),
+                                                 params_target=args.params, fitted=tuple(fitted.items()))
+
+
+def make_plan(args: argparse.Namespace, device: str, group: distributed.Group) -> Plan:
+    """Tasks set up (a missing dataset fails now) and every model configured and checked."""
+    plan = Plan(args, device, default_precision(args.precision, device), group)
+    _make_tasks(plan)
+    model_opts = {k: parse_value(v) for k, v in args.model_opt}
+    base = RunConfig(size=args.size, epochs=args.epochs, steps=args.steps, batch_size=args.batch_size,
+                     lr=args.lr, weight_decay=args.weight_decay, device=device, backend=args.backend,
+                     precision=plan.precision, model_opts=tuple(model_opts.items()),
+                     deterministic=args.deterministic, compile=args.compile, channels_last=args.channels_last,
+                     data_on_device=args.data_on_device, world_size=group.world)
+    if not group.is_main:
+        group.barrier()  # rank 0 sets the tasks up first: data generated or downloaded once, then read by all
+    for task in plan.tasks.values():
+        batch = args.batch_size or task.budget.batch_size
+        if batch % group.world:
+            raise UsageError(f"--ddp over {group.world} processes: task {task.name!r} has batch size {batch}, "
+                             f"not divisible by {group.world}; pass --batch-size")
+        task.setup()
+        _configure(plan, task, base, model_opts)
+    if group.is_main:
+        group.barrier()
+    return plan
+
+
+def pending(plan: Plan, threads: int | None) -> tuple[list[dict[str, Any]], list[executors.Cell]]:
+    """(records of the cells already done with the same configuration, the cells still to run)."""
+    args = plan.args
+    done_records: list[dict[str, Any]] = []
+    todo: list[executors.Cell] = []
+    for task, model, seed in plan.cells():
+        config = plan.configs[task.name, model]
+        where = (args.out, task.domain, task.name, model, config.label, seed)
+        done = None if args.force else read_record(record_path(*where))
+        if done is not None and done.get("status") == "ok" and \
+                done["config_hash"] == config_hash(resolve(task, get_model_entry(model), config)):
+            done_records.append(done)
+            plan.log(f"{task.name} {model} seed {seed}: already done, same configuration "
+                     f"({done['metric']} {done['metric_value']:.4f}); --force reruns it")
+            continue
+        todo.append(executors.Cell(
+            task.name, {"data_dir": str(Path(args.data_dir).resolve()), "download": args.download, **task.opts},
+            model, seed, config, checkpoint=str(checkpoint_path(*where).resolve()),
+            checkpoint_every_s=args.checkpoint_minutes * 60, plugins=tuple(args.plugin), threads=threads))
+    return done_records, plan.group.share(todo)  # rank 0's view of what is done holds for the whole group
+
+
+def _plan_line(plan: Plan, n_cells: int, n_todo: int) -> str:
+    args = plan.args
+    seeds = sorted({plan.seeds(task) for task in plan.tasks.values()})
+    size = f"{args.params:,} parameters" if args.params else f"size {args.size}"
+    return (f"harness: {n_cells} cells ({args.domain}: {', '.join(plan.tasks)}; "
+            f"{'/'.join(map(str, seeds))} seed(s); {size}; {plan.device}, {args.backend}, {plan.precision}); "
+            f"{n_todo} to run in {where_cells_run(args, plan.group)}")
+
+
+# ------------------------------------------------------------------------------------------ run
+
+def run_sweep(args: argparse.Namespace) -> int:
+    """``python -m harness run DOMAIN ...``: 0 when every cell finished, 1 when some failed, 130
+    when interrupted (finished cells are kept and published)."""
+    for module in args.plugin:
+        load_plugin(module)
+    check_executor(args)
+    device = resolve_device(args.device) if args.executor != "ray" else ray_device(args)
+    group = distributed.init(device) if args.ddp else distributed.SINGLE
+    try:
+        plan = make_plan(args, device, group)
+        check_writable(args.out)
+        set_deterministic(args.deterministic)
+        records, todo = pending(plan, executors.default_threads(args.executor, args.jobs, args.cpus_per_cell))
+        plan.log(_plan_line(plan, len(plan.cells()), len(todo)))
+        return _execute(plan, records, todo)
+    finally:
+        if args.ddp:
+            distributed.shutdown()
+
+
+def _execute(plan: Plan, records: list[dict[str, Any]], todo: list[executors.Cell]) -> int:
+    """Run ``todo``, write each record as it arrives, and publish what finished (also when stopped)."""
+    args, group = plan.args, plan.group
+    failed: list[dict[str, Any]] = []
+    start = time.perf_counter()
+    with stop_on_signals():
+        executor = None
+        try:
+            if todo:
+                executor = executors.make_executor(args.executor, jobs=args.jobs, address=args.ray_address,
+                                                   cpus=args.cpus_per_cell or 1, gpus=args.gpus_per_cell,
+                                                   progress=not args.quiet, group=group)
+            for i, (cell, record) in enumerate(executor.run(todo, plan.tasks) if executor else [], 1):
+                if record is not None:  # None: a DDP rank other than 0, which has no record
+                    _keep(plan, cell, record, executor.name, f"[{i}/{len(todo)}]", records, failed)
+        except KeyboardInterrupt:
+            plan.log(f"\nharness: interrupted; {len(records)} of {len(plan.cells())} cells finished and are kept in "
+                     f"{args.out / 'runs'} (a cell that was running saved a checkpoint: rerun the same command "
+                     f"to continue)")
+            _publish_main(plan, records)
+            return 130
+        except BaseException:  # a crash of the harness itself still publishes what finished, then reports itself
+            _publish_main(plan, records)
+            raise
+        finally:
+            if executor is not None:
+                executor.close()
+    _publish_main(plan, records)
+    n = len(plan.cells())
+    plan.log(f"harness: {n} cells in {time.perf_counter() - start:.0f} s")
+    if failed:
+        plan.log(f"harness: {len(failed)} of {n} cells failed (their records say why, status 'failed'): "
+                 + ", ".join(f"{r['task']}/{r['model']}/seed {r['seed']}" for r in failed))
+        return 1
+    return 0
+
+
+def _keep(plan: Plan, cell: executors.Cell, record: dict[str, Any], executor: str, counter: str,
+          records: list[dict[str, Any]], failed: list[dict[str, Any]]) -> None:
+    """Write a finished cell's record and say how it went."""
+    task = plan.tasks[cell.task]
+    record["executor"] = executor
+    write_record(record_path(plan.args.out, task.domain, task.name, cell.model, cell.config.label, cell.seed), record)
+    if record["status"] == "ok":
+        records.append(record)
+        plan.log(f"{counter} {cell.name}: {record['metric']} {record['metric_value']:.4f} "
+                 f"({record['train_time_s']:.1f} s)")
+    else:
+        failed.append(record)
+        plan.log(f"{counter} {cell.name}: FAILED ({record['reason'][:300]})")
+
+
+# ------------------------------------------------------------------------------------------ publish
+
+def check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"  # per process: DDP ranks probe at once
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UsageError(f"--out {out}: not a writable directory ({e.strerror or e})") from None
+
+
+@contextlib.contextmanager
+def results_lock(out: Path):
+    """An exclusive lock on ``out`` (fcntl.flock on out/.lock) for read-merge-write of shared files."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".lock", "a") as handle:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock, atomic writes only
+            yield
+            return
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _publish_main(plan: Plan, records: list[dict[str, Any]]) -> None:
+    if records and plan.group.is_main:
+        publish(records, plan.args.out, plan.args.domain)
+
+
+def publish(records: list[dict[str, Any]], out: Path, domain: str) -> None:
+    """Merge this run's rows into results/leaderboard_<domain>.csv and print them; tables that
+    tasks attach to their examples go to results/<table>_<domain>.csv."""
+    new = leaderboard.aggregate(records)
+    path = out / f"leaderboard_{domain}.csv"
+    with results_lock(out):  # two runs sharing --out merge one after the other, never interleaved
+        leaderboard.write(leaderboard.merge(leaderboard.read_csv(path), new), path)
+        for name, table in leaderboard.tables(records).items():
+            table_path = out / f"{name}_{domain}.csv"
+            leaderboard.write_table(leaderboard.merge_table(leaderboard.read_csv(table_path), table), table_path)
+            print(f"wrote {table_path}")
+        report_path = report.write_report(read_records(out / "runs"), out)
+    print(leaderboard.to_text(new))
+    print(f"\nwrote {path} (and .md); records in {out / 'runs' / domain}")
+    print(f"wrote {report_path} (plots in {out / 'plots'})")

@@ -1,0 +1,384 @@
+"""Train and evaluate one (task, model, seed) cell under a budget, and describe how it went.
+
+A cell runs as small steps (:class:`CellTrainer`): set up the model and optimiser, restore a
+checkpoint, train an epoch, validate, test, write the record. :func:`run_cell` strings them
+together; :func:`attempt_cell` turns a failure into a 'failed' record.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from tasks.base import Task
+from zoo.core import attention_backend
+from zoo.registry import ModelEntry, get_model_entry
+
+from .config import RunConfig, resolve
+from .devices import PeakMemory, autocast, hold_data, on_device, to_device, use_channels_last
+from .distributed import SINGLE, STOP_POLL_STEPS, Group
+from .measure import has_unused_parameters, measure_flops
+from .records import atomic_save, config_hash, environment
+from .stopping import StopRequested, stop_requested
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Decay matrices and embeddings (dim >= 2), not biases or norm scales (nanoGPT's rule)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+
+
+def warmup_cosine(total_steps: int, warmup_frac: float):
+    warmup = max(1, int(total_steps * warmup_frac))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def evaluate(task: Task, model: nn.Module, split: str, batch_size: int, device: torch.device,
+             precision: str, channels_last: bool = False) -> dict[str, float]:
+    model.eval()
+    with torch.no_grad(), autocast(device, precision):
+        return task.evaluate(model, on_device(task.eval_batches(split, batch_size), device, channels_last))
+
+
+def _rng_state(generator: torch.Generator) -> dict[str, Any]:
+    np_state = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "generator": generator.get_state(), "python": random.getstate(),
+            "numpy": (np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:])}
+
+
+def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["generator"])
+    random.setstate(state["python"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy(), *rest))
+
+
+@dataclass
+class TrainState:
+    """How far a cell got: with the model, optimiser, schedule, scaler and random streams, what its
+    checkpoint holds (saved as this dataclass's fields beside those)."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)  # one row per validation
+    train_time: float = 0.0
+    samples: int = 0
+    step: int = 0
+    time_to_target: float | None = None
+
+
+class CellTrainer:
+    """One cell as small steps. With a ``checkpoint`` path its state is saved at an epoch's end once
+    ``checkpoint_every_s`` have passed, and when a stop is requested; with a ``group`` of several
+    processes they train together with DistributedDataParallel (rank 0 validates, tests, records)."""
+
+    def __init__(self, task: Task, entry: ModelEntry, seed: int, config: RunConfig, *, group: Group = SINGLE,
+                 checkpoint: Path | None = None, checkpoint_every_s: float = 300.0) -> None:
+        self.task, self.entry, self.seed, self.config, self.group = task, entry, seed, config, group
+        self.device = group.device(torch.device(config.device).type)
+        self.resolved = resolve(task, entry, config)
+        self.chash = config_hash(self.resolved)
+        self.batch_size, self.total_steps = self.resolved["batch_size"], self.resolved["total_steps"]
+        rank_batch = self.batch_size // group.world  # the global batch is split over the processes
+        self.accumulation = max(1, min(config.accumulation, rank_batch))
+        self.micro_batch = rank_batch // self.accumulation
+        if group.distributed and checkpoint is not None:
+            checkpoint = checkpoint.with_name(f"{checkpoint.name}.rank{group.rank}")
+        self.checkpoint, self.checkpoint_every_s = checkpoint, checkpoint_every_s
+        self.state = TrainState()
+        self.resumed_from: int | None = None
+        self.name = f"{task.name}/{entry.name} seed {seed}"
+
+    # ---------------------------------------------------------------------------------- set up
+
+    def setup(self) -> None:
+        """The model (seeded), its cost probes, the fast path, the optimiser, schedule and scaler."""
+        task, config, device, group = self.task, self.config, self.device, self.group
+        self.started = datetime.now(timezone.utc)
+        seed_everything(self.seed)
+        model = self.entry.create(task.spec, size=config.size, **dict(config.model_opts)).to(device)
+        if group.distributed:
+            torch.manual_seed(self.seed + group.rank)  # the same weights, then dropout/augmentation streams per rank
+        task.prepare(model)
+        self.param_count = sum(p.numel() for p in model.parameters())
+        self.data_held = hold_data(task, device, config.data_on_device)
+        self.flops = measure_flops(task, model, min(self.micro_batch, 16), device, self.entry.extra_flops)
+        self.channels_last = use_channels_last(model, device, config.channels_last)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.net = torch.compile(model) if config.compile else model  # evaluates; `model` holds the weights
+        unused = group.distributed and has_unused_parameters(task, model, self.micro_batch, device)
+        self.train_net = group.wrap(self.net, find_unused=unused)
+        weight_decay = self.resolved["weight_decay"]
+        self.optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=self.resolved["lr"],
+                                           fused=device.type == "cuda")
+        self.scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")  # fp16 loss scaling
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, warmup_cosine(self.total_steps, task.budget.warmup_frac))
+        self.generator = torch.Generator().manual_seed(self.seed)  # the same shuffle on every rank
+        self.memory = PeakMemory(device)
+
+    def restore(self) -> None:
+        """Continue from the checkpoint where one of this configuration exists (a damaged one is ignored)."""
+        if self.checkpoint is None or not self.checkpoint.exists():
+            return
+        try:
+            saved = torch.load(self.checkpoint, map_location=self.device, weights_only=True)
+        except Exception as e:  # noqa: BLE001 - a damaged checkpoint is redone, not fatal
+            print(f"warning: ignoring unreadable checkpoint {self.checkpoint} ({type(e).__name__}: {e})",
+                  file=sys.stderr)
+            return
+        if saved.get("config_hash") != self.chash:
+            return
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        self.scaler.load_state_dict(saved["scaler"])
+        _set_rng_state(saved["rng"], self.generator)
+        self.state = TrainState(**{k: saved[k] for k in asdict(TrainState())})
+        self.resumed_from = self.state.step
+
+    def save(self) -> None:
+        if self.checkpoint is not None:
+            atomic_save(self.checkpoint, {"config_hash": self.chash, "model": self.model.state_dict(),
+                                          "optimizer": self.optimizer.state_dict(),
+                                          "scheduler": self.scheduler.state_dict(),
+                                          "scaler": self.scaler.state_dict(), "rng": _rng_state(self.generator),
+                                          **asdict(self.state)})
+
+    # ---------------------------------------------------------------------------------- train
+
+    def _stop_now(self) -> bool:
+        """Whether to stop before the next step: at once in one process; processes training together
+        agree every ``STOP_POLL_STEPS`` steps (one tiny collective), so that they stop at the same step."""
+        if not self.group.distributed:
+            return stop_requested()
+        return self.state.step % STOP_POLL_STEPS == 0 and self.group.any(stop_requested())
+
+    def _optimizer_step(self) -> None:
+        if self.config.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.scaler.step(self.optimizer)  # skipped (and the scale lowered) where fp16 gradients overflowed
+        self.scaler.update()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def train_epoch(self, bar: tqdm) -> float:
+        """One pass over the training data (or what is left of the budget): its mean training loss.
+        A stop request in mid-epoch saves the checkpoint and raises :class:`StopRequested` (one at
+        the epoch's end waits for its validation)."""
+        state, accumulation = self.state, self.accumulation
+        self.model.train()
+        epoch_loss = torch.zeros((), device=self.device)
+        epoch_steps = micro = 0
+        t0 = time.perf_counter()
+        self.optimizer.zero_grad(set_to_none=True)
+        stopped = False
+        for batch, weight in self.group.shard(self.task.train_batches(self.micro_batch, self.generator)):
+            if micro % accumulation == 0 and self._stop_now():
+                stopped = True
+                break
+            batch = to_device(batch, self.device, self.channels_last)
+            with autocast(self.device, self.config.precision):
+                loss = self.task.loss(self.train_net, batch) * weight  # weight 1.0 but in DDP (harness.distributed)
+            self.scaler.scale(loss / accumulation).backward()
+            epoch_loss += loss.detach() / accumulation
+            state.samples += len(batch[0])
+            micro += 1
+            if micro % accumulation:
+                continue
+            self._optimizer_step()
+            epoch_steps += 1
+            state.step += 1
+            bar.update()
+            if state.step >= self.total_steps:
+                break
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        state.train_time += time.perf_counter() - t0
+        if stopped:
+            self.save()
+            raise StopRequested(f"{self.name} stopped at step {state.step}")
+        if epoch_steps == 0:
+            raise RuntimeError(f"task {self.task.name!r} yielded no training batch")
+        train_loss = self.group.mean(epoch_loss / max(1, epoch_steps)).item()  # one host sync per epoch
+        if not math.isfinite(train_loss):
+            raise TrainingDiverged(f"training loss became {train_loss} at step {state.step}")
+        return train_loss
+
+    def end_epoch(self, train_loss: float, bar: tqdm) -> None:
+        """Validate (rank 0, shared), extend the curve, and checkpoint: on a stop request (then raise
+        :class:`StopRequested`) or once ``checkpoint_every_s`` have passed."""
+        task, state, group = self.task, self.state, self.group
+        val = evaluate(task, self.net, "val", self.batch_size, self.device, self.config.precision,
+                       self.channels_last) if group.is_main else None
+        save_now = state.step < self.total_steps and time.monotonic() - self.last_save >= self.checkpoint_every_s
+        val, save_now = group.share((val, save_now))  # rank 0's metrics and decision, on every rank
+        state.history.append({"step": state.step, "epoch": state.step / self.resolved["steps_per_epoch"],
+                              "train_loss": train_loss, "train_time_s": state.train_time,
+                              **{f"val_{k}": v for k, v in val.items()}})
+        if state.time_to_target is None and task.target is not None and self._reached(val[task.metric]):
+            state.time_to_target = state.train_time
+        bar.set_postfix(loss=f"{train_loss:.3f}", **{f"val_{task.metric}": f"{val[task.metric]:.4f}"})
+        if state.step < self.total_steps and group.any(stop_requested()):
+            self.save()
+            raise StopRequested(f"{self.name} stopped at step {state.step}")
+        if save_now:
+            self.save()
+            self.last_save = time.monotonic()
+
+    def _reached(self, value: float) -> bool:
+        return value >= self.task.target if self.task.higher_is_better else value <= self.task.target
+
+    def train(self, progress: bool) -> None:
+        """Epochs until the budget is spent."""
+        self.last_save = time.monotonic()
+        bar = tqdm(total=self.total_steps, initial=self.state.step, desc=self.name, unit="step",
+                   disable=None if progress and self.group.is_main else True, leave=False, dynamic_ncols=True)
+        with bar:
+            while self.state.step < self.total_steps:
+                self.end_epoch(self.train_epoch(bar), bar)
+        self.state.samples = int(self.group.total(self.state.samples))
+
+    # ---------------------------------------------------------------------------------- test, record
+
+    def test(self) -> dict[str, Any]:
+        """The test metrics (the headline split, then the others prefixed by their name), timed."""
+        t0 = time.perf_counter()
+        metrics: dict[str, float] = {}
+        for i, split in enumerate(self.task.eval_splits):
+            t_split = time.perf_counter()
+            found = evaluate(self.task, self.net, split, self.batch_size, self.device, self.config.precision,
+                             self.channels_last)
+            metrics.update(found if i == 0 else {f"{split}_{k}": v for k, v in found.items()})
+            if i == 0:  # inference throughput: the headline split, decoding included where the task decodes
+                infer_time = time.perf_counter() - t_split
+                eval_samples = sum(len(b[0]) for b in self.task.eval_batches(split, self.batch_size))
+        eval_time = time.perf_counter() - t0
+        self.model.eval()
+        return {"test": metrics, "eval_time_s": eval_time,
+                "infer_samples_per_sec": eval_samples / infer_time if infer_time else float("nan"),
+                "examples": self.task.examples(self.model, self.device, self.seed)}
+
+    def record(self, tested: dict[str, Any]) -> dict[str, Any]:
+        task, state, config = self.task, self.state, self.config
+        flops, train_flops = self.flops
+        return {
+            "domain": task.domain, "task": task.name, "model": self.entry.name, "family": self.entry.family,
+            "size": config.label, "seed": self.seed, "status": "ok",
+            "metric": task.metric, "metric_value": tested["test"][task.metric],
+            "higher_is_better": task.higher_is_better, "checkpoint": "last", "test": tested["test"],
+            "history": state.history, "examples": tested["examples"],
+            "param_count": self.param_count, "train_time_s": state.train_time, "eval_time_s": tested["eval_time_s"],
+            "train_samples": state.samples,
+            "train_samples_per_sec": state.samples / state.train_time if state.train_time else float("nan"),
+            "infer_samples_per_sec": tested["infer_samples_per_sec"],
+            "flops_per_sample": flops, "train_flops_per_sample": train_flops, "peak_mem_mb": self.memory.mb(),
+            "target": task.target, "time_to_target_s": state.time_to_target, "resumed_from_step": self.resumed_from,
+            "accumulation": self.accumulation, "channels_last": self.channels_last, "data_on_device": self.data_held,
+            "backend": config.backend, "precision": config.precision,
+            "config": self.resolved, "config_hash": self.chash,
+            **environment(self.device),
+            "started": self.started.isoformat(timespec="seconds"),
+            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+
+    def remove_checkpoint(self) -> None:
+        if self.checkpoint is not None:
+            self.checkpoint.unlink(missing_ok=True)
+
+
+def run_cell(task: Task, model_name: str, seed: int, config: RunConfig, *, progress: bool = True,
+             checkpoint: Path | None = None, checkpoint_every_s: float = 300.0,
+             group: Group = SINGLE) -> dict[str, Any] | None:
+    """Train ``model_name`` on ``task`` with ``seed`` and return the cell's record.
+
+    With ``checkpoint``, the training state is saved there at the end of an epoch once
+    ``checkpoint_every_s`` seconds have passed since the last save, and when a stop is requested
+    (``harness.stopping.request_stop``, e.g. on SIGTERM; the cell then raises StopRequested). A later
+    call with the same configuration continues from it; the file is deleted when the cell finishes.
+    With a ``group`` of several processes, rank 0 returns the record, the other ranks None.
+    """
+    cell = CellTrainer(task, get_model_entry(model_name), seed, config, group=group, checkpoint=checkpoint,
+                       checkpoint_every_s=checkpoint_every_s)
+    cell.setup()
+    cell.restore()
+    with attention_backend(config.backend):
+        cell.train(progress)
+        if not group.is_main:  # rank 0 tests, writes the record and keeps the checkpoint's fate
+            cell.remove_checkpoint()
+            return None
+        tested = cell.test()
+    cell.remove_checkpoint()
+    return cell.record(tested)
+
+
+def failure_record(task: Task, model_name: str, seed: int, config: RunConfig, error: BaseException,
+                   trace: str | None = None) -> dict[str, Any]:
+    """The record of a cell that did not finish: its configuration and why (the sweep goes on)."""
+    entry = get_model_entry(model_name)
+    resolved = resolve(task, entry, config)
+    return {"domain": task.domain, "task": task.name, "model": model_name, "family": entry.family,
+            "size": config.label, "seed": seed, "status": "failed",
+            "reason": f"{type(error).__name__}: {error}".strip()[:2000],
+            "metric": task.metric, "higher_is_better": task.higher_is_better,
+            "backend": config.backend, "precision": config.precision,
+            "config": resolved, "config_hash": config_hash(resolved), **environment(torch.device(config.device)),
+            **({"traceback": trace[-8000:]} if trace else {}),
+            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def attempt_cell(task: Task, model_name: str, seed: int, config: RunConfig, *, progress: bool = True,
+                 checkpoint: Path | None = None, checkpoint_every_s: float = 300.0) -> dict[str, Any]:
+    """:func:`run_cell`, whose failure (NaN loss, an exception, running out of memory) becomes a
+    'failed' record with its traceback. On CUDA out-of-memory the cell is retried with half the
+    micro-batch and twice the gradient accumulation (the same updates) until the micro-batch would be
+    empty. A stop request (StopRequested) and Ctrl-C propagate."""
+    while True:
+        try:
+            return run_cell(task, model_name, seed, config, progress=progress, checkpoint=checkpoint,
+                            checkpoint_every_s=checkpoint_every_s)
+        except KeyboardInterrupt:
+            raise
+        except torch.OutOfMemoryError as e:
+            batch = config.batch_size or task.budget.batch_size
+            if config.device == "cuda" and batch // (config.accumulation * 2) >= 1:
+                torch.cuda.empty_cache()
+                config = RunConfig(**{**vars(config), "accumulation": config.accumulation * 2})
+                print(f"harness: {task.name}/{model_name} ran out of memory; retrying with micro-batches of "
+                      f"{batch // config.accumulation} x {config.accumulation}", file=sys.stderr)
+                continue
+            return failure_record(task, model_name, seed, config, e, traceback.format_exc())
+        except Exception as e:  # noqa: BLE001 - recorded, and the sweep goes on
+            return failure_record(task, model_name, seed, config, e, traceback.format_exc())
