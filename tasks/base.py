@@ -30,13 +30,22 @@ offline_rl          (returns-to-go, states, actions, timesteps, mask) -> actions
 A task's ``spec`` is a plain dict with ``kind``, ``modality`` (the task class's: "image", "audio",
 "text" or "state"; one kind can serve several, e.g. classification of images and of audio) and the
 keys its kind names; ``create_model`` builds any registered model from it.
+
+A task declares its options once, each an ``Option`` (default, type, range, help), and checks them
+when it is made: a bad value is a one-line ValueError naming the task, the option, what is accepted
+and what was given. Data that cannot be used (missing, degenerate, corrupt) is a ``DatasetError`` at
+``setup``. ``fingerprint`` identifies the data a task read (``files_fingerprint`` of its files, or the
+recipe of generated data) for the cell's configuration hash.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import numbers
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Iterator
 
@@ -63,6 +72,122 @@ class DatasetError(RuntimeError):
 
 class DatasetNotFoundError(DatasetError):
     """A dataset that is neither on disk nor allowed to be downloaded."""
+
+
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+_TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "any value"}
+
+
+@dataclass(frozen=True)
+class Option:
+    """A task option declared once: its default (whose type, int, float, bool or str, is the option's),
+    the values it accepts and a line of help. ``minimum``/``maximum`` are inclusive bounds, ``above``/
+    ``below`` exclusive ones, ``choices`` the only values allowed. ``parse`` turns a given value (the
+    text of ``--task-opt``, or a TOML/Python value) into the option's type, or raises ValueError with
+    what is accepted and what was given. A bool reads true/false, 1/0, yes/no, on/off."""
+
+    default: Any
+    _: KW_ONLY
+    minimum: float | None = None
+    maximum: float | None = None
+    above: float | None = None
+    below: float | None = None
+    choices: tuple[Any, ...] | None = None
+    help: str = ""
+
+    def accepted(self) -> str:
+        """What the option accepts, in words: 'an integer >= 1', 'a number >= 0 and < 1', 'one of 35, 12'."""
+        if self.choices is not None:
+            return "one of " + ", ".join(map(str, self.choices))
+        bounds = [f"{op} {_number(v)}" for op, v in ((">=", self.minimum), (">", self.above),
+                                                     ("<=", self.maximum), ("<", self.below)) if v is not None]
+        words = _TYPE_WORDS.get(type(self.default), f"a {type(self.default).__name__}")
+        return " and ".join([f"{words} {bounds[0]}", *bounds[1:]]) if bounds else words
+
+    def parse(self, value: Any) -> Any:
+        """``value`` as the option's type, within its range; else ValueError('must be ..., got ...')."""
+        try:
+            parsed = self._convert(value)
+        except (TypeError, ValueError, OverflowError):
+            parsed = self  # no value of the option's type
+        if parsed is self or not self._in_range(parsed):
+            shown = value.strip() if isinstance(value, str) and _is_number_text(value) else repr(value)
+            raise ValueError(f"must be {self.accepted()}, got {shown}")
+        return parsed
+
+    def _convert(self, value: Any) -> Any:
+        """``value`` as the option's type; ValueError or TypeError where it is not one."""
+        kind, text = type(self.default), value.strip() if isinstance(value, str) else None
+        if kind is bool:
+            if isinstance(value, bool) or (isinstance(value, numbers.Integral) and value in (0, 1)):
+                return bool(value)
+            if text is not None and text.lower() in _TRUE + _FALSE:
+                return text.lower() in _TRUE
+        elif kind in (int, float):
+            if isinstance(value, bool):
+                raise ValueError(value)
+            if kind is int and isinstance(value, numbers.Integral):
+                return int(value)
+            if kind is int and text is not None and _is_int_text(text):
+                return int(text)
+            number = float(text if text is not None else value)
+            if kind is float and math.isfinite(number):
+                return number
+            if kind is int and number.is_integer():  # 1e6, 5.0: whole numbers
+                return int(number)
+        elif kind is str:
+            if isinstance(value, str):
+                return value
+        else:  # an option of another type (a plugin's): as given, or converted as before
+            return value if self.default is None or isinstance(value, kind) else kind(value)
+        raise ValueError(value)
+
+    def _in_range(self, value: Any) -> bool:
+        if self.choices is not None:
+            return value in self.choices
+        return ((self.minimum is None or value >= self.minimum) and (self.maximum is None or value <= self.maximum)
+                and (self.above is None or value > self.above) and (self.below is None or value < self.below))
+
+
+def _is_int_text(text: str) -> bool:
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_number_text(text: str) -> bool:  # shown as given in messages: 'got -5', not "got '-5'"
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(value)
+
+
+def files_fingerprint(root: str | Path, paths: Iterable[str | Path], *, times: bool = True) -> dict[str, Any]:
+    """A small fingerprint of the files a task reads: ``{"files": n, "bytes": total, "digest": 16 hex
+    digits}``, the digest a SHA-256 over the sorted (path relative to ``root``, size, mtime in ns) of
+    ``paths``; ``times=False`` leaves the modification times out (data whose files are installed,
+    not edited). A file that cannot be stat-ed is a DatasetError naming it."""
+    root, rows = Path(root), []
+    for path in map(Path, paths):
+        try:
+            stat = path.stat()
+        except OSError as e:
+            raise DatasetError(f"cannot read {path}: {e.strerror or e}") from None
+        try:
+            rel = path.relative_to(root).as_posix()
+        except ValueError:
+            rel = path.as_posix()
+        rows.append((rel, stat.st_size, stat.st_mtime_ns if times else 0))
+    rows.sort()
+    digest = hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
+    return {"files": len(rows), "bytes": sum(size for _, size, _ in rows), "digest": digest}
 
 
 @dataclass(frozen=True)
@@ -94,7 +219,8 @@ class Task(ABC):
     eval_splits: ClassVar[tuple[str, ...]] = ("test",)  # evaluated once, after training; the first is headline
 
     metric_units: ClassVar[dict[str, str]] = {}  # words saying what a metric measures, e.g. {"wer": "word error rate"}
-    options: ClassVar[dict[str, Any]] = {}  # task-specific options and their defaults
+    options: ClassVar[dict[str, Option | Any]] = {}  # task-specific options: an Option, or a plain default
+    data_version: ClassVar[int] = 1  # bump when the task's data (its recipe, generator or split) changes
     held: ClassVar[tuple[str, ...]] = ()  # attributes (tensors, or dicts of them) that ``hold_on`` may move
 
     def __init__(self, data_dir: str | Path = "data", download: bool = False, **options: Any) -> None:
@@ -104,7 +230,32 @@ class Task(ABC):
         if unknown:
             accepted = ", ".join(self.options) or "none"
             raise RegistryError(f"task {self.name!r} has no option {', '.join(sorted(unknown))}; accepted: {accepted}")
-        self.opts = {k: type(v)(options.get(k, v)) for k, v in self.options.items()}
+        self.opts: dict[str, Any] = {}
+        for key, option in self.option_specs().items():
+            try:
+                self.opts[key] = option.parse(options[key]) if key in options else option.default
+            except ValueError as e:
+                raise ValueError(f"task {self.name!r}: option {key} {e}") from None
+
+    @classmethod
+    def option_specs(cls) -> dict[str, Option]:
+        """Every option as an ``Option``; a plain value in ``options`` is a default checked only for type."""
+        return {k: v if isinstance(v, Option) else Option(v) for k, v in cls.options.items()}
+
+    def fingerprint(self) -> dict[str, Any]:
+        """A small JSON-able identity of the data the task trains and is scored on, after ``setup``: part
+        of a cell's configuration hash, so that a cell pointed at other data is not taken as done. The
+        task, its ``data_version`` and options, and its ``data_fingerprint`` (computed once)."""
+        if getattr(self, "_data_fingerprint", None) is None:
+            self._data_fingerprint = self.data_fingerprint()
+        return {"task": self.name, "data_version": self.data_version, "options": dict(self.opts),
+                **self._data_fingerprint}
+
+    def data_fingerprint(self) -> dict[str, Any]:
+        """What identifies the data besides the task's name, ``data_version`` and options: for the files
+        a task reads, ``files_fingerprint`` of them; for generated data, the generator and its
+        parameters. Nothing by default (data that the options and the version determine)."""
+        return {}
 
     @abstractmethod
     def setup(self) -> None:

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 import tasks
+from conftest import record_file
 from harness.cli import main
 from tasks import DatasetError, DatasetNotFoundError, create_task
 from tasks.language.lm import stdlib_files
@@ -167,10 +168,10 @@ def test_language_run_end_to_end(tmp_path, capsys):
     lm = df[df["task"] == "pystdlib"]
     assert set(lm["metric"]) == {"loss"} and not lm["higher_is_better"].any()
     assert list(lm["rank"]) == [1, 2] and lm["metric_mean"].is_monotonic_increasing  # lower loss ranks first
-    record = json.loads((out / "runs/language/reverse/transformer-tiny-seed0.json").read_text())
+    record = json.loads(record_file(out / "runs/language/reverse/transformer-tiny-seed0.json").read_text())
     assert {"exact_match", "token_accuracy", "long_exact_match"} <= set(record["test"])
     assert len(record["examples"]["decoded"]) == 5
-    gpt = json.loads((out / "runs/language/pystdlib/gpt-tiny-seed0.json").read_text())
+    gpt = json.loads(record_file(out / "runs/language/pystdlib/gpt-tiny-seed0.json").read_text())
     assert len(gpt["examples"]["sample"]) == 300 and gpt["config"]["task_options"]["block_size"] == 16
     capsys.readouterr()
     assert main(["examples", "--task", "pystdlib", "--out", str(out)]) == 0

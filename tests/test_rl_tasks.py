@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import record_file
 from harness.cli import main
 from tasks import create_task, list_tasks
 from tasks.rl.dataset import ENVS
@@ -96,5 +97,5 @@ def test_rl_run_end_to_end(tmp_path, capsys):
     assert set(df["metric"]) == {"normalized_return"}
     curve = pd.read_csv(out / "return_conditioning_rl.csv")
     assert len(curve) == 4 * 6 and {"target_return", "achieved_return", "achieved_normalized"} <= set(curve.columns)
-    record = json.loads((out / "runs/rl/pendulum-mixed/decision_transformer-tiny-seed0.json").read_text())
+    record = json.loads(record_file(out / "runs/rl/pendulum-mixed/decision_transformer-tiny-seed0.json").read_text())
     assert np.isfinite(record["test"]["return_mean"]) and record["test"]["return_mean"] < 0  # Pendulum costs

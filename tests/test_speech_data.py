@@ -490,3 +490,12 @@ def test_audio_folder_end_to_end_with_the_harness(tmp_path, capsys):
     df = pd.read_csv(out / "leaderboard_speech.csv")
     assert list(df["task"]) == ["audio_folder"] and list(df["model"]) == ["conformer"]
     assert 0 <= df["metric_mean"].iloc[0] <= 1 and not math.isnan(df["metric_mean"].iloc[0])
+
+
+def test_speech_commands_fingerprint_covers_the_clips_and_split_lists(commands):
+    task = create_task("speech_commands", data_dir=commands["root"], labels=12)
+    task.setup()
+    fingerprint = task.fingerprint()
+    noise = len(list((commands["base"] / "_background_noise_").glob("*.wav")))
+    assert fingerprint["files"] == len(commands["files"]) + noise + 2  # clips, noise recordings, two lists
+    assert fingerprint == create_task("speech_commands", data_dir=commands["root"], labels=12).fingerprint()

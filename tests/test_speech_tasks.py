@@ -223,4 +223,4 @@ def test_bad_speech_task_options_are_one_line_errors(data_dir, capsys):
     from harness.cli import main
     assert main(["run", "speech", "--tasks", "synth_digits", "--task-opt", "beam_size=0",
                  "--data-dir", str(data_dir)]) == 2
-    assert "beam_size must be >= 1" in capsys.readouterr().err
+    assert "option beam_size must be an integer >= 1, got 0" in capsys.readouterr().err

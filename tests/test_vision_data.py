@@ -569,6 +569,22 @@ def test_image_folder_without_images_raises_dataset_not_found(tmp_path, layout):
         create_task("image_folder", data_dir=root).setup()
 
 
+def test_torchvision_fingerprints_cover_the_files_torchvision_reads(tmp_path, cifar_without_md5):
+    _write_mnist(tmp_path, "MNIST")
+    _write_cifar10(tmp_path)
+    for name, files, read in (("mnist", 4, "MNIST/raw/t10k-labels-idx1-ubyte"),
+                              ("cifar10", 7, "cifar-10-batches-py/test_batch")):
+        task = create_task(name, data_dir=tmp_path)
+        task.setup()
+        fingerprint = task.fingerprint()
+        assert fingerprint["files"] == files and fingerprint["bytes"] > 0, name
+        (tmp_path / "MNIST" / "notes.txt").write_text("not read")  # changes nothing
+        assert create_task(name, data_dir=tmp_path).fingerprint() == fingerprint
+        with open(tmp_path / read, "ab") as f:  # a file torchvision reads, changed
+            f.write(b"\0")
+        assert create_task(name, data_dir=tmp_path).fingerprint()["digest"] != fingerprint["digest"], name
+
+
 def test_unknown_task_option_is_rejected(tmp_path):
     with pytest.raises(RegistryError, match="img_size") as info:
         create_task("image_folder", data_dir=tmp_path, img_size=16)

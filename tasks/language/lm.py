@@ -14,10 +14,12 @@ covers fixed, non-overlapping windows of the validation text.
 
 from __future__ import annotations
 
+import platform
 import sysconfig
 import urllib.request
 import zlib
 from abc import abstractmethod
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar, Iterable, Iterator
 
@@ -26,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..base import Batch, Budget, DatasetError, DatasetNotFoundError, Task, register_task
+from ..base import Batch, Budget, DatasetError, DatasetNotFoundError, Option, Task, files_fingerprint, register_task
 
 LN2 = float(np.log(2.0))
 
@@ -40,7 +42,9 @@ class CharLMTask(Task):
     metric = "loss"
     higher_is_better = False
     metric_units = {"bpc": "bits per character"}
-    options = {"block_size": 128, "eval_chars": 200_000}  # eval_chars: validation characters scored at the end
+    options = {"block_size": Option(128, minimum=1, help="characters of context (the model's block size)"),
+               "eval_chars": Option(200_000, minimum=1, help="validation characters scored at the end (rounded up "
+                                                             "to whole windows of block_size)")}
     budget = Budget(steps=600, batch_size=32)
     default_seeds = 1  # the whole default language run must fit 10 minutes of a 2-core CPU
     eval_interval: ClassVar[int] = 100  # steps between validations
@@ -56,12 +60,21 @@ class CharLMTask(Task):
     def _texts(self) -> tuple[str, str]:
         """The training text and the validation text."""
 
+    def _source(self) -> str:
+        """Where the text comes from, for error messages."""
+        return f"the {self.name} corpus"
+
     def setup(self) -> None:
         if self.data:
             return
         train, val = self._texts()
-        if len(val) < self.opts["block_size"] + 2 or len(train) < self.opts["block_size"] + 2:
-            raise DatasetError(f"{self.name}: the text is too short for block_size {self.opts['block_size']}")
+        need = self.opts["block_size"] + 2
+        if not train and not val:
+            raise DatasetError(f"{self.name}: {self._source()} is empty")
+        if len(val) < need or len(train) < need:
+            raise DatasetError(f"{self.name}: {self._source()} is too short for block_size {need - 2}: its training "
+                               f"part has {len(train)} characters and its validation part {len(val)}, each needs "
+                               f"at least block_size + 2 = {need}")
         self.chars = sorted(set(train) | set(val))  # nanoGPT's character vocabulary
         codes = np.array([ord(c) for c in self.chars], dtype=np.uint32)
         for split, text in (("train", train), ("val", val)):
@@ -157,13 +170,25 @@ class PyStdlib(CharLMTask):
     def _texts(self) -> tuple[str, str]:
         root = Path(sysconfig.get_paths()["stdlib"])
         train, val = [], []
-        for path in stdlib_files():
+        self.files = stdlib_files()
+        for path in self.files:
             rel = path.relative_to(root).as_posix()
             text = path.read_bytes().decode("utf-8", errors="replace")
             (val if zlib.crc32(rel.encode()) % 10 == 0 else train).append(text)
         if not train or not val:
             raise DatasetNotFoundError(f"pystdlib: no standard library sources under {root}")
         return "".join(train), "".join(val)
+
+    def _source(self) -> str:
+        return f"the standard library under {sysconfig.get_paths()['stdlib']}"
+
+    def data_fingerprint(self) -> dict[str, Any]:
+        """This Python's version and its standard library files' names and sizes (not their times: an
+        installed library is the same data on every machine that has this version)."""
+        self.setup()
+        root = Path(sysconfig.get_paths()["stdlib"])
+        return {"python": platform.python_version(), "implementation": platform.python_implementation(),
+                **files_fingerprint(root, self.files, times=False)}
 
 
 @register_task
@@ -172,10 +197,20 @@ class TinyShakespeare(CharLMTask):
     description = "Tiny Shakespeare (1,115,394 chars), nanoGPT's 90/10 split; --download"
     url: ClassVar[str] = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
     budget = Budget(steps=2000, batch_size=12)  # nanoGPT's CPU recipe: 4x128, block 64, batch 12, 2000 iters
-    options = {"block_size": 64, "eval_chars": 200_000}
+    options = {**CharLMTask.options, "block_size": replace(CharLMTask.options["block_size"], default=64)}
+
+    @property
+    def path(self) -> Path:
+        return self.data_dir / "tinyshakespeare" / "input.txt"
+
+    def _source(self) -> str:
+        return str(self.path)
+
+    def data_fingerprint(self) -> dict[str, Any]:
+        return files_fingerprint(self.data_dir, [self.path])
 
     def _texts(self) -> tuple[str, str]:
-        path = self.data_dir / "tinyshakespeare" / "input.txt"
+        path = self.path
         if not path.exists():
             if not self.download:
                 raise DatasetNotFoundError(f"tinyshakespeare: no {path}; add --download to fetch it, or point "
@@ -194,9 +229,18 @@ class TextFile(CharLMTask):
     name = "text_file"
     description = "your own text file as a character corpus (--data-dir PATH/TO/FILE), 90/10 split"
 
+    def _source(self) -> str:
+        return str(self.data_dir)
+
+    def data_fingerprint(self) -> dict[str, Any]:
+        return files_fingerprint(self.data_dir.parent, [self.data_dir])
+
     def _texts(self) -> tuple[str, str]:
         if not self.data_dir.is_file():
             raise DatasetNotFoundError(f"text_file: {self.data_dir} is not a file; pass --data-dir PATH/TO/FILE.txt")
-        text = self.data_dir.read_text(encoding="utf-8", errors="replace")
+        try:
+            text = self.data_dir.read_text(encoding="utf-8", errors="replace")
+        except OSError as e:
+            raise DatasetError(f"text_file: cannot read {self.data_dir} ({e.strerror or e})") from None
         n = int(len(text) * 0.9)
         return text[:n], text[n:]

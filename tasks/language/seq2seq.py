@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..base import Batch, Budget, DecodedExamples, Task, TensorBatches, register_task
+from ..base import Batch, Budget, DecodedExamples, Option, Task, TensorBatches, register_task
 from .seq2seq_data import make_splits, vocabulary
 
 PAD, BOS, EOS = 0, 1, 2
@@ -30,8 +30,10 @@ class Seq2SeqTask(DecodedExamples, Task):
     target = 0.9  # validation exact match: time_to_target_s
     offline = default = True
     eval_splits = ("test", "long")
-    options = {"label_smoothing": 0.0}  # e.g. 0.1, the paper's
+    options = {"label_smoothing": Option(0.0, minimum=0, below=1, help="label smoothing of the loss, e.g. 0.1 "
+                                                                          "(the Transformer paper's)")}
     sizes: ClassVar[dict[str, int]] = {"n_train": 40_000, "n_val": 500, "n_test": 2_000, "n_long": 1_000}
+    seed: ClassVar[int] = 0  # of the generator
     budget = Budget(steps=500, batch_size=128)
     default_seeds = 1
 
@@ -44,7 +46,7 @@ class Seq2SeqTask(DecodedExamples, Task):
             return
         self.tokens = SPECIALS + vocabulary(self.name)
         self.index = {t: i for i, t in enumerate(self.tokens)}
-        self.pairs = make_splits(self.name, seed=0, **self.sizes)
+        self.pairs = make_splits(self.name, seed=self.seed, **self.sizes)
         self.max_src = max(len(s) for pairs in self.pairs.values() for s, _ in pairs)
         self.max_tgt = max(len(t) for pairs in self.pairs.values() for _, t in pairs)
         for split, pairs in self.pairs.items():
@@ -52,6 +54,10 @@ class Seq2SeqTask(DecodedExamples, Task):
                 self.tensors[split] = self._encode(pairs)
         if not self.pairs.get("long"):
             self.eval_splits = ("test",)
+
+    def data_fingerprint(self) -> dict[str, Any]:
+        """The generator (``seq2seq_data``'s, by task name), its seed and split sizes."""
+        return {"generator": f"seq2seq_data.{self.name}", "seed": self.seed, **self.sizes}
 
     def _encode(self, pairs: list[tuple[str, str]]) -> tuple[Tensor, Tensor]:
         src = torch.full((len(pairs), self.max_src), PAD, dtype=torch.long)

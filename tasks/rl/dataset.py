@@ -60,7 +60,7 @@ import hashlib
 import io
 import json
 import os
-import tempfile
+import secrets
 import warnings
 import zlib
 from pathlib import Path
@@ -312,8 +312,11 @@ def summary(data: Dataset) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------
 
 def _atomic_write(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to a temporary file next to ``path``, then ``os.replace`` it onto ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write ``payload`` to a temporary file next to ``path``, then ``os.replace`` it onto ``path``. The
+    file is created as ``open`` would (0666 less the umask, e.g. 0644), not 0600 as ``mkstemp``'s are,
+    so that a --data-dir shared between users stays readable by all of them."""
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(8)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the kernel applies the umask
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(payload)

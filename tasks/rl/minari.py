@@ -62,7 +62,7 @@ from typing import Any, ClassVar, Iterator
 import gymnasium as gym
 import numpy as np
 
-from ..base import DatasetError, DatasetNotFoundError, register_task
+from ..base import DatasetError, DatasetNotFoundError, Option, files_fingerprint, register_task
 from .dataset import episode_return
 from .tasks import OfflineRLTask
 
@@ -162,7 +162,7 @@ class MinariTask(OfflineRLTask):
     default = False
     description = ("a Minari dataset (--dataset ID, e.g. mujoco/hopper/medium-v0) rolled out in its recovered "
                    f"environment; needs {INSTALL_HINT}, --download fetches it")
-    options = {"dataset": "mujoco/hopper/medium-v0", "context_len": 20, "eval_episodes": 10}
+    options = {"dataset": Option("mujoco/hopper/medium-v0", help="the Minari dataset id"), **OfflineRLTask.options}
     random_episodes: ClassVar[int] = 5  # random-policy episodes for the reference score (no ref_min_score)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -276,6 +276,12 @@ class MinariTask(OfflineRLTask):
         info["return_scale"] = float(min(DT_RETURN_SCALE, max(magnitude, 1.0)))
         info["target_return"] = float(ref_max) if ref_max is not None else float(data["episode_returns"].max())
         return info
+
+    def data_fingerprint(self) -> dict[str, Any]:
+        """The dataset's files (under its ``storage.data_path``), besides the id among the options."""
+        root = Path(self._dataset().storage.data_path)
+        files = [p for p in root.rglob("*") if p.is_file()]
+        return files_fingerprint(root, files)  # (not the generated datasets' recipe)
 
     # ------------------------------------------------------------------------------ environment
     def _dataset(self) -> Any:

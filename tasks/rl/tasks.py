@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..base import Batch, Budget, Task, register_task
-from .dataset import ENVS, load_or_make, reference_scores
+from ..base import Batch, Budget, Option, Task, register_task
+from .dataset import ENVS, FORMAT_VERSION, default_episodes, load_or_make, reference_scores
 
 TEST_SEED, VAL_SEED, CURVE_SEED = 10_000, 20_000, 30_000
 
@@ -45,7 +45,8 @@ class OfflineRLTask(Task):
     offline = True
     env_id: ClassVar[str]
     quality: ClassVar[str]
-    options = {"context_len": 20, "eval_episodes": 10}
+    options = {"context_len": Option(20, minimum=1, help="steps of history a model sees (K)"),
+               "eval_episodes": Option(10, minimum=1, help="fixed-seed episodes rolled out for the test score")}
     budget = Budget(steps=1000, batch_size=64)
     default_seeds = 1  # the default rl run (4 tasks x 4 models, rollouts included) must fit 10 CPU minutes
     eval_interval: ClassVar[int] = 250
@@ -65,6 +66,13 @@ class OfflineRLTask(Task):
 
     def make_env(self) -> gym.Env:
         return gym.make(self.env_id)
+
+    def data_fingerprint(self) -> dict[str, Any]:
+        """The generated dataset's recipe: environment, behaviour quality, seed, episodes, the format
+        version of ``tasks.rl.dataset`` and the gymnasium that rolled it out."""
+        return {"env_id": self.env_id, "quality": self.quality, "seed": 0,
+                "episodes": default_episodes(self.env_id, self.quality), "format_version": FORMAT_VERSION,
+                "gymnasium": gym.__version__}
 
     def reference_scores(self) -> dict[str, float]:
         """The returns that normalise to 0 (random) and 100 (expert)."""

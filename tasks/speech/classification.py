@@ -13,8 +13,8 @@ from typing import Any, ClassVar, Iterable
 import torch
 from torch import Tensor
 
-from ..base import Batch, Budget, ClassificationTask, TensorBatches
-from .features import SAMPLE_RATE, SpecAugment, fit_length, log_mel_features, normalise, read_wav
+from ..base import Batch, Budget, ClassificationTask, Option, TensorBatches
+from .features import N_MELS, SAMPLE_RATE, SPEC_AUGMENT, SpecAugment, fit_length, log_mel_features, normalise, read_wav
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class AudioClassificationTask(ClassificationTask):
 
     domain = "speech"
     modality = "audio"
-    options: ClassVar[dict[str, Any]] = {"n_mels": 40, "spec_augment": True}
+    options: ClassVar[dict[str, Any]] = {"n_mels": N_MELS, "spec_augment": SPEC_AUGMENT}
     budget = Budget(epochs=4, batch_size=64)
     default_seeds = 1
     held = ("features", "labels")
@@ -48,6 +48,7 @@ class AudioClassificationTask(ClassificationTask):
         self.classes: list[str] = []
         self.augment = SpecAugment() if self.opts["spec_augment"] else None
         self._recordings: dict[Path, Tensor] = {}  # whole recordings that windows are cut from
+        self.files: list[Path] = []  # the sound files setup read (each once), for a file-backed fingerprint
 
     @abstractmethod
     def _manifest(self) -> dict[str, tuple[list[Clip], Tensor]]:
@@ -84,7 +85,9 @@ class AudioClassificationTask(ClassificationTask):
             return
         features, labels = {}, {}
         try:
-            for split, (clips, split_labels) in self._manifest().items():
+            manifest = self._manifest()
+            self.files = sorted({clip.path for clips, _ in manifest.values() for clip in clips})
+            for split, (clips, split_labels) in manifest.items():
                 feats = None
                 for start in range(0, len(clips), self.chunk_size):
                     waves = self._waves(clips[start:start + self.chunk_size])  # (n, S)

@@ -21,7 +21,8 @@
   ``ROOT/<class>/*.wav`` tree split 80/10/10 per class (:func:`stratified_holdout`).
   Class folders are sorted by name and searched recursively for ``.wav`` files; stereo is averaged
   to mono, other rates are resampled to 16 kHz (``torchaudio.functional.resample``), every clip is
-  padded with zeros or cropped to ``clip_seconds`` (default 1.0).
+  padded with zeros or cropped to ``clip_seconds`` (default 1.0). Fewer than two classes or a split
+  left empty is a ``DatasetError`` at ``setup``.
 
 Both read audio with ``soundfile`` (torchaudio 2.11's own ``load`` needs torchcodec); clips shorter
 than the clip length are zero-padded on the right and longer ones keep their beginning, as the
@@ -31,7 +32,6 @@ are :class:`tasks.speech.classification.AudioClassificationTask`'s.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..base import DatasetError, DatasetNotFoundError, register_task
+from ..base import DatasetError, DatasetNotFoundError, Option, files_fingerprint, register_task
 from .classification import AudioClassificationTask, Clip
 from .features import SAMPLE_RATE, WINDOW
 from .synth import SPEECH_COMMANDS_WORDS
@@ -78,17 +78,18 @@ class SpeechCommands(AudioClassificationTask):
 
     name = "speech_commands"
     description = "Google Speech Commands v2 (Warden 2018), 35 words or labels=12; --download"
-    options = {**AudioClassificationTask.options, "labels": 35}
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        if self.opts["labels"] not in (35, 12):
-            raise ValueError(f"labels must be 35 (every word) or 12 (ten keywords, {UNKNOWN}, {SILENCE}), "
-                             f"got {self.opts['labels']}")
+    options = {**AudioClassificationTask.options, "labels": Option(
+        35, choices=(35, 12), help=f"35: every word; 12: ten keywords, {UNKNOWN} and {SILENCE}")}
 
     @property
     def folder(self) -> Path:
         return self.data_dir / ARCHIVE_FOLDER / VERSION
+
+    def data_fingerprint(self) -> dict[str, Any]:
+        """The clips read and the official split lists."""
+        self.setup()
+        lists = [self.folder / name for name in ("validation_list.txt", "testing_list.txt")]
+        return files_fingerprint(self.data_dir, [*self.files, *lists])
 
     def _subset(self, subset: str) -> list[tuple[Path, str, str]]:
         """(path, word, speaker) of every clip of a torchaudio subset, in its order, audio unread."""
@@ -165,26 +166,27 @@ class AudioFolder(AudioClassificationTask):
 
     name = "audio_folder"
     description = "your own wav files in class folders (--data-dir PATH); mono 16 kHz, clip_seconds long"
-    options = {**AudioClassificationTask.options, "clip_seconds": 1.0}
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        seconds, shortest = self.opts["clip_seconds"], WINDOW / SAMPLE_RATE
-        if not (math.isfinite(seconds) and seconds >= shortest):
-            raise ValueError(f"clip_seconds must be a number of seconds >= {shortest} (one 25 ms window), "
-                             f"got {seconds}")
+    options = {**AudioClassificationTask.options, "clip_seconds": Option(
+        1.0, minimum=WINDOW / SAMPLE_RATE, help="seconds every clip is padded or cropped to (at least one 25 ms window)")}
 
     def clip_samples(self) -> int:
         return round(self.opts["clip_seconds"] * SAMPLE_RATE)
 
+    def data_fingerprint(self) -> dict[str, Any]:
+        self.setup()
+        return files_fingerprint(self.data_dir, self.files)
+
     def _manifest(self) -> dict[str, tuple[list[Clip], Tensor]]:
         root = self.data_dir
+        if root.exists() and not root.is_dir():
+            raise DatasetError(f"audio_folder: {root} is a file, not a folder; point --data-dir at a folder of class "
+                               f"folders of wav files (ROOT/<class>/*.wav or ROOT/train/<class>/*.wav)")
         if not root.is_dir():
             raise DatasetNotFoundError(f"audio_folder: no folder {root}; point --data-dir at a folder of class "
                                        f"folders of wav files (ROOT/<class>/*.wav or ROOT/train/<class>/*.wav)")
         train_dir, val_dir, test_dir = root / "train", root / "val", root / "test"
         if train_dir.is_dir() and (val_dir.is_dir() or test_dir.is_dir()):
-            files, labels, self.classes = self._scan(train_dir)
+            files, labels, self.classes = self._scan_training(train_dir)
             held_out = test_dir if test_dir.is_dir() else val_dir
             splits = {"test": self._scan_like(held_out)}
             if held_out is test_dir and val_dir.is_dir():
@@ -193,7 +195,7 @@ class AudioFolder(AudioClassificationTask):
                 keep, val = stratified_holdout(labels, 0.1)
                 splits["train"], splits["val"] = _pick(files, labels, keep), _pick(files, labels, val)
         else:  # one tree: 10% of every class to test, then 10% of the whole (1/9 of the rest) to val
-            files, labels, self.classes = self._scan(train_dir if train_dir.is_dir() else root)
+            files, labels, self.classes = self._scan_training(train_dir if train_dir.is_dir() else root)
             rest, test = stratified_holdout(labels, 0.1)
             files_rest, labels_rest = _pick(files, labels, rest)
             keep, val = stratified_holdout(labels_rest, 1 / 9)
@@ -224,6 +226,14 @@ class AudioFolder(AudioClassificationTask):
                 raise DatasetError(f"audio_folder: class folder {folder / name} has no .wav files")
             files += found
             labels += [label] * len(found)
+        return files, labels, classes
+
+    @classmethod
+    def _scan_training(cls, folder: Path) -> tuple[list[Path], list[int], list[str]]:
+        files, labels, classes = cls._scan(folder)
+        if len(classes) < 2:
+            raise DatasetError(f"audio_folder: {folder} has {len(classes)} class folder ({', '.join(classes)}); "
+                               f"classification needs at least two")
         return files, labels, classes
 
     def _scan_like(self, folder: Path) -> tuple[list[Path], list[int]]:

@@ -19,11 +19,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..base import DatasetError
+from ..base import DatasetError, Option
 
 SAMPLE_RATE = 16000
 HOP = 160  # 10 ms
 WINDOW = 400  # 25 ms
+MAX_MELS = 89  # the most mel bins a 400-point FFT at 16 kHz fills: from 90 on, some mel filters are all zero
+N_MELS = Option(40, minimum=1, maximum=MAX_MELS, help="log-mel bins per frame")
+SPEC_AUGMENT = Option(True, help="mask random frequency bands and time spans of training features")
 
 
 class LogMel(nn.Module):

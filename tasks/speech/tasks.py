@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..base import DatasetError, register_task
+from ..base import DatasetError, Option, register_task
 from . import synth as ss
 from .classification import AudioClassificationTask, Clip
 from .features import read_wav
@@ -48,13 +48,28 @@ def require_synthesis(task: str) -> None:
             raise DatasetError(f"{task} needs the speech extra ({module} is missing): pip install -e '.[speech]'")
 
 
+def synth_recipe(generator: type) -> dict[str, Any]:
+    """What a synthesised dataset is besides the task's options: the generator and its format version."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        engine = version("espeakng-loader")  # the bundled espeak-ng: another build may speak differently
+    except PackageNotFoundError:
+        engine = None
+    return {"generator": f"synth.{generator.__name__}", "format_version": ss.FORMAT_VERSION, "espeakng_loader": engine}
+
+
 @register_task
 class SynthCommands(AudioClassificationTask):
     name = "synth_commands"
     target = 0.90
     description = "the 35 Speech Commands words spoken by espeak-ng; test on unseen voices; offline"
     offline = default = True
-    options = {**AudioClassificationTask.options, "clips_per_voice": 5, "seed": 0}
+    options = {**AudioClassificationTask.options, "clips_per_voice": Option(5, minimum=1, help="clips of each word "
+                                                                                            "per voice"),
+               "seed": Option(0, minimum=0, help="seed of the synthesis parameters")}
+
+    def data_fingerprint(self) -> dict[str, Any]:
+        return synth_recipe(ss.KeywordClips)
 
     def _manifest(self) -> dict[str, tuple[list[Clip], Tensor]]:
         require_synthesis(self.name)
@@ -72,7 +87,12 @@ class SynthDigits(TranscriptionTask):
     target = 0.05  # validation WER
     description = "strings of 1-7 digits spoken by espeak-ng; WER on unseen voices; offline"
     offline = default = True
-    options = {**TranscriptionTask.options, "utterances_per_voice": 40, "seed": 0}
+    options = {**TranscriptionTask.options, "utterances_per_voice": Option(40, minimum=1, help="digit strings "
+                                                                                             "per voice"),
+               "seed": SynthCommands.options["seed"]}
+
+    def data_fingerprint(self) -> dict[str, Any]:
+        return synth_recipe(ss.DigitStrings)
 
     def _load(self) -> dict[str, tuple[list[Tensor], list[str]]]:
         require_synthesis(self.name)

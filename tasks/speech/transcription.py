@@ -17,8 +17,8 @@ from torch import Tensor, nn
 from zoo.core import lengths_to_padding_mask
 from zoo.core.decoding import ctc_beam_search, ctc_greedy_decode
 
-from ..base import Batch, Budget, DecodedExamples, Task, TensorBatches
-from .features import SpecAugment, log_mel_features, normalise
+from ..base import Batch, Budget, DecodedExamples, Option, Task, TensorBatches
+from .features import N_MELS, SPEC_AUGMENT, SpecAugment, log_mel_features, normalise
 
 BLANK = PAD = 0  # CTC blank and decoder padding share id 0
 BOS, EOS = 1, 2
@@ -43,7 +43,8 @@ class TranscriptionTask(DecodedExamples, Task):
     metric = "wer"
     higher_is_better = False
     metric_units = {"wer": "word error rate", "cer": "character error rate"}
-    options: ClassVar[dict[str, Any]] = {"n_mels": 40, "spec_augment": True, "beam_size": 1}
+    options: ClassVar[dict[str, Any]] = {"n_mels": N_MELS, "spec_augment": SPEC_AUGMENT, "beam_size": Option(
+        1, minimum=1, help="beam width of the decoding at evaluation (1: greedy / best path)")}
     budget = Budget(epochs=6, batch_size=32)
     default_seeds = 1
 
@@ -56,8 +57,6 @@ class TranscriptionTask(DecodedExamples, Task):
         self.texts: dict[str, list[str]] = {}
         self.words: list[str] = []
         self.augment = SpecAugment() if self.opts["spec_augment"] else None
-        if self.opts["beam_size"] < 1:
-            raise ValueError(f"beam_size must be >= 1, got {self.opts['beam_size']}")
 
     @abstractmethod
     def _load(self) -> dict[str, tuple[list[Tensor], list[str]]]:

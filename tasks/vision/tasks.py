@@ -6,7 +6,8 @@
   only with ``--download``. CIFAR-10 trains with the standard random crop (padding 4) and flip.
 - ``image_folder``: your own images, one folder per class (torchvision ``ImageFolder``), e.g.
   ``--task image_folder --data-dir PATH``; ``train/`` and ``val/``/``test/`` sub-folders are used
-  as given, otherwise the images are split 70/10/20, stratified.
+  as given, otherwise the images are split 70/10/20, stratified. Fewer than two classes, a split left
+  empty, or a file that is not an image is a ``DatasetError`` at ``setup``.
 
 Images are held in memory as uint8 tensors and batched without a DataLoader; each batch is converted
 to float and normalised on the fly (and augmented, for training, where the task says so).
@@ -23,10 +24,11 @@ import torch
 from sklearn.model_selection import train_test_split
 from torch import Tensor
 from torchvision import datasets
+from PIL import Image
 from torchvision.transforms import v2
 
-from ..base import (Batch, Budget, ClassificationTask, DatasetError, DatasetNotFoundError, TensorBatches,
-                   register_task)
+from ..base import (Batch, Budget, ClassificationTask, DatasetError, DatasetNotFoundError, Option, TensorBatches,
+                   files_fingerprint, register_task)
 
 
 def stratified_split(labels: np.ndarray, val: float, test: float, seed: int = 0) -> dict[str, np.ndarray]:
@@ -136,6 +138,10 @@ class TorchvisionTask(ImageClassificationTask):
 
     dataset: ClassVar[Callable[..., Any]]
     folder: ClassVar[str]  # what torchvision creates under the data dir, for the error message
+    files: ClassVar[tuple[str, ...]]  # the files torchvision reads, relative to the data dir (the fingerprint's)
+
+    def data_fingerprint(self) -> dict[str, Any]:
+        return files_fingerprint(self.data_dir, [self.data_dir / f for f in self.files])
 
     def _open(self, train: bool) -> Any:
         try:
@@ -163,11 +169,18 @@ class TorchvisionTask(ImageClassificationTask):
         return data.contiguous(), torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)
 
 
+def _idx_files(folder: str) -> tuple[str, ...]:
+    """The four raw IDX files that torchvision's MNIST-like datasets read from ``folder/raw``."""
+    return tuple(f"{folder}/raw/{split}-{part}" for split in ("train", "t10k")
+                 for part in ("images-idx3-ubyte", "labels-idx1-ubyte"))
+
+
 @register_task
 class MNIST(TorchvisionTask):
     name = "mnist"
     description = "MNIST handwritten digits (60k/10k, 28x28); --download"
     dataset, folder = datasets.MNIST, "MNIST"
+    files = _idx_files("MNIST")
     budget = Budget(epochs=5, batch_size=128)
     mean, std = (0.1307,), (0.3081,)
 
@@ -177,6 +190,7 @@ class FashionMNIST(TorchvisionTask):
     name = "fashion_mnist"
     description = "Fashion-MNIST clothing images (60k/10k, 28x28); --download"
     dataset, folder = datasets.FashionMNIST, "FashionMNIST"
+    files = _idx_files("FashionMNIST")
     budget = Budget(epochs=10, batch_size=128)
     mean, std = (0.2860,), (0.3530,)
 
@@ -186,6 +200,8 @@ class CIFAR10(TorchvisionTask):
     name = "cifar10"
     description = "CIFAR-10 (50k/10k, 32x32 RGB), random crop + flip; --download"
     dataset, folder = datasets.CIFAR10, "cifar-10-batches-py"
+    files = tuple(f"cifar-10-batches-py/{name}" for name in
+                  (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta"))
     budget = Budget(epochs=30, batch_size=128)
     augment = True
     label_smoothing = 0.1
@@ -196,10 +212,19 @@ class CIFAR10(TorchvisionTask):
 class ImageFolder(ImageClassificationTask):
     name = "image_folder"
     description = "your own images in class folders (--data-dir PATH); resized to image_size"
-    options = {"image_size": 32}
+    options = {"image_size": Option(32, minimum=1, help="pixels of the side every image is resized and "
+                                                          "centre-cropped to")}
     budget = Budget(epochs=30, batch_size=64)
     augment = True
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet's
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.files: list[Path] = []  # every image read, for the fingerprint
+
+    def data_fingerprint(self) -> dict[str, Any]:
+        self.setup()
+        return files_fingerprint(self.data_dir, self.files)
 
     def _read(self, root: Path) -> tuple[Tensor, Tensor, list[str]]:
         size = self.opts["image_size"]
@@ -208,27 +233,56 @@ class ImageFolder(ImageClassificationTask):
             ds = datasets.ImageFolder(str(root), transform=transform)
         except (FileNotFoundError, RuntimeError) as e:  # no folder, or folders without images
             raise DatasetNotFoundError(f"image_folder: no images in class folders under {root} ({e})") from e
-        images = torch.stack([img.expand(3, -1, -1) if img.shape[0] == 1 else img[:3] for img, _ in ds])
-        return images, torch.as_tensor(ds.targets, dtype=torch.int64), ds.classes
+        images = []
+        for i, (path, _) in enumerate(ds.samples):
+            try:
+                img, _ = ds[i]
+            except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:  # PIL's errors
+                raise DatasetError(f"image_folder: cannot read {path} as an image ({e})") from None
+            images.append(img.expand(3, -1, -1) if img.shape[0] == 1 else img[:3])
+        self.files += [Path(path) for path, _ in ds.samples]
+        return torch.stack(images), torch.as_tensor(ds.targets, dtype=torch.int64), ds.classes
 
     def _load(self) -> None:
         """train/ + test/ (+ val/), or train/ + val/ (val/ is then the test split), or one folder to split."""
-        root = self.data_dir
+        root, self.files = self.data_dir, []
+        if root.exists() and not root.is_dir():
+            raise DatasetError(f"image_folder: {root} is a file, not a folder; point --data-dir at a folder of "
+                               f"class folders of images (ROOT/<class>/*.png or ROOT/train/<class>/...)")
         train_dir = root / "train"
         val_dir, test_dir = root / "val", root / "test"
         if train_dir.is_dir() and (val_dir.is_dir() or test_dir.is_dir()):
             held_out = test_dir if test_dir.is_dir() else val_dir
-            x_train, y_train, self.classes = self._read(train_dir)
+            x_train, y_train, self.classes = self._read_training(train_dir)
             self._set_split("test", *self._read_like(held_out))
             if held_out is test_dir and val_dir.is_dir():
                 self._set_split("train", x_train, y_train)
                 self._set_split("val", *self._read_like(val_dir))
             else:
-                split = stratified_split(y_train.numpy(), val=0.1, test=0.0)
+                split = self._split(train_dir, y_train, test=0.0)
                 self._set_splits(x_train, y_train, {k: v for k, v in split.items() if k != "test"})
         else:
-            images, labels, self.classes = self._read(train_dir if train_dir.is_dir() else root)
-            self._set_splits(images, labels, stratified_split(labels.numpy(), val=0.1, test=0.2))
+            folder = train_dir if train_dir.is_dir() else root
+            images, labels, self.classes = self._read_training(folder)
+            self._set_splits(images, labels, self._split(folder, labels, test=0.2))
+        for split, labels in self.labels.items():
+            if not len(labels):
+                raise DatasetError(f"image_folder: the {split} split of {root} is empty; add images, or give "
+                                   f"train/ with val/ or test/ folders")
+
+    def _read_training(self, folder: Path) -> tuple[Tensor, Tensor, list[str]]:
+        images, labels, classes = self._read(folder)
+        if len(classes) < 2:
+            raise DatasetError(f"image_folder: {folder} has {len(classes)} class folder ({', '.join(classes)}); "
+                               f"classification needs at least two")
+        return images, labels, classes
+
+    @staticmethod
+    def _split(folder: Path, labels: Tensor, test: float) -> dict[str, np.ndarray]:
+        try:
+            return stratified_split(labels.numpy(), val=0.1, test=test)
+        except DatasetError as e:
+            raise DatasetError(f"image_folder: {folder}: {e}") from None
 
     def _read_like(self, folder: Path) -> tuple[Tensor, Tensor]:
         images, labels, classes = self._read(folder)
