@@ -24,6 +24,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from zoo.options import DROPOUT, Range
 from zoo.registry import register_model
 
 
@@ -88,7 +89,7 @@ RESNET_PRESETS: dict[str, dict[str, Any]] = {
 
 
 @register_model("resnet", family="baseline", kinds=("classification",), modalities=("image",), lr=2e-3, weight_decay=5e-4,
-                presets=RESNET_PRESETS, width="width")
+                presets=RESNET_PRESETS, width="width", bounds={"dropout": DROPOUT})
 def resnet(spec: dict[str, Any], **cfg: Any) -> ResNet:
     """ResNet-style CNN (He et al. 2016, CIFAR variant): basic blocks, three stages."""
     channels, height, width = spec["input_shape"]
@@ -112,7 +113,8 @@ KWS_RESNET_PRESETS: dict[str, dict[str, Any]] = {
 
 
 @register_model("kws_resnet", family="baseline", kinds=("classification",), modalities=("audio",), lr=2e-3,
-                weight_decay=5e-4, presets=KWS_RESNET_PRESETS, width="width")
+                weight_decay=5e-4, presets=KWS_RESNET_PRESETS, width="width",
+                bounds={"dropout": DROPOUT, "stem_pool": Range(1, length=2)})
 def kws_resnet(spec: dict[str, Any], **cfg: Any) -> SpectrogramResNet:
     """Keyword-spotting ResNet (Tang & Lin 2018, res8/res15/res26 depths) on the spectrogram as an image."""
     return SpectrogramResNet(1, spec["num_classes"], **cfg)

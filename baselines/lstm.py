@@ -39,6 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from zoo.core.decoding import sample_next
+from zoo.options import DROPOUT
 from zoo.registry import register_model
 from zoo.trajectory import TrajectoryModel, trajectory_spec
 
@@ -109,7 +110,8 @@ LSTM_PRESETS: dict[str, dict[str, Any]] = {
 
 
 @register_model("lstm", family="baseline", kinds=("language_modeling",), lr=2e-3, weight_decay=0.0,
-                presets=LSTM_PRESETS, width="hidden_dim", width_scales=("embed_dim",), extra_flops=lstm_flops)
+                presets=LSTM_PRESETS, width="hidden_dim", width_scales=("embed_dim",), extra_flops=lstm_flops,
+                bounds={"dropout": DROPOUT})
 def lstm(spec: dict[str, Any], **cfg: Any) -> LSTMLanguageModel:
     """LSTM language model (Zaremba et al. 2014) with tied embeddings (Press & Wolf 2017)."""
     return LSTMLanguageModel(spec["vocab_size"], block_size=spec.get("block_size"), **cfg)
@@ -167,14 +169,16 @@ BILSTM_PRESETS: dict[str, dict[str, Any]] = {
 
 
 @register_model("bilstm_ctc", family="baseline", kinds=("transcription",), modalities=("audio",), lr=2e-3,
-                weight_decay=0.0, presets=BILSTM_PRESETS, width="hidden_dim", width_multiple=2, extra_flops=lstm_flops)
+                weight_decay=0.0, presets=BILSTM_PRESETS, width="hidden_dim", width_multiple=2, extra_flops=lstm_flops,
+                bounds={"dropout": DROPOUT})
 def bilstm_ctc(spec: dict[str, Any], **cfg: Any) -> BiLSTMCTC:
     """Deep bidirectional LSTM with CTC (Graves et al. 2013), x4 fewer frames by stacking and a pyramid."""
     return BiLSTMCTC(spec["input_dim"], spec["vocab_size"], blank=spec.get("blank_id", 0), **cfg)
 
 
 @register_model("lstm_classifier", family="baseline", kinds=("classification",), modalities=("audio",), lr=2e-3,
-                weight_decay=0.0, presets=BILSTM_PRESETS, width="hidden_dim", width_multiple=2, extra_flops=lstm_flops)
+                weight_decay=0.0, presets=BILSTM_PRESETS, width="hidden_dim", width_multiple=2, extra_flops=lstm_flops,
+                bounds={"dropout": DROPOUT})
 def lstm_classifier(spec: dict[str, Any], **cfg: Any) -> LSTMClassifier:
     """BiLSTM over audio features (x4 fewer frames by stacking and a pyramid), mean-pooled, linear head."""
     _, input_dim = spec["input_shape"]
@@ -224,7 +228,7 @@ DECISION_LSTM_PRESETS: dict[str, dict[str, Any]] = {
 # Training defaults: the Decision Transformer's (see zoo.decision_transformer), so that only the trunk differs.
 @register_model("decision_lstm", family="baseline", kinds=("offline_rl",), lr=1e-3, weight_decay=1e-4,
                 presets=DECISION_LSTM_PRESETS, width="hidden_dim", width_scales=("lstm_dim",),
-                extra_flops=lstm_flops)
+                extra_flops=lstm_flops, bounds={"dropout": DROPOUT})
 def decision_lstm(spec: dict[str, Any], **cfg: Any) -> DecisionLSTM:
     """Decision LSTM (Siebenborn et al. 2022): the Decision Transformer with an LSTM for its GPT."""
     return DecisionLSTM(spec["state_dim"], spec["act_dim"], **trajectory_spec(spec), **cfg)

@@ -18,6 +18,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from zoo.options import DROPOUT
 from zoo.registry import register_model
 
 
@@ -59,20 +60,24 @@ BC_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# num_layers counts the hidden layers: 0 is a linear policy (state -> action), the plainest BC there is.
+BC_BOUNDS = {"dropout": DROPOUT, "num_layers": (0, None)}
+
+
 def _bc(spec: dict[str, Any], trajectory_fraction: float, cfg: dict[str, Any]) -> BCMLP:
     return BCMLP(spec["state_dim"], spec["act_dim"], discrete=bool(spec.get("discrete", False)),
                  trajectory_fraction=trajectory_fraction, context_len=spec.get("context_len"), **cfg)
 
 
 @register_model("bc_mlp", family="baseline", kinds=("offline_rl",), lr=1e-3, weight_decay=1e-4,
-                presets=BC_PRESETS, width="hidden_dim")
+                presets=BC_PRESETS, width="hidden_dim", bounds=BC_BOUNDS)
 def bc_mlp(spec: dict[str, Any], **cfg: Any) -> BCMLP:
     """Behaviour cloning: an MLP from the current state to the action, on all trajectories."""
     return _bc(spec, 1.0, cfg)
 
 
 @register_model("bc_top10", family="baseline", kinds=("offline_rl",), lr=1e-3, weight_decay=1e-4,
-                presets=BC_PRESETS, width="hidden_dim")
+                presets=BC_PRESETS, width="hidden_dim", bounds=BC_BOUNDS)
 def bc_top10(spec: dict[str, Any], **cfg: Any) -> BCMLP:
     """%BC (Chen et al. 2021): behaviour cloning on the top 10% of trajectories by return."""
     return _bc(spec, 0.1, cfg)

@@ -45,6 +45,7 @@ from torch import Tensor, nn
 
 from zoo.core import KVCache, MultiHeadAttention, lengths_to_padding_mask
 from zoo.core.decoding import Seq2SeqDecoder
+from zoo.options import DROPOUT
 from zoo.registry import register_model
 
 from .rnn import LSTMState, PyramidalListener, RNNEncoder, TiedHead, init_lstm_, lstm_flops
@@ -216,7 +217,7 @@ SEQ2SEQ_PRESETS: dict[str, dict[str, Any]] = {
 
 @register_model("lstm_seq2seq", family="baseline", kinds=("seq2seq",), lr=2e-3, weight_decay=0.0,
                 presets=SEQ2SEQ_PRESETS, width="hidden_dim", width_multiple=(2, "num_heads"),
-                width_scales=("embed_dim",), extra_flops=lstm_flops)
+                width_scales=("embed_dim",), extra_flops=lstm_flops, bounds={"dropout": DROPOUT})
 def lstm_seq2seq(spec: dict[str, Any], **cfg: Any) -> RNNSeq2Seq:
     """LSTM encoder-decoder with global attention (Luong et al. 2015), bidirectional encoder."""
     if cfg["share_embeddings"] and spec["src_vocab_size"] != spec["tgt_vocab_size"]:
@@ -270,7 +271,7 @@ LAS_PRESETS: dict[str, dict[str, Any]] = {
 
 @register_model("las", family="baseline", kinds=("transcription",), modalities=("audio",), lr=2e-3,
                 weight_decay=0.0, presets=LAS_PRESETS, width="hidden_dim", width_multiple=(2, "num_heads"),
-                width_scales=("embed_dim",), extra_flops=lstm_flops)
+                width_scales=("embed_dim",), extra_flops=lstm_flops, bounds={"dropout": DROPOUT})
 def las(spec: dict[str, Any], **cfg: Any) -> ListenAttendSpell:
     """Listen, Attend and Spell (Chan et al. 2016): pyramidal BiLSTM listener, attentional LSTM speller."""
     return ListenAttendSpell(spec["input_dim"], spec["vocab_size"], pad_id=spec["pad_id"], bos_id=spec["bos_id"],

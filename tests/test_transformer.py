@@ -200,6 +200,56 @@ def test_gpt_from_hf_copies_not_shares(hf_gpt2):
     torch.testing.assert_close(hf_gpt2.transformer.wte.weight, before, rtol=0, atol=0)
 
 
+def _hf_gpt2(**setting):
+    """A tiny random GPT2LMHeadModel with ``setting`` in its config, every weight moved off its init."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.GPT2Config(**{**dict(vocab_size=50, n_positions=16, n_embd=32, n_layer=2, n_head=4,
+                                               resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0,
+                                               eos_token_id=0, attn_implementation="eager"), **setting})
+    torch.manual_seed(0)
+    return randomize_(transformers.GPT2LMHeadModel(config), seed=1).eval()
+
+
+@pytest.mark.parametrize("setting, message", [
+    (dict(tie_word_embeddings=False),
+     "tie_word_embeddings=False: its lm_head differs from the token embedding (supported: tied, as GPT's head is)"),
+    (dict(scale_attn_by_inverse_layer_idx=True), "scale_attn_by_inverse_layer_idx=True (supported: False)"),
+    (dict(add_cross_attention=True), "add_cross_attention=True (supported: False)"),
+    (dict(activation_function="gelu"), "activation_function='gelu' (supported: gelu_new, gelu_pytorch_tanh)"),
+    (dict(activation_function="relu"), "activation_function='relu' (supported: gelu_new, gelu_pytorch_tanh)"),
+    (dict(scale_attn_weights=False), "scale_attn_weights=False (supported: True)"),
+    (dict(scale_attn_by_inverse_layer_idx=True, tie_word_embeddings=False),
+     "scale_attn_by_inverse_layer_idx=True (supported: False); tie_word_embeddings=False: its lm_head differs from "
+     "the token embedding (supported: tied, as GPT's head is)"),
+], ids=["untied", "inverse_layer_idx", "cross_attention", "gelu", "relu", "unscaled", "two"])
+def test_gpt_from_hf_refuses_what_it_cannot_copy(setting, message):
+    with pytest.raises(ValueError) as info:
+        GPT.from_hf(_hf_gpt2(**setting))
+    assert str(info.value) == f"unsupported GPT-2 config: {message}"
+
+
+def test_gpt_from_hf_refuses_a_model_without_an_lm_head():
+    transformers = pytest.importorskip("transformers")
+    with pytest.raises(ValueError, match="GPT.from_hf takes a GPT2LMHeadModel"):
+        GPT.from_hf(transformers.GPT2Model(_hf_gpt2().config))
+
+
+@pytest.mark.parametrize("setting", [dict(reorder_and_upcast_attn=True), dict(n_inner=48),
+                                     dict(layer_norm_epsilon=1e-2), dict(activation_function="gelu_pytorch_tanh"),
+                                     dict(tie_word_embeddings=False, tie_equal=True)],
+                         ids=["reorder_and_upcast", "n_inner", "eps", "gelu_pytorch_tanh", "untied_but_equal"])
+def test_gpt_from_hf_copies_the_settings_it_can(setting):
+    """Settings GPT expresses (or, reorder_and_upcast_attn, that change only float32 rounding) convert exactly."""
+    tie_equal = setting.pop("tie_equal", False)
+    hf = _hf_gpt2(**setting)
+    if tie_equal:
+        with torch.no_grad():
+            hf.lm_head.weight.copy_(hf.transformer.wte.weight)
+    idx = torch.randint(0, 50, (2, 16), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        torch.testing.assert_close(GPT.from_hf(hf).eval()(idx), hf(idx).logits, **F32)
+
+
 # ----------------------------------------------------------------------------------------------
 # 3. generation
 # ----------------------------------------------------------------------------------------------

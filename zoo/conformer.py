@@ -46,10 +46,12 @@ from torch import Tensor, nn
 
 from .core import MultiHeadAttention, lengths_to_padding_mask
 from .core.position import RelativePositionalEncoding, sinusoidal_table
+from .options import DROPOUT, Range
 from .reference import Reference
 from .registry import register_model
 
 POSITIONS = ("relative", "absolute", "none")
+SUBSAMPLINGS = ("conv2d", "linear", None)  # the front ends (None: none, the input is d_model wide)
 
 
 class Conv2dSubsampling(nn.Module):
@@ -227,7 +229,8 @@ class ConformerEncoder(nn.Module):
         ``torchaudio.models.Conformer`` (``position`` 'absolute' or 'none': the same computation).
         The padding mask before the depthwise conv is off, as in torchaudio."""
         if position not in ("absolute", "none"):
-            raise ValueError("torchaudio's Conformer has no relative positions: use 'absolute' or 'none'")
+            raise ValueError(f"position must be 'absolute' or 'none' (torchaudio's Conformer has no relative "
+                             f"positions), got {position!r}")
         layers = list(ta.conformer_layers)
         l0 = layers[0]
         dim = l0.self_attn.embed_dim
@@ -324,7 +327,8 @@ def conformer_reference(device: torch.device) -> Reference:
 @register_model("conformer", family="transformer", kinds=("classification", "transcription"),
                 modalities=("audio",), lr=1e-3, weight_decay=1e-3, presets=CONFORMER_PRESETS, width="d_model",
                 width_multiple="num_heads", width_scales=("ffn_dim", "subsampling_channels"),
-                reference=conformer_reference)
+                reference=conformer_reference, bounds={"dropout": DROPOUT, "kernel_size": Range(1, odd=True)},
+                choices={"position": POSITIONS, "subsampling": SUBSAMPLINGS})
 def conformer(spec: dict[str, Any], **cfg: Any) -> nn.Module:
     """Conformer (Gulati et al. 2020): conv subsampling, Macaron FFN + relative-position MHSA + conv blocks."""
     kind = spec.get("kind", "transcription")

@@ -31,10 +31,12 @@ import torch
 from torch import Tensor, nn
 
 from .core import EncoderBlock
+from .core.layers import ACTIVATIONS
+from .options import DROPOUT
 from .reference import Reference
 from .registry import register_model
 from .trajectory import TrajectoryModel, trajectory_spec
-from .transformer import gpt2_blocks_state
+from .transformer import gpt2_blocks_state, gpt2_unsupported
 
 
 class DecisionTransformer(TrajectoryModel):
@@ -80,11 +82,9 @@ class DecisionTransformer(TrajectoryModel):
         c = hf.config
         activations = {"relu": "relu", "gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
                        "silu": "silu", "swish": "silu"}
-        if (c.activation_function not in activations or not c.scale_attn_weights
-                or c.scale_attn_by_inverse_layer_idx or c.add_cross_attention):
-            raise ValueError(f"unsupported DecisionTransformerConfig: activation {c.activation_function}, "
-                             f"scale_attn_weights={c.scale_attn_weights}, scale_attn_by_inverse_layer_idx="
-                             f"{c.scale_attn_by_inverse_layer_idx}, add_cross_attention={c.add_cross_attention}")
+        problems = gpt2_unsupported(c, tuple(activations))
+        if problems:
+            raise ValueError(f"unsupported DecisionTransformerConfig: {'; '.join(problems)}")
         model = cls(c.state_dim, c.act_dim, hidden_dim=c.hidden_size, num_layers=c.n_layer, num_heads=c.n_head,
                     mlp_dim=c.n_inner or 4 * c.hidden_size, dropout=c.resid_pdrop,
                     activation=activations[c.activation_function], max_ep_len=c.max_ep_len,
@@ -142,7 +142,8 @@ DT_PRESETS: dict[str, dict[str, Any]] = {
 # ten times larger step (the overfit test trains the DT at 3e-3). Weight decay stays the official 1e-4.
 @register_model("decision_transformer", family="transformer", kinds=("offline_rl",), lr=1e-3, weight_decay=1e-4,
                 presets=DT_PRESETS, width="hidden_dim", width_multiple="num_heads", width_scales=("mlp_dim",),
-                reference=decision_transformer_reference)
+                reference=decision_transformer_reference, bounds={"dropout": DROPOUT},
+                choices={"activation": tuple(ACTIVATIONS)})
 def decision_transformer(spec: dict[str, Any], **cfg: Any) -> DecisionTransformer:
     """Decision Transformer (Chen et al. 2021): return-conditioned GPT over (R, s, a) tokens."""
     return DecisionTransformer(spec["state_dim"], spec["act_dim"], **trajectory_spec(spec), **cfg)

@@ -25,6 +25,10 @@ Models outside this repository join in two ways without editing it: import a mod
 them (``python -m harness run vision --plugin my_models``), or declare an entry point in the group
 ``attention_zoo.models`` of an installed distribution; those are loaded on first use of the registry.
 
+Options: every config key of the presets has a type and a range (``zoo.options``: integer keys >= 1
+unless declared otherwise, ``bounds=`` and ``choices=`` for the rest), and ``config`` refuses a bad
+override in one line (``model 'vit': depth must be an integer >= 1, got 0``) before anything is built.
+
 Matched sizes (``--params 250k``, ``zoo.sizing``): an entry that declares its width knob
 (``width="dim"``, ``width_multiple="num_heads"``, ``width_scales=("mlp_dim",)``) can be refitted to a
 parameter budget.
@@ -41,6 +45,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from torch import nn
+
+from .options import Option, Range, declare
 
 SIZES = ("tiny", "small", "base")
 MODALITIES = ("image", "audio", "text", "state")
@@ -89,6 +95,7 @@ class ModelEntry:
     fit: WidthFit | None = None  # the width knob of ``zoo.sizing.fit_to_params``; None: cannot be fitted
     extra_flops: ExtraFlops | None = None  # FLOPs FlopCounterMode misses (see ``ExtraFlops``); None: none
     reference: Callable[..., Any] | None = None  # device -> zoo.reference.Reference, for the bench; None: none
+    options: dict[str, Option] = field(default_factory=dict)  # config key -> its type and range (zoo.options)
 
     def supports(self, kind: str, modality: str | None = None) -> bool:
         """Serves tasks of ``kind`` whose inputs are ``modality`` (None: not checked)."""
@@ -109,8 +116,10 @@ class ModelEntry:
             raise RegistryError(f"unknown size {size!r}; accepted: {', '.join(SIZES)}")
 
     def config(self, size: str = "tiny", overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The keyword arguments of the factory: the size's preset updated by ``overrides`` (an override
-        that is not a config key is an error), or the overrides alone for an entry without presets."""
+        """The keyword arguments of the factory: the size's preset updated by ``overrides``, or the
+        overrides alone for an entry without presets. RegistryError, in one line, for an override that
+        is not a config key or whose value its option refuses (see ``zoo.options``); accepted values
+        come as the model takes them (``dim=64.0`` as 64)."""
         overrides = dict(overrides or {})
         if self.presets is None:
             return overrides
@@ -120,7 +129,12 @@ class ModelEntry:
         unknown = set(overrides) - set(config)
         if unknown:
             raise RegistryError(f"unknown config key(s) {', '.join(sorted(unknown))}; accepted: {', '.join(config)}")
-        config.update(overrides)
+        for key, value in overrides.items():
+            option = self.options.get(key)
+            try:
+                config[key] = option.check(key, value) if option is not None else value
+            except ValueError as e:
+                raise RegistryError(f"model {self.name!r}: {e}") from None
         return config
 
     def create(self, spec: dict[str, Any], size: str = "tiny", **overrides: Any) -> nn.Module:
@@ -138,6 +152,7 @@ def register_model(name: str | None = None, *, family: str, kinds: str | tuple[s
                    presets: dict[str, dict[str, Any]] | None = None, width: str | None = None,
                    width_multiple: int | str | tuple[int | str, ...] = 1, width_scales: tuple[str, ...] = (),
                    extra_flops: ExtraFlops | None = None, reference: Callable[..., Any] | None = None,
+                   bounds: dict[str, Range | tuple] | None = None, choices: dict[str, tuple] | None = None,
                    **defaults: Any) -> Callable:
     """Decorator: register a model factory (or class) under ``name`` (default: its ``__name__``).
 
@@ -145,7 +160,16 @@ def register_model(name: str | None = None, *, family: str, kinds: str | tuple[s
     kinds it serves and ``modalities`` the inputs it reads (None: any); other keywords are training
     defaults the harness uses for it (``lr``, ``weight_decay``).
 
-    ``presets`` is the size -> config table the registry resolves before calling the factory.
+    ``presets`` is the size -> config table the registry resolves before calling the factory. Each
+    config key is an option whose type is its preset value's (int, float, bool, str, tuple; None: derived
+    by the model, which takes None or an integer) and whose accepted values are checked by ``config``
+    before the factory runs (``zoo.options``): integer keys (and integer items of tuple keys) are >= 1
+    unless ``bounds`` says otherwise; ``bounds`` maps a key to a ``zoo.options.Range`` (``Range(1,
+    odd=True)``, ``Range(0.0, 1.0, max_open=True)``, ``Range(1, length=2)`` for a pair) or a half-open
+    ``(min, max)`` pair (``(0, None)``: >= 0); ``choices`` maps a key to the values it takes (``("relu",
+    "gelu")``, None among them if it takes None). Floats are finite and unbounded unless declared (a
+    dropout: ``zoo.options.DROPOUT``, [0, 1)). Every preset must pass its own declaration. What depends
+    on two keys or on the task stays with the model (a ValueError when it is built).
     For ``zoo.sizing.fit_to_params`` (``--params``): ``width`` the integer config key to fit,
     ``width_multiple`` what that width must be a multiple of (an int, a config key such as
     ``"num_heads"``, or a tuple of them), ``width_scales`` the config keys that keep their ratio to the
@@ -162,6 +186,7 @@ def register_model(name: str | None = None, *, family: str, kinds: str | tuple[s
     if bad:
         raise RegistryError(f"unknown modality {', '.join(bad)}; accepted: {', '.join(MODALITIES)}")
     fit = _width_fit(name, presets, width, width_multiple, width_scales)
+    options = _options(name, presets, bounds, choices)
 
     def decorate(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         key = name or factory.__name__
@@ -170,10 +195,25 @@ def register_model(name: str | None = None, *, family: str, kinds: str | tuple[s
         doc = description if description is not None else (factory.__doc__ or "").strip().split("\n")[0]
         _MODELS[key] = ModelEntry(key, factory, family, tuple(kinds), doc, dict(defaults),
                                   tuple(modalities) if modalities else None, presets, fit,
-                                  extra_flops=extra_flops, reference=reference)
+                                  extra_flops=extra_flops, reference=reference, options=options)
         return factory
 
     return decorate
+
+
+def _options(name: str | None, presets: dict[str, dict[str, Any]] | None, bounds: dict[str, Range | tuple] | None,
+             choices: dict[str, tuple] | None) -> dict[str, Option]:
+    """The options of the presets' config keys (none without presets), checked against the presets."""
+    who = f"model {name!r}" if name else "register_model"
+    if presets is None:
+        if bounds or choices:
+            raise RegistryError(f"{who}: bounds and choices need presets= (the config keys and their types "
+                                f"are the presets')")
+        return {}
+    try:
+        return declare(presets, bounds, choices)
+    except ValueError as e:
+        raise RegistryError(f"{who}: {e}") from None
 
 
 def _width_fit(name: str | None, presets: dict[str, dict[str, Any]] | None, width: str | None,

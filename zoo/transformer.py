@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from .core import DecoderBlock, EncoderBlock, KVCache, SinusoidalPositionalEncoding
 from .core.decoding import Seq2SeqDecoder, sample_next
+from .options import DROPOUT
 from .reference import Reference
 from .registry import register_model
 
@@ -114,6 +115,22 @@ def gpt2_blocks_state(sd: dict[str, Tensor], n_layer: int, hf_prefix: str = "") 
     return state
 
 
+def gpt2_unsupported(config: Any, activations: tuple[str, ...]) -> list[str]:
+    """What of a transformers GPT-2 ``config`` (``GPT2Config``, ``DecisionTransformerConfig``) our
+    pre-norm ``EncoderBlock`` stack cannot express, each as 'setting (supported: ...)'; ``activations``
+    are the ``activation_function`` names the caller maps to ours. ``n_inner`` and ``layer_norm_epsilon``
+    are copied; ``reorder_and_upcast_attn`` changes float rounding only (the same function in float32)."""
+    problems = []
+    if config.activation_function not in activations:
+        problems.append(f"activation_function={config.activation_function!r} (supported: {', '.join(activations)})")
+    for key, supported in (("scale_attn_weights", True), ("scale_attn_by_inverse_layer_idx", False),
+                           ("add_cross_attention", False)):
+        value = getattr(config, key, supported)
+        if bool(value) != supported:
+            problems.append(f"{key}={value!r} (supported: {supported})")
+    return problems
+
+
 class GPT(nn.Module):
     def __init__(self, vocab_size: int, block_size: int, *, dim: int = 768, depth: int = 12, num_heads: int = 12,
                  mlp_dim: int | None = None, dropout: float = 0.0, norm_eps: float = 1e-5, bias: bool = True) -> None:
@@ -175,11 +192,20 @@ class GPT(nn.Module):
 
     @classmethod
     def from_hf(cls, hf: nn.Module) -> "GPT":
-        """A zoo GPT with the configuration and weights of a transformers ``GPT2LMHeadModel``."""
+        """A zoo GPT with the configuration and weights of a transformers ``GPT2LMHeadModel``.
+        ValueError, before converting, for what GPT cannot express (see ``gpt2_unsupported``; an output
+        head that is not the token embedding)."""
+        if not all(hasattr(hf, attr) for attr in ("config", "transformer", "lm_head")):
+            raise ValueError(f"GPT.from_hf takes a GPT2LMHeadModel (a GPT-2 body and its lm_head), "
+                             f"got {type(hf).__name__}")
         c = hf.config
-        if c.activation_function not in ("gelu_new", "gelu_pytorch_tanh") or not c.scale_attn_weights:
-            raise ValueError(f"only GPT-2 configs with tanh GELU and scaled attention convert "
-                             f"(got {c.activation_function}, scale_attn_weights={c.scale_attn_weights})")
+        problems = gpt2_unsupported(c, ("gelu_new", "gelu_pytorch_tanh"))
+        wte, head = hf.transformer.wte.weight, hf.lm_head.weight
+        if head is not wte and not torch.equal(head, wte):
+            problems.append(f"tie_word_embeddings={c.tie_word_embeddings}: its lm_head differs from the token "
+                            f"embedding (supported: tied, as GPT's head is)")
+        if problems:
+            raise ValueError(f"unsupported GPT-2 config: {'; '.join(problems)}")
         model = cls(c.vocab_size, c.n_positions, dim=c.n_embd, depth=c.n_layer, num_heads=c.n_head,
                     mlp_dim=c.n_inner or 4 * c.n_embd, norm_eps=c.layer_norm_epsilon)
         sd = hf.transformer.state_dict()
@@ -283,7 +309,7 @@ GPT_PRESETS: dict[str, dict[str, Any]] = {
 
 @register_model("transformer", family="transformer", kinds=("seq2seq",), lr=2e-3, weight_decay=0.01,
                 presets=TRANSFORMER_PRESETS, width="dim", width_multiple="num_heads", width_scales=("mlp_dim",),
-                reference=transformer_reference)
+                reference=transformer_reference, bounds={"dropout": DROPOUT})
 def transformer(spec: dict[str, Any], **cfg: Any) -> EncoderDecoderTransformer:
     """Encoder-decoder Transformer (Vaswani et al. 2017): sinusoidal positions, cached decoding."""
     if cfg["share_embeddings"] and spec["src_vocab_size"] != spec["tgt_vocab_size"]:
@@ -294,7 +320,8 @@ def transformer(spec: dict[str, Any], **cfg: Any) -> EncoderDecoderTransformer:
 
 
 @register_model("gpt", family="transformer", kinds=("language_modeling",), lr=2e-3, weight_decay=0.1,
-                presets=GPT_PRESETS, width="dim", width_multiple="num_heads", reference=gpt_reference)
+                presets=GPT_PRESETS, width="dim", width_multiple="num_heads", reference=gpt_reference,
+                bounds={"dropout": DROPOUT})
 def gpt(spec: dict[str, Any], **cfg: Any) -> GPT:
     """Decoder-only Transformer LM (GPT-2 / nanoGPT): learned positions, pre-norm, tied head."""
     return GPT(spec["vocab_size"], spec["block_size"], **cfg)

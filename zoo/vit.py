@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from .core import EncoderBlock
+from .options import DROPOUT
 from .reference import Reference, call
 from .registry import register_model
 
@@ -65,10 +66,13 @@ class VisionTransformer(nn.Module):
 
     @classmethod
     def from_torchvision(cls, tv: nn.Module) -> "VisionTransformer":
-        """A zoo ViT with the configuration and the weights of a ``torchvision`` ViT."""
-        if getattr(tv, "representation_size", None) is not None or not isinstance(tv.conv_proj, nn.Conv2d):
-            raise ValueError("only torchvision ViTs with a conv patch stem and no pre-logits layer convert")
+        """A zoo ViT with the configuration and the weights of a ``torchvision`` ViT. ValueError, before
+        converting, for what ours cannot express: a pre-logits layer, a conv stem, norm layers that are
+        not LayerNorms with weight and bias and one eps."""
         layers = list(tv.encoder.layers)
+        problems = _torchvision_unsupported(tv, layers)
+        if problems:
+            raise ValueError(f"unsupported torchvision ViT: {'; '.join(problems)}")
         model = cls(tv.image_size, tv.patch_size, tv.heads.head.out_features,
                     in_chans=tv.conv_proj.in_channels, dim=tv.hidden_dim, depth=len(layers),
                     num_heads=layers[0].num_heads, mlp_dim=tv.mlp_dim, dropout=tv.dropout,
@@ -93,6 +97,22 @@ class VisionTransformer(nn.Module):
             })
         model.load_state_dict({k: v.detach().clone() for k, v in state.items()})
         return model
+
+
+def _torchvision_unsupported(tv: nn.Module, layers: list[nn.Module]) -> list[str]:
+    """What of a torchvision ViT ``VisionTransformer.from_torchvision`` cannot copy, each as
+    'setting (supported: ...)'."""
+    problems = []
+    if getattr(tv, "representation_size", None) is not None:
+        problems.append(f"representation_size={tv.representation_size} (supported: None, no pre-logits layer)")
+    if not isinstance(tv.conv_proj, nn.Conv2d):
+        problems.append("conv_stem_configs (supported: None, the one-conv patch stem)")
+    eps = getattr(tv.encoder.ln, "eps", None)
+    for norm in [tv.encoder.ln] + [n for layer in layers for n in (layer.ln_1, layer.ln_2)]:
+        if not isinstance(norm, nn.LayerNorm) or norm.weight is None or norm.bias is None or norm.eps != eps:
+            problems.append(f"norm_layer={norm!r} (supported: LayerNorm with weight and bias, one eps throughout)")
+            break
+    return problems
 
 
 # Sizes. tiny runs on a CPU in seconds; small is ViT-Lite-6 width; base is ViT-Lite-7/4 (Compact
@@ -135,7 +155,8 @@ def vit_reference(device: torch.device) -> Reference:
 
 @register_model("vit", family="transformer", kinds=("classification",), modalities=("image",), lr=3e-3,
                 weight_decay=0.05, presets=VIT_PRESETS, width="dim", width_multiple="num_heads",
-                width_scales=("mlp_dim",), reference=vit_reference)
+                width_scales=("mlp_dim",), reference=vit_reference,
+                bounds={"dropout": DROPOUT, "attn_dropout": DROPOUT})
 def vit(spec: dict[str, Any], **cfg: Any) -> VisionTransformer:
     """Vision Transformer: patch embedding, class token, learned positions, pre-norm encoder."""
     channels, height, width = spec["input_shape"]

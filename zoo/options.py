@@ -1,0 +1,253 @@
+"""The options of a model: the config keys of its size presets, each with its type and the values it
+accepts, so that ``ModelEntry.config`` can refuse a bad value (``--model-opt depth=0``) before anything
+is built, in one line that names the key, what it accepts and what it got.
+
+A key's type is its presets' value's: an int key takes integers (an integral float such as 64.0 is
+that int; bools, other floats and strings are refused), a float key takes ints or floats (finite ones),
+a bool key takes bools, a str key takes strings (those in its ``choices`` where declared), a tuple key
+takes a tuple or list of such items. A key whose preset value is None is derived by the model (e.g.
+``mlp_dim=None``: 4 x the width): it takes None, or an integer (a number where its declared bounds are
+floats). What values are accepted:
+
+- integer keys, and the integer items of tuple keys: >= 1 unless declared otherwise (sizes, counts,
+  kernels, strides: a model with no layers or a zero width is not a model); a tuple is not empty;
+- ``bounds={"dropout": Range(0.0, 1.0, max_open=True)}`` (or the pair ``(0.0, 1.0)``, half-open as a
+  Python range): a number's range, odd integers with ``Range(..., odd=True)``, the number of a tuple's
+  items with ``Range(..., length=2)``;
+- ``choices={"activation": ("relu", "gelu")}``: the values a key takes (None among them if it takes None).
+
+Keys with values of another type (a dict, an object) are not checked. What depends on two keys (num_heads
+dividing dim) or on the task (a patch size dividing the image) stays with the model, which raises
+ValueError when it is built.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Any
+
+DERIVED = "None (derived by the model)"
+_REFUSED = object()  # what ``Option._scalar`` returns for a value it does not accept
+_NOUNS = {int: ("an integer", "integers"), float: ("a number", "numbers"), str: ("a string", "strings"),
+          bool: ("true or false", "bools")}
+
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(x)
+
+
+@dataclass(frozen=True)
+class Range:
+    """The numbers a key accepts: ``min <= x <= max`` (``min_open`` / ``max_open``: strict; None: no
+    bound), only odd integers with ``odd``. On a tuple key the bounds are its items', and ``length`` is
+    the number of items (None: any number, at least one)."""
+
+    min: float | None = None
+    max: float | None = None
+    min_open: bool = False
+    max_open: bool = False
+    odd: bool = False
+    length: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"Range: min {self.min} is above max {self.max}")
+
+    @classmethod
+    def of(cls, bounds: Range | tuple) -> Range:
+        """A Range as it is; a (min, max) pair as the half-open [min, max) (None: no bound)."""
+        if isinstance(bounds, Range):
+            return bounds
+        if (isinstance(bounds, tuple) and len(bounds) == 2
+                and all(b is None or (_number(b) is not None) for b in bounds)):
+            return cls(bounds[0], bounds[1], max_open=bounds[1] is not None)
+        raise ValueError(f"must be a Range or a (min, max) pair, got {bounds!r}")
+
+    def contains(self, x: float) -> bool:
+        return not ((self.min is not None and (x < self.min or (self.min_open and x == self.min)))
+                    or (self.max is not None and (x > self.max or (self.max_open and x == self.max)))
+                    or (self.odd and x % 2 != 1))
+
+    def describe(self, integer: bool) -> str:
+        """'>= 1', 'in [0, 1)', '< 10' ('' without bounds)."""
+        lo, hi = self.min, self.max
+        if lo is not None and hi is not None:
+            return f"in {'(' if self.min_open else '['}{_fmt(lo)}, {_fmt(hi)}{')' if self.max_open else ']'}"
+        if lo is not None:
+            return f"{'>' if self.min_open else '>='} {_fmt(lo)}"
+        if hi is not None:
+            return f"{'<' if self.max_open else '<='} {_fmt(hi)}"
+        return ""
+
+
+POSITIVE = Range(1)  # the default of integer keys
+DROPOUT = Range(0.0, 1.0, max_open=True)  # a probability of dropping: 1 would drop everything
+
+
+def _integer(value: Any) -> int | None:
+    """``value`` as an int (an integral float too), or None when it is not a whole number (bools are not)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def _number(value: Any) -> float | None:
+    """``value`` as a finite float, or None (bools are not numbers here)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One config key: its ``kind`` (int, float, bool, str, tuple; None: not checked), the ``range`` of
+    its numbers (of a tuple's items, whose type is ``item``), its ``choices`` (None: any value of the
+    type), whether it takes None (``derived``: the model chooses)."""
+
+    kind: type | None
+    range: Range | None = None
+    choices: tuple | None = None
+    derived: bool = False
+    item: type | None = None
+
+    def accepted(self) -> str:
+        """What the key accepts, in words: 'an integer >= 1', 'one of 'relu', 'gelu''."""
+        if self.choices is not None:
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        what = self._accepted()
+        return f"{DERIVED} or {what}" if self.derived else what
+
+    def _accepted(self) -> str:
+        if self.kind is bool:
+            return "true or false"
+        if self.kind is str:
+            return "a string"
+        number = self.item if self.kind is tuple else self.kind
+        one, many = _NOUNS.get(number, ("a value", "values"))
+        rng = self.range or Range()
+        bounds = rng.describe(number is int)
+        if rng.odd:
+            one, many = "an odd integer", "odd integers"
+        if self.kind is tuple:
+            count = f"a tuple of {rng.length}" if rng.length is not None else "a non-empty tuple of"
+            return " ".join(filter(None, (count, many, bounds)))
+        return " ".join(filter(None, (one, bounds)))
+
+    def check(self, key: str, value: Any) -> Any:
+        """``value`` as the model takes it (an integral float as an int, an int as a float where a number
+        goes); ValueError "KEY must be ACCEPTED, got VALUE" when it is not accepted."""
+        ok, converted = self._convert(value)
+        if not ok:
+            raise ValueError(f"{key} must be {self.accepted()}, got {value!r}")
+        return converted
+
+    def _convert(self, value: Any) -> tuple[bool, Any]:
+        if value is None and (self.derived or (self.choices is not None and None in self.choices)):
+            return True, None
+        if self.choices is not None:
+            return any(type(value) is type(c) and value == c for c in self.choices), value
+        if self.kind is None:
+            return True, value
+        if self.kind in (bool, str):
+            return isinstance(value, self.kind), value
+        if self.kind is tuple:
+            if not isinstance(value, (tuple, list)) or not value:
+                return False, value
+            if self.range is not None and self.range.length not in (None, len(value)):
+                return False, value
+            items = [self._scalar(self.item, v) for v in value]
+            return all(v is not _REFUSED for v in items), type(value)(items)
+        converted = self._scalar(self.kind, value)
+        return converted is not _REFUSED, converted
+
+    def _scalar(self, kind: type | None, value: Any) -> Any:
+        """``value`` converted to ``kind`` (None: as it is) and in range, or ``_REFUSED``."""
+        if kind in (bool, str, None):
+            return value if kind is None or isinstance(value, kind) else _REFUSED
+        converted = _integer(value) if kind is int else _number(value)
+        if converted is None or (self.range is not None and not self.range.contains(converted)):
+            return _REFUSED
+        return converted
+
+
+def _kind(value: Any) -> type | None:
+    """The option type of a preset value: bool, str, tuple (a list too), int, float, or None (not checked)."""
+    for kind, types in ((bool, bool), (str, str), (tuple, (tuple, list)), (int, numbers.Integral),
+                        (float, numbers.Real)):
+        if isinstance(value, types):
+            return kind
+    return None
+
+
+def _common_kind(key: str, values: list[tuple[str, Any]]) -> type | None:
+    """The one type of ``key``'s (size, value) pairs (ints and floats: float); None when there are none.
+    ValueError for two types."""
+    kinds = [(size, _kind(v)) for size, v in values]
+    found = {k for _, k in kinds}
+    if found == {int, float}:
+        return float
+    if len(found) > 1:
+        (a, ka), (b, kb) = kinds[0], next((s, k) for s, k in kinds if k is not kinds[0][1])
+        raise ValueError(f"{key} is {_article(ka)} in preset {a!r} but {_article(kb)} in preset {b!r}")
+    return found.pop() if found else None
+
+
+def _article(kind: type | None) -> str:
+    name = kind.__name__ if kind is not None else "object"
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+
+
+def declare(presets: dict[str, dict[str, Any]], bounds: dict[str, Any] | None = None,
+            choices: dict[str, tuple] | None = None) -> dict[str, Option]:
+    """The options of the config keys of ``presets`` (size -> config), with the declared ``bounds``
+    (key -> Range or (min, max)) and ``choices`` (key -> values). ValueError for a declaration that
+    names no key or does not fit the key's type, and for a preset value its option refuses."""
+    keys = list(dict.fromkeys(k for config in presets.values() for k in config))
+    for what, declared in (("bounds", bounds or {}), ("choices", choices or {})):
+        unknown = [k for k in declared if k not in keys]
+        if unknown:
+            raise ValueError(f"{what} name no config key: {', '.join(unknown)} (config keys: {', '.join(keys)})")
+    both = sorted(set(bounds or {}) & set(choices or {}))
+    if both:
+        raise ValueError(f"{', '.join(both)}: declare bounds or choices, not both")
+    options = {key: _option(key, presets, (bounds or {}).get(key), (choices or {}).get(key)) for key in keys}
+    for size, config in presets.items():
+        for key, value in config.items():
+            try:
+                options[key].check(key, value)
+            except ValueError as e:
+                hint = "" if key in (bounds or {}) or key in (choices or {}) else \
+                    f" (declare the range of {key}: register_model(..., bounds={{{key!r}: ...}}))"
+                raise ValueError(f"preset {size!r}: {e}{hint}") from None
+    return options
+
+
+def _option(key: str, presets: dict[str, dict[str, Any]], bounds: Any, choices: tuple | None) -> Option:
+    """The option of one key, from its preset values and its declaration."""
+    values = [config[key] for config in presets.values() if key in config]
+    present = [(size, config[key]) for size, config in presets.items() if config.get(key) is not None]
+    derived = len(present) < len(values)
+    kind = _common_kind(key, present)
+    items = [(size, x) for size, v in present for x in v] if kind is tuple else []
+    item = (_common_kind(f"an item of {key}", items) if items else int) if kind is tuple else None
+    if bounds is not None:
+        try:
+            bounds = Range.of(bounds)
+        except ValueError as e:
+            raise ValueError(f"bounds of {key} {e}") from None
+        number = item if kind is tuple else kind
+        if number not in (int, float) and present:
+            what = _article(number) if number is not None else _article(type(present[0][1]))
+            raise ValueError(f"bounds apply to numbers, not to {key} ({what})")
+        kind = kind or (float if any(isinstance(b, float) for b in (bounds.min, bounds.max)) else int)
+    elif kind is None and derived and choices is None:
+        kind = int  # a size or count the model derives
+    if bounds is None and int in (kind, item):
+        bounds = POSITIVE
+    return Option(kind, bounds, tuple(choices) if choices is not None else None, derived, item)
