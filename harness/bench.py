@@ -50,7 +50,8 @@ from zoo.registry import get_model_entry, list_models
 from .arguments import positive_int
 from .devices import PeakMemory, autocast, resolve_device
 from .errors import UsageError
-from .records import atomic_write_text, device_name, git_commit
+from .records import device_name, git_commit, write_or_rescue
+from .sweep import check_writable
 
 # dense bf16 peak FLOP/s of GPUs we may meet (for MFU); matched by substring of the device name
 BF16_PEAK = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12, "L4": 121e12,
@@ -274,7 +275,8 @@ def add_parser(sub: Any) -> None:
 def cmd_bench(args: argparse.Namespace) -> int:
     device = torch.device(resolve_device(args.device))
     precision = args.precision if args.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
-    skip = [s.strip() for s in args.skip.split(",") if s.strip()]
+    skip = _skipped(args.skip)
+    check_writable(args.out)  # before minutes of measuring, not after
     if args.seq_lens:
         try:
             seq_lens = [int(s) for s in args.seq_lens.split(",")]
@@ -309,6 +311,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _skipped(text: str) -> list[str]:
+    """--skip: 'attention', 'models' or names of models with a reference; anything else is bad input."""
+    skip = [s.strip() for s in text.split(",") if s.strip()]
+    accepted = ["attention", "models", *(n for n in list_models() if get_model_entry(n).reference is not None)]
+    unknown = [s for s in skip if s not in accepted]
+    if unknown:
+        raise UsageError(f"--skip {', '.join(unknown)}: nothing of that name to skip; accepted: {', '.join(accepted)}")
+    return skip
+
+
 def _write(df: pd.DataFrame, path: Path) -> tuple[Path, pd.DataFrame]:
-    atomic_write_text(path, df.to_csv(index=False))
-    return path, df
+    return write_or_rescue(path, df.to_csv(index=False)), df

@@ -7,18 +7,18 @@ import argparse
 import fnmatch
 
 import tasks as tasks_pkg
-from zoo.registry import get_model_entry, list_models, load_plugin
+from zoo.registry import get_model_entry, list_models
 
 from . import leaderboard, report
 from .errors import UsageError
+from .plugins import load_plugins
 from .records import read_records
 from .report import task_class
 from .sweep import serves
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    for module in args.plugin:
-        load_plugin(module)
+    load_plugins(args.plugin)
     if args.what == "models":
         found = list_models(args.pattern)
         width = max((len(n) for n in found), default=0)

@@ -59,7 +59,9 @@ def total_steps(task: Task, config: RunConfig, batch_size: int) -> int:
 
 
 def resolve(task: Task, entry: ModelEntry, config: RunConfig) -> dict[str, Any]:
-    """The cell's full configuration (what its ``config_hash`` covers), before anything trains."""
+    """The cell's full configuration (what its ``config_hash`` covers), before anything trains. It
+    includes the task's data fingerprint (``Task.fingerprint``, after ``setup``), so that a cell run on
+    other data is another cell, never "already done"."""
     batch_size = config.batch_size or task.budget.batch_size
     steps_per_epoch = task.steps_per_epoch(batch_size)
     steps = total_steps(task, config, batch_size)
@@ -71,7 +73,7 @@ def resolve(task: Task, entry: ModelEntry, config: RunConfig) -> dict[str, Any]:
         else entry.defaults.get("weight_decay", 0.0),
         "schedule": "warmup_cosine", "warmup_frac": task.budget.warmup_frac, "grad_clip": config.grad_clip,
         "backend": config.backend, "precision": config.precision, "device": config.device,
-        "task_options": task.opts, "model_options": dict(config.model_opts),
+        "task_options": task.opts, "data": task.fingerprint(), "model_options": dict(config.model_opts),
         **({"deterministic": True} if config.deterministic else {}),
         **({"compile": True} if config.compile else {}),
         **({"params_target": config.params_target, "fitted": dict(config.fitted)} if config.params_target else {}),

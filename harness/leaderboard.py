@@ -77,7 +77,8 @@ TIE_NOTE = ("A rank shown as =N: the model's 95% confidence interval (Student t 
 
 def latest_config(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per (domain, task, model, size), only the records of the configuration that finished last, so
-    that seeds run with other settings (another budget, backend, ...) are never averaged together."""
+    that seeds run with other settings (another budget, backend, data ...) are never averaged together.
+    ('finished' is ISO 8601 in UTC, to the millisecond: its text orders as its time.)"""
     latest: dict[tuple, tuple[str, str]] = {}
     for r in records:
         key = tuple(r[k] for k in KEY)
@@ -192,11 +193,33 @@ def merge(existing: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
     return rank(replace_rows(existing, new))
 
 
+class DamagedFile(ValueError):
+    """A results CSV that cannot be read back (malformed, binary, empty, or with incomplete rows)."""
+
+
 def read_csv(path: Path) -> pd.DataFrame:
-    """A leaderboard CSV; one written before some columns existed reads fine (they are missing)."""
+    """A results CSV (an empty frame where there is none); DamagedFile where it cannot be parsed."""
     if not path.exists():
         return pd.DataFrame(columns=COLUMNS)
-    return pd.read_csv(path, dtype={"seeds": str})
+    try:
+        return pd.read_csv(path, dtype={"seeds": str})
+    except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError) as e:  # EmptyDataError is a ValueError
+        raise DamagedFile(" ".join(str(e).split()) or type(e).__name__) from None
+
+
+def read_leaderboard(path: Path) -> pd.DataFrame:
+    """A leaderboard CSV; one written before some columns existed reads fine (they are missing).
+    DamagedFile where it cannot be parsed, lacks the identity columns, or has an incomplete row (a
+    truncated write)."""
+    df = read_csv(path)
+    needed = [*KEY, "metric", "metric_mean", "n_seeds"]
+    missing = [c for c in needed if c not in df.columns]
+    if missing:
+        raise DamagedFile(f"no column {', '.join(missing)}")
+    incomplete = df[needed].isna().any(axis=1)
+    if incomplete.any():
+        raise DamagedFile(f"row {int(incomplete.to_numpy().argmax()) + 2} is incomplete")
+    return df
 
 
 def write(df: pd.DataFrame, path: Path) -> None:

@@ -10,6 +10,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import time
 from functools import lru_cache
 from pathlib import Path
 from typing import IO, Any, Iterator
@@ -97,41 +98,106 @@ def environment(device: torch.device) -> dict[str, Any]:
     }
 
 
-def record_path(out: Path, domain: str, task: str, model: str, size: str, seed: int) -> Path:
-    return out / "runs" / domain / task / f"{model}-{size}-seed{seed}.json"
+def record_path(out: Path, domain: str, task: str, model: str, size: str, seed: int, chash: str,
+                failed: bool = False) -> Path:
+    """Where a cell's record lives: one file per configuration (its config hash in the name), so that
+    another configuration, or a failed attempt ('.failed.json'), never replaces a good record."""
+    stem = f"{model}-{size}-seed{seed}-{chash}"
+    return out / "runs" / domain / task / (f"{stem}.failed.json" if failed else f"{stem}.json")
 
 
-def checkpoint_path(out: Path, domain: str, task: str, model: str, size: str, seed: int) -> Path:
-    return record_path(out, domain, task, model, size, seed).with_suffix(".ckpt")
+def checkpoint_path(out: Path, domain: str, task: str, model: str, size: str, seed: int, chash: str) -> Path:
+    return record_path(out, domain, task, model, size, seed, chash).with_suffix(".ckpt")
+
+
+def _of(*types: type):
+    """A check that a value is one of ``types`` (a bool is no number, unless bool is named)."""
+    def check(value: Any) -> bool:
+        return isinstance(value, types) and (bool in types or not isinstance(value, bool))
+    return check
+
+
+_TEXT, _INT, _NUMBER, _FLAG, _TABLE = _of(str), _of(int), _of(int, float), _of(bool), _of(dict)
+RECORD_SCHEMA = {  # what every record has, and its type
+    "domain": _TEXT, "task": _TEXT, "model": _TEXT, "size": _TEXT, "seed": _INT, "status": _TEXT,
+    "metric": _TEXT, "higher_is_better": _FLAG, "config": _TABLE, "config_hash": _TEXT,
+}
+OK_SCHEMA = {  # ... and what a successful one has besides (what the leaderboard and the report read)
+    "metric_value": _NUMBER, "test": _TABLE, "param_count": _INT, "train_time_s": _NUMBER,
+    "train_samples_per_sec": _NUMBER, "device": _TEXT, "device_name": _TEXT, "backend": _TEXT, "precision": _TEXT,
+    "torch_version": _TEXT, "git_commit": _TEXT, "finished": _TEXT,
+}
+CONFIG_SCHEMA = {"total_steps": _INT, "epochs": _NUMBER, "batch_size": _INT, "lr": _NUMBER, "weight_decay": _NUMBER}
+
+
+def record_problem(record: Any) -> str | None:
+    """What is wrong with ``record`` as a cell record (a missing field or a value of the wrong type),
+    or None when it is a valid one."""
+    if not isinstance(record, dict):
+        return "not a cell record (not a JSON object)"
+    schemas = [("", record, RECORD_SCHEMA)]
+    if record.get("status") == "ok":
+        schemas += [("", record, OK_SCHEMA), ("config.", record.get("config") or {}, CONFIG_SCHEMA)]
+    elif record.get("status") != "failed":
+        return f"status {record.get('status')!r} is neither 'ok' nor 'failed'"
+    for prefix, table, schema in schemas:
+        for key, valid in schema.items():
+            if key not in table:
+                return f"no field {prefix}{key}"
+            if not valid(table[key]):
+                return f"field {prefix}{key} has the wrong type ({table[key]!r})"
+    return None
+
+
+def _load(path: Path) -> dict[str, Any]:
+    record = json.loads(path.read_text())
+    problem = record_problem(record)
+    if problem:
+        raise ValueError(problem)
+    return record
 
 
 def read_record(path: Path) -> dict[str, Any] | None:
-    """One record, or None (with a warning) when it is missing, unreadable or not a record."""
+    """One record, or None (with a warning naming the file) when it is missing, unreadable or invalid."""
     if not path.exists():
         return None
     try:
-        record = json.loads(path.read_text())
-        if not isinstance(record, dict) or "config_hash" not in record:
-            raise ValueError("not a cell record")
-        return record
+        return _load(path)
     except (OSError, ValueError) as e:
         print(f"warning: ignoring unreadable record {path} ({e}); the cell will run again", file=sys.stderr)
         return None
 
 
-def write_record(path: Path, record: dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(record, indent=2, sort_keys=False) + "\n")
+def write_record(path: Path, record: dict[str, Any]) -> Path:
+    """Write ``record`` atomically; where that fails, save it in a rescue folder and return where it went."""
+    return write_or_rescue(path, json.dumps(record, indent=2, sort_keys=False) + "\n")
+
+
+def rescue_dir() -> Path:
+    return Path(tempfile.gettempdir()) / "attention-zoo-rescued"
+
+
+def write_or_rescue(path: Path, text: str) -> Path:
+    """``atomic_write_text(path, text)``; where ``path`` cannot be written (a folder that became
+    read-only, a full disk), the text goes to the rescue folder instead, with a warning saying where,
+    so that finished work is never lost. Returns the path written."""
+    try:
+        atomic_write_text(path, text)
+        return path
+    except OSError as e:
+        rescued = rescue_dir() / f"{os.getpid()}-{int(time.time())}" / path.name
+        atomic_write_text(rescued, text)
+        print(f"warning: cannot write {path} ({e.strerror or e}); saved it as {rescued} instead", file=sys.stderr)
+        return rescued
 
 
 def read_records(root: Path) -> list[dict[str, Any]]:
-    """Every record under ``root`` (recursively); unreadable files are skipped with a warning."""
+    """Every valid record under ``root`` (recursively); an unreadable or invalid file is skipped with
+    a warning naming it."""
     records = []
     for path in sorted(root.rglob("*.json")):
         try:
-            record = json.loads(path.read_text())
-            if not isinstance(record, dict) or not {"domain", "task", "model", "config_hash"} <= set(record):
-                raise ValueError("not a cell record")
-            records.append(record)
+            records.append(_load(path))
         except (OSError, ValueError) as e:
             print(f"warning: skipping unreadable record {path}: {e}", file=sys.stderr)
     return records

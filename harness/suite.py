@@ -30,6 +30,8 @@ def _read(path: Path) -> list[dict[str, Any]]:
         suite = tomllib.loads(path.read_text())
     except OSError as e:
         raise UsageError(f"--config {path}: cannot read it ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        raise UsageError(f"--config {path}: not UTF-8 text, as TOML must be (byte {e.start}: {e.reason})") from None
     except tomllib.TOMLDecodeError as e:
         raise UsageError(f"--config {path}: not valid TOML ({e})") from None
     runs = suite.get("run")

@@ -12,13 +12,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 
 import baselines  # noqa: F401  (registers the baseline models)
 import tasks as tasks_pkg
 import zoo  # noqa: F401  (registers the transformer models)
 from tasks.base import Task
-from zoo.registry import RegistryError, get_model_entry, list_models, load_plugin, unknown_name_error
+from zoo.registry import RegistryError, get_model_entry, list_models, unknown_name_error
 from zoo.sizing import count_params, fit_to_params
 
 from . import distributed, executors, leaderboard, report
@@ -26,6 +27,7 @@ from .arguments import parse_value
 from .config import RunConfig, resolve
 from .devices import resolve_device, set_deterministic
 from .errors import UsageError
+from .plugins import load_plugins
 from .records import checkpoint_path, config_hash, read_record, read_records, record_path, write_record
 from .stopping import stop_on_signals
 
@@ -152,8 +154,9 @@ def _make_tasks(plan: Plan) -> None:
         try:
             task = cls(data_dir=args.data_dir, download=args.download,
                        **{k: v for k, v in task_opts.items() if k in cls.options})
-        except ValueError as e:
-            raise UsageError(f"task {name!r}: bad --task-opt value ({e})") from None
+        except ValueError as e:  # the task's message names it, the option and what is accepted
+            raise UsageError(str(e) if str(e).startswith(f"task {name!r}") else f"task {name!r}: bad --task-opt value ({e})") \
+                from None
         plan.tasks[name] = task
         plan.models[name] = resolve_models(task, args.models)
     unused = set(task_opts) - {k for task in plan.tasks.values() for k in task.options}
@@ -170,7 +173,9 @@ def _configure(plan: Plan, task: Task, base: RunConfig, model_opts: dict[str, An
             fitted = fit_to_params(model, task.spec, args.params, args.size, **model_opts) if args.params else {}
             count_params(model, task.spec, args.size, **model_opts, **fitted)
         except (RegistryError, ValueError, TypeError) as e:
-            raise UsageError(f"model {model!r} for task {task.name!r}: {e}") from None
+            named = str(e).startswith(f"model {model!r}")  # the registry's own messages name the model
+            raise UsageError(f"{e} (task {task.name!r})" if named else f"model {model!r} for task {task.name!r}: {e}") \
+                from None
         plan.configs[task.name, model] = replace(base, model_opts=tuple({**model_opts, **fitted}.items()),
                                                  params_target=args.params, fitted=tuple(fitted.items()))
 
@@ -200,23 +205,28 @@ def make_plan(args: argparse.Namespace, device: str, group: distributed.Group) -
 
 
 def pending(plan: Plan, threads: int | None) -> tuple[list[dict[str, Any]], list[executors.Cell]]:
-    """(records of the cells already done with the same configuration, the cells still to run)."""
+    """(records of the cells already done with the same configuration, the cells still to run). The
+    configuration covers the data (``Task.fingerprint``): other data is another cell. With --force a
+    cell runs again from scratch: its checkpoint is set aside."""
     args = plan.args
     done_records: list[dict[str, Any]] = []
     todo: list[executors.Cell] = []
     for task, model, seed in plan.cells():
         config = plan.configs[task.name, model]
-        where = (args.out, task.domain, task.name, model, config.label, seed)
+        chash = config_hash(resolve(task, get_model_entry(model), config))
+        where = (args.out, task.domain, task.name, model, config.label, seed, chash)
         done = None if args.force else read_record(record_path(*where))
-        if done is not None and done.get("status") == "ok" and \
-                done["config_hash"] == config_hash(resolve(task, get_model_entry(model), config)):
+        if done is not None and done.get("status") == "ok" and done["config_hash"] == chash:
             done_records.append(done)
-            plan.log(f"{task.name} {model} seed {seed}: already done, same configuration "
-                     f"({done['metric']} {done['metric_value']:.4f}); --force reruns it")
+            plan.log(f"{task.name} {model} seed {seed}: already done, same configuration and data "
+                     f"({done['metric']} {done['metric_value']:.4f}; config {chash}); --force reruns it")
             continue
+        checkpoint = checkpoint_path(*where)
+        if args.force and checkpoint.exists() and plan.group.is_main:
+            checkpoint.replace(checkpoint.with_name(f"{checkpoint.name}.unusable"))
         todo.append(executors.Cell(
             task.name, {"data_dir": str(Path(args.data_dir).resolve()), "download": args.download, **task.opts},
-            model, seed, config, checkpoint=str(checkpoint_path(*where).resolve()),
+            model, seed, config, checkpoint=str(checkpoint.resolve()),
             checkpoint_every_s=args.checkpoint_minutes * 60, plugins=tuple(args.plugin), threads=threads))
     return done_records, plan.group.share(todo)  # rank 0's view of what is done holds for the whole group
 
@@ -235,14 +245,13 @@ def _plan_line(plan: Plan, n_cells: int, n_todo: int) -> str:
 def run_sweep(args: argparse.Namespace) -> int:
     """``python -m harness run DOMAIN ...``: 0 when every cell finished, 1 when some failed, 130
     when interrupted (finished cells are kept and published)."""
-    for module in args.plugin:
-        load_plugin(module)
+    load_plugins(args.plugin)
     check_executor(args)
     device = resolve_device(args.device) if args.executor != "ray" else ray_device(args)
     group = distributed.init(device) if args.ddp else distributed.SINGLE
     try:
         plan = make_plan(args, device, group)
-        check_writable(args.out)
+        check_writable(args.out, output_folders(plan))
         set_deterministic(args.deterministic)
         records, todo = pending(plan, executors.default_threads(args.executor, args.jobs, args.cpus_per_cell))
         plan.log(_plan_line(plan, len(plan.cells()), len(todo)))
@@ -294,8 +303,12 @@ def _keep(plan: Plan, cell: executors.Cell, record: dict[str, Any], executor: st
     """Write a finished cell's record and say how it went."""
     task = plan.tasks[cell.task]
     record["executor"] = executor
-    write_record(record_path(plan.args.out, task.domain, task.name, cell.model, cell.config.label, cell.seed), record)
-    if record["status"] == "ok":
+    where = (plan.args.out, task.domain, task.name, cell.model, cell.config.label, cell.seed, record["config_hash"])
+    ok = record["status"] == "ok"
+    write_record(record_path(*where, failed=not ok), record)  # a failed attempt never replaces a good record
+    if ok:
+        record_path(*where, failed=True).unlink(missing_ok=True)
+    if ok:
         records.append(record)
         plan.log(f"{counter} {cell.name}: {record['metric']} {record['metric_value']:.4f} "
                  f"({record['train_time_s']:.1f} s)")
@@ -306,14 +319,24 @@ def _keep(plan: Plan, cell: executors.Cell, record: dict[str, Any], executor: st
 
 # ------------------------------------------------------------------------------------------ publish
 
-def check_writable(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"  # per process: DDP ranks probe at once
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise UsageError(f"--out {out}: not a writable directory ({e.strerror or e})") from None
+def check_writable(out: Path, folders: tuple[Path, ...] = ()) -> None:
+    """``out`` and every folder under it that the run will write (records and checkpoints, plots)
+    exist and take a file, before any training: a run never learns at its end that it cannot save."""
+    for folder in (out, *folders):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe = folder / f".write-test-{os.getpid()}"  # per process: DDP ranks probe at once
+            probe.write_text("")
+            probe.unlink()
+        except OSError as e:
+            inside = "" if folder == out else f" (the run writes to {folder})"
+            raise UsageError(f"--out {out}{inside}: not a writable directory ({e.strerror or e})") from None
+
+
+def output_folders(plan: Plan) -> tuple[Path, ...]:
+    """The folders a sweep writes under --out: one per task for records and checkpoints, and the plots."""
+    out = plan.args.out
+    return (*(out / "runs" / task.domain / task.name for task in plan.tasks.values()), out / "plots")
 
 
 @contextlib.contextmanager
@@ -338,16 +361,34 @@ def _publish_main(plan: Plan, records: list[dict[str, Any]]) -> None:
         publish(records, plan.args.out, plan.args.domain)
 
 
+def _existing_board(path: Path, out: Path, domain: str) -> pd.DataFrame:
+    """The leaderboard on disk; one that cannot be read is derived data: rebuilt from the records."""
+    try:
+        return leaderboard.read_leaderboard(path)
+    except leaderboard.DamagedFile as e:
+        print(f"warning: {path} cannot be read ({e}); rebuilding it from the records under {out / 'runs' / domain}",
+              file=sys.stderr)
+        return leaderboard.aggregate([r for r in read_records(out / "runs") if r["domain"] == domain])
+
+
+def _existing_table(path: Path) -> pd.DataFrame:
+    try:
+        return leaderboard.read_csv(path)
+    except leaderboard.DamagedFile as e:
+        print(f"warning: {path} cannot be read ({e}); writing this run's rows afresh", file=sys.stderr)
+        return pd.DataFrame()
+
+
 def publish(records: list[dict[str, Any]], out: Path, domain: str) -> None:
     """Merge this run's rows into results/leaderboard_<domain>.csv and print them; tables that
     tasks attach to their examples go to results/<table>_<domain>.csv."""
     new = leaderboard.aggregate(records)
     path = out / f"leaderboard_{domain}.csv"
     with results_lock(out):  # two runs sharing --out merge one after the other, never interleaved
-        leaderboard.write(leaderboard.merge(leaderboard.read_csv(path), new), path)
+        leaderboard.write(leaderboard.merge(_existing_board(path, out, domain), new), path)
         for name, table in leaderboard.tables(records).items():
             table_path = out / f"{name}_{domain}.csv"
-            leaderboard.write_table(leaderboard.merge_table(leaderboard.read_csv(table_path), table), table_path)
+            leaderboard.write_table(leaderboard.merge_table(_existing_table(table_path), table), table_path)
             print(f"wrote {table_path}")
         report_path = report.write_report(read_records(out / "runs"), out)
     print(leaderboard.to_text(new))

@@ -8,6 +8,7 @@ together; :func:`attempt_cell` turns a failure into a 'failed' record.
 from __future__ import annotations
 
 import math
+import os
 import random
 import sys
 import time
@@ -148,25 +149,31 @@ class CellTrainer:
         self.generator = torch.Generator().manual_seed(self.seed)  # the same shuffle on every rank
         self.memory = PeakMemory(device)
 
-    def restore(self) -> None:
-        """Continue from the checkpoint where one of this configuration exists (a damaged one is ignored)."""
+    def restore(self) -> bool:
+        """Continue from the checkpoint, where there is one. One that cannot be restored (unreadable,
+        made by another configuration, or not fitting the model) is set aside as ``*.unusable`` with a
+        warning; False then says that the model may be half-loaded and the cell must start afresh."""
         if self.checkpoint is None or not self.checkpoint.exists():
-            return
+            return True
         try:
             saved = torch.load(self.checkpoint, map_location=self.device, weights_only=True)
-        except Exception as e:  # noqa: BLE001 - a damaged checkpoint is redone, not fatal
-            print(f"warning: ignoring unreadable checkpoint {self.checkpoint} ({type(e).__name__}: {e})",
-                  file=sys.stderr)
-            return
-        if saved.get("config_hash") != self.chash:
-            return
-        self.model.load_state_dict(saved["model"])
-        self.optimizer.load_state_dict(saved["optimizer"])
-        self.scheduler.load_state_dict(saved["scheduler"])
-        self.scaler.load_state_dict(saved["scaler"])
-        _set_rng_state(saved["rng"], self.generator)
-        self.state = TrainState(**{k: saved[k] for k in asdict(TrainState())})
+            if saved.get("config_hash") != self.chash:
+                raise ValueError("it was made by another configuration")
+            self.model.load_state_dict(saved["model"])
+            self.optimizer.load_state_dict(saved["optimizer"])
+            self.scheduler.load_state_dict(saved["scheduler"])
+            self.scaler.load_state_dict(saved["scaler"])
+            _set_rng_state(saved["rng"], self.generator)
+            self.state = TrainState(**{k: saved[k] for k in asdict(TrainState())})
+        except Exception as e:  # noqa: BLE001 - a checkpoint that cannot be used is set aside, never fatal
+            aside = self.checkpoint.with_name(f"{self.checkpoint.name}.unusable")
+            os.replace(self.checkpoint, aside)
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            print(f"warning: checkpoint {self.checkpoint} cannot be restored ({type(e).__name__}: {reason[:300]}); "
+                  f"set aside as {aside.name}, the cell starts afresh", file=sys.stderr)
+            return False
         self.resumed_from = self.state.step
+        return True
 
     def save(self) -> None:
         if self.checkpoint is not None:
@@ -311,7 +318,7 @@ class CellTrainer:
             "config": self.resolved, "config_hash": self.chash,
             **environment(self.device),
             "started": self.started.isoformat(timespec="seconds"),
-            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "finished": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
         }
 
     def remove_checkpoint(self) -> None:
@@ -330,10 +337,16 @@ def run_cell(task: Task, model_name: str, seed: int, config: RunConfig, *, progr
     call with the same configuration continues from it; the file is deleted when the cell finishes.
     With a ``group`` of several processes, rank 0 returns the record, the other ranks None.
     """
-    cell = CellTrainer(task, get_model_entry(model_name), seed, config, group=group, checkpoint=checkpoint,
-                       checkpoint_every_s=checkpoint_every_s)
-    cell.setup()
-    cell.restore()
+    def fresh() -> CellTrainer:
+        cell = CellTrainer(task, entry, seed, config, group=group, checkpoint=checkpoint,
+                           checkpoint_every_s=checkpoint_every_s)
+        cell.setup()
+        return cell
+
+    entry = get_model_entry(model_name)
+    cell = fresh()
+    if not cell.restore():
+        cell = fresh()  # the same seeded start as a cell that never had a checkpoint
     with attention_backend(config.backend):
         cell.train(progress)
         if not group.is_main:  # rank 0 tests, writes the record and keeps the checkpoint's fate
@@ -356,7 +369,7 @@ def failure_record(task: Task, model_name: str, seed: int, config: RunConfig, er
             "backend": config.backend, "precision": config.precision,
             "config": resolved, "config_hash": config_hash(resolved), **environment(torch.device(config.device)),
             **({"traceback": trace[-8000:]} if trace else {}),
-            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            "finished": datetime.now(timezone.utc).isoformat(timespec="milliseconds")}
 
 
 def attempt_cell(task: Task, model_name: str, seed: int, config: RunConfig, *, progress: bool = True,

@@ -1,5 +1,22 @@
+from pathlib import Path
+
 import pytest
 import torch
+
+
+def record_file(path: Path, failed: bool = False) -> Path:
+    """The record a cell wrote, from its name without the configuration: '.../vit-tiny-seed0.json'
+    finds '.../vit-tiny-seed0-<config hash>.json' (or its '.failed.json'), which must be the only one."""
+    suffix = ".failed.json" if failed else ".json"
+    found = [p for p in path.parent.glob(f"{path.stem}-*{suffix}") if failed or not p.name.endswith(".failed.json")]
+    assert len(found) == 1, f"expected one record {path.stem}-<hash>{suffix} in {path.parent}, found {found}"
+    return found[0]
+
+
+def exists_like(path: Path) -> bool:
+    """``path`` exists; a '*' in its name matches any text (a record's or checkpoint's config hash)."""
+    path = Path(path)
+    return any(path.parent.glob(path.name)) if "*" in path.name else path.exists()
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -24,7 +41,7 @@ def _terminate_once_written(argv: list[str], paths: list, cwd, env=None, whole_g
                             start_new_session=whole_group)
     try:
         deadline = time.time() + 120
-        while not all(p.exists() for p in paths) and time.time() < deadline and proc.poll() is None:
+        while not all(exists_like(p) for p in paths) and time.time() < deadline and proc.poll() is None:
             time.sleep(0.05)
         if whole_group:
             os.killpg(proc.pid, signal.SIGTERM)

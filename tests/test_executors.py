@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import exists_like, record_file
 
 from harness.cli import main
 
@@ -94,9 +95,9 @@ def test_a_failed_cell_is_recorded_and_the_others_go_on(where, tmp_path, capsys,
     code, err = run(["run", "vision", "--models", "resnet,broken_cnn", "--seeds", "1", "--steps", "3", "--quiet",
                      "--cpus-per-cell", "1", "--plugin", plugin, "--out", str(tmp_path / "out"), *where], capsys)
     assert code == 1 and "1 of 2 cells failed" in err, err
-    broken = json.loads((tmp_path / "out/runs/vision/digits/broken_cnn-tiny-seed0.json").read_text())
+    broken = json.loads(record_file(tmp_path / "out/runs/vision/digits/broken_cnn-tiny-seed0.json", failed=True).read_text())
     assert broken["status"] == "failed" and "this model always fails" in broken["reason"]
-    good = json.loads((tmp_path / "out/runs/vision/digits/resnet-tiny-seed0.json").read_text())
+    good = json.loads(record_file(tmp_path / "out/runs/vision/digits/resnet-tiny-seed0.json").read_text())
     assert good["status"] == "ok"
 
 
@@ -131,16 +132,16 @@ def test_sigterm_stops_the_workers_at_a_checkpoint_and_the_rerun_continues(whole
     argv = [sys.executable, "-m", "harness", "run", "vision", "--models", "vit,resnet", "--seeds", "1",
             "--epochs", "12", "--jobs", "2", "--cpus-per-cell", "1", "--checkpoint-minutes", "0.0001", "--quiet",
             "--out", str(tmp_path)]
-    ckpts = [tmp_path / f"runs/vision/digits/{m}-tiny-seed0.ckpt" for m in ("vit", "resnet")]
+    ckpts = [tmp_path / f"runs/vision/digits/{m}-tiny-seed0-*.ckpt" for m in ("vit", "resnet")]
     code, err = terminate_once_written(argv, ckpts, ROOT, whole_group=whole_group)
     assert code == 130, err
-    assert all(c.exists() for c in ckpts) and "Traceback" not in err, err
+    assert all(exists_like(c) for c in ckpts) and "Traceback" not in err, err
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     for model in ("vit", "resnet"):
-        record = json.loads((tmp_path / f"runs/vision/digits/{model}-tiny-seed0.json").read_text())
+        record = json.loads(record_file(tmp_path / f"runs/vision/digits/{model}-tiny-seed0.json").read_text())
         assert record["resumed_from_step"] > 0 and len(record["history"]) == 12
-    assert not any(c.exists() for c in ckpts)
+    assert not any(exists_like(c) for c in ckpts)
 
 
 def test_an_unreachable_ray_cluster_is_a_one_line_error(tmp_path, capsys, monkeypatch):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import exists_like, record_file
 
 import harness.cli as cli
 import harness.suite as suite
@@ -54,7 +55,7 @@ def test_run_vision_writes_leaderboard_and_records(tmp_path, capsys):
     assert set(df["device"]) == {"cpu"} and set(df["backend"]) == {"sdpa"} and set(df["precision"]) == {"fp32"}
     assert (tmp_path / "leaderboard_vision.md").read_text().startswith("| task | rank | model")
     records = sorted((tmp_path / "runs" / "vision" / "digits").glob("*.json"))
-    assert [p.name for p in records] == ["resnet-tiny-seed0.json", "resnet-tiny-seed1.json",
+    assert [re.sub(r"-[0-9a-f]{12}\.json$", ".json", p.name) for p in records] == ["resnet-tiny-seed0.json", "resnet-tiny-seed1.json",
                                          "vit-tiny-seed0.json", "vit-tiny-seed1.json"]
     record = json.loads(records[-1].read_text())
     for key in ("metric_value", "test", "history", "param_count", "train_time_s", "device", "backend",
@@ -83,7 +84,7 @@ def test_same_seed_same_result(tmp_path, capsys):
     for name in ("a", "b"):
         assert run(["run", "vision", "--models", "vit", "--seeds", "1", "--steps", "5", "--quiet",
                     "--out", str(tmp_path / name)], capsys)[0] == 0
-        results.append(json.loads((tmp_path / name / "runs/vision/digits/vit-tiny-seed0.json").read_text()))
+        results.append(json.loads(record_file(tmp_path / name / "runs/vision/digits/vit-tiny-seed0.json").read_text()))
     assert results[0]["test"] == results[1]["test"]
     assert results[0]["config"]["total_steps"] == 5
 
@@ -92,7 +93,7 @@ def test_math_backend_and_model_options_are_recorded(tmp_path, capsys):
     code, _, err = run(["run", "vision", "--models", "vit", "--seeds", "1", "--steps", "3", "--backend", "math",
                         "--model-opt", "depth=1", "--out", str(tmp_path), "--quiet"], capsys)
     assert code == 0, err
-    record = json.loads((tmp_path / "runs/vision/digits/vit-tiny-seed0.json").read_text())
+    record = json.loads(record_file(tmp_path / "runs/vision/digits/vit-tiny-seed0.json").read_text())
     assert record["backend"] == "math" and record["config"]["model_options"] == {"depth": 1}
     assert record["param_count"] < 50_000
 
@@ -227,7 +228,7 @@ def test_readme_plugin_is_listed_fitted_trained_and_reported(tmp_path, capsys, m
     assert sorted(df.index) == ["mlp", "resnet", "vit"]
     assert df.loc["mlp", "family"] == "mlp" and set(df["size"]) == {"tiny@100k"}
     assert ((df["param_count"] - 100_000).abs() <= 10_000).all(), df["param_count"]
-    record = json.loads((tmp_path / "results/runs/vision/digits/mlp-tiny@100k-seed0.json").read_text())
+    record = json.loads(record_file(tmp_path / "results/runs/vision/digits/mlp-tiny@100k-seed0.json").read_text())
     assert record["config"]["fitted"]["hidden"] > PRESET_HIDDEN and record["status"] == "ok"
     report_text = (tmp_path / "results" / "REPORT.md").read_text()
     assert "mlp" in report_text and "**Transformers win" in report_text
@@ -266,7 +267,7 @@ def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path, capsys, monk
     code, _, err = run(["run", "vision", "--seeds", "1", "--steps", "2", "--quiet", "--out", str(tmp_path)], capsys)
     assert code == 1 and "1 of 2 cells failed" in err and "digits/vit/seed 0" in err
     assert list(pd.read_csv(tmp_path / "leaderboard_vision.csv")["model"]) == ["resnet"]
-    failed = json.loads((tmp_path / "runs/vision/digits/vit-tiny-seed0.json").read_text())
+    failed = json.loads(record_file(tmp_path / "runs/vision/digits/vit-tiny-seed0.json", failed=True).read_text())
     assert failed["status"] == "failed" and failed["reason"] == "RuntimeError: boom" and "boom" in failed["traceback"]
     # the failed cell is not "done": the next run tries it again
     monkeypatch.setattr(trainer, "run_cell", real_run_cell)
@@ -292,7 +293,7 @@ def test_a_diverging_model_fails_with_its_reason(tmp_path, capsys, monkeypatch, 
     code, _, err = run(["run", "vision", "--models", "nan_model,resnet", "--seeds", "1", "--steps", "2", "--quiet",
                         "--out", str(tmp_path)], capsys)
     assert code == 1
-    record = json.loads((tmp_path / "runs/vision/digits/nan_model-tiny-seed0.json").read_text())
+    record = json.loads(record_file(tmp_path / "runs/vision/digits/nan_model-tiny-seed0.json", failed=True).read_text())
     assert record["status"] == "failed" and record["reason"].startswith("TrainingDiverged: training loss became nan")
     assert list(pd.read_csv(tmp_path / "leaderboard_vision.csv")["model"]) == ["resnet"]
 
@@ -330,7 +331,7 @@ def test_an_interrupted_sweep_reruns_only_the_missing_cells(tmp_path, capsys, mo
 def test_a_corrupt_record_is_ignored_and_its_cell_rerun(tmp_path, capsys):
     argv = ["run", "vision", "--models", "resnet", "--seeds", "1", "--steps", "2", "--quiet", "--out", str(tmp_path)]
     assert run(argv, capsys)[0] == 0
-    path = tmp_path / "runs/vision/digits/resnet-tiny-seed0.json"
+    path = record_file(tmp_path / "runs/vision/digits/resnet-tiny-seed0.json")
     path.write_text("{ not json")
     code, _, err = run(argv, capsys)
     assert code == 0 and "ignoring unreadable record" in err and "resnet seed 0: top1" in err
@@ -377,14 +378,14 @@ def test_checkpoint_resume_gives_the_uninterrupted_result(tmp_path, monkeypatch)
 def test_sigterm_checkpoints_and_the_rerun_continues(tmp_path, terminate_once_written):
     argv = [sys.executable, "-m", "harness", "run", "vision", "--models", "vit", "--seeds", "1", "--epochs", "40",
             "--checkpoint-minutes", "0.0001", "--quiet", "--out", str(tmp_path)]
-    ckpt = tmp_path / "runs/vision/digits/vit-tiny-seed0.ckpt"
+    ckpt = tmp_path / "runs/vision/digits/vit-tiny-seed0-*.ckpt"
     code, err = terminate_once_written(argv, [ckpt], ROOT)
     assert code == 130, err
-    assert ckpt.exists() and "saved a checkpoint" in err
+    assert exists_like(ckpt) and "saved a checkpoint" in err
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    record = json.loads((tmp_path / "runs/vision/digits/vit-tiny-seed0.json").read_text())
-    assert record["resumed_from_step"] > 0 and not ckpt.exists()
+    record = json.loads(record_file(tmp_path / "runs/vision/digits/vit-tiny-seed0.json").read_text())
+    assert record["resumed_from_step"] > 0 and not exists_like(ckpt)
     assert len(record["history"]) == 40
 
 
@@ -394,7 +395,7 @@ def test_deterministic_flag_gives_identical_results(tmp_path, capsys):
     for name in ("a", "b"):
         assert run(["run", "vision", "--models", "resnet", "--seeds", "1", "--steps", "6", "--deterministic",
                     "--quiet", "--out", str(tmp_path / name)], capsys)[0] == 0
-        results.append(json.loads((tmp_path / name / "runs/vision/digits/resnet-tiny-seed0.json").read_text()))
+        results.append(json.loads(record_file(tmp_path / name / "runs/vision/digits/resnet-tiny-seed0.json").read_text()))
     assert results[0]["test"] == results[1]["test"] and results[0]["history"] == [
         {**h, "train_time_s": results[0]["history"][i]["train_time_s"]} for i, h in enumerate(results[1]["history"])]
     assert results[0]["config"]["deterministic"] is True
@@ -409,7 +410,7 @@ def test_params_fits_every_model_and_records_the_fitted_config(tmp_path, capsys)
                         "--out", str(tmp_path)], capsys)
     assert code == 0, err
     for model in ("resnet", "vit"):
-        r = json.loads((tmp_path / f"runs/vision/digits/{model}-tiny@60k-seed0.json").read_text())
+        r = json.loads(record_file(tmp_path / f"runs/vision/digits/{model}-tiny@60k-seed0.json").read_text())
         assert abs(r["param_count"] - 60_000) <= 6_000 and r["size"] == "tiny@60k"
         assert r["config"]["params_target"] == 60_000 and r["config"]["fitted"]
         assert r["config"]["model_options"] == r["config"]["fitted"]
@@ -434,7 +435,7 @@ def test_report_writes_report_md_and_plots(tmp_path, capsys):
 def test_cost_columns_are_recorded(tmp_path, capsys):
     assert run(["run", "vision", "--seeds", "1", "--steps", "2", "--quiet", "--out", str(tmp_path)], capsys)[0] == 0
     for model in ("resnet", "vit"):
-        r = json.loads((tmp_path / f"runs/vision/digits/{model}-tiny-seed0.json").read_text())
+        r = json.loads(record_file(tmp_path / f"runs/vision/digits/{model}-tiny-seed0.json").read_text())
         assert r["train_flops_per_sample"] > 2 * r["flops_per_sample"] > 0       # backward ~ 2x forward
         assert r["infer_samples_per_sec"] > 0 and r["peak_mem_mb"] > 10
         assert r["target"] == 0.95 and r["time_to_target_s"] is None             # 2 steps: not reached
@@ -463,7 +464,7 @@ def test_suite_file_runs_its_tables_in_order(tmp_path, capsys):
     assert code == 0, err
     df = pd.read_csv(tmp_path / "res" / "leaderboard_vision.csv")
     assert sorted(df["model"]) == ["resnet", "vit"]
-    vit = json.loads((tmp_path / "res/runs/vision/digits/vit-tiny-seed0.json").read_text())
+    vit = json.loads(record_file(tmp_path / "res/runs/vision/digits/vit-tiny-seed0.json").read_text())
     assert vit["config"]["model_options"] == {"depth": 1} and vit["config"]["total_steps"] == 2
 
 
@@ -522,7 +523,7 @@ def test_fp16_trains_with_a_gradient_scaler_on_cpu(tmp_path, capsys):
     code, _, err = run(["run", "vision", "--models", "resnet", "--seeds", "1", "--steps", "3", "--precision", "fp16",
                         "--quiet", "--out", str(tmp_path)], capsys)
     assert code == 0, err
-    record = json.loads((tmp_path / "runs/vision/digits/resnet-tiny-seed0.json").read_text())
+    record = json.loads(record_file(tmp_path / "runs/vision/digits/resnet-tiny-seed0.json").read_text())
     assert record["precision"] == "fp16" and 0 <= record["metric_value"] <= 1
 
 
@@ -539,4 +540,4 @@ def test_compile_flag_compiles_the_training_model(tmp_path, capsys, monkeypatch)
                         "--out", str(tmp_path)], capsys)
     assert code == 0, err
     assert compiled == ["VisionTransformer"]
-    assert json.loads((tmp_path / "runs/vision/digits/vit-tiny-seed0.json").read_text())["config"]["compile"] is True
+    assert json.loads(record_file(tmp_path / "runs/vision/digits/vit-tiny-seed0.json").read_text())["config"]["compile"] is True
