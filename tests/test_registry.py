@@ -204,6 +204,20 @@ def test_entry_point_plugins_load_on_first_use(tmp_path, monkeypatch, clean_regi
     assert get_model_entry("ep_mlp").family == "baseline"
 
 
+def test_a_broken_entry_point_plugin_is_named_in_one_line(tmp_path, monkeypatch, clean_registry):
+    (tmp_path / "ep_broken_pkg.py").write_text("raise ImportError('half installed')\n")
+    dist = tmp_path / "ep_broken_pkg-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: ep-broken-pkg\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[attention_zoo.models]\nbroken = ep_broken_pkg\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "_plugins_loaded", False)
+    monkeypatch.delitem(sys.modules, "ep_broken_pkg", raising=False)
+    with pytest.raises(RegistryError, match=r"plugin entry point 'broken' \(ep_broken_pkg\) failed to import: "
+                                            r"ImportError: half installed"):
+        list_models()
+
+
 def test_load_plugin_missing_module_is_a_registry_error():
     with pytest.raises(RegistryError, match="plugin module 'no_such_module_xyz' not found"):
         registry.load_plugin("no_such_module_xyz")

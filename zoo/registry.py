@@ -251,7 +251,11 @@ def load_plugins() -> None:
         return
     _plugins_loaded = True
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        ep.load()
+        try:
+            ep.load()
+        except (Exception, SystemExit) as e:  # an installed plugin that breaks is named, in one line
+            raise RegistryError(f"plugin entry point {ep.name!r} ({ep.value}) failed to import: "
+                                f"{' '.join(f'{type(e).__name__}: {e}'.split())}") from None
 
 
 def load_plugin(module: str) -> None:
