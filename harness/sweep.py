@@ -155,8 +155,8 @@ def _make_tasks(plan: Plan) -> None:
             task = cls(data_dir=args.data_dir, download=args.download,
                        **{k: v for k, v in task_opts.items() if k in cls.options})
         except ValueError as e:  # the task's message names it, the option and what is accepted
-            raise UsageError(str(e) if str(e).startswith(f"task {name!r}") else f"task {name!r}: bad --task-opt value ({e})") \
-                from None
+            named = str(e).startswith(f"task {name!r}")
+            raise UsageError(str(e) if named else f"task {name!r}: bad --task-opt value ({e})") from None
         plan.tasks[name] = task
         plan.models[name] = resolve_models(task, args.models)
     unused = set(task_opts) - {k for task in plan.tasks.values() for k in task.options}
@@ -174,8 +174,8 @@ def _configure(plan: Plan, task: Task, base: RunConfig, model_opts: dict[str, An
             count_params(model, task.spec, args.size, **model_opts, **fitted)
         except (RegistryError, ValueError, TypeError) as e:
             named = str(e).startswith(f"model {model!r}")  # the registry's own messages name the model
-            raise UsageError(f"{e} (task {task.name!r})" if named else f"model {model!r} for task {task.name!r}: {e}") \
-                from None
+            raise UsageError(f"{e} (task {task.name!r})" if named else
+                             f"model {model!r} for task {task.name!r}: {e}") from None
         plan.configs[task.name, model] = replace(base, model_opts=tuple({**model_opts, **fitted}.items()),
                                                  params_target=args.params, fitted=tuple(fitted.items()))
 

@@ -95,7 +95,8 @@ def test_a_failed_cell_is_recorded_and_the_others_go_on(where, tmp_path, capsys,
     code, err = run(["run", "vision", "--models", "resnet,broken_cnn", "--seeds", "1", "--steps", "3", "--quiet",
                      "--cpus-per-cell", "1", "--plugin", plugin, "--out", str(tmp_path / "out"), *where], capsys)
     assert code == 1 and "1 of 2 cells failed" in err, err
-    broken = json.loads(record_file(tmp_path / "out/runs/vision/digits/broken_cnn-tiny-seed0.json", failed=True).read_text())
+    broken_path = record_file(tmp_path / "out/runs/vision/digits/broken_cnn-tiny-seed0.json", failed=True)
+    broken = json.loads(broken_path.read_text())
     assert broken["status"] == "failed" and "this model always fails" in broken["reason"]
     good = json.loads(record_file(tmp_path / "out/runs/vision/digits/resnet-tiny-seed0.json").read_text())
     assert good["status"] == "ok"
