@@ -33,7 +33,7 @@ from matplotlib import ticker
 from matplotlib.figure import Figure
 
 import tasks as tasks_pkg
-from tasks.base import Task
+from tasks.base import Task, direction_words
 from zoo.registry import RegistryError
 
 from . import leaderboard
@@ -123,7 +123,7 @@ def summary_lines(comparisons: list[dict[str, Any]]) -> list[str]:
         t, b = c["transformer"], c["baseline"]
         within = {True: "yes: tie", False: "no", None: "n/a (1 seed)"}[c["within_ci"]]
         rel = "-" if math.isnan(c["relative"]) else f"{100 * c['relative']:.1f}%"
-        lines.append(f"| {c['domain']} | {c['task']} | {c['metric']} ({_direction(c['higher_is_better'])}) "
+        lines.append(f"| {c['domain']} | {c['task']} | {c['metric']} ({direction_words(c['higher_is_better'])}) "
                      f"| {t['model']} {_pm(t)} | {b['model']} {_pm(b)} | {c['winner']} | {c['margin']:.4f} "
                      f"| {rel} | {within} |")
     n = len(comparisons)
@@ -343,10 +343,6 @@ def _pm(row: pd.Series) -> str:
     mean = float(row["metric_mean"])
     n = int(row["n_seeds"])
     return f"{mean:.4f} ± {half:.4f} (n={n})" if math.isfinite(half) else f"{mean:.4f} (n={n})"
-
-
-def _direction(higher_is_better: bool) -> str:
-    return "higher is better" if higher_is_better else "lower is better"
 
 
 def _float(value: Any) -> float:

@@ -53,6 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from zoo.options import TYPE_NOUNS, Range
 from zoo.registry import RegistryError, unknown_name_error
 
 KINDS: dict[str, str] = {
@@ -75,7 +76,6 @@ class DatasetNotFoundError(DatasetError):
 
 
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
-_TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "any value"}
 
 
 @dataclass(frozen=True)
@@ -96,13 +96,20 @@ class Option:
     help: str = ""
 
     def accepted(self) -> str:
-        """What the option accepts, in words: 'an integer >= 1', 'a number >= 0 and < 1', 'one of 35, 12'."""
+        """What the option accepts, in words: 'an integer >= 1', 'a number in [0, 1)', 'one of 35, 12'."""
         if self.choices is not None:
             return "one of " + ", ".join(map(str, self.choices))
-        bounds = [f"{op} {_number(v)}" for op, v in ((">=", self.minimum), (">", self.above),
-                                                     ("<=", self.maximum), ("<", self.below)) if v is not None]
-        words = _TYPE_WORDS.get(type(self.default), f"a {type(self.default).__name__}")
-        return " and ".join([f"{words} {bounds[0]}", *bounds[1:]]) if bounds else words
+        kind = type(self.default)
+        words = "any value" if self.default is None else TYPE_NOUNS.get(kind, (f"a {kind.__name__}",))[0]
+        return " ".join(filter(None, (words, self.range.describe(kind is int))))
+
+    @property
+    def range(self) -> Range:
+        """The bounds as the zoo's model options state them (the same words in both messages)."""
+        return Range(self.minimum if self.minimum is not None else self.above,
+                     self.maximum if self.maximum is not None else self.below,
+                     min_open=self.minimum is None and self.above is not None,
+                     max_open=self.maximum is None and self.below is not None)
 
     def parse(self, value: Any) -> Any:
         """``value`` as the option's type, within its range; else ValueError('must be ..., got ...')."""
@@ -145,8 +152,7 @@ class Option:
     def _in_range(self, value: Any) -> bool:
         if self.choices is not None:
             return value in self.choices
-        return ((self.minimum is None or value >= self.minimum) and (self.maximum is None or value <= self.maximum)
-                and (self.above is None or value > self.above) and (self.below is None or value < self.below))
+        return self.range.contains(value)
 
 
 def _is_int_text(text: str) -> bool:
@@ -165,8 +171,9 @@ def _is_number_text(text: str) -> bool:  # shown as given in messages: 'got -5',
     return True
 
 
-def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(value)
+def direction_words(higher_is_better: bool) -> str:
+    """'higher is better' or 'lower is better': how a metric reads, in labels and reports."""
+    return "higher is better" if higher_is_better else "lower is better"
 
 
 def files_fingerprint(root: str | Path, paths: Iterable[str | Path], *, times: bool = True) -> dict[str, Any]:
@@ -330,7 +337,7 @@ class Task(ABC):
         """E.g. 'test top1 (accuracy, higher is better)', 'val wer (word error rate, lower is better)':
         the split, the metric, what it measures (``metric_units``, where the task says) and its direction."""
         words = [cls.metric_units[metric]] if metric in cls.metric_units else []
-        direction = "higher is better" if higher_is_better else "lower is better"
+        direction = direction_words(higher_is_better)
         return f"{split} {metric} ({', '.join(words + [direction])})"
 
 

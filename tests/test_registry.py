@@ -181,6 +181,18 @@ def test_decorator_registers_factory_and_defaults(clean_registry):
     assert "linear_probe" in list_models("linear_*", kind="classification")
 
 
+def install_entry_point(root, monkeypatch, module: str, name: str) -> None:
+    """Make ``module`` under ``root`` look like an installed distribution whose entry point ``name``
+    is in the ``attention_zoo.models`` group, and let the registry load entry points again."""
+    dist = root / f"{module}-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module.replace('_', '-')}\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(f"[attention_zoo.models]\n{name} = {module}\n")
+    monkeypatch.syspath_prepend(str(root))
+    monkeypatch.setattr(registry, "_plugins_loaded", False)
+    monkeypatch.delitem(sys.modules, module, raising=False)
+
+
 def test_entry_point_plugins_load_on_first_use(tmp_path, monkeypatch, clean_registry):
     """An installed distribution that declares an `attention_zoo.models` entry point joins the zoo."""
     pkg = tmp_path / "ep_plugin_pkg"
@@ -193,26 +205,14 @@ def test_entry_point_plugins_load_on_first_use(tmp_path, monkeypatch, clean_regi
         def ep_mlp(spec, size="tiny"):
             return nn.Sequential(nn.Flatten(), nn.LazyLinear(spec["num_classes"]))
     """))
-    dist = tmp_path / "ep_plugin_pkg-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: ep-plugin-pkg\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[attention_zoo.models]\nep_plugin_pkg = ep_plugin_pkg\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(registry, "_plugins_loaded", False)
-    monkeypatch.delitem(sys.modules, "ep_plugin_pkg", raising=False)
+    install_entry_point(tmp_path, monkeypatch, "ep_plugin_pkg", "ep_plugin_pkg")
     assert "ep_mlp" in list_models()
     assert get_model_entry("ep_mlp").family == "baseline"
 
 
 def test_a_broken_entry_point_plugin_is_named_in_one_line(tmp_path, monkeypatch, clean_registry):
     (tmp_path / "ep_broken_pkg.py").write_text("raise ImportError('half installed')\n")
-    dist = tmp_path / "ep_broken_pkg-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: ep-broken-pkg\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[attention_zoo.models]\nbroken = ep_broken_pkg\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(registry, "_plugins_loaded", False)
-    monkeypatch.delitem(sys.modules, "ep_broken_pkg", raising=False)
+    install_entry_point(tmp_path, monkeypatch, "ep_broken_pkg", "broken")
     with pytest.raises(RegistryError, match=r"plugin entry point 'broken' \(ep_broken_pkg\) failed to import: "
                                             r"ImportError: half installed"):
         list_models()

@@ -28,13 +28,13 @@ BAD_OPTIONS = {  # (task, option, value as --task-opt or a suite gives it) -> (w
     ("pystdlib", "block_size", "-5"): (INTEGER_1, "-5"), ("pystdlib", "block_size", "abc"): (INTEGER_1, "'abc'"),
     ("pystdlib", "block_size", "0"): (INTEGER_1, "0"), ("tinyshakespeare", "block_size", "1.5"): (INTEGER_1, "1.5"),
     ("text_file", "eval_chars", "-1"): (INTEGER_1, "-1"), ("image_folder", "image_size", "0"): (INTEGER_1, "0"),
-    ("reverse", "label_smoothing", "2"): ("a number >= 0 and < 1", "2"),
-    ("dates", "label_smoothing", "-0.1"): ("a number >= 0 and < 1", "-0.1"),
-    ("addition", "label_smoothing", "nan"): ("a number >= 0 and < 1", "nan"),
+    ("reverse", "label_smoothing", "2"): ("a number in [0, 1)", "2"),
+    ("dates", "label_smoothing", "-0.1"): ("a number in [0, 1)", "-0.1"),
+    ("addition", "label_smoothing", "nan"): ("a number in [0, 1)", "nan"),
     ("cartpole-mixed", "context_len", "0"): (INTEGER_1, "0"), ("minari", "context_len", "0"): (INTEGER_1, "0"),
     ("pendulum-medium", "eval_episodes", "-1"): (INTEGER_1, "-1"), ("minari", "dataset", 5): ("a string", "5"),
-    ("synth_commands", "n_mels", "0"): ("an integer >= 1 and <= 89", "0"),
-    ("synth_commands", "n_mels", "128"): ("an integer >= 1 and <= 89", "128"),
+    ("synth_commands", "n_mels", "0"): ("an integer in [1, 89]", "0"),
+    ("synth_commands", "n_mels", "128"): ("an integer in [1, 89]", "128"),
     ("synth_commands", "clips_per_voice", "0"): (INTEGER_1, "0"),
     ("synth_commands", "seed", "-1"): ("an integer >= 0", "-1"),
     ("synth_commands", "spec_augment", "maybe"): ("true or false", "'maybe'"),
@@ -115,9 +115,9 @@ def test_a_plugin_task_with_plain_defaults_keeps_working_with_a_type_check():
 
 def test_option_declaration_reads_its_ranges():
     assert Option(1, minimum=1).accepted() == "an integer >= 1"
-    assert Option(0.0, minimum=0, below=1).accepted() == "a number >= 0 and < 1"
+    assert Option(0.0, minimum=0, below=1).accepted() == "a number in [0, 1)"
     assert Option(1.0, above=0).accepted() == "a number > 0"
-    assert Option(5, minimum=1, maximum=9).accepted() == "an integer >= 1 and <= 9"
+    assert Option(5, minimum=1, maximum=9).accepted() == "an integer in [1, 9]"
     assert Option(35, choices=(35, 12)).accepted() == "one of 35, 12"
     assert Option(True).accepted() == "true or false" and Option("a").accepted() == "a string"
     assert Option(1, minimum=1).parse(5.0) == 5

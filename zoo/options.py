@@ -30,11 +30,11 @@ from typing import Any
 
 DERIVED = "None (derived by the model)"
 _REFUSED = object()  # what ``Option._scalar`` returns for a value it does not accept
-_NOUNS = {int: ("an integer", "integers"), float: ("a number", "numbers"), str: ("a string", "strings"),
+TYPE_NOUNS = {int: ("an integer", "integers"), float: ("a number", "numbers"), str: ("a string", "strings"),
           bool: ("true or false", "bools")}
 
 
-def _fmt(x: float) -> str:
+def fmt_number(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else repr(x)
 
 
@@ -74,11 +74,11 @@ class Range:
         """'>= 1', 'in [0, 1)', '< 10' ('' without bounds)."""
         lo, hi = self.min, self.max
         if lo is not None and hi is not None:
-            return f"in {'(' if self.min_open else '['}{_fmt(lo)}, {_fmt(hi)}{')' if self.max_open else ']'}"
+            return f"in {'(' if self.min_open else '['}{fmt_number(lo)}, {fmt_number(hi)}{')' if self.max_open else ']'}"
         if lo is not None:
-            return f"{'>' if self.min_open else '>='} {_fmt(lo)}"
+            return f"{'>' if self.min_open else '>='} {fmt_number(lo)}"
         if hi is not None:
-            return f"{'<' if self.max_open else '<='} {_fmt(hi)}"
+            return f"{'<' if self.max_open else '<='} {fmt_number(hi)}"
         return ""
 
 
@@ -129,7 +129,7 @@ class Option:
         if self.kind is str:
             return "a string"
         number = self.item if self.kind is tuple else self.kind
-        one, many = _NOUNS.get(number, ("a value", "values"))
+        one, many = TYPE_NOUNS.get(number, ("a value", "values"))
         rng = self.range or Range()
         bounds = rng.describe(number is int)
         if rng.odd:

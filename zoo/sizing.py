@@ -79,14 +79,21 @@ def _build_and_count(entry: ModelEntry, spec: dict[str, Any], config: dict[str, 
                      on_meta: bool) -> tuple[int, bool]:
     """(the parameter count of ``entry.factory(spec, **config)``, whether it was built on the meta
     device). ``on_meta`` False, or a model that cannot be built there: built on the CPU (no autograd)."""
-    if on_meta:
-        try:
-            with _MetaFactories():
-                return _count_params(entry.factory(spec, **config)), True
-        except Exception:  # not buildable without real tensors: count on the CPU
-            pass
+    count = _count_on_meta(entry, spec, config) if on_meta else None
+    if count is not None:
+        return count, True
     with torch.no_grad():
         return _count_params(entry.factory(spec, **config)), False
+
+
+def _count_on_meta(entry: ModelEntry, spec: dict[str, Any], config: dict[str, Any]) -> int | None:
+    """The parameter count of the model built on the meta device; None where it cannot be built
+    without real tensors (it is then counted on the CPU, which raises the model's real error if any)."""
+    try:
+        with _MetaFactories():
+            return _count_params(entry.factory(spec, **config))
+    except Exception:  # noqa: BLE001 - any failure here is retried, and reported, on the CPU
+        return None
 
 
 def count_params(name_or_entry: str | ModelEntry, spec: dict[str, Any], size: str = "tiny", **overrides: Any) -> int:
