@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import platform
@@ -15,6 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import IO, Any, Iterator
 
+import numpy as np
 import torch
 
 
@@ -168,25 +170,49 @@ def read_record(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def items_path(path: Path) -> Path:
+    """The per-item outcomes beside a record: ``<record stem>.items.npz``."""
+    return path.with_name(path.name.removesuffix(".json") + ".items.npz")
+
+
 def write_record(path: Path, record: dict[str, Any]) -> Path:
-    """Write ``record`` atomically; where that fails, save it in a rescue folder and return where it went."""
+    """Write ``record`` atomically; where that fails, save it in a rescue folder and return where it went.
+    Its per-item outcomes (``record["items"]``: name -> array) go first to ``items_path`` (an ``.npz``
+    of plain arrays, no pickle), and the record names that file in ``items_file``."""
+    record = dict(record)
+    items = record.pop("items", None)
+    if items is not None:
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **{k: np.asarray(v) for k, v in items.items()})
+        record["items_file"] = write_or_rescue(items_path(path), buffer.getvalue()).name
     return write_or_rescue(path, json.dumps(record, indent=2, sort_keys=False) + "\n")
+
+
+def read_items(record_file: Path, record: dict[str, Any]) -> dict[str, np.ndarray] | None:
+    """The per-item outcomes of the record stored at ``record_file``, or None where it has none."""
+    if not record.get("items_file"):
+        return None
+    with np.load(record_file.parent / record["items_file"], allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
 
 
 def rescue_dir() -> Path:
     return Path(tempfile.gettempdir()) / "attention-zoo-rescued"
 
 
-def write_or_rescue(path: Path, text: str) -> Path:
-    """``atomic_write_text(path, text)``; where ``path`` cannot be written (a folder that became
-    read-only, a full disk), the text goes to the rescue folder instead, with a warning saying where,
-    so that finished work is never lost. Returns the path written."""
+def write_or_rescue(path: Path, data: str | bytes) -> Path:
+    """Write ``data`` (text or bytes) atomically to ``path``; where ``path`` cannot be written (a
+    folder that became read-only, a full disk), the data goes to the rescue folder instead, with a
+    warning saying where, so that finished work is never lost. Returns the path written."""
+    mode = "wb" if isinstance(data, bytes) else "w"
     try:
-        atomic_write_text(path, text)
+        with atomic_file(path, mode) as f:
+            f.write(data)
         return path
     except OSError as e:
         rescued = rescue_dir() / f"{os.getpid()}-{int(time.time())}" / path.name
-        atomic_write_text(rescued, text)
+        with atomic_file(rescued, mode) as f:
+            f.write(data)
         print(f"warning: cannot write {path} ({e.strerror or e}); saved it as {rescued} instead", file=sys.stderr)
         return rescued
 
@@ -194,10 +220,15 @@ def write_or_rescue(path: Path, text: str) -> Path:
 def read_records(root: Path) -> list[dict[str, Any]]:
     """Every valid record under ``root`` (recursively); an unreadable or invalid file is skipped with
     a warning naming it."""
-    records = []
+    return [record for _, record in read_record_files(root)]
+
+
+def read_record_files(root: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """:func:`read_records`, each with the file it was read from (where its ``items_file`` lies)."""
+    found = []
     for path in sorted(root.rglob("*.json")):
         try:
-            records.append(_load(path))
+            found.append((path, _load(path)))
         except (OSError, ValueError) as e:
             print(f"warning: skipping unreadable record {path}: {e}", file=sys.stderr)
-    return records
+    return found

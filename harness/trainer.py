@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from tasks.base import Task
+from tasks.base import ItemLog, Task
 from zoo.core import attention_backend
 from zoo.registry import ModelEntry, get_model_entry
 
@@ -65,10 +65,11 @@ def warmup_cosine(total_steps: int, warmup_frac: float):
 
 
 def evaluate(task: Task, model: nn.Module, split: str, batch_size: int, device: torch.device,
-             precision: str, channels_last: bool = False) -> dict[str, float]:
+             precision: str, channels_last: bool = False, items: ItemLog | None = None) -> dict[str, float]:
     model.eval()
     with torch.no_grad(), autocast(device, precision):
-        return task.evaluate(model, on_device(task.eval_batches(split, batch_size), device, channels_last))
+        batches = on_device(task.eval_batches(split, batch_size), device, channels_last)
+        return task.evaluate(model, batches) if items is None else task.evaluate(model, batches, items)
 
 
 def _rng_state(generator: torch.Generator) -> dict[str, Any]:
@@ -284,17 +285,18 @@ class CellTrainer:
         """The test metrics (the headline split, then the others prefixed by their name), timed."""
         t0 = time.perf_counter()
         metrics: dict[str, float] = {}
+        items = ItemLog()  # the headline split's per-item outcomes
         for i, split in enumerate(self.task.eval_splits):
             t_split = time.perf_counter()
             found = evaluate(self.task, self.net, split, self.batch_size, self.device, self.config.precision,
-                             self.channels_last)
+                             self.channels_last, items if i == 0 else None)
             metrics.update(found if i == 0 else {f"{split}_{k}": v for k, v in found.items()})
             if i == 0:  # inference throughput: the headline split, decoding included where the task decodes
                 infer_time = time.perf_counter() - t_split
                 eval_samples = sum(len(b[0]) for b in self.task.eval_batches(split, self.batch_size))
         eval_time = time.perf_counter() - t0
         self.model.eval()
-        return {"test": metrics, "eval_time_s": eval_time,
+        return {"test": metrics, "items": items.columns(), "eval_time_s": eval_time,
                 "infer_samples_per_sec": eval_samples / infer_time if infer_time else float("nan"),
                 "examples": self.task.examples(self.model, self.device, self.seed)}
 
@@ -306,6 +308,7 @@ class CellTrainer:
             "size": config.label, "seed": self.seed, "status": "ok",
             "metric": task.metric, "metric_value": tested["test"][task.metric],
             "higher_is_better": task.higher_is_better, "checkpoint": "last", "test": tested["test"],
+            "items": tested["items"],  # per-item outcomes: written beside the record (records.write_record)
             "history": state.history, "examples": tested["examples"],
             "param_count": self.param_count, "train_time_s": state.train_time, "eval_time_s": tested["eval_time_s"],
             "train_samples": state.samples,

@@ -36,6 +36,10 @@ when it is made: a bad value is a one-line ValueError naming the task, the optio
 and what was given. Data that cannot be used (missing, degenerate, corrupt) is a ``DatasetError`` at
 ``setup``. ``fingerprint`` identifies the data a task read (``files_fingerprint`` of its files, or the
 recipe of generated data) for the cell's configuration hash.
+
+``evaluate`` fills an ``ItemLog`` when it is given one (the harness does, for the headline split):
+the per-item outcomes that the headline metric is computed from, so that two models can be compared
+item by item (``harness compare``). Their metric is ``sum(value) / sum(weight)``.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Iterator
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -318,8 +323,9 @@ class Task(ABC):
         """The training loss of ``model`` on one batch (already on the model's device)."""
 
     @abstractmethod
-    def evaluate(self, model: nn.Module, batches: Iterable[Batch]) -> dict[str, float]:
-        """Metrics over ``batches`` (already on the model's device), the headline one included."""
+    def evaluate(self, model: nn.Module, batches: Iterable[Batch], items: ItemLog | None = None) -> dict[str, float]:
+        """Metrics over ``batches`` (already on the model's device), the headline one included; with
+        ``items``, each item's outcome too (``sum(value) / sum(weight)`` is the headline metric)."""
 
     def examples(self, model: nn.Module, device: torch.device, seed: int) -> dict[str, Any]:
         """What a trained model produces, to look at (a text sample, some decoded inputs); JSON-able.
@@ -339,6 +345,50 @@ class Task(ABC):
         words = [cls.metric_units[metric]] if metric in cls.metric_units else []
         direction = direction_words(higher_is_better)
         return f"{split} {metric} ({', '.join(words + [direction])})"
+
+
+class ItemLog:
+    """Per-item outcomes of one evaluation, gathered batch by batch in the split's fixed order.
+
+    Each item has an id (``item``: its position in the split unless the task names it, e.g. an RL
+    episode's environment seed), a ``value`` and a ``weight``, such that the headline metric is
+    ``sum(value) / sum(weight)``: weight 1 for a mean over items (accuracy, exact match, return),
+    the reference words of an utterance for WER, the tokens of a window for a language model's loss.
+    Tasks add columns of their own (the predicted and the true label). ``columns()`` gives one
+    array per name, as stored in a record's ``.items.npz``."""
+
+    def __init__(self) -> None:
+        self._columns: dict[str, list[np.ndarray]] = {}
+        self._count = 0
+
+    def add(self, value: Any, weight: Any = None, item: Any = None, **extra: Any) -> None:
+        value = np.asarray(_host(value), dtype=np.float64).reshape(-1)
+        n = len(value)
+        columns = {"item": np.arange(self._count, self._count + n) if item is None else _host(item),
+                   "value": value, "weight": np.ones(n) if weight is None else _host(weight), **extra}
+        if self._columns and set(columns) != set(self._columns):
+            raise ValueError(f"ItemLog.add: columns {sorted(columns)} differ from the first batch's {sorted(self._columns)}")
+        for name, column in columns.items():
+            column = np.asarray(_host(column)).reshape(-1)
+            if len(column) != n:
+                raise ValueError(f"ItemLog.add: column {name!r} has {len(column)} entries for {n} items")
+            self._columns.setdefault(name, []).append(column)
+        self._count += n
+
+    def columns(self) -> dict[str, np.ndarray]:
+        out = {name: np.concatenate(parts) for name, parts in self._columns.items()}
+        out["item"] = out["item"].astype(np.int64)
+        out["weight"] = out["weight"].astype(np.float64)
+        return out
+
+
+def _host(x: Any) -> Any:
+    return x.detach().cpu().numpy() if isinstance(x, Tensor) else x
+
+
+def items_metric(columns: dict[str, np.ndarray]) -> float:
+    """The headline metric that per-item outcomes give: ``sum(value) / sum(weight)``."""
+    return float(np.sum(columns["value"]) / np.sum(columns["weight"]))
 
 
 class DecodedExamples:
@@ -364,7 +414,7 @@ class ClassificationTask(Task):
         return F.cross_entropy(model(x), y, label_smoothing=self.label_smoothing)
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, batches: Iterable[Batch]) -> dict[str, float]:
+    def evaluate(self, model: nn.Module, batches: Iterable[Batch], items: ItemLog | None = None) -> dict[str, float]:
         n = correct1 = correct5 = 0
         loss_sum = 0.0
         for x, y in batches:
@@ -375,6 +425,8 @@ class ClassificationTask(Task):
             correct1 += hits[:, 0].sum().item()
             correct5 += hits.any(dim=1).sum().item()
             n += y.numel()
+            if items is not None:  # per example: correct or not, the predicted and the true label
+                items.add(hits[:, 0], pred=top[:, 0], label=y)
         metrics = {"top1": correct1 / n, "loss": loss_sum / n}
         if self.spec["num_classes"] > 5:
             metrics["top5"] = correct5 / n

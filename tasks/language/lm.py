@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..base import Batch, Budget, DatasetError, DatasetNotFoundError, Option, Task, files_fingerprint, register_task
+from ..base import (Batch, Budget, DatasetError, DatasetNotFoundError, ItemLog, Option, Task, files_fingerprint,
+                    register_task)
 
 LN2 = float(np.log(2.0))
 
@@ -128,12 +129,15 @@ class CharLMTask(Task):
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, batches: Iterable[Batch]) -> dict[str, float]:
+    def evaluate(self, model: nn.Module, batches: Iterable[Batch], items: ItemLog | None = None) -> dict[str, float]:
         total, count = 0.0, 0
         for x, y in batches:
             logits = model(x).float()
-            total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum").item()
+            nll = F.cross_entropy(logits.transpose(1, 2), y, reduction="none").double().sum(1)  # (B,) per window
+            total += nll.sum().item()
             count += y.numel()
+            if items is not None:  # per window: its summed loss over its tokens
+                items.add(nll, weight=torch.full_like(nll, y.shape[1]))
         loss = total / count
         return {"loss": loss, "bpc": loss / LN2, "perplexity": float(np.exp(loss))}
 

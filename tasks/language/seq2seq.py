@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..base import Batch, Budget, DecodedExamples, Option, Task, TensorBatches, register_task
+from ..base import Batch, Budget, DecodedExamples, ItemLog, Option, Task, TensorBatches, register_task
 from .seq2seq_data import make_splits, vocabulary
 
 PAD, BOS, EOS = 0, 1, 2
@@ -95,7 +95,7 @@ class Seq2SeqTask(DecodedExamples, Task):
                                label_smoothing=self.opts["label_smoothing"])
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, batches: Iterable[Batch]) -> dict[str, float]:
+    def evaluate(self, model: nn.Module, batches: Iterable[Batch], items: ItemLog | None = None) -> dict[str, float]:
         exact = tokens_right = tokens = rows = 0
         for src, tgt in batches:
             gold = tgt[:, 1:]  # (B, L): target then EOS then PAD
@@ -103,10 +103,13 @@ class Seq2SeqTask(DecodedExamples, Task):
             pred = F.pad(pred, (0, gold.shape[1] - pred.shape[1]), value=PAD)[:, :gold.shape[1]]
             real = gold != PAD
             right = (pred == gold) & real
-            exact += (right.sum(1) == real.sum(1)).sum().item()
+            exact_rows = right.sum(1) == real.sum(1)  # (B,)
+            exact += exact_rows.sum().item()
             tokens_right += right.sum().item()
             tokens += real.sum().item()
             rows += len(src)
+            if items is not None:  # per example: exact or not, and its tokens right out of its tokens
+                items.add(exact_rows, tokens_right=right.sum(1), tokens=real.sum(1))
         return {"exact_match": exact / rows, "token_accuracy": tokens_right / tokens}
 
     def decode(self, ids: Iterable[int]) -> str:

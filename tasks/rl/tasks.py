@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..base import Batch, Budget, Option, Task, register_task
+from ..base import Batch, Budget, ItemLog, Option, Task, register_task
 from .dataset import ENVS, FORMAT_VERSION, default_episodes, load_or_make, reference_scores
 
 TEST_SEED, VAL_SEED, CURVE_SEED = 10_000, 20_000, 30_000
@@ -222,10 +222,12 @@ class OfflineRLTask(Task):
         ref = self.reference_scores()
         return 100 * (returns - ref["random"]) / (ref["expert"] - ref["random"])
 
-    def evaluate(self, model: nn.Module, batches: Iterable[Batch]) -> dict[str, float]:
+    def evaluate(self, model: nn.Module, batches: Iterable[Batch], items: ItemLog | None = None) -> dict[str, float]:
         seeds = [int(s) for (batch,) in batches for s in batch.tolist()]
         returns = self.rollout(model, seeds, self.env_info["target_return"])
         normalized = self._normalize(returns)
+        if items is not None:  # per episode, named by its environment seed: the normalized and the raw return
+            items.add(normalized, item=seeds, raw_return=returns)
         return {"normalized_return": float(normalized.mean()), "normalized_return_std": float(normalized.std()),
                 "return_mean": float(returns.mean()), "return_std": float(returns.std()),
                 "dataset_return_mean": self.dataset_stats["dataset_return_mean"]}

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from zoo.core import lengths_to_padding_mask
 from zoo.core.decoding import ctc_beam_search, ctc_greedy_decode
 
-from ..base import Batch, Budget, DecodedExamples, Option, Task, TensorBatches
+from ..base import Batch, Budget, DecodedExamples, ItemLog, Option, Task, TensorBatches
 from .features import N_MELS, SPEC_AUGMENT, SpecAugment, log_mel_features, normalise
 
 BLANK = PAD = 0  # CTC blank and decoder padding share id 0
@@ -143,12 +143,15 @@ class TranscriptionTask(DecodedExamples, Task):
         return [self.tokens[i] for i in ids if i >= len(SPECIALS)]
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, batches: Iterable[Batch]) -> dict[str, float]:
+    def evaluate(self, model: nn.Module, batches: Iterable[Batch], items: ItemLog | None = None) -> dict[str, float]:
         hyps, refs = [], []
         for feats, frames, targets, target_lengths in batches:
             hyps += [self._words(h) for h in self.decode_batch(model, feats, frames)]
             refs += [self._words(t[:n]) for t, n in zip(targets.tolist(), target_lengths.tolist())]
         word_errors, words = error_rates(hyps, refs)
+        if items is not None:  # per utterance: its word errors over its reference words (WER is their ratio)
+            per_utterance = [error_rates([h], [r]) for h, r in zip(hyps, refs)]
+            items.add([e for e, _ in per_utterance], weight=[w for _, w in per_utterance])
         char_errors, chars = error_rates([list(" ".join(h)) for h in hyps], [list(" ".join(r)) for r in refs])
         return {"wer": word_errors / words, "cer": char_errors / chars,
                 "ser": sum(h != r for h, r in zip(hyps, refs)) / len(refs)}
