@@ -22,7 +22,8 @@ from .sweep import resolve_tasks
 SUITE_KEYS = {"domain", "tasks", "models", "seeds", "size", "epochs", "steps", "batch_size", "lr", "weight_decay",
               "device", "backend", "precision", "task_opt", "model_opt", "deterministic", "download", "plugin",
               "compile", "params", "channels_last", "data_on_device"}
-PASSED_ON = ("out", "data_dir", "device", "quiet", "force", "download", "checkpoint_minutes", "plugin")
+PASSED_ON = ("out", "data_dir", "device", "quiet", "force", "download", "checkpoint_minutes", "plugin",
+             "jobs", "executor", "ray_address", "cpus_per_cell", "gpus_per_cell", "ddp")  # where and how the cells run
 
 
 def _read(path: Path) -> list[dict[str, Any]]:
@@ -75,7 +76,7 @@ def suite_plans(path: Path, args: argparse.Namespace, parser: argparse.ArgumentP
         for key, value in passed.items():
             if key == "plugin":
                 run_args.plugin = list(dict.fromkeys([*run_args.plugin, *value]))
-            elif key in ("quiet", "force", "download"):
+            elif key in ("quiet", "force", "download", "ddp"):
                 setattr(run_args, key, getattr(run_args, key) or value)
             elif value != parser.get_default(key):  # given on this command line: it wins
                 setattr(run_args, key, value)

@@ -468,6 +468,19 @@ def test_suite_file_runs_its_tables_in_order(tmp_path, capsys):
     assert vit["config"]["model_options"] == {"depth": 1} and vit["config"]["total_steps"] == 2
 
 
+def test_suite_runs_take_the_command_lines_executor_flags(tmp_path):
+    """--jobs, --cpus-per-cell, --executor ... given with --config reach every [[run]] (they were
+    once dropped silently, and the suite ran one cell at a time)."""
+    from harness.cli import build_parser
+    from harness.suite import suite_plans
+    suite = tmp_path / "suite.toml"
+    suite.write_text(SUITE)
+    parser = build_parser()
+    args = parser.parse_args(["run", "--config", str(suite), "--jobs", "2", "--cpus-per-cell", "1"])
+    plans = suite_plans(suite, args, parser)
+    assert [(p.jobs, p.cpus_per_cell, p.executor) for p in plans] == [(2, 1.0, "local")] * 2
+
+
 @pytest.mark.parametrize("text, message", [
     ("[[run]\ndomain = 'vision'", "not valid TOML"),
     ("title = 'no runs'", r"expected one or more \[\[run\]\] tables"),
