@@ -22,8 +22,18 @@ def number(convert: type, accept: Callable[[Any], bool], wanted: str) -> Callabl
 
 
 positive_int = number(int, lambda v: v >= 1, "a positive integer")
+non_negative_int = number(int, lambda v: v >= 0, "an integer >= 0")
 positive_float = number(float, lambda v: v > 0 and v != float("inf"), "a positive number")
 non_negative_float = number(float, lambda v: 0 <= v < float("inf"), "a number >= 0")
+probability = number(float, lambda v: 0 < v < 1, "a number in (0, 1)")
+
+
+def model_pair(text: str) -> tuple[str, str]:
+    """'vit,resnet' -> ('vit', 'resnet')."""
+    items = [t.strip() for t in text.split(",")]
+    if len(items) != 2 or not all(items):
+        raise argparse.ArgumentTypeError(f"expected two model names A,B, got {text!r}")
+    return items[0], items[1]
 
 
 def param_target(text: str) -> int:

@@ -14,8 +14,9 @@ from zoo.core import BACKENDS
 from zoo.registry import SIZES
 
 from . import bench, executors
-from .arguments import key_value, names, non_negative_float, param_target, positive_float, positive_int
-from .commands import cmd_examples, cmd_list, cmd_report
+from .arguments import (key_value, model_pair, names, non_negative_float, non_negative_int, param_target,
+                        positive_float, positive_int, probability)
+from .commands import cmd_compare, cmd_examples, cmd_list, cmd_report
 from .errors import USER_ERRORS, UsageError
 from .suite import suite_plans
 from .sweep import run_sweep
@@ -33,15 +34,28 @@ def _default_data_dir() -> str:
 
 def build_parser() -> Parser:
     parser = Parser(prog="python -m harness", description="Train, compare and list the models of attention-zoo.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,list,report,examples,bench}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,list,report,compare,examples,bench}")
     _add_run(sub)
     ls = sub.add_parser("list", help="list models, tasks or domains")
     ls.add_argument("what", nargs="?", choices=("models", "tasks", "domains"), default="models")
     ls.add_argument("pattern", nargs="?", default="*", help="wildcard filter, e.g. 'vi*'")
     ls.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="import MODULE first")
 
-    report = sub.add_parser("report", help="rebuild the leaderboards from the records under --out/runs")
+    report = sub.add_parser("report", help="rebuild the leaderboards, verdicts and REPORT.md from the records")
     report.add_argument("--out", type=Path, default=Path("results"), help="results directory (default results/)")
+    report.add_argument("--pair", type=model_pair, action="append", default=[], metavar="A,B",
+                        help="also test model A against model B on every task that has both (repeatable)")
+    compare = sub.add_parser("compare", help="paired test of two models on one task, from the records",
+                             description="The difference of the headline metric (A - B) with its 95%% interval, "
+                                         "p-value and minimum detectable effect, from the per-item outcomes of "
+                                         "the records: a paired test over seeds and test items.")
+    compare.add_argument("task", help="a task name, e.g. digits")
+    compare.add_argument("model_a", help="model A, e.g. vit")
+    compare.add_argument("model_b", help="model B, e.g. resnet")
+    compare.add_argument("--size", help="the size label of both models' records where there are several (e.g. tiny)")
+    compare.add_argument("--alpha", type=probability, default=0.05, help="the test's level (default 0.05)")
+    compare.add_argument("--out", type=Path, default=Path("results"), help="results directory (default results/)")
+    compare.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="import MODULE first")
     examples = sub.add_parser("examples", help="show what trained models produced (LM samples, decoded inputs)")
     examples.add_argument("--task", default="*", help="task name or wildcard (default: all)")
     examples.add_argument("--model", default="*", help="model name or wildcard (default: all)")
@@ -63,6 +77,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                      help="comma-separated models or wildcards, e.g. 'vit,resnet' (default: all compatible)")
     run.add_argument("--seeds", type=positive_int,
                      help="seeds 0..N-1 per cell (default: each task's, 3 for vision, 1 for language)")
+    run.add_argument("--seed-start", type=non_negative_int, default=0, metavar="K",
+                     help="first seed (default 0): --seeds 3 --seed-start 3 runs seeds 3, 4 and 5")
     run.add_argument("--size", choices=SIZES, default="tiny", help="model size preset (default tiny)")
     run.add_argument("--params", type=param_target, metavar="N",
                      help="fit each model's width so that it has N parameters within 10%% (e.g. 250k, 1.5M); "
@@ -134,7 +150,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_sweep(args)
 
 
-COMMANDS = {"run": cmd_run, "list": cmd_list, "report": cmd_report, "examples": cmd_examples, "bench": bench.cmd_bench}
+COMMANDS = {"run": cmd_run, "list": cmd_list, "report": cmd_report, "compare": cmd_compare, "examples": cmd_examples,
+            "bench": bench.cmd_bench}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

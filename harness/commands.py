@@ -1,18 +1,20 @@
-"""The read-only commands: ``list`` (models, tasks, domains), ``report`` (rebuild leaderboards and
-REPORT.md from the records) and ``examples`` (what trained models produced)."""
+"""The read-only commands: ``list`` (models, tasks, domains), ``report`` (rebuild leaderboards, verdicts
+and REPORT.md from the records), ``compare`` (the paired test of two models on a task) and
+``examples`` (what trained models produced)."""
 
 from __future__ import annotations
 
 import argparse
 import fnmatch
+from pathlib import Path
 
 import tasks as tasks_pkg
 from zoo.registry import get_model_entry, list_models
 
-from . import leaderboard, report
+from . import leaderboard, report, stats, verdicts
 from .errors import UsageError
 from .plugins import load_plugins
-from .records import read_records
+from .records import load_outcomes, read_record_files, read_records
 from .report import task_class
 from .sweep import serves
 
@@ -40,16 +42,52 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    records = read_records(args.out / "runs")
+    found = read_record_files(args.out / "runs")
+    records = [r for _, r in found]
     if not records:
         raise UsageError(f"no records under {args.out / 'runs'}; run 'python -m harness run DOMAIN' first")
+    outcomes = load_outcomes(found)
     for domain in sorted({r["domain"] for r in records}):
-        df = leaderboard.aggregate([r for r in records if r["domain"] == domain])
+        df = leaderboard.aggregate([r for r in records if r["domain"] == domain], outcomes)
         path = args.out / f"leaderboard_{domain}.csv"
         leaderboard.write(df, path)
         print(f"{leaderboard.to_text(df)}\n\nwrote {path} (and .md)\n")
-    print(f"wrote {report.write_report(records, args.out)} (plots in {args.out / 'plots'})")
+    path = report.write_report(records, args.out, outcomes, args.pair)
+    print(f"wrote {path} and {args.out / 'verdicts.csv'} (plots in {args.out / 'plots'})")
     return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """The paired test of two models on one task, from the records under --out."""
+    load_plugins(args.plugin)
+    cls = tasks_pkg.get_task_class(args.task)  # an unknown task: a one-line RegistryError naming the known ones
+    found = [(p, r) for p, r in read_record_files(args.out / "runs") if r.get("task") == args.task]
+    outcomes = {k: v for k, v in load_outcomes(found).items() if args.size in (None, k[3])}
+    side = [_one(outcomes, found, args.task, model, args.size, args.out) for model in (args.model_a, args.model_b)]
+    try:
+        c = stats.compare(side[0], side[1], cls.higher_is_better, args.alpha)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    label = f"{args.task}: {cls.metric_label(cls.metric, cls.higher_is_better)}, records under {args.out / 'runs'}"
+    print("\n".join(verdicts.describe(c, side[0], side[1], label, cls.report_iqm)))
+    return 0
+
+
+def _one(outcomes: dict, found: list, task: str, model: str, size: str | None, out: Path) -> stats.Outcomes:
+    """The outcomes of ``model`` on ``task``: one size (the one there is, or --size), else a one-line error."""
+    rows = {k: v for k, v in outcomes.items() if k[2] == model}
+    if len(rows) == 1:
+        return next(iter(rows.values()))
+    if len(rows) > 1:
+        raise UsageError(f"{model} has records on {task} at several sizes ({', '.join(sorted(k[3] for k in rows))}); "
+                         f"pick one with --size")
+    ran = sorted({r["model"] for _, r in found if r.get("status") == "ok"})
+    if model in ran:
+        raise UsageError(f"the records of {model} on {task} under {out / 'runs'} keep no per-item outcomes "
+                         f"(made before they were kept{'' if size is None else ', or not at size ' + size}); "
+                         f"rerun them with --force")
+    raise UsageError(f"no records of {model} on {task} under {out / 'runs'}; models with records there: "
+                     f"{', '.join(ran) or 'none'}")
 
 
 def cmd_examples(args: argparse.Namespace) -> int:

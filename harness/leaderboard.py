@@ -8,15 +8,18 @@ domain, task            where the row belongs
 model, family, size     the registry name, 'transformer' or 'baseline', the size preset
 rank                    1 = best on this task (by metric_mean; equal means share a rank);
                         always a plain integer in the CSV
-rank_tie                True when this model's 95% interval overlaps the 95% interval of at
-                        least one other model of the task (a statistical tie; both need n >= 2).
-                        The Markdown and terminal tables show such a rank as "=2"
+rank_tie                True when the paired test (``stats.compare``: seeds and test items) finds
+                        no difference at 5% between this model and the one ranked next to it (a
+                        statistical tie); without per-item outcomes, Welch's t over seeds (both
+                        need n >= 2). The Markdown and terminal tables show such a rank as "=2"
 metric                  the headline metric's name (e.g. top1 = test accuracy)
 higher_is_better        the metric's direction
 metric_mean, _std       over seeds (std with ddof=1; empty for one seed)
-metric_ci95             half-width of the 95% confidence interval of the mean (Student t):
-                        t(0.975, n-1) * std / sqrt(n); empty for one seed
-metric_ci_low, _high    metric_mean -/+ metric_ci95 (empty for one seed)
+metric_ci_low, _high    the 95% interval of the metric: from the per-item outcomes where the
+                        records keep them (``stats.interval``: seed and test-item variance; for
+                        0/1 outcomes at least the Wilson interval, so 0% or 100% is no point);
+                        else Student t over seeds, t(0.975, n-1) * std / sqrt(n), empty for one seed
+metric_ci95             half the interval's width
 n_seeds, seeds          how many seeds, and which
 param_count             trainable parameters
 flops_per_sample        forward FLOPs of one sample, mean over seeds (empty: not recorded)
@@ -43,9 +46,9 @@ test_<name>             every other metric the task reports (e.g. test_top5, tes
                         test_long_exact_match, test_return_mean), mean over seeds
 ======================  =====================================================================
 
-The interval columns and ``rank``/``rank_tie`` are derived by :func:`rank` from metric_mean,
-metric_std and n_seeds, so leaderboards written before these columns existed gain them when
-they are read and merged again.
+The interval columns and ``rank``/``rank_tie`` are derived by :func:`rank` from the rows' per-item
+outcomes where given, else from metric_mean, metric_std and n_seeds, so leaderboards written before
+these columns existed gain them when they are read and merged again.
 """
 
 from __future__ import annotations
@@ -56,11 +59,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy.stats import t as student_t, ttest_ind_from_stats
 
-from .records import atomic_write_text
+from . import stats
+from .records import KEY, atomic_write_text, latest_config
 
-KEY = ["domain", "task", "model", "size"]
 NO_FAMILY = "unknown"  # the family of a record that names none (older runs)
 COST = ["flops_per_sample", "train_flops_per_sample", "infer_samples_per_sec", "peak_mem_mb", "time_to_target_s"]
 COLUMNS = ["domain", "task", "model", "family", "size", "rank", "rank_tie", "metric", "higher_is_better",
@@ -71,20 +74,8 @@ COLUMNS = ["domain", "task", "model", "family", "size", "rank", "rank_tie", "met
            "config_hash", "date"]
 SHOWN = ["task", "rank", "model", "family", "size", "metric", "metric_mean", "metric_std", "metric_ci95", "n_seeds",
          "param_count", "train_time_s"]
-TIE_NOTE = ("A rank shown as =N: the model's 95% confidence interval (Student t over seeds) overlaps that of "
-            "another model of the task, a statistical tie. One seed gives no interval.")
-
-
-def latest_config(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per (domain, task, model, size), only the records of the configuration that finished last, so
-    that seeds run with other settings (another budget, backend, data ...) are never averaged together.
-    ('finished' is ISO 8601 in UTC, to the millisecond: its text orders as its time.)"""
-    latest: dict[tuple, tuple[str, str]] = {}
-    for r in records:
-        key = tuple(r[k] for k in KEY)
-        if key not in latest or r["finished"] > latest[key][0]:
-            latest[key] = (r["finished"], r["config_hash"])
-    return [r for r in records if r["config_hash"] == latest[tuple(r[k] for k in KEY)][1]]
+TIE_NOTE = ("A rank shown as =N: the paired test (over seeds and test items) finds no difference at the 5% level "
+            "between the model and the one ranked next to it, a statistical tie.")
 
 
 def _number(value: Any) -> float:
@@ -100,8 +91,9 @@ def _mean_all(values: pd.Series) -> float:
     return float(values.mean()) if values.notna().all() else math.nan
 
 
-def aggregate(records: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per (domain, task, model, size) from the successful cell records (latest config)."""
+def aggregate(records: list[dict[str, Any]], outcomes: Outcomes | None = None) -> pd.DataFrame:
+    """One row per (domain, task, model, size) from the successful cell records (latest config);
+    with their per-item ``outcomes`` (``records.load_outcomes``), intervals and ties from them."""
     rows = []
     for r in latest_config([r for r in records if r.get("status") == "ok"]):
         cfg = r["config"]
@@ -131,7 +123,7 @@ def aggregate(records: list[dict[str, Any]]) -> pd.DataFrame:
         date=("date", "max"),
         **{c: (c, "mean") for c in df.columns if c.startswith("test_")},
     ).reset_index()
-    return rank(out)
+    return rank(out, outcomes)
 
 
 def ci95(std: Any, n: Any) -> float:
@@ -140,7 +132,7 @@ def ci95(std: Any, n: Any) -> float:
     std, n = _number(std), _number(n)
     if not (n >= 2) or not math.isfinite(std):
         return math.nan
-    return float(stats.t.ppf(0.975, n - 1) * std / math.sqrt(n))
+    return float(student_t.ppf(0.975, n - 1) * std / math.sqrt(n))
 
 
 def intervals_overlap(low_a: float, high_a: float, low_b: float, high_b: float) -> bool:
@@ -150,30 +142,62 @@ def intervals_overlap(low_a: float, high_a: float, low_b: float, high_b: float) 
     return low_a <= high_b and low_b <= high_a
 
 
-def ties(low: Any, high: Any) -> list[bool]:
-    """For each interval, whether it overlaps at least one of the others (NaN bounds: never)."""
-    low, high = [_number(v) for v in low], [_number(v) for v in high]
-    return [any(intervals_overlap(low[i], high[i], low[j], high[j]) for j in range(len(low)) if j != i)
-            for i in range(len(low))]
+Outcomes = dict[tuple, stats.Outcomes]  # per leaderboard row (KEY), its seeds' per-item outcomes
 
 
-def with_intervals(df: pd.DataFrame) -> pd.DataFrame:
-    """metric_ci95/_low/_high from metric_mean, metric_std and n_seeds."""
-    half = [ci95(s, n) for s, n in zip(df["metric_std"], df["n_seeds"])]
+def with_intervals(df: pd.DataFrame, outcomes: Outcomes | None = None) -> pd.DataFrame:
+    """metric_ci95/_low/_high: from a row's per-item outcomes where there are some (``stats.interval``:
+    seeds and test items, Wilson-widened for 0/1 outcomes, so never a point at 0% or 100%); else
+    Student t over seeds from metric_mean, metric_std and n_seeds (empty for one seed)."""
+    outcomes = outcomes or {}
     mean = pd.to_numeric(df["metric_mean"], errors="coerce")
-    return df.assign(metric_ci95=half, metric_ci_low=mean - half, metric_ci_high=mean + half)
+    low, high = [], []
+    for key, m, std, n in zip(df[KEY].itertuples(index=False, name=None), mean, df["metric_std"], df["n_seeds"]):
+        if key in outcomes:
+            bounds = stats.interval(outcomes[key])
+        else:
+            half = ci95(std, n)
+            bounds = (m - half, m + half)
+        low.append(bounds[0])
+        high.append(bounds[1])
+    low, high = np.asarray(low, dtype=float), np.asarray(high, dtype=float)
+    return df.assign(metric_ci95=(high - low) / 2, metric_ci_low=low, metric_ci_high=high)
 
 
-def rank(df: pd.DataFrame) -> pd.DataFrame:
-    """Rank models within each task, best first, mark statistical ties, and order the rows so."""
+def differs(a: pd.Series, b: pd.Series, outcomes: Outcomes, alpha: float = stats.ALPHA) -> bool | None:
+    """Whether two rows of a task differ at ``alpha``: the paired test (``stats.compare``) on their
+    per-item outcomes; without them, Welch's t over seeds; None where neither can be run."""
+    key_a, key_b = tuple(a[k] for k in KEY), tuple(b[k] for k in KEY)
+    if key_a in outcomes and key_b in outcomes:
+        try:
+            return stats.compare(outcomes[key_a], outcomes[key_b], bool(a["higher_is_better"])).p_value < alpha
+        except ValueError:  # scored on other items (another test split): fall back to the seeds
+            pass
+    std_a, std_b = _number(a["metric_std"]), _number(b["metric_std"])
+    if a["n_seeds"] < 2 or b["n_seeds"] < 2 or not (math.isfinite(std_a) and math.isfinite(std_b)):
+        return None
+    if std_a == 0 and std_b == 0:
+        return a["metric_mean"] != b["metric_mean"]
+    p = ttest_ind_from_stats(a["metric_mean"], std_a, a["n_seeds"], b["metric_mean"], std_b, b["n_seeds"],
+                             equal_var=False).pvalue
+    return bool(p < alpha)
+
+
+def rank(df: pd.DataFrame, outcomes: Outcomes | None = None) -> pd.DataFrame:
+    """Rank models within each task, best first, mark statistical ties, and order the rows so. A
+    tie: the paired test against the model ranked next finds no difference (``differs``)."""
     if df.empty:
         return df.reindex(columns=COLUMNS)
-    df = with_intervals(df)
+    outcomes = outcomes or {}
+    df = with_intervals(df, outcomes)
     signed = df["metric_mean"].where(df["higher_is_better"].astype(bool), -df["metric_mean"])
     df = df.assign(rank=signed.groupby([df["domain"], df["task"]]).rank(ascending=False, method="min").astype(int))
     tie = pd.Series(False, index=df.index)
     for _, group in df.groupby(["domain", "task"], sort=False):
-        tie[group.index] = ties(group["metric_ci_low"], group["metric_ci_high"])
+        ordered = group.sort_values("rank", kind="stable")
+        for (i, a), (j, b) in zip(ordered.iterrows(), list(ordered.iterrows())[1:]):
+            if differs(a, b, outcomes) is False:
+                tie[i] = tie[j] = True
     df = df.assign(rank_tie=tie.astype(bool))
     extra = sorted(c for c in df.columns if c.startswith("test_"))
     return df.sort_values(["domain", "task", "rank", "model"]).reindex(columns=COLUMNS + extra).reset_index(drop=True)
@@ -188,9 +212,9 @@ def replace_rows(existing: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([keep, new], ignore_index=True) if not keep.empty else new
 
 
-def merge(existing: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+def merge(existing: pd.DataFrame, new: pd.DataFrame, outcomes: Outcomes | None = None) -> pd.DataFrame:
     """The leaderboard after a run: its cells' rows replaced, the others kept, all re-ranked."""
-    return rank(replace_rows(existing, new))
+    return rank(replace_rows(existing, new), outcomes)
 
 
 class DamagedFile(ValueError):

@@ -19,6 +19,8 @@ from typing import IO, Any, Iterator
 import numpy as np
 import torch
 
+from .stats import Outcomes
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -42,9 +44,14 @@ def atomic_file(path: Path, mode: str = "w") -> Iterator[IO]:
         raise
 
 
+def atomic_write(path: Path, data: str | bytes) -> None:
+    """Write text or bytes to ``path`` all-or-nothing (``atomic_file``)."""
+    with atomic_file(path, "wb" if isinstance(data, bytes) else "w") as f:
+        f.write(data)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
-    with atomic_file(path) as f:
-        f.write(text)
+    atomic_write(path, text)
 
 
 def atomic_save(path: Path, obj: Any) -> None:
@@ -200,21 +207,71 @@ def rescue_dir() -> Path:
     return Path(tempfile.gettempdir()) / "attention-zoo-rescued"
 
 
+@lru_cache(maxsize=None)
+def _rescue_folder() -> str:
+    """One folder per process, so that a record and its per-item file are rescued side by side."""
+    return f"{os.getpid()}-{int(time.time())}"
+
+
 def write_or_rescue(path: Path, data: str | bytes) -> Path:
     """Write ``data`` (text or bytes) atomically to ``path``; where ``path`` cannot be written (a
     folder that became read-only, a full disk), the data goes to the rescue folder instead, with a
     warning saying where, so that finished work is never lost. Returns the path written."""
-    mode = "wb" if isinstance(data, bytes) else "w"
     try:
-        with atomic_file(path, mode) as f:
-            f.write(data)
+        atomic_write(path, data)
         return path
     except OSError as e:
-        rescued = rescue_dir() / f"{os.getpid()}-{int(time.time())}" / path.name
-        with atomic_file(rescued, mode) as f:
-            f.write(data)
+        rescued = rescue_dir() / _rescue_folder() / path.name
+        atomic_write(rescued, data)
         print(f"warning: cannot write {path} ({e.strerror or e}); saved it as {rescued} instead", file=sys.stderr)
         return rescued
+
+
+KEY = ["domain", "task", "model", "size"]  # a leaderboard row: the cells of one model on one task
+
+
+def latest_config(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (domain, task, model, size), only the records of the configuration that finished last, so
+    that seeds run with other settings (another budget, backend, data ...) are never averaged together.
+    ('finished' is ISO 8601 in UTC, to the millisecond: its text orders as its time.)"""
+    latest: dict[tuple, tuple[str, str]] = {}
+    for r in records:
+        key = tuple(r[k] for k in KEY)
+        if key not in latest or r["finished"] > latest[key][0]:
+            latest[key] = (r["finished"], r["config_hash"])
+    return [r for r in records if r["config_hash"] == latest[tuple(r[k] for k in KEY)][1]]
+
+
+def load_outcomes(found: list[tuple[Path, dict[str, Any]]]) -> dict[tuple, Outcomes]:
+    """Per (domain, task, model, size): the per-item outcomes of its seeds (latest configuration), as
+    ``stats.Outcomes``, from ``read_record_files``; rows whose records keep no per-item file (written
+    before they were kept) are left out, with a warning naming one of them."""
+    files = {id(record): path for path, record in found}
+    seeds: dict[tuple, list[tuple[int, dict[str, np.ndarray]]]] = {}
+    missing = []
+    for record in latest_config([r for _, r in found if r.get("status") == "ok"]):
+        key = tuple(record[k] for k in KEY)
+        try:
+            columns = read_items(files[id(record)], record)
+        except (OSError, ValueError, KeyError) as e:
+            print(f"warning: unreadable per-item file of {files[id(record)]} ({e})", file=sys.stderr)
+            columns = None
+        if columns is None:
+            missing.append(key)
+        seeds.setdefault(key, []).append((record["seed"], columns))
+    out = {}
+    for key, runs in seeds.items():
+        if key in missing:
+            continue
+        runs.sort(key=lambda run: run[0])
+        try:
+            out[key] = Outcomes.from_columns(key[2], [s for s, _ in runs], [c for _, c in runs])
+        except (KeyError, ValueError) as e:
+            print(f"warning: {'/'.join(map(str, key))}: per-item outcomes not usable ({e})", file=sys.stderr)
+    if missing:
+        print(f"warning: {len(set(missing))} leaderboard row(s) have records without per-item outcomes (e.g. "
+              f"{'/'.join(map(str, missing[0]))}); rerun them (--force) for paired tests", file=sys.stderr)
+    return out
 
 
 def read_records(root: Path) -> list[dict[str, Any]]:

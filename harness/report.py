@@ -2,11 +2,10 @@
 
 ``write_report(records, out)`` writes ``out/REPORT.md`` with
 
-- a transformer-vs-baseline summary: per task the best transformer and the best baseline, i.e. the
-  best model of any other family (``family`` is free text: "baseline", or a plugin's "mlp"), by mean
-  over seeds, their metric as mean +- the 95% confidence half-width, the winner, the difference
-  (absolute, and relative to the loser's... no: relative to the baseline's mean), whether the two 95%
-  intervals overlap (a statistical tie), then the count "transformers win X of Y tasks";
+- a transformer-vs-baseline summary (``verdicts``): per task the best transformer against the best
+  model of any other family (``family`` is free text: "baseline", or a plugin's "mlp"), the
+  difference with its 95% interval, p-values raw and Holm-adjusted across the tasks, the minimum
+  detectable effect and the verdict, then the count of tested verdicts (also ``verdicts.csv``);
 - per domain, the leaderboard table (``leaderboard.to_markdown``, plus the cost columns that the
   records carry), and per task three plots under ``out/plots/``:
   ``<domain>_<task>_params.png`` (metric vs parameters, log x), ``<domain>_<task>_time.png`` (metric
@@ -25,18 +24,16 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
 from matplotlib import ticker
 from matplotlib.figure import Figure
 
-import tasks as tasks_pkg
-from tasks.base import Task, direction_words
-from zoo.registry import RegistryError
 
-from . import leaderboard
+from . import leaderboard, verdicts
+from .verdicts import task_class
 from .records import atomic_file, atomic_write_text
 
 FAMILY_STYLE = {  # family -> (colour, marker, line style)
@@ -53,6 +50,14 @@ REPORT_COLUMNS = ["task", "rank", "model", "family", "size", "metric", "metric_m
                   "time_to_target_s"]
 OPTIONAL_COLUMNS = {"metric_std", "metric_ci95", *leaderboard.COST}  # shown only where some row has a value
 DPI = 120
+HOW_TO_READ = (
+    "How to read: metric values are test-set means over seeds, `±` half the width of their 95% interval (seed "
+    "and test-item variance, at least the Wilson interval for accuracies); a rank shown as `=N` is a statistical "
+    "tie with the model ranked next (a paired test over seeds and test items finds no difference at 5%). The "
+    "verdicts (also in `verdicts.csv`) test A - B with that paired test, Holm-adjusted across the tasks; the MDE "
+    "is the difference it would find with 80% power; a single seed compares trained models, not training "
+    "recipes, so its verdict is provisional. `python -m harness compare TASK A B` gives the detail of one pair. "
+    "Models on the Pareto front (ringed) are those that no other model beats in both metric and cost.")
 
 
 # ------------------------------------------------------------------------------------ the numbers
@@ -74,82 +79,7 @@ def pareto_front(metric: Any, cost: Any, higher_is_better: bool) -> list[bool]:
     return front
 
 
-def compare(task_rows: pd.DataFrame) -> dict[str, Any] | None:
-    """The best transformer against the best model of every other family (the 'baseline') of one task
-    (rows of one leaderboard task), or
-    None when the task lacks one of the two. 'winner' is 'transformer', 'baseline' or 'tie' (equal
-    means); 'within_ci' is True when both have a 95% interval and they overlap, None when either has
-    a single seed (no interval), else False."""
-    def best(transformer: bool) -> pd.Series | None:
-        family = task_rows["family"]
-        named = family.notna() & (family != leaderboard.NO_FAMILY)  # a record without a family is neither
-        rows = task_rows[named & ((family == "transformer") == transformer) & task_rows["metric_mean"].notna()]
-        return None if rows.empty else rows.sort_values(["rank", "model"]).iloc[0]
-
-    t, b = best(True), best(False)
-    if t is None or b is None:
-        return None
-    higher = bool(t["higher_is_better"])
-    diff = float(t["metric_mean"]) - float(b["metric_mean"])  # transformer - baseline
-    better = diff if higher else -diff  # > 0: the transformer is better
-    winner = "transformer" if better > 0 else "baseline" if better < 0 else "tie"
-    has_ci = all(math.isfinite(_float(r["metric_ci95"])) for r in (t, b))
-    within = (leaderboard.intervals_overlap(_float(t["metric_ci_low"]), _float(t["metric_ci_high"]),
-                                            _float(b["metric_ci_low"]), _float(b["metric_ci_high"]))
-              if has_ci else None)
-    base = abs(float(b["metric_mean"]))
-    return {"domain": t["domain"], "task": t["task"], "metric": t["metric"], "higher_is_better": higher,
-            "transformer": t, "baseline": b, "winner": winner, "margin": abs(diff),
-            "relative": abs(diff) / base if base > 0 else math.nan, "within_ci": within}
-
-
-def summary(board: pd.DataFrame) -> list[dict[str, Any]]:
-    """compare() for every task of the leaderboard that has both a transformer and a baseline."""
-    out = []
-    for _, rows in board.groupby(["domain", "task"], sort=True):
-        c = compare(rows)
-        if c is not None:
-            out.append(c)
-    return out
-
-
-def summary_lines(comparisons: list[dict[str, Any]]) -> list[str]:
-    """The summary section: a table with one line per task, then the count."""
-    if not comparisons:
-        return ["No task has both a transformer and a baseline yet."]
-    lines = ["| domain | task | metric | best transformer | best baseline | winner | by (abs) | by (rel) "
-             "| within 95% CIs |", "|---|---|---|---|---|---|---|---|---|"]
-    for c in comparisons:
-        t, b = c["transformer"], c["baseline"]
-        within = {True: "yes: tie", False: "no", None: "n/a (1 seed)"}[c["within_ci"]]
-        rel = "-" if math.isnan(c["relative"]) else f"{100 * c['relative']:.1f}%"
-        lines.append(f"| {c['domain']} | {c['task']} | {c['metric']} ({direction_words(c['higher_is_better'])}) "
-                     f"| {t['model']} {_pm(t)} | {b['model']} {_pm(b)} | {c['winner']} | {c['margin']:.4f} "
-                     f"| {rel} | {within} |")
-    n = len(comparisons)
-    wins = {w: sum(c["winner"] == w for c in comparisons) for w in ("transformer", "baseline", "tie")}
-    ties = sum(c["within_ci"] is True for c in comparisons)
-    clear = {w: sum(c["winner"] == w and c["within_ci"] is False for c in comparisons)
-             for w in ("transformer", "baseline")}
-    single = sum(c["within_ci"] is None for c in comparisons)
-    lines += ["", f"**Transformers win {wins['transformer']} of {n} tasks**; baselines win {wins['baseline']}, "
-                  f"equal means {wins['tie']} (by mean over seeds).",
-              f"Within the 95% intervals (statistical ties): {ties} of {n}; clear wins (intervals apart): "
-              f"transformers {clear['transformer']}, baselines {clear['baseline']}; "
-              f"{single} of {n} tasks have a single seed for at least one side, so no interval."]
-    return lines
-
-
 # ------------------------------------------------------------------------------------ the figures
-
-def task_class(name: str) -> type[Task]:
-    """The registered task class of ``name``; the base class for a task that is not registered here
-    (a record made with a plugin that is not loaded)."""
-    try:
-        return tasks_pkg.get_task_class(name)
-    except RegistryError:
-        return Task
-
 
 def metric_label(task: str, metric: str, higher_is_better: bool, split: str = "test") -> str:
     """What task ``task`` says its metric measures, e.g. 'test top1 (accuracy, higher is better)'."""
@@ -170,7 +100,8 @@ def plot_metric_vs_cost(rows: pd.DataFrame, cost: str) -> Figure | None:
     task, metric, higher = rows["task"].iloc[0], rows["metric"].iloc[0], bool(rows["higher_is_better"].iloc[0])
     x = pd.to_numeric(rows[cost]).to_numpy(float)
     y = rows["metric_mean"].to_numpy(float)
-    ci = pd.to_numeric(rows["metric_ci95"], errors="coerce").to_numpy(float)
+    low = pd.to_numeric(rows["metric_ci_low"], errors="coerce").to_numpy(float)
+    high = pd.to_numeric(rows["metric_ci_high"], errors="coerce").to_numpy(float)
     front = np.array(pareto_front(y, x, higher))
     labels = _labels(rows)
     fig = Figure(figsize=(6.4, 4.4))
@@ -178,7 +109,8 @@ def plot_metric_vs_cost(rows: pd.DataFrame, cost: str) -> Figure | None:
     seen: set[str] = set()
     for i, family in enumerate(rows["family"]):
         colour, marker, _ = FAMILY_STYLE.get(family, OTHER_STYLE)
-        ax.errorbar(x[i], y[i], yerr=ci[i] if math.isfinite(ci[i]) else None, fmt=marker, color=colour,
+        bar = [[y[i] - low[i]], [high[i] - y[i]]] if math.isfinite(low[i] + high[i]) else None  # may be asymmetric
+        ax.errorbar(x[i], y[i], yerr=bar, fmt=marker, color=colour,
                     markersize=8, capsize=4, label=None if family in seen else family, zorder=3)
         seen.add(family)
         ax.annotate(labels[i], (x[i], y[i]), textcoords="offset points", xytext=(6, 5), fontsize=8)
@@ -254,24 +186,24 @@ def save_png(fig: Figure, path: Path) -> Path:
 
 # ------------------------------------------------------------------------------------- the report
 
-def write_report(records: list[dict[str, Any]], out: Path) -> Path:
-    """Write ``out/REPORT.md`` and its plots under ``out/plots/`` from cell records (any domains, any
-    number of seeds, old or new); return the path of REPORT.md."""
+def write_report(records: list[dict[str, Any]], out: Path, outcomes: leaderboard.Outcomes | None = None,
+                 pairs: Iterable[tuple[str, str]] = ()) -> Path:
+    """Write ``out/REPORT.md``, its plots under ``out/plots/`` and ``out/verdicts.csv`` from cell
+    records (any domains, any number of seeds, old or new) and their per-item ``outcomes``
+    (``records.load_outcomes``; without them every verdict is untested); return REPORT.md's path."""
     out = Path(out)
     ok = leaderboard.latest_config([r for r in records if r.get("status") == "ok"])
-    board = leaderboard.aggregate(ok)
+    board = leaderboard.aggregate(ok, outcomes)
     lines = ["# attention-zoo report", ""]
     if board.empty:
         lines += ["No successful cell records yet: run `python -m harness run DOMAIN` first.", ""]
         return _write_md(out, lines)
+    table = verdicts.verdicts(board, outcomes or {}, pairs)
+    verdicts.write(table, out / "verdicts.csv")
     finished = max((str(r.get("finished", "")) for r in ok), default="")
     lines += [f"{len(ok)} cell records, {board['domain'].nunique()} domain(s), {len(board)} leaderboard rows; "
-              f"latest cell finished {finished} (UTC).", "",
-              "How to read: metric values are test-set means over seeds (`±` = half-width of the 95% confidence "
-              "interval, Student t); a rank shown as `=N` overlaps another model's interval (a statistical tie); "
-              "one seed gives no interval. Models on the Pareto front (ringed) are those that no other model "
-              "beats in both metric and cost.", "",
-              "## Transformers vs baselines", "", *summary_lines(summary(board)), ""]
+              f"latest cell finished {finished} (UTC).", "", HOW_TO_READ, "",
+              "## Transformers vs baselines", "", *verdicts.summary_lines(table), ""]
     for domain, domain_rows in board.groupby("domain", sort=True):
         lines += [f"## {domain}", "", leaderboard.to_markdown(domain_rows, _columns(domain_rows)), ""]
         if leaderboard.has_ties(domain_rows):
@@ -336,13 +268,6 @@ def _curves(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _labels(rows: pd.DataFrame) -> list[str]:
     multi = rows["size"].nunique() > 1
     return [f"{m} ({s})" if multi else str(m) for m, s in zip(rows["model"], rows["size"])]
-
-
-def _pm(row: pd.Series) -> str:
-    half = _float(row["metric_ci95"])
-    mean = float(row["metric_mean"])
-    n = int(row["n_seeds"])
-    return f"{mean:.4f} ± {half:.4f} (n={n})" if math.isfinite(half) else f"{mean:.4f} (n={n})"
 
 
 def _float(value: Any) -> float:

@@ -19,7 +19,7 @@ from .errors import UsageError
 from .sweep import resolve_tasks
 
 # flags a suite's [[run]] table may set (TOML keys use underscores), and those the command line passes on
-SUITE_KEYS = {"domain", "tasks", "models", "seeds", "size", "epochs", "steps", "batch_size", "lr", "weight_decay",
+SUITE_KEYS = {"domain", "tasks", "models", "seeds", "seed_start", "size", "epochs", "steps", "batch_size", "lr", "weight_decay",
               "device", "backend", "precision", "task_opt", "model_opt", "deterministic", "download", "plugin",
               "compile", "params", "channels_last", "data_on_device"}
 PASSED_ON = ("out", "data_dir", "device", "quiet", "force", "download", "checkpoint_minutes", "plugin",

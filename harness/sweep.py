@@ -22,13 +22,14 @@ from tasks.base import Task
 from zoo.registry import RegistryError, get_model_entry, list_models, unknown_name_error
 from zoo.sizing import count_params, fit_to_params
 
-from . import distributed, executors, leaderboard, report
+from . import distributed, executors, leaderboard, report, verdicts
 from .arguments import parse_value
 from .config import RunConfig, resolve
 from .devices import resolve_device, set_deterministic
 from .errors import UsageError
 from .plugins import load_plugins
-from .records import checkpoint_path, config_hash, read_record, read_records, record_path, write_record
+from .records import (checkpoint_path, config_hash, load_outcomes, read_record, read_record_files, read_records,
+                      record_path, write_record)
 from .stopping import stop_on_signals
 
 
@@ -138,8 +139,9 @@ class Plan:
         return self.args.seeds or task.default_seeds
 
     def cells(self) -> list[tuple[Task, str, int]]:
+        start = getattr(self.args, "seed_start", 0)
         return [(task, model, seed) for name, task in self.tasks.items() for model in self.models[name]
-                for seed in range(self.seeds(task))]
+                for seed in range(start, start + self.seeds(task))]
 
     def log(self, message: str) -> None:  # rank 0 speaks for a DDP group
         if self.group.is_main:
@@ -382,15 +384,18 @@ def _existing_table(path: Path) -> pd.DataFrame:
 def publish(records: list[dict[str, Any]], out: Path, domain: str) -> None:
     """Merge this run's rows into results/leaderboard_<domain>.csv and print them; tables that
     tasks attach to their examples go to results/<table>_<domain>.csv."""
-    new = leaderboard.aggregate(records)
+    found = read_record_files(out / "runs")
+    outcomes = load_outcomes(found)  # per-item outcomes: intervals, paired-test ties and verdicts
+    new = leaderboard.aggregate(records, outcomes)
     path = out / f"leaderboard_{domain}.csv"
     with results_lock(out):  # two runs sharing --out merge one after the other, never interleaved
-        leaderboard.write(leaderboard.merge(_existing_board(path, out, domain), new), path)
+        leaderboard.write(leaderboard.merge(_existing_board(path, out, domain), new, outcomes), path)
         for name, table in leaderboard.tables(records).items():
             table_path = out / f"{name}_{domain}.csv"
             leaderboard.write_table(leaderboard.merge_table(_existing_table(table_path), table), table_path)
             print(f"wrote {table_path}")
-        report_path = report.write_report(read_records(out / "runs"), out)
+        report_path = report.write_report([r for _, r in found], out, outcomes)
     print(leaderboard.to_text(new))
+    print("\n".join(["", *verdicts.run_lines(verdicts.verdicts(new, outcomes))]))
     print(f"\nwrote {path} (and .md); records in {out / 'runs' / domain}")
     print(f"wrote {report_path} (plots in {out / 'plots'})")

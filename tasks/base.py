@@ -229,6 +229,7 @@ class Task(ABC):
     description: ClassVar[str] = ""
     default_seeds: ClassVar[int] = 3  # seeds when --seeds is not given (fewer where a cell is long)
     eval_splits: ClassVar[tuple[str, ...]] = ("test",)  # evaluated once, after training; the first is headline
+    report_iqm: ClassVar[bool] = False  # also summarise seeds by their interquartile mean (rliable): noisy scores
 
     metric_units: ClassVar[dict[str, str]] = {}  # words saying what a metric measures, e.g. {"wer": "word error rate"}
     options: ClassVar[dict[str, Option | Any]] = {}  # task-specific options: an Option, or a plain default

@@ -57,3 +57,28 @@ def _terminate_once_written(argv: list[str], paths: list, cwd, env=None, whole_g
 def terminate_once_written():
     """A stop in the middle of a run: see ``_terminate_once_written``."""
     return _terminate_once_written
+
+
+def assert_items_reproduce(out: Path) -> dict[str, str]:
+    """Every successful record under ``out/runs`` keeps a per-item file whose outcomes give its
+    headline metric again: sum(value) / sum(weight) equals ``metric_value`` to 1e-9 (relative, for
+    a loss of order 1..10). Returns {task: kind} of what was checked."""
+    import json
+
+    import numpy as np
+
+    from tasks import get_task_class
+    checked = {}
+    for path in sorted(Path(out, "runs").rglob("*.json")):
+        record = json.loads(path.read_text())
+        if record.get("status") != "ok":
+            continue
+        with np.load(path.parent / record["items_file"], allow_pickle=False) as data:
+            assert {"item", "value", "weight"} <= set(data.files), (path, data.files)
+            items, value, weight = data["item"], data["value"], data["weight"]
+        assert len(np.unique(items)) == len(items) > 0, path
+        again = value.sum() / weight.sum()
+        assert abs(again - record["metric_value"]) <= 1e-9 * max(1.0, abs(record["metric_value"])), \
+            (path, again, record["metric_value"])
+        checked[record["task"]] = get_task_class(record["task"]).kind
+    return checked

@@ -126,6 +126,14 @@ BAD = [
     (["bench", "--seq-lens", "16,x"], "--seq-lens: expected comma-separated positive integers"),
     (["report", "--out", "T/nothing_here"], "no records under"),
     (["examples", "--out", "T/nothing_here"], "no records with examples"),
+    # compare
+    (["compare", "dtaes", "transformer", "lstm_seq2seq"], "unknown task 'dtaes'; did you mean: dates"),
+    (["compare", "dates", "transformer", "gpt"], "no records of gpt on dates under results/runs; models with "
+                                                 "records there: lstm_seq2seq, transformer"),
+    (["compare", "dates", "transformer", "lstm_seq2seq", "--out", "T/nothing_here"], "no records of transformer"),
+    (["compare", "dates", "transformer", "lstm_seq2seq", "--alpha", "1.5"], "expected a number in (0, 1)"),
+    (["report", "--pair", "vit"], "expected two model names A,B"),
+    (["run", "vision", "--seed-start", "-1"], "expected an integer >= 0"),
     # suites
     (["run", "--config", "T/none.toml"], "none.toml: cannot read it"),
     (["run", "--config", "T/bad.toml"], "bad.toml: not valid TOML"),

@@ -9,9 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
-from conftest import exists_like, record_file
+from conftest import assert_items_reproduce, exists_like, record_file
 
 import harness.cli as cli
 import harness.suite as suite
@@ -65,6 +66,11 @@ def test_run_vision_writes_leaderboard_and_records(tmp_path, capsys):
     assert len(record["history"]) == 1 and "val_top1" in record["history"][0]
     assert "digits" in out and "vit" in out  # the printed leaderboard
     assert not list(tmp_path.rglob("*.tmp"))  # atomic writes leave nothing behind
+    assert assert_items_reproduce(tmp_path) == {"digits": "classification"}
+    with np.load(records[-1].with_name(record["items_file"])) as items:  # per test image: right, predicted, true
+        assert len(items["item"]) == 360 and ((items["pred"] == items["label"]) == items["value"]).all()
+    verdicts = pd.read_csv(tmp_path / "verdicts.csv")  # the report's verdict, from the per-item files
+    assert list(verdicts[["model_a", "model_b", "test"]].iloc[0]) == ["vit", "resnet", "seeds and items"]
 
     # A second run of one model replaces that row and keeps the other.
     code, _, err = run(["run", "vision", "--models", "vit", "--seeds", "1", "--out", str(tmp_path), *FAST], capsys)

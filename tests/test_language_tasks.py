@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import tasks
-from conftest import record_file
+from conftest import assert_items_reproduce, record_file
 from harness.cli import main
 from tasks import DatasetError, DatasetNotFoundError, create_task
 from tasks.language.lm import stdlib_files
@@ -178,3 +178,4 @@ def test_language_run_end_to_end(tmp_path, capsys):
     shown = capsys.readouterr().out
     assert "== pystdlib / gpt" in shown and "-- sample" in shown
     assert main(["examples", "--task", "nothing", "--out", str(out)]) == 2
+    assert assert_items_reproduce(out) == {"pystdlib": "language_modeling", "reverse": "seq2seq"}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import numpy as np
 import pytest
 import torch
 from conftest import record_file
@@ -126,20 +127,22 @@ def test_every_record_field_the_leaderboard_reads_is_checked():
 
 
 def test_a_record_that_cannot_be_written_at_the_end_is_rescued(tmp_path, capsys, monkeypatch):
-    real = records.atomic_write_text
+    real = records.atomic_write
 
-    def full_disk(path, text):
+    def full_disk(path, data):
         if "runs" in str(path) and "attention-zoo-rescued" not in str(path):
             raise OSError(28, "No space left on device")
-        real(path, text)
+        real(path, data)
 
-    monkeypatch.setattr(records, "atomic_write_text", full_disk)
+    monkeypatch.setattr(records, "atomic_write", full_disk)
     monkeypatch.setattr(records, "rescue_dir", lambda: tmp_path / "rescued")
     code, _, err = run([*CELL, "--out", str(tmp_path / "out"), "--steps", "2"], capsys)
     assert code == 0, err
     assert "No space left on device" in err and "saved it as" in err
     saved = list((tmp_path / "rescued").rglob("resnet-tiny-seed0-*.json"))
     assert len(saved) == 1 and json.loads(saved[0].read_text())["status"] == "ok"
+    items = saved[0].with_name(json.loads(saved[0].read_text())["items_file"])  # its per-item outcomes beside it
+    assert items.exists() and len(np.load(items)["value"]) == 360
 
 
 def _vit_cell(tmp_path):

@@ -9,7 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness import leaderboard, report
+from scipy import stats as scipy_stats
+
+from harness import leaderboard, report, stats
 
 T_975_2 = 4.302653  # t_{0.975} with 2 degrees of freedom
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -86,11 +88,26 @@ def test_separate_intervals_are_no_tie():
     assert "=" not in leaderboard.to_markdown(df)
 
 
-def test_tie_with_any_model_of_the_task_not_only_the_next():
-    # A [0.80, 1.00] overlaps C [0.66, 0.84] although B [0.87, 0.93] sits between them
-    lo_hi = {"A": (0.80, 1.00), "B": (0.87, 0.93), "C": (0.66, 0.84), "D": (0.10, 0.20)}
-    flags = leaderboard.ties([v[0] for v in lo_hi.values()], [v[1] for v in lo_hi.values()])
-    assert flags == [True, True, True, False]
+def test_a_tie_is_the_paired_test_against_the_model_ranked_next():
+    """A and B do not differ, B and C do; A is not compared with C (only neighbours in rank are)."""
+    rng = np.random.default_rng(0)
+    items = np.arange(300)
+
+    def outcomes(name, p):
+        y = (rng.random((3, 300)) < p).astype(float)
+        return stats.Outcomes(name, [0, 1, 2], items, y, np.ones_like(y))
+
+    found = {"A": outcomes("A", 0.90), "B": outcomes("B", 0.90), "C": outcomes("C", 0.60)}
+    records = [r for name, o in found.items() for r in seeds(o.per_seed().tolist(), model=name)]
+    df = leaderboard.aggregate(records, {("vision", "digits", k, "tiny"): v for k, v in found.items()})
+    assert list(df["model"][:2]) != ["C"] and df.set_index("model")["rank_tie"].to_dict() == \
+        {"A": True, "B": True, "C": False}
+
+
+def test_without_per_item_outcomes_a_tie_is_welchs_t_over_seeds():
+    df = leaderboard.aggregate(seeds([0.90, 0.93, 0.96], model="vit") + seeds([0.89, 0.92, 0.95], model="resnet"))
+    p = scipy_stats.ttest_ind([0.90, 0.93, 0.96], [0.89, 0.92, 0.95], equal_var=False).pvalue
+    assert p > 0.05 and df["rank_tie"].all()
 
 
 def test_one_seed_is_never_marked_tied():
@@ -98,7 +115,7 @@ def test_one_seed_is_never_marked_tied():
     assert list(df["rank"]) == [1, 1]  # equal means still share the rank
     assert not df["rank_tie"].any()
     mixed = leaderboard.aggregate(seeds([0.90], model="vit") + seeds([0.80, 0.90, 1.0], model="resnet"))
-    assert not mixed["rank_tie"].any()  # an interval against a single seed: no interval to overlap
+    assert not mixed["rank_tie"].any()  # a single seed against three, no per-item outcomes: nothing to test
     assert not leaderboard.intervals_overlap(0.9, 0.9, float("nan"), float("nan"))
 
 
@@ -205,33 +222,58 @@ def assert_png(path, min_kb=5):
     assert len(data) > min_kb * 1024, (path, len(data))
 
 
+def binary_outcomes(rng, name, accuracies, items=400):
+    """0/1 outcomes of ``len(accuracies)`` seeds whose accuracies are exactly these (on ``items`` items)."""
+    y = np.zeros((len(accuracies), items))
+    for row, acc in zip(y, accuracies):
+        row[rng.permutation(items)[:round(acc * items)]] = 1.0
+    return stats.Outcomes(name, list(range(len(accuracies))), np.arange(items), y, np.ones_like(y))
+
+
+def with_outcomes(outcomes, domain="vision", task="digits", **kw):
+    """The records of these outcomes (one per seed, their metric the outcomes' own), keyed for aggregate."""
+    return ([record(seed=s, value=float(v), model=outcomes.model, domain=domain, task=task, **kw)
+             for s, v in zip(outcomes.seeds, outcomes.per_seed())], {(domain, task, outcomes.model, "tiny"): outcomes})
+
+
 def test_report_sections_summary_counts_and_plots(tmp_path):
-    records = (
-        # vision/digits: the transformer wins, intervals apart
-        seeds([0.98, 0.99, 0.985], model="vit") + seeds([0.90, 0.91, 0.905], model="resnet")
-        # vision/shapes: the baseline wins on the mean, intervals overlap (a tie)
-        + seeds([0.80, 0.85, 0.90], model="vit", task="shapes") + seeds([0.82, 0.86, 0.90], model="resnet", task="shapes")
-        # language/chars: lower is better, one seed, the baseline wins
-        + seeds([1.9], model="gpt", domain="language", task="chars", metric="loss", higher=False)
-        + seeds([1.5], model="lstm", domain="language", task="chars", metric="loss", higher=False)
-        # language/only_baselines: not counted
-        + seeds([0.5], model="lstm", domain="language", task="only_baselines")
-    )
-    path = report.write_report(records, tmp_path)
+    rng = np.random.default_rng(0)
+    windows = np.full((1, 50), 16.0)  # language/chars: a loss per token over 50 windows of 16 tokens, one seed
+    parts = [
+        # vision/digits: the transformer is clearly better
+        with_outcomes(binary_outcomes(rng, "vit", [0.98, 0.99, 0.985])),
+        with_outcomes(binary_outcomes(rng, "resnet", [0.90, 0.91, 0.905])),
+        # vision/shapes: the baseline is better on the mean, but not detectably
+        with_outcomes(binary_outcomes(rng, "vit", [0.80, 0.85, 0.90]), task="shapes"),
+        with_outcomes(binary_outcomes(rng, "resnet", [0.82, 0.86, 0.90]), task="shapes"),
+        # language/chars: lower is better, one seed (provisional), the baseline is better
+        with_outcomes(stats.Outcomes("gpt", [0], np.arange(50), rng.normal(1.9, 0.1, (1, 50)) * windows, windows),
+                      domain="language", task="chars", metric="loss", higher=False),
+        with_outcomes(stats.Outcomes("lstm", [0], np.arange(50), rng.normal(1.5, 0.1, (1, 50)) * windows, windows),
+                      domain="language", task="chars", metric="loss", higher=False),
+    ]
+    records = [r for recs, _ in parts for r in recs]
+    records += seeds([0.5], model="lstm", domain="language", task="only_baselines")  # not compared
+    outcomes = {k: v for _, found in parts for k, v in found.items()}
+    path = report.write_report(records, tmp_path, outcomes)
     assert path == tmp_path / "REPORT.md"
     md = path.read_text()
     for heading in ("# attention-zoo report", "## Transformers vs baselines", "## language", "## vision",
                     "### vision / digits", "### vision / shapes", "### language / chars"):
         assert f"\n{heading}\n" in f"\n{md}", heading
-    assert "**Transformers win 1 of 3 tasks**; baselines win 2, equal means 0" in md
-    assert "Within the 95% intervals (statistical ties): 1 of 3" in md
+    assert ("transformers better on 1, baselines better on 1, no detectable difference on 1" in md
+            and "0 task(s) untested" in md and "1 of the tested compare single-seed trained models" in md), md
     summary = {line.split(" | ")[1]: line for line in md.splitlines() if line.startswith("| vision |")
                or line.startswith("| language |")}
-    assert "| transformer |" in summary["digits"] and "| no |" in summary["digits"]
-    assert "| baseline |" in summary["shapes"] and "yes: tie" in summary["shapes"]
-    assert "| baseline | 0.4000 | 26.7% | n/a (1 seed) |" in summary["chars"]  # |1.9 - 1.5|, / 1.5
-    assert "vit 0.9850 ± " in summary["digits"] and "(n=3)" in summary["digits"]
-    assert "only_baselines" not in summary
+    assert "| seeds and items | vit better |" in summary["digits"]
+    assert "| seeds and items | no detectable difference |" in summary["shapes"]
+    assert "| items only | lstm better (provisional" in summary["chars"]
+    assert "vit 0.9850 (n=3)" in summary["digits"] and "only_baselines" not in summary
+    verdicts = pd.read_csv(tmp_path / "verdicts.csv").set_index("task")
+    assert list(verdicts.index) == ["chars", "digits", "shapes"]
+    p = verdicts["p_value"].to_numpy()
+    assert verdicts["p_holm"].to_numpy() == pytest.approx(stats.holm(p))  # adjusted across the report's tasks
+    assert (verdicts["p_holm"] >= verdicts["p_value"]).all() and (verdicts["mde"] > 0).all()
     assert "| =1 | resnet |" in md  # the shapes tie in the vision table
     pngs = sorted(p.name for p in (tmp_path / "plots").glob("*.png"))
     assert len(pngs) == 12  # 4 tasks x (params, time, curves)

@@ -11,8 +11,10 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import record_file
+from conftest import assert_items_reproduce, record_file
+
 from harness.cli import main
+from harness.records import items_path
 from tasks import create_task, list_tasks
 from tasks.rl.dataset import ENVS
 
@@ -99,3 +101,6 @@ def test_rl_run_end_to_end(tmp_path, capsys):
     assert len(curve) == 4 * 6 and {"target_return", "achieved_return", "achieved_normalized"} <= set(curve.columns)
     record = json.loads(record_file(out / "runs/rl/pendulum-mixed/decision_transformer-tiny-seed0.json").read_text())
     assert np.isfinite(record["test"]["return_mean"]) and record["test"]["return_mean"] < 0  # Pendulum costs
+    assert assert_items_reproduce(out) == {"pendulum-mixed": "offline_rl"}
+    items = np.load(items_path(record_file(out / "runs/rl/pendulum-mixed/decision_transformer-tiny-seed0.json")))
+    assert items["raw_return"] == pytest.approx([record["test"]["return_mean"]])  # one episode, named by its seed

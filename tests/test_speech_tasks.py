@@ -7,9 +7,11 @@ import itertools
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import assert_items_reproduce
 
 import baselines  # noqa: F401
 import zoo
@@ -217,6 +219,10 @@ def test_harness_runs_the_speech_domain_end_to_end(data_dir, tmp_path):
     assert record["metric"] == "wer" and record["higher_is_better"] is False
     assert {"wer", "cer", "ser"} <= set(record["test"]) and record["config"]["task_options"]["beam_size"] == 2
     assert len(record["examples"]["decoded"]) == 8
+    assert assert_items_reproduce(out) == {"synth_commands": "classification", "synth_digits": "transcription"}
+    items = np.load(next((out / "runs" / "speech" / "synth_digits").glob("*.items.npz")))
+    assert record["metric_value"] == pytest.approx(items["value"].sum() / items["weight"].sum(), abs=1e-12)
+    assert (items["weight"] >= 1).all()  # reference words per utterance: WER is a ratio of sums
 
 
 def test_bad_speech_task_options_are_one_line_errors(data_dir, capsys):

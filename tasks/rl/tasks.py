@@ -50,6 +50,7 @@ class OfflineRLTask(Task):
     budget = Budget(steps=1000, batch_size=64)
     default_seeds = 1  # the default rl run (4 tasks x 4 models, rollouts included) must fit 10 CPU minutes
     eval_interval: ClassVar[int] = 250
+    report_iqm = True  # rollouts are noisy: seeds are also summarised by their IQM (rliable)
     val_episodes: ClassVar[int] = 3
     curve_fractions: ClassVar[tuple[float, ...]] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25)
     curve_episodes: ClassVar[int] = 3
