@@ -53,6 +53,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         leaderboard.write(df, path)
         print(f"{leaderboard.to_text(df)}\n\nwrote {path} (and .md)\n")
     path = report.write_report(records, args.out, outcomes, args.pair)
+    table = leaderboard.read_csv(args.out / "verdicts.csv")
+    print("\n".join([*verdicts.run_lines(table), ""]) if not table.empty else "", end="")
     print(f"wrote {path} and {args.out / 'verdicts.csv'} (plots in {args.out / 'plots'})")
     return 0
 

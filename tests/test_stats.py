@@ -4,6 +4,7 @@ on simulated outcomes, its parts against scipy and statsmodels, and real A/A and
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -213,9 +214,9 @@ def test_published_dates_transformer_against_lstm_is_a_clear_verdict(capsys):
 
 
 def test_published_results_have_enough_seeds_and_per_item_files():
-    found = read_record_files(leaderboard.Path("results") / "runs")
+    found = read_record_files(Path("results") / "runs")
     outcomes = load_outcomes(found)
-    boards = pd.concat([pd.read_csv(p) for p in sorted(leaderboard.Path("results").glob("leaderboard_*.csv"))])
+    boards = pd.concat([pd.read_csv(p) for p in sorted(Path("results").glob("leaderboard_*.csv"))])
     for _, row in boards.iterrows():
         need = 5 if row["domain"] == "rl" else 3
         assert row["n_seeds"] >= need, (row["task"], row["model"], row["n_seeds"])
