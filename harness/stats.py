@@ -14,8 +14,9 @@ are a two-way crossed design, z_si = mu + a_s (seed) + b_i (item) + e_si, and fo
 
 with s2 the variance of the per-seed metrics, d_i = mean_s z_A,si - mean_s z_B,si the paired item
 difference, and r the seed x item residual variance (two-way ANOVA), which the first two terms
-already count. Where a model's seeds agree better than its item noise predicts (s2 < r / n), its
-seed term is r / (S n), with the residual's (S - 1)(n - 1) degrees of freedom. T = D / sqrt(Var(D)) is referred to Student's t with Welch-Satterthwaite degrees of
+already count. Each s2 / S is split (ANOVA) into the seed variance, max(0, s2 - r / n) / S with S - 1
+degrees of freedom, and the residual noise r / (S n) with (S - 1)(n - 1): a model whose seeds agree
+is not judged on the few degrees of freedom of its seed-to-seed spread. T = D / sqrt(Var(D)) is referred to Student's t with Welch-Satterthwaite degrees of
 freedom; the 95% interval is D +/- t * SE. With one seed on a side the seed variance is unknown: the
 test is then over test items only (var_i(d_i) / n), a comparison of these trained models and not of
 their training recipes, and the verdict says so. Seeds are not paired (seed s of two models shares
@@ -187,14 +188,12 @@ def compare(a: Outcomes, b: Outcomes, higher_is_better: bool, alpha: float = ALP
 
 
 def seed_parts(o: Outcomes) -> list[tuple[float, float]]:
-    """The seed term of Var(M) for one model of S > 1 seeds, as (variance, degrees of freedom): s2 / S,
-    the spread of the per-seed metrics, with S - 1 degrees of freedom; where the seeds agree better
-    than their items' noise predicts (s2 < r / n, no seed variance to speak of), the noise itself,
-    r / (S n), estimated from all (S - 1)(n - 1) residuals, so that a model whose seeds agree is not
-    judged on the few degrees of freedom of its seed-to-seed spread."""
+    """The seed terms of Var(M) for one model of S > 1 seeds, each (variance, degrees of freedom):
+    the seed variance, ANOVA-estimated as max(0, s2 - r / n) / S with S - 1 degrees of freedom, and the
+    seed x item residual r / (S n), estimated from all (S - 1)(n - 1) residuals (so that a model
+    whose seeds agree is not judged on the few degrees of freedom of its seed-to-seed spread)."""
     S, n, r = o.n_seeds, o.n_items, o.residual_var()
-    s2 = o.per_seed().var(ddof=1)
-    return [(s2 / S, S - 1)] if s2 > r / n else [(r / (S * n), (S - 1) * (n - 1))]
+    return [(max(0.0, o.per_seed().var(ddof=1) - r / n) / S, S - 1), (r / (S * n), (S - 1) * (n - 1))]
 
 
 def satterthwaite(parts: list[tuple[float, float]]) -> tuple[float, float]:
