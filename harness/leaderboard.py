@@ -167,12 +167,9 @@ def with_intervals(df: pd.DataFrame, outcomes: Outcomes | None = None) -> pd.Dat
 def differs(a: pd.Series, b: pd.Series, outcomes: Outcomes, alpha: float = stats.ALPHA) -> bool | None:
     """Whether two rows of a task differ at ``alpha``: the paired test (``stats.compare``) on their
     per-item outcomes; without them, Welch's t over seeds; None where neither can be run."""
-    key_a, key_b = tuple(a[k] for k in KEY), tuple(b[k] for k in KEY)
-    if key_a in outcomes and key_b in outcomes:
-        try:
-            return stats.compare(outcomes[key_a], outcomes[key_b], bool(a["higher_is_better"])).p_value < alpha
-        except ValueError:  # scored on other items (another test split): fall back to the seeds
-            pass
+    oa, ob = outcomes.get(tuple(a[k] for k in KEY)), outcomes.get(tuple(b[k] for k in KEY))
+    if oa is not None and ob is not None and np.array_equal(oa.items, ob.items):  # else: other items, use the seeds
+        return bool(stats.compare(oa, ob, bool(a["higher_is_better"])).p_value < alpha)
     std_a, std_b = _number(a["metric_std"]), _number(b["metric_std"])
     if a["n_seeds"] < 2 or b["n_seeds"] < 2 or not (math.isfinite(std_a) and math.isfinite(std_b)):
         return None

@@ -38,7 +38,7 @@ with arch 8 (which dropped the ``random_state`` argument rliable passes), so the
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -58,22 +58,19 @@ class Outcomes:
     items: np.ndarray  # (n,) item ids
     value: np.ndarray  # (S, n)
     weight: np.ndarray  # (S, n)
-    extra: dict[str, np.ndarray] = field(default_factory=dict)  # other columns, (S, n) each
 
     @classmethod
     def from_columns(cls, model: str, seeds: Sequence[int], columns: Sequence[dict[str, np.ndarray]]) -> Outcomes:
-        """Stack the per-seed item columns of one model, aligned on the first seed's item ids."""
-        items = np.asarray(columns[0]["item"])
+        """Stack the per-seed item columns of one model, each sorted by item id (they must be the same ids)."""
         order = [np.argsort(c["item"], kind="stable") for c in columns]
         ids = [np.asarray(c["item"])[o] for c, o in zip(columns, order)]
         if any(len(i) != len(ids[0]) or not np.array_equal(i, ids[0]) for i in ids):
             raise ValueError(f"{model}: its seeds were scored on different test items")
         if len(np.unique(ids[0])) != len(ids[0]):
             raise ValueError(f"{model}: item ids repeat")
-        stack = {name: np.stack([np.asarray(c[name])[o] for c, o in zip(columns, order)])
-                 for name in columns[0] if name != "item"}
-        value, weight = stack.pop("value").astype(float), stack.pop("weight").astype(float)
-        return cls(model, list(seeds), np.sort(items), value, weight, stack)
+        value, weight = (np.stack([np.asarray(c[name], dtype=float)[o] for c, o in zip(columns, order)])
+                         for name in ("value", "weight"))
+        return cls(model, list(seeds), ids[0], value, weight)
 
     @property
     def n_seeds(self) -> int:
@@ -108,11 +105,6 @@ class Outcomes:
         e = z - z.mean(1, keepdims=True) - z.mean(0, keepdims=True) + z.mean()
         return float((e ** 2).sum() / ((S - 1) * (n - 1)))
 
-    def subset(self, seeds: Sequence[int]) -> Outcomes:
-        rows = [self.seeds.index(s) for s in seeds]
-        return Outcomes(self.model, list(seeds), self.items, self.value[rows], self.weight[rows],
-                        {k: v[rows] for k, v in self.extra.items()})
-
 
 @dataclass
 class Comparison:
@@ -135,21 +127,17 @@ class Comparison:
     higher_is_better: bool
     alpha: float = ALPHA
     recipes: bool = True  # False: one seed on a side, so the test compares trained models only
-    p_adjusted: float | None = None  # Holm-adjusted across a report
 
-    def better(self, p: float | None = None) -> str | None:
-        """The better model's name where the test rejects at ``alpha`` (on ``p``, by default the raw
-        p-value), else None."""
-        p = self.p_value if p is None else p
-        if not p < self.alpha or self.diff == 0:
+    def better(self) -> str | None:
+        """The better model's name where the test rejects at ``alpha``, else None."""
+        if not self.p_value < self.alpha or self.diff == 0:
             return None
         a_higher = self.diff > 0
         return self.a if a_higher == self.higher_is_better else self.b
 
     @property
     def verdict(self) -> str:
-        winner = self.better(self.p_adjusted if self.p_adjusted is not None else self.p_value)
-        return verdict_sentence(winner, self.recipes)
+        return verdict_sentence(self.better(), self.recipes)
 
 
 PROVISIONAL = " (provisional: one seed compares trained models, not recipes)"
