@@ -1,4 +1,4 @@
-"""python -m harness {run,list,report,examples,bench}: the command line of attention-zoo (the parser
+"""python -m harness {run,tune,list,report,compare,examples,bench}: the command line of attention-zoo (the parser
 and the dispatch; the work is in sweep.py, suite.py, commands.py and bench.py)."""
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def _default_data_dir() -> str:
 
 def build_parser() -> Parser:
     parser = Parser(prog="python -m harness", description="Train, compare and list the models of attention-zoo.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,list,report,compare,examples,bench}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,tune,list,report,compare,examples,bench}")
     _add_run(sub)
     ls = sub.add_parser("list", help="list models, tasks or domains")
     ls.add_argument("what", nargs="?", choices=("models", "tasks", "domains"), default="models")
@@ -53,6 +53,8 @@ def build_parser() -> Parser:
     compare.add_argument("model_a", help="model A, e.g. vit")
     compare.add_argument("model_b", help="model B, e.g. resnet")
     compare.add_argument("--size", help="the size label of both models' records where there are several (e.g. tiny)")
+    compare.add_argument("--tuning", help="the tuning of both models' records where there are several "
+                                          "(default, or e.g. tpe-8)")
     compare.add_argument("--alpha", type=probability, default=0.05, help="the test's level (default 0.05)")
     compare.add_argument("--out", type=Path, default=Path("results"), help="results directory (default results/)")
     compare.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="import MODULE first")
@@ -68,6 +70,23 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     run = sub.add_parser("run", help="train and evaluate every compatible model on a domain's tasks",
                          description="Train and evaluate models on a domain's tasks under one budget; write "
                                      "the leaderboard CSV and one JSON record per (task, model, seed).")
+    _run_options(run)
+    run.add_argument("--tune", type=positive_int, metavar="N",
+                     help="tune every model alike first, N trials each (as 'python -m harness tune --trials N')")
+    tune = sub.add_parser("tune", help="tune every model alike (Optuna), then train the choices on the seeds",
+                          description="Per (task, model): an Optuna study, N trials (seeded TPE, median pruning on "
+                                      "the validation curve, the first trial the model's defaults) over learning "
+                                      "rate, weight decay, warm-up and dropout, each trial under the run's budget and "
+                                      "selected on validation only; then the best configuration trains on the seeds "
+                                      "and joins the leaderboard with tuning 'tpe-N'. Studies live in --out/tuning.db; "
+                                      "a rerun runs only the missing trials.")
+    _run_options(tune)
+    tune.add_argument("--trials", dest="tune", type=positive_int, required=True, metavar="N",
+                      help="counted trials (complete or pruned) per model; the same for every model")
+
+
+def _run_options(run: argparse.ArgumentParser) -> None:
+    """The options of ``run`` (and of ``tune``, which runs the same sweep after its studies)."""
     run.add_argument("domain", nargs="?", help="vision, language, rl, speech (see 'python -m harness list domains'), "
                                                "or all: every domain's default run")
     run.add_argument("--config", type=Path, metavar="SUITE.toml",
@@ -134,6 +153,9 @@ def _add_where(run: argparse.ArgumentParser) -> None:
     where.add_argument("--ddp", action="store_true",
                        help="train each cell with DistributedDataParallel over the processes that torchrun "
                             "started: torchrun --nproc_per_node N -m harness run ... --ddp")
+    where.add_argument("--storage", metavar="URL",
+                       help="--tune: the studies' database (default sqlite:///OUT/tuning.db; a server's URL, e.g. "
+                            "postgresql://..., where Ray workers do not share --out)")
     where.add_argument("--gpus-per-cell", type=non_negative_float, default=0.0, metavar="N",
                        help="GPUs per Ray task (a fraction shares one; default 0: CPU cells)")
 
@@ -150,7 +172,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_sweep(args)
 
 
-COMMANDS = {"run": cmd_run, "list": cmd_list, "report": cmd_report, "compare": cmd_compare, "examples": cmd_examples,
+COMMANDS = {"run": cmd_run, "tune": cmd_run, "list": cmd_list, "report": cmd_report, "compare": cmd_compare, "examples": cmd_examples,
             "bench": bench.cmd_bench}
 
 

@@ -64,7 +64,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     load_plugins(args.plugin)
     cls = tasks_pkg.get_task_class(args.task)  # an unknown task: a one-line RegistryError naming the known ones
     found = [(p, r) for p, r in read_record_files(args.out / "runs") if r.get("task") == args.task]
-    outcomes = {k: v for k, v in load_outcomes(found).items() if args.size in (None, k[3])}
+    outcomes = {k: v for k, v in load_outcomes(found).items()
+                if args.size in (None, k[3]) and args.tuning in (None, k[4])}
     side = [_one(outcomes, found, args.task, model, args.size, args.out) for model in (args.model_a, args.model_b)]
     try:
         c = stats.compare(side[0], side[1], cls.higher_is_better, args.alpha)
@@ -81,8 +82,8 @@ def _one(outcomes: dict, found: list, task: str, model: str, size: str | None, o
     if len(rows) == 1:
         return next(iter(rows.values()))
     if len(rows) > 1:
-        raise UsageError(f"{model} has records on {task} at several sizes ({', '.join(sorted(k[3] for k in rows))}); "
-                         f"pick one with --size")
+        raise UsageError(f"{model} has records on {task} at several sizes or tunings "
+                         f"({', '.join(sorted(f'{k[3]} {k[4]}' for k in rows))}); pick one with --size and --tuning")
     ran = sorted({r["model"] for _, r in found if r.get("status") == "ok"})
     if model in ran:
         raise UsageError(f"the records of {model} on {task} under {out / 'runs'} keep no per-item outcomes "

@@ -20,6 +20,7 @@ class RunConfig:
     batch_size: int | None = None  # None: the task's budget
     lr: float | None = None  # None: the model's default
     weight_decay: float | None = None  # None: the model's default
+    warmup_frac: float | None = None  # None: the task's budget (share of the steps with a linear warm-up)
     grad_clip: float = 1.0
     device: str = "cpu"
     backend: str = "sdpa"
@@ -31,6 +32,7 @@ class RunConfig:
     params_target: int | None = None  # --params: model_opts then hold the width fitted to it
     fitted: tuple[tuple[str, Any], ...] = ()  # the config keys --params set (also in model_opts)
     world_size: int = 1  # processes training the cell together (DDP under torchrun); batch_size is global
+    tuning: str = "default"  # how lr, weight decay, warm-up and dropout were chosen: 'default', or 'tpe-8' (harness.tune)
     # the fast path (layout and placement only; the arithmetic is the same, so not in the config hash):
     channels_last: str = "auto"  # CNN weights and image batches in NHWC; auto: on CUDA, for models with a Conv2d
     data_on_device: str = "auto"  # hold the task's in-memory data on the accelerator; auto: on CUDA, if it fits
@@ -71,11 +73,13 @@ def resolve(task: Task, entry: ModelEntry, config: RunConfig) -> dict[str, Any]:
         "optimizer": "AdamW", "lr": config.lr if config.lr is not None else entry.defaults.get("lr", 1e-3),
         "weight_decay": config.weight_decay if config.weight_decay is not None
         else entry.defaults.get("weight_decay", 0.0),
-        "schedule": "warmup_cosine", "warmup_frac": task.budget.warmup_frac, "grad_clip": config.grad_clip,
+        "schedule": "warmup_cosine", "grad_clip": config.grad_clip,
+        "warmup_frac": config.warmup_frac if config.warmup_frac is not None else task.budget.warmup_frac,
         "backend": config.backend, "precision": config.precision, "device": config.device,
         "task_options": task.opts, "data": task.fingerprint(), "model_options": dict(config.model_opts),
         **({"deterministic": True} if config.deterministic else {}),
         **({"compile": True} if config.compile else {}),
         **({"params_target": config.params_target, "fitted": dict(config.fitted)} if config.params_target else {}),
         **({"world_size": config.world_size, "distributed": "DDP"} if config.world_size > 1 else {}),
+        **({"tuning": config.tuning} if config.tuning != "default" else {}),
     }

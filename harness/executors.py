@@ -34,6 +34,7 @@ from .distributed import SINGLE, Group
 from .errors import UsageError
 from .stopping import StopRequested, request_stop, stop_requested
 from .trainer import attempt_cell, failure_record, run_cell
+from .trial import TrialSlot, run_trial
 
 EXECUTORS = ("local", "ray")
 POLL_S = 0.5  # how often a waiting driver looks for a stop request
@@ -53,10 +54,28 @@ class Cell:
     plugins: tuple[str, ...] = ()
     threads: int | None = None  # torch threads of the worker (None: leave torch's default)
     sys_path: tuple[str, ...] = field(default_factory=lambda: tuple(sys.path))  # where the driver imports from
+    trial: TrialSlot | None = None  # a tuning trial of this study instead of a cell (harness.trial)
 
     @property
     def name(self) -> str:
+        if self.trial is not None:
+            return f"{self.task}/{self.model} trial {self.trial.slot}"
         return f"{self.task}/{self.model} seed {self.seed}"
+
+
+def task_kwargs(task: Task, data_dir: str, download: bool) -> dict[str, Any]:
+    """What a worker needs to build its own copy of ``task``: ``create_task(task.name, **task_kwargs(...))``."""
+    return {"data_dir": str(Path(data_dir).resolve()), "download": download, **task.opts}
+
+
+def perform(task: Task, cell: Cell, progress: bool) -> dict[str, Any] | None:
+    """Run ``cell`` here: a tuning trial's outcome (``harness.trial.run_trial``), else the cell's record
+    (a 'failed' record where it failed)."""
+    if cell.trial is not None:
+        return run_trial(task, cell.model, cell.config, cell.trial, progress)
+    return attempt_cell(task, cell.model, cell.seed, cell.config, progress=progress,
+                        checkpoint=Path(cell.checkpoint) if cell.checkpoint else None,
+                        checkpoint_every_s=cell.checkpoint_every_s)
 
 
 # ------------------------------------------------------------------------------------ the worker side
@@ -86,9 +105,7 @@ def execute(cell: Cell) -> dict[str, Any] | None:
     request interrupted it (it saved its checkpoint; the next run continues from there)."""
     task = _prepare_worker(cell)
     try:
-        return attempt_cell(task, cell.model, cell.seed, cell.config, progress=False,
-                            checkpoint=Path(cell.checkpoint) if cell.checkpoint else None,
-                            checkpoint_every_s=cell.checkpoint_every_s)
+        return perform(task, cell, progress=False)
     except StopRequested:
         return None
 
@@ -142,13 +159,13 @@ class LocalExecutor(Executor):
         for cell in cells:
             if cell.threads:
                 torch.set_num_threads(cell.threads)
-            options = dict(progress=self.progress, checkpoint=Path(cell.checkpoint) if cell.checkpoint else None,
-                           checkpoint_every_s=cell.checkpoint_every_s)
             task = tasks[cell.task]
             if self.group.distributed:
-                yield cell, run_cell(task, cell.model, cell.seed, cell.config, group=self.group, **options)
+                yield cell, run_cell(task, cell.model, cell.seed, cell.config, group=self.group, progress=self.progress,
+                                     checkpoint=Path(cell.checkpoint) if cell.checkpoint else None,
+                                     checkpoint_every_s=cell.checkpoint_every_s)
             else:
-                yield cell, attempt_cell(task, cell.model, cell.seed, cell.config, **options)
+                yield cell, perform(task, cell, self.progress)
 
 
 class ProcessExecutor(Executor):

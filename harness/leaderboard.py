@@ -1,13 +1,16 @@
 """Cells -> pandas -> results/leaderboard_<domain>.csv (+ .md).
 
-One row per (task, model, size): the headline test metric of the last checkpoint averaged over
+One row per (task, model, size, tuning): the headline test metric of the last checkpoint averaged over
 seeds, with its uncertainty. The columns (timm's naming style: lower case, units in the name):
 
 ======================  =====================================================================
 domain, task            where the row belongs
 model, family, size     the registry name, 'transformer' or 'baseline', the size preset
-rank                    1 = best on this task (by metric_mean; equal means share a rank);
-                        always a plain integer in the CSV
+tuning                  how lr, weight decay, warm-up and dropout were chosen: 'default' (the
+                        model's registered defaults), or the sampler and its trials per model,
+                        e.g. 'tpe-8' (``python -m harness tune``; the record keeps the study)
+rank                    1 = best on this task among the rows of the same tuning (by metric_mean;
+                        equal means share a rank); always a plain integer in the CSV
 rank_tie                True when the paired test (``stats.compare``: seeds and test items) finds
                         no difference at 5% between this model and the one ranked next to it (a
                         statistical tie); without per-item outcomes, Welch's t over seeds (both
@@ -36,6 +39,8 @@ steps, epochs           the budget every model of the task got (epochs: steps / 
                         validations, which is a pass over the data where the task has epochs)
 batch_size              the same for every model of the task
 lr, weight_decay        the optimiser settings of this model
+warmup_frac, dropout    the share of steps with a linear warm-up; the dropout where it was set
+                        (tuned or --model-opt; empty: the size preset's)
 device, device_name     cpu/cuda and the processor or GPU
 backend, precision      attention backend (sdpa/math) and fp32/bf16
 torch_version           PyTorch that ran
@@ -62,17 +67,17 @@ import pandas as pd
 from scipy.stats import t as student_t, ttest_ind_from_stats
 
 from . import stats
-from .records import KEY, atomic_write_text, latest_config
+from .records import DEFAULT_TUNING, KEY, atomic_write_text, key_of, latest_config
 
 NO_FAMILY = "unknown"  # the family of a record that names none (older runs)
 COST = ["flops_per_sample", "train_flops_per_sample", "infer_samples_per_sec", "peak_mem_mb", "time_to_target_s"]
-COLUMNS = ["domain", "task", "model", "family", "size", "rank", "rank_tie", "metric", "higher_is_better",
+COLUMNS = ["domain", "task", "model", "family", "size", "tuning", "rank", "rank_tie", "metric", "higher_is_better",
            "metric_mean", "metric_std", "metric_ci95", "metric_ci_low", "metric_ci_high", "n_seeds", "seeds",
            "param_count", "flops_per_sample", "train_flops_per_sample", "train_time_s", "train_samples_per_sec",
            "infer_samples_per_sec", "peak_mem_mb", "time_to_target_s", "steps", "epochs", "batch_size", "lr",
-           "weight_decay", "device", "device_name", "backend", "precision", "torch_version", "git_commit",
+           "weight_decay", "warmup_frac", "dropout", "device", "device_name", "backend", "precision", "torch_version", "git_commit",
            "config_hash", "date"]
-SHOWN = ["task", "rank", "model", "family", "size", "metric", "metric_mean", "metric_std", "metric_ci95", "n_seeds",
+SHOWN = ["task", "rank", "model", "family", "size", "tuning", "metric", "metric_mean", "metric_std", "metric_ci95", "n_seeds",
          "param_count", "train_time_s"]
 TIE_NOTE = ("A rank shown as =N: the paired test (over seeds and test items) finds no difference at the 5% level "
             "between the model and the one ranked next to it, a statistical tie.")
@@ -97,12 +102,13 @@ def aggregate(records: list[dict[str, Any]], outcomes: Outcomes | None = None) -
     rows = []
     for r in latest_config([r for r in records if r.get("status") == "ok"]):
         cfg = r["config"]
-        rows.append({**{k: r[k] for k in KEY}, "family": r.get("family", NO_FAMILY), "metric": r["metric"],
+        rows.append({**dict(zip(KEY, key_of(r))), "family": r.get("family", NO_FAMILY), "metric": r["metric"],
                      "value": r["metric_value"], "higher_is_better": r["higher_is_better"], "seed": r["seed"],
                      "param_count": r["param_count"], "train_time_s": r["train_time_s"],
                      "train_samples_per_sec": r["train_samples_per_sec"], "steps": cfg["total_steps"],
                      "epochs": round(cfg["epochs"], 3),
                      "batch_size": cfg["batch_size"], "lr": cfg["lr"], "weight_decay": cfg["weight_decay"],
+                     "warmup_frac": cfg.get("warmup_frac"), "dropout": _number((cfg.get("model_options") or {}).get("dropout")),
                      "device": r["device"], "device_name": r["device_name"], "backend": r["backend"],
                      "precision": r["precision"], "torch_version": r["torch_version"],
                      "git_commit": r["git_commit"], "config_hash": r["config_hash"], "date": r["finished"],
@@ -118,7 +124,8 @@ def aggregate(records: list[dict[str, Any]], outcomes: Outcomes | None = None) -
         train_time_s=("train_time_s", "mean"), train_samples_per_sec=("train_samples_per_sec", "mean"),
         **{c: (c, "mean") for c in COST if c != "time_to_target_s"},
         time_to_target_s=("time_to_target_s", _mean_all),
-        **{c: (c, "last") for c in ["steps", "epochs", "batch_size", "lr", "weight_decay", "device", "device_name",
+        **{c: (c, "last") for c in ["steps", "epochs", "batch_size", "lr", "weight_decay", "warmup_frac", "dropout",
+                                    "device", "device_name",
                                     "backend", "precision", "torch_version", "git_commit", "config_hash"]},
         date=("date", "max"),
         **{c: (c, "mean") for c in df.columns if c.startswith("test_")},
@@ -181,27 +188,31 @@ def differs(a: pd.Series, b: pd.Series, outcomes: Outcomes, alpha: float = stats
 
 
 def rank(df: pd.DataFrame, outcomes: Outcomes | None = None) -> pd.DataFrame:
-    """Rank models within each task, best first, mark statistical ties, and order the rows so. A
-    tie: the paired test against the model ranked next finds no difference (``differs``)."""
+    """Rank models within each task and tuning, best first, mark statistical ties, and order the rows
+    so. A tie: the paired test against the model ranked next finds no difference (``differs``)."""
     if df.empty:
         return df.reindex(columns=COLUMNS)
     outcomes = outcomes or {}
+    if "tuning" not in df.columns:  # a leaderboard written before tuning existed: every row had the defaults
+        df = df.assign(tuning=DEFAULT_TUNING)
+    df = df.assign(tuning=df["tuning"].fillna(DEFAULT_TUNING))
     df = with_intervals(df, outcomes)
     signed = df["metric_mean"].where(df["higher_is_better"].astype(bool), -df["metric_mean"])
-    df = df.assign(rank=signed.groupby([df["domain"], df["task"]]).rank(ascending=False, method="min").astype(int))
+    board = [df["domain"], df["task"], df["tuning"]]  # equally tuned rows compete with each other
+    df = df.assign(rank=signed.groupby(board).rank(ascending=False, method="min").astype(int))
     tie = pd.Series(False, index=df.index)
-    for _, group in df.groupby(["domain", "task"], sort=False):
+    for _, group in df.groupby(["domain", "task", "tuning"], sort=False):
         ordered = group.sort_values("rank", kind="stable")
         for (i, a), (j, b) in zip(ordered.iterrows(), list(ordered.iterrows())[1:]):
             if differs(a, b, outcomes) is False:
                 tie[i] = tie[j] = True
     df = df.assign(rank_tie=tie.astype(bool))
     extra = sorted(c for c in df.columns if c.startswith("test_"))
-    return df.sort_values(["domain", "task", "rank", "model"]).reindex(columns=COLUMNS + extra).reset_index(drop=True)
+    return df.sort_values(["domain", "task", "tuning", "rank", "model"]).reindex(columns=COLUMNS + extra).reset_index(drop=True)
 
 
 def replace_rows(existing: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
-    """``existing`` rows whose (domain, task, model, size) are not in ``new``, plus ``new``."""
+    """``existing`` rows whose (domain, task, model, size, tuning) are not in ``new``, plus ``new``."""
     if existing.empty or not set(KEY) <= set(existing.columns):
         return new
     keys = set(map(tuple, new[KEY].astype(str).values))
@@ -223,9 +234,12 @@ def read_csv(path: Path) -> pd.DataFrame:
     if not path.exists():
         return pd.DataFrame(columns=COLUMNS)
     try:
-        return pd.read_csv(path, dtype={"seeds": str})
+        df = pd.read_csv(path, dtype={"seeds": str})
     except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError) as e:  # EmptyDataError is a ValueError
         raise DamagedFile(" ".join(str(e).split()) or type(e).__name__) from None
+    if "size" in df.columns and "tuning" not in df.columns:  # written before tuning: every row had the defaults
+        df.insert(df.columns.get_loc("size") + 1, "tuning", DEFAULT_TUNING)
+    return df
 
 
 def read_leaderboard(path: Path) -> pd.DataFrame:
@@ -315,7 +329,7 @@ def tables(records: list[dict[str, Any]]) -> dict[str, pd.DataFrame]:
     rows: dict[str, list[dict[str, Any]]] = {}
     for r in latest_config([r for r in records if r.get("status") == "ok"]):
         for name, table in (r.get("examples") or {}).get("tables", {}).items():
-            rows.setdefault(name, []).extend({**{k: r[k] for k in KEY}, "seed": r["seed"], **row} for row in table)
+            rows.setdefault(name, []).extend({**dict(zip(KEY, key_of(r))), "seed": r["seed"], **row} for row in table)
     return {name: pd.DataFrame(table) for name, table in rows.items()}
 
 

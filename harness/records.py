@@ -60,6 +60,23 @@ def atomic_save(path: Path, obj: Any) -> None:
         torch.save(obj, f)
 
 
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock (fcntl.flock on ``path``, created if need be), held for the block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock, atomic writes only
+            yield
+            return
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
@@ -227,30 +244,36 @@ def write_or_rescue(path: Path, data: str | bytes) -> Path:
         return rescued
 
 
-KEY = ["domain", "task", "model", "size"]  # a leaderboard row: the cells of one model on one task
+KEY = ["domain", "task", "model", "size", "tuning"]  # a leaderboard row: the cells of one model on one task
+DEFAULT_TUNING = "default"  # the tuning of a record that names none (hand-picked defaults; older runs)
+
+
+def key_of(record: dict[str, Any]) -> tuple:
+    """The leaderboard row a record belongs to: its values of ``KEY``."""
+    return (*(record[k] for k in KEY[:-1]), record.get("tuning", DEFAULT_TUNING))
 
 
 def latest_config(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per (domain, task, model, size), only the records of the configuration that finished last, so
+    """Per (domain, task, model, size, tuning), only the records of the configuration that finished last, so
     that seeds run with other settings (another budget, backend, data ...) are never averaged together.
     ('finished' is ISO 8601 in UTC, to the millisecond: its text orders as its time.)"""
     latest: dict[tuple, tuple[str, str]] = {}
     for r in records:
-        key = tuple(r[k] for k in KEY)
+        key = key_of(r)
         if key not in latest or r["finished"] > latest[key][0]:
             latest[key] = (r["finished"], r["config_hash"])
-    return [r for r in records if r["config_hash"] == latest[tuple(r[k] for k in KEY)][1]]
+    return [r for r in records if r["config_hash"] == latest[key_of(r)][1]]
 
 
 def load_outcomes(found: list[tuple[Path, dict[str, Any]]]) -> dict[tuple, Outcomes]:
-    """Per (domain, task, model, size): the per-item outcomes of its seeds (latest configuration), as
+    """Per (domain, task, model, size, tuning): the per-item outcomes of its seeds (latest configuration), as
     ``stats.Outcomes``, from ``read_record_files``; rows whose records keep no per-item file (written
     before they were kept) are left out, with a warning naming one of them."""
     files = {id(record): path for path, record in found}
     seeds: dict[tuple, list[tuple[int, dict[str, np.ndarray]]]] = {}
     missing = []
     for record in latest_config([r for _, r in found if r.get("status") == "ok"]):
-        key = tuple(record[k] for k in KEY)
+        key = key_of(record)
         try:
             columns = read_items(files[id(record)], record)
         except (OSError, ValueError, KeyError) as e:

@@ -32,9 +32,9 @@ from matplotlib import ticker
 from matplotlib.figure import Figure
 
 
-from . import leaderboard, verdicts
+from . import leaderboard, report_tuning, verdicts
 from .verdicts import task_class
-from .records import atomic_file, atomic_write_text
+from .records import DEFAULT_TUNING, atomic_file, atomic_write_text
 
 FAMILY_STYLE = {  # family -> (colour, marker, line style)
     "transformer": ("tab:blue", "o", "-"),
@@ -204,6 +204,7 @@ def write_report(records: list[dict[str, Any]], out: Path, outcomes: leaderboard
     lines += [f"{len(ok)} cell records, {board['domain'].nunique()} domain(s), {len(board)} leaderboard rows; "
               f"latest cell finished {finished} (UTC).", "", HOW_TO_READ, "",
               "## Transformers vs baselines", "", *verdicts.summary_lines(table), ""]
+    lines += report_tuning.section(ok, board, outcomes or {}, out, save_png)
     for domain, domain_rows in board.groupby("domain", sort=True):
         lines += [f"## {domain}", "", leaderboard.to_markdown(domain_rows, _columns(domain_rows)), ""]
         if leaderboard.has_ties(domain_rows):
@@ -245,12 +246,12 @@ def _columns(rows: pd.DataFrame) -> list[str]:
 def _curves(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per (model, size): a frame of (seed, epoch, step, y) from the records' histories."""
     key = f"val_{records[0]['metric']}" if records else ""
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for r in records:
-        groups.setdefault((r["model"], r["size"]), []).append(r)
-    sizes = {size for _, size in groups}
+        groups.setdefault((r["model"], r["size"], r.get("tuning", DEFAULT_TUNING)), []).append(r)
+    sizes, tunings = {size for _, size, _ in groups}, {tuning for _, _, tuning in groups}
     curves = []
-    for (model, size), recs in sorted(groups.items()):
+    for (model, size, tuning), recs in sorted(groups.items()):
         points = [{"seed": r["seed"], "epoch": h.get("epoch"), "step": h.get("step"), "y": h[key]}
                   for r in recs for h in (r.get("history") or []) if _finite(h.get(key))]
         if not points:
@@ -260,14 +261,19 @@ def _curves(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if frame[x_name].isna().any():
             continue
         frame = frame.assign(**{x_name: frame[x_name].astype(float).round(6)})
-        curves.append({"label": model if len(sizes) == 1 else f"{model} ({size})", "family": recs[0].get("family"),
+        shown = [size] * (len(sizes) > 1) + [tuning] * (len(tunings) > 1)
+        curves.append({"label": f"{model} ({', '.join(shown)})" if shown else model, "family": recs[0].get("family"),
                        "n": frame["seed"].nunique(), "frame": frame, "x_name": x_name})
     return curves
 
 
 def _labels(rows: pd.DataFrame) -> list[str]:
-    multi = rows["size"].nunique() > 1
-    return [f"{m} ({s})" if multi else str(m) for m, s in zip(rows["model"], rows["size"])]
+    sizes, tunings = rows["size"].nunique() > 1, "tuning" in rows and rows["tuning"].nunique() > 1
+    labels = []
+    for _, r in rows.iterrows():
+        shown = [str(r["size"])] * sizes + [str(r["tuning"])] * tunings
+        labels.append(f"{r['model']} ({', '.join(shown)})" if shown else str(r["model"]))
+    return labels
 
 
 def _float(value: Any) -> float:

@@ -4,7 +4,6 @@ an executor, and publish the leaderboard. ``python -m harness run DOMAIN`` is on
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 import time
@@ -22,13 +21,13 @@ from tasks.base import Task
 from zoo.registry import RegistryError, get_model_entry, list_models, unknown_name_error
 from zoo.sizing import count_params, fit_to_params
 
-from . import distributed, executors, leaderboard, report, verdicts
+from . import distributed, executors, leaderboard, report, tune, verdicts
 from .arguments import parse_value
 from .config import RunConfig, resolve
 from .devices import resolve_device, set_deterministic
 from .errors import UsageError
 from .plugins import load_plugins
-from .records import (checkpoint_path, config_hash, load_outcomes, read_record, read_record_files, read_records,
+from .records import (checkpoint_path, config_hash, file_lock, load_outcomes, read_record, read_record_files, read_records,
                       record_path, write_record)
 from .stopping import stop_on_signals
 
@@ -134,6 +133,7 @@ class Plan:
     tasks: dict[str, Task] = field(default_factory=dict)
     models: dict[str, list[str]] = field(default_factory=dict)  # task name -> model names
     configs: dict[tuple[str, str], RunConfig] = field(default_factory=dict)
+    tuned: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # (task, model) -> its study (tune)
 
     def seeds(self, task: Task) -> int:
         return self.args.seeds or task.default_seeds
@@ -227,7 +227,7 @@ def pending(plan: Plan, threads: int | None) -> tuple[list[dict[str, Any]], list
         if args.force and checkpoint.exists() and plan.group.is_main:
             checkpoint.replace(checkpoint.with_name(f"{checkpoint.name}.unusable"))
         todo.append(executors.Cell(
-            task.name, {"data_dir": str(Path(args.data_dir).resolve()), "download": args.download, **task.opts},
+            task.name, executors.task_kwargs(task, args.data_dir, args.download),
             model, seed, config, checkpoint=str(checkpoint.resolve()),
             checkpoint_every_s=args.checkpoint_minutes * 60, plugins=tuple(args.plugin), threads=threads))
     return done_records, plan.group.share(todo)  # rank 0's view of what is done holds for the whole group
@@ -249,13 +249,20 @@ def run_sweep(args: argparse.Namespace) -> int:
     when interrupted (finished cells are kept and published)."""
     load_plugins(args.plugin)
     check_executor(args)
+    if getattr(args, "tune", None):
+        tune.check_args(args)
     device = resolve_device(args.device) if args.executor != "ray" else ray_device(args)
     group = distributed.init(device) if args.ddp else distributed.SINGLE
     try:
         plan = make_plan(args, device, group)
         check_writable(args.out, output_folders(plan))
         set_deterministic(args.deterministic)
-        records, todo = pending(plan, executors.default_threads(args.executor, args.jobs, args.cpus_per_cell))
+        threads = executors.default_threads(args.executor, args.jobs, args.cpus_per_cell)
+        if getattr(args, "tune", None):
+            code = tune.tune_plan(plan, threads)
+            if code:
+                return code
+        records, todo = pending(plan, threads)
         plan.log(_plan_line(plan, len(plan.cells()), len(todo)))
         return _execute(plan, records, todo)
     finally:
@@ -305,6 +312,8 @@ def _keep(plan: Plan, cell: executors.Cell, record: dict[str, Any], executor: st
     """Write a finished cell's record and say how it went."""
     task = plan.tasks[cell.task]
     record["executor"] = executor
+    if (cell.task, cell.model) in plan.tuned:
+        record["tuned"] = plan.tuned[cell.task, cell.model]
     where = (plan.args.out, task.domain, task.name, cell.model, cell.config.label, cell.seed, record["config_hash"])
     ok = record["status"] == "ok"
     write_record(record_path(*where, failed=not ok), record)  # a failed attempt never replaces a good record
@@ -341,21 +350,9 @@ def output_folders(plan: Plan) -> tuple[Path, ...]:
     return (*(out / "runs" / task.domain / task.name for task in plan.tasks.values()), out / "plots")
 
 
-@contextlib.contextmanager
 def results_lock(out: Path):
-    """An exclusive lock on ``out`` (fcntl.flock on out/.lock) for read-merge-write of shared files."""
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / ".lock", "a") as handle:
-        try:
-            import fcntl
-        except ImportError:  # not POSIX: no lock, atomic writes only
-            yield
-            return
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    """An exclusive lock on ``out`` (out/.lock) for read-merge-write of shared files."""
+    return file_lock(out / ".lock")
 
 
 def _publish_main(plan: Plan, records: list[dict[str, Any]]) -> None:

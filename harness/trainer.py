@@ -16,7 +16,7 @@ import traceback
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -117,6 +117,7 @@ class CellTrainer:
             checkpoint = checkpoint.with_name(f"{checkpoint.name}.rank{group.rank}")
         self.checkpoint, self.checkpoint_every_s = checkpoint, checkpoint_every_s
         self.state = TrainState()
+        self.observe: Callable[[dict[str, Any]], None] | None = None  # sees each validation row (harness.trial)
         self.resumed_from: int | None = None
         self.name = f"{task.name}/{entry.name} seed {seed}"
 
@@ -146,7 +147,7 @@ class CellTrainer:
                                            fused=device.type == "cuda")
         self.scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")  # fp16 loss scaling
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, warmup_cosine(self.total_steps, task.budget.warmup_frac))
+            self.optimizer, warmup_cosine(self.total_steps, self.resolved["warmup_frac"]))
         self.generator = torch.Generator().manual_seed(self.seed)  # the same shuffle on every rank
         self.memory = PeakMemory(device)
 
@@ -259,6 +260,8 @@ class CellTrainer:
         if state.time_to_target is None and task.target is not None and self._reached(val[task.metric]):
             state.time_to_target = state.train_time
         bar.set_postfix(loss=f"{train_loss:.3f}", **{f"val_{task.metric}": f"{val[task.metric]:.4f}"})
+        if self.observe is not None:  # a tuning trial reports the curve, and may stop here (pruned)
+            self.observe(state.history[-1])
         if state.step < self.total_steps and group.any(stop_requested()):
             self.save()
             raise StopRequested(f"{self.name} stopped at step {state.step}")
@@ -305,7 +308,7 @@ class CellTrainer:
         flops, train_flops = self.flops
         return {
             "domain": task.domain, "task": task.name, "model": self.entry.name, "family": self.entry.family,
-            "size": config.label, "seed": self.seed, "status": "ok",
+            "size": config.label, "tuning": config.tuning, "seed": self.seed, "status": "ok",
             "metric": task.metric, "metric_value": tested["test"][task.metric],
             "higher_is_better": task.higher_is_better, "checkpoint": "last", "test": tested["test"],
             "items": tested["items"],  # per-item outcomes: written beside the record (records.write_record)
@@ -366,7 +369,7 @@ def failure_record(task: Task, model_name: str, seed: int, config: RunConfig, er
     entry = get_model_entry(model_name)
     resolved = resolve(task, entry, config)
     return {"domain": task.domain, "task": task.name, "model": model_name, "family": entry.family,
-            "size": config.label, "seed": seed, "status": "failed",
+            "size": config.label, "tuning": config.tuning, "seed": seed, "status": "failed",
             "reason": f"{type(error).__name__}: {error}".strip()[:2000],
             "metric": task.metric, "higher_is_better": task.higher_is_better,
             "backend": config.backend, "precision": config.precision,

@@ -1,10 +1,12 @@
-"""Tested verdicts: per task, the best transformer against the best baseline (and any pair asked for),
-by the paired test of ``stats.compare``, Holm-adjusted across the tasks of a report.
+"""Tested verdicts: per task and tuning, the best transformer against the best baseline (and any pair
+asked for), by the paired test of ``stats.compare``, Holm-adjusted across the rows of a report. Rows
+are only compared with rows of the same tuning ('default', or e.g. 'tpe-8': the same trials each).
 
 ``results/verdicts.csv`` has one row per comparison:
 
 ==========================  ==================================================================
 domain, task, metric        the task and its headline metric; higher_is_better its direction
+tuning                      how both models' hyperparameters were chosen ('default', 'tpe-8', ...)
 pair                        'best': the best transformer against the best baseline; 'requested'
 model_a, size_a, family_a   A: the best transformer (or the first model of a requested pair)
 model_b, size_b, family_b   B: the best model of any other family (or the second of the pair)
@@ -38,10 +40,10 @@ from zoo.registry import RegistryError
 
 from . import stats
 from .leaderboard import NO_FAMILY, Outcomes
-from .records import KEY, atomic_write_text
+from .records import DEFAULT_TUNING, KEY, atomic_write_text
 
 TESTS = {True: "seeds and items", False: "items only", None: "untested"}
-COLUMNS = ["domain", "task", "pair", "metric", "higher_is_better", "model_a", "size_a", "family_a", "model_b", "size_b",
+COLUMNS = ["domain", "task", "tuning", "pair", "metric", "higher_is_better", "model_a", "size_a", "family_a", "model_b", "size_b",
            "family_b", "metric_a", "metric_b", "n_seeds_a", "n_seeds_b", "n_items", "diff", "ci_low", "ci_high",
            "p_value", "p_holm", "mde", "df", "test", "winner", "verdict",
            "iqm_a", "iqm_a_low", "iqm_a_high", "iqm_b", "iqm_b_low", "iqm_b_high"]
@@ -70,10 +72,12 @@ def best_pair(task_rows: pd.DataFrame) -> tuple[pd.Series, pd.Series] | None:
 
 
 def row_pairs(board: pd.DataFrame, pairs: Iterable[tuple[str, str]] = ()) -> list[tuple[str, pd.Series, pd.Series]]:
-    """Per task: ('best', the best transformer, the best baseline), then ('requested', A, B) for each
-    requested pair of model names that the task has (each at its best-ranked size)."""
+    """Per task and tuning: ('best', the best transformer, the best baseline), then ('requested', A, B)
+    for each requested pair of model names that the task has (each at its best-ranked size)."""
     out = []
-    for _, rows in board.groupby(["domain", "task"], sort=True):
+    if "tuning" not in board.columns:
+        board = board.assign(tuning=DEFAULT_TUNING)
+    for _, rows in board.groupby(["domain", "task", "tuning"], sort=True):
         found = best_pair(rows)
         chosen = [("best", *found)] if found else []
         for a, b in pairs:
@@ -93,7 +97,8 @@ def _key(row: pd.Series) -> tuple:
 def verdict_row(a: pd.Series, b: pd.Series, outcomes: Outcomes) -> dict[str, Any]:
     """One comparison, untested where either row has no per-item outcomes."""
     higher = bool(a["higher_is_better"])
-    row = {"domain": a["domain"], "task": a["task"], "metric": a["metric"], "higher_is_better": higher,
+    row = {"domain": a["domain"], "task": a["task"], "tuning": a.get("tuning", DEFAULT_TUNING), "metric": a["metric"],
+           "higher_is_better": higher,
            **{f"{c}_{side}": r[c] for side, r in (("a", a), ("b", b)) for c in ("model", "size", "family")},
            "metric_a": float(a["metric_mean"]), "metric_b": float(b["metric_mean"]),
            "n_seeds_a": int(a["n_seeds"]), "n_seeds_b": int(b["n_seeds"]),
@@ -165,25 +170,32 @@ def summary_lines(df: pd.DataFrame) -> list[str]:
     """The report's summary: one line per comparison, then the count of tested verdicts."""
     if df.empty:
         return ["No task has both a transformer and a baseline yet."]
-    lines = ["| domain | task | metric | A | B | A - B [95% CI] | p | p (Holm) | MDE | test | verdict |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| domain | task | tuning | metric | A | B | A - B [95% CI] | p | p (Holm) | MDE | test | verdict |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for _, r in df.iterrows():
         ci = f" [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]" if math.isfinite(_float(r["ci_low"])) else ""
-        lines.append(f"| {r['domain']} | {r['task']} | {r['metric']} ({'higher' if r['higher_is_better'] else 'lower'}"
+        lines.append(f"| {r['domain']} | {r['task']} | {r['tuning']} | {r['metric']} ({'higher' if r['higher_is_better'] else 'lower'}"
                      f" is better) | {_side(r, 'a')} | {_side(r, 'b')} | {r['diff']:+.4f}{ci} | {fmt_p(_float(r['p_value']))} "
                      f"| {fmt_p(_float(r['p_holm']))} | {_num(r['mde'])} | {r['test']} | {r['verdict']} |")
-    main = df[df["pair"] == "best"]  # the transformer-vs-baseline row of each task
+    for tuning, main in df[df["pair"] == "best"].groupby("tuning", sort=False):  # transformer vs baseline per task
+        lines += ["", *_counts(main, str(tuning))]
+    return lines
+
+
+def _counts(main: pd.DataFrame, tuning: str) -> list[str]:
+    """The count of one tuning's tested transformer-vs-baseline verdicts."""
     tested = main[main["test"] != TESTS[None]]
     won = {f: int(sum((tested["winner"] == tested[f"model_{s}"]) & (tested["winner"] != ""))) for f, s in
            (("transformer", "a"), ("baseline", "b"))}
     none = int((tested["winner"] == "").sum())
     provisional = int((tested["test"] == TESTS[False]).sum())
-    lines += ["", f"**Tested verdicts (paired test over seeds and test items, Holm-adjusted across {len(tested)} "
-                  f"tasks, 5% level): transformers better on {won['transformer']}, baselines better on "
-                  f"{won['baseline']}, no detectable difference on {none}.**",
-              f"{len(main) - len(tested)} task(s) untested (records without per-item outcomes); {provisional} of the "
-              f"tested compare single-seed trained models (provisional: they say nothing of the training recipes)."]
-    return lines
+    how = "with each model's default hyperparameters" if tuning == DEFAULT_TUNING else \
+        f"with every model tuned alike ({tuning})"
+    return [f"**Tested verdicts {how} (paired test over seeds and test items, Holm-adjusted across all rows, 5% "
+            f"level): transformers better on {won['transformer']}, baselines better on {won['baseline']}, no "
+            f"detectable difference on {none} of {len(tested)} tasks.**",
+            f"{len(main) - len(tested)} task(s) untested (records without per-item outcomes); {provisional} of the "
+            f"tested compare single-seed trained models (provisional: they say nothing of the training recipes)."]
 
 
 def run_lines(df: pd.DataFrame) -> list[str]:
@@ -192,7 +204,8 @@ def run_lines(df: pd.DataFrame) -> list[str]:
     for _, r in df.iterrows():
         ci = f" [95% CI {r['ci_low']:+.4f}, {r['ci_high']:+.4f}]" if math.isfinite(_float(r["ci_low"])) else ""
         p = f", {p_text(_float(r['p_value']))} (Holm {fmt_p(_float(r['p_holm']))})" if r["test"] != TESTS[None] else ""
-        lines.append(f"verdict {r['task']}: {r['model_a']} - {r['model_b']} = {r['diff']:+.4f}{ci}{p}: {r['verdict']}")
+        tuned = "" if r["tuning"] == DEFAULT_TUNING else f" ({r['tuning']})"
+        lines.append(f"verdict {r['task']}{tuned}: {r['model_a']} - {r['model_b']} = {r['diff']:+.4f}{ci}{p}: {r['verdict']}")
     return lines
 
 

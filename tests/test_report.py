@@ -99,7 +99,7 @@ def test_a_tie_is_the_paired_test_against_the_model_ranked_next():
 
     found = {"A": outcomes("A", 0.90), "B": outcomes("B", 0.90), "C": outcomes("C", 0.60)}
     records = [r for name, o in found.items() for r in seeds(o.per_seed().tolist(), model=name)]
-    df = leaderboard.aggregate(records, {("vision", "digits", k, "tiny"): v for k, v in found.items()})
+    df = leaderboard.aggregate(records, {("vision", "digits", k, "tiny", "default"): v for k, v in found.items()})
     assert list(df["model"][:2]) != ["C"] and df.set_index("model")["rank_tie"].to_dict() == \
         {"A": True, "B": True, "C": False}
 
@@ -233,7 +233,7 @@ def binary_outcomes(rng, name, accuracies, items=400):
 def with_outcomes(outcomes, domain="vision", task="digits", **kw):
     """The records of these outcomes (one per seed, their metric the outcomes' own), keyed for aggregate."""
     return ([record(seed=s, value=float(v), model=outcomes.model, domain=domain, task=task, **kw)
-             for s, v in zip(outcomes.seeds, outcomes.per_seed())], {(domain, task, outcomes.model, "tiny"): outcomes})
+             for s, v in zip(outcomes.seeds, outcomes.per_seed())], {(domain, task, outcomes.model, "tiny", "default"): outcomes})
 
 
 def test_report_sections_summary_counts_and_plots(tmp_path):

@@ -163,7 +163,7 @@ def test_a_perfect_score_gets_a_real_interval_on_the_leaderboard():
                 "config_hash": "h", "finished": f"2026-01-01T00:00:0{s}", "test": {"top1": 1.0},
                 "config": {"total_steps": 1, "epochs": 1, "batch_size": 1, "lr": 1e-3, "weight_decay": 0.0}}
                for s in range(3)]
-    row = leaderboard.aggregate(records, {("vision", "digits", "perfect", "tiny"): o}).iloc[0]
+    row = leaderboard.aggregate(records, {("vision", "digits", "perfect", "tiny", "default"): o}).iloc[0]
     assert row["metric_ci_high"] == 1.0 and row["metric_ci_low"] == pytest.approx(low) and row["metric_ci95"] > 0
 
 
@@ -221,7 +221,8 @@ def test_published_results_have_enough_seeds_and_per_item_files():
     for _, row in boards.iterrows():
         need = 5 if row["domain"] == "rl" else 3
         assert row["n_seeds"] >= need, (row["task"], row["model"], row["n_seeds"])
-        assert (row["domain"], row["task"], row["model"], row["size"]) in outcomes, (row["task"], row["model"])
+        key = (row["domain"], row["task"], row["model"], row["size"], row.get("tuning", "default"))
+        assert key in outcomes, (row["task"], row["model"])
     verdicts = pd.read_csv("results/verdicts.csv")
     assert set(verdicts["test"]) == {"seeds and items"} and verdicts["p_holm"].notna().all()
 
