@@ -100,7 +100,9 @@ def cmd_examples(args: argparse.Namespace) -> int:
         raise UsageError(f"no records with examples for task {args.task!r}, model {args.model!r} under "
                          f"{args.out / 'runs'}")
     for r in records:
-        print(f"== {r['task']} / {r['model']} ({r['size']}, seed {r['seed']}): {r['metric']} {r['metric_value']:.4f}")
+        tuned = "" if r.get("tuning", "default") == "default" else f", {r['tuning']}"
+        print(f"== {r['task']} / {r['model']} ({r['size']}{tuned}, seed {r['seed']}): {r['metric']} "
+              f"{r['metric_value']:.4f}")
         for line in task_class(r["task"]).format_examples(r["examples"]):
             print(line)
         print()

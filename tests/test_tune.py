@@ -186,9 +186,12 @@ def test_tuning_refuses_flags_that_fix_what_it_chooses(capsys):
     assert not Path("unused").exists()
 
 
-def test_parallel_trials_share_one_database(tmp_path, capsys):
+@pytest.mark.parametrize("where", [["--jobs", "2"], ["--executor", "ray"]], ids=["jobs", "ray"])
+def test_parallel_trials_share_one_database(where, tmp_path, capsys):
+    if "ray" in where:
+        pytest.importorskip("ray")
     code = main(["tune", "vision", "--models", "resnet", "--trials", "3", "--epochs", "1", "--seeds", "1",
-                 "--jobs", "2", "--out", str(tmp_path), "--quiet"])
+                 *where, "--out", str(tmp_path), "--quiet"])
     assert code == 0, capsys.readouterr().err[-2000:]
     (found,) = studies(tmp_path).values()
     assert len(counted(found)) == 3 and len({t.number for t in found}) == len(found)
