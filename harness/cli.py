@@ -53,8 +53,8 @@ def build_parser() -> Parser:
     compare.add_argument("model_a", help="model A, e.g. vit")
     compare.add_argument("model_b", help="model B, e.g. resnet")
     compare.add_argument("--size", help="the size label of both models' records where there are several (e.g. tiny)")
-    compare.add_argument("--tuning", help="the tuning of both models' records where there are several "
-                                          "(default, or e.g. tpe-8)")
+    compare.add_argument("--tuning", help="the tuning of both models' records, e.g. tpe-8 (default: 'default' "
+                                          "where both have it, else the one they share)")
     compare.add_argument("--alpha", type=probability, default=0.05, help="the test's level (default 0.05)")
     compare.add_argument("--out", type=Path, default=Path("results"), help="results directory (default results/)")
     compare.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="import MODULE first")

@@ -14,7 +14,7 @@ from zoo.registry import get_model_entry, list_models
 from . import leaderboard, report, stats, verdicts
 from .errors import UsageError
 from .plugins import load_plugins
-from .records import load_outcomes, read_record_files, read_records
+from .records import DEFAULT_TUNING, load_outcomes, read_record_files, read_records
 from .report import task_class
 from .sweep import serves
 
@@ -64,31 +64,49 @@ def cmd_compare(args: argparse.Namespace) -> int:
     load_plugins(args.plugin)
     cls = tasks_pkg.get_task_class(args.task)  # an unknown task: a one-line RegistryError naming the known ones
     found = [(p, r) for p, r in read_record_files(args.out / "runs") if r.get("task") == args.task]
-    outcomes = {k: v for k, v in load_outcomes(found).items()
-                if args.size in (None, k[3]) and args.tuning in (None, k[4])}
-    side = [_one(outcomes, found, args.task, model, args.size, args.out) for model in (args.model_a, args.model_b)]
+    outcomes = {k: v for k, v in load_outcomes(found).items() if args.size in (None, k[3])}
+    tuning = args.tuning or _common_tuning(outcomes, args.model_a, args.model_b)
+    outcomes = {k: v for k, v in outcomes.items() if tuning in (None, k[4])}
+    side = [_one(outcomes, found, args.task, model, (args.size, tuning), args.out) for model in (args.model_a, args.model_b)]
     try:
         c = stats.compare(side[0], side[1], cls.higher_is_better, args.alpha)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    label = f"{args.task}: {cls.metric_label(cls.metric, cls.higher_is_better)}, records under {args.out / 'runs'}"
+    label = f"{args.task}: {cls.metric_label(cls.metric, cls.higher_is_better)}, records under {args.out / 'runs'}" + \
+        ("" if tuning in (None, DEFAULT_TUNING) else f", tuning {tuning}")
     print("\n".join(verdicts.describe(c, side[0], side[1], label, cls.report_iqm)))
     return 0
 
 
-def _one(outcomes: dict, found: list, task: str, model: str, size: str | None, out: Path) -> stats.Outcomes:
-    """The outcomes of ``model`` on ``task``: one size (the one there is, or --size), else a one-line error."""
+def _common_tuning(outcomes: dict, model_a: str, model_b: str) -> str | None:
+    """The tuning both models' rows share: 'default' where they share it, else the one they share
+    (None where they share none: ``_one`` then says what is missing)."""
+    tunings = [{k[4] for k in outcomes if k[2] == model} for model in (model_a, model_b)]
+    common = (tunings[0] & tunings[1]) or (tunings[0] | tunings[1])  # none shared: _one says what is missing
+    if DEFAULT_TUNING in common or len(common) <= 1:
+        return DEFAULT_TUNING if DEFAULT_TUNING in common else next(iter(common), None)
+    raise UsageError(f"{model_a} and {model_b} have records under several tunings ({', '.join(sorted(common))}); "
+                     f"pick one with --tuning")
+
+
+def _one(outcomes: dict, found: list, task: str, model: str, where: tuple[str | None, str | None],
+         out: Path) -> stats.Outcomes:
+    """The outcomes of ``model`` on ``task``: one size and tuning (the ones there are, or --size and
+    --tuning), else a one-line error."""
     rows = {k: v for k, v in outcomes.items() if k[2] == model}
     if len(rows) == 1:
         return next(iter(rows.values()))
     if len(rows) > 1:
-        raise UsageError(f"{model} has records on {task} at several sizes or tunings "
-                         f"({', '.join(sorted(f'{k[3]} {k[4]}' for k in rows))}); pick one with --size and --tuning")
+        raise UsageError(f"{model} has records on {task} at several sizes ({', '.join(sorted(k[3] for k in rows))}); "
+                         f"pick one with --size")
+    mine = [r for _, r in found if r.get("status") == "ok" and r["model"] == model]
+    if mine:
+        kept = sorted({f"{r['size']} {r.get('tuning', DEFAULT_TUNING)}" for r in mine})
+        asked = " ".join(filter(None, where))
+        raise UsageError(f"the records of {model} on {task} under {out / 'runs'} ({', '.join(kept)}) keep no per-item "
+                         f"outcomes{' at ' + asked if asked else ''} (made before they were kept, or at another size "
+                         f"or tuning); rerun them with --force, or pick --size / --tuning")
     ran = sorted({r["model"] for _, r in found if r.get("status") == "ok"})
-    if model in ran:
-        raise UsageError(f"the records of {model} on {task} under {out / 'runs'} keep no per-item outcomes "
-                         f"(made before they were kept{'' if size is None else ', or not at size ' + size}); "
-                         f"rerun them with --force")
     raise UsageError(f"no records of {model} on {task} under {out / 'runs'}; models with records there: "
                      f"{', '.join(ran) or 'none'}")
 

@@ -196,3 +196,16 @@ def test_parallel_trials_share_one_database(where, tmp_path, capsys):
     (found,) = studies(tmp_path).values()
     assert len(counted(found)) == 3 and len({t.number for t in found}) == len(found)
     assert all(t.state != optuna.trial.TrialState.RUNNING for t in found)
+
+
+def test_compare_picks_equally_tuned_rows(tuned, capsys):
+    out, _, _ = tuned
+    assert main(["compare", "digits", "vit", "resnet", "--out", str(out)]) == 0  # the one tuning both have
+    assert "tuning tpe-3" in capsys.readouterr().out
+    # the published records have both: the defaults unless --tuning says otherwise
+    assert main(["compare", "dates", "transformer", "lstm_seq2seq"]) == 0
+    default = capsys.readouterr().out
+    assert main(["compare", "dates", "transformer", "lstm_seq2seq", "--tuning", "tpe-8"]) == 0
+    tuned_text = capsys.readouterr().out
+    assert "tuning tpe-8" in tuned_text and "tuning" not in default.splitlines()[0]
+    assert tuned_text != default
