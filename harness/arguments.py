@@ -43,6 +43,21 @@ def param_target(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def param_targets(text: str) -> list[int]:
+    """'50k,200k,800k' -> [50000, 200000, 800000]: the --params grid, in the order given."""
+    return [param_target(t.strip()) for t in text.split(",") if t.strip()] or [param_target(text)]
+
+
+def fraction(text: str) -> float:
+    value = number(float, lambda v: 0 < v <= 1, "a number in (0, 1]")(text)
+    return float(value)
+
+
+def fractions(text: str) -> list[float]:
+    """'0.1,0.3,1' -> [0.1, 0.3, 1.0]: the --train-fraction grid."""
+    return [fraction(t.strip()) for t in text.split(",") if t.strip()] or [fraction(text)]
+
+
 def names(text: str) -> list[str]:
     items = [t.strip() for t in text.split(",") if t.strip()]
     if not items:

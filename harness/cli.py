@@ -14,7 +14,7 @@ from zoo.core import BACKENDS
 from zoo.registry import SIZES
 
 from . import bench, executors
-from .arguments import (key_value, model_pair, names, non_negative_float, non_negative_int, param_target,
+from .arguments import (fractions, key_value, model_pair, names, non_negative_float, non_negative_int, param_targets,
                         positive_float, positive_int, probability)
 from .commands import cmd_compare, cmd_examples, cmd_list, cmd_report
 from .errors import USER_ERRORS, UsageError
@@ -99,9 +99,12 @@ def _run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--seed-start", type=non_negative_int, default=0, metavar="K",
                      help="first seed (default 0): --seeds 3 --seed-start 3 runs seeds 3, 4 and 5")
     run.add_argument("--size", choices=SIZES, default="tiny", help="model size preset (default tiny)")
-    run.add_argument("--params", type=param_target, metavar="N",
+    run.add_argument("--params", type=param_targets, metavar="N[,N...]",
                      help="fit each model's width so that it has N parameters within 10%% (e.g. 250k, 1.5M); "
-                          "the fitted config is recorded")
+                          "the fitted config is recorded. A list (50k,200k,800k) runs the grid, one sweep per target")
+    run.add_argument("--train-fraction", type=fractions, metavar="F[,F...]",
+                     help="train on the nested, class-stratified share F of the training split (validation and "
+                          "test unchanged; classification tasks). A list (0.1,0.3,1) runs the grid")
     budget = run.add_mutually_exclusive_group()
     budget.add_argument("--epochs", type=positive_int, help="epochs for every model (default: the task's budget)")
     budget.add_argument("--steps", type=positive_int, help="optimizer steps for every model, instead of epochs")
@@ -167,9 +170,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return max(cmd_run(run_args) for run_args in suite_plans(args.config, args, build_parser()))
     if args.domain is None:
         raise UsageError("run needs a DOMAIN (e.g. vision, or all) or --config SUITE.toml")
-    if args.domain == "all":
-        return max(run_sweep(argparse.Namespace(**{**vars(args), "domain": d})) for d in tasks_pkg.list_domains())
-    return run_sweep(args)
+    domains = tasks_pkg.list_domains() if args.domain == "all" else [args.domain]
+    return max(run_sweep(argparse.Namespace(**{**vars(args), "domain": d, "params": p, "train_fraction": f}))
+               for d in domains for p in args.params or [None] for f in args.train_fraction or [None])
 
 
 COMMANDS = {"run": cmd_run, "tune": cmd_run, "list": cmd_list, "report": cmd_report, "compare": cmd_compare, "examples": cmd_examples,

@@ -32,6 +32,7 @@ class RunConfig:
     params_target: int | None = None  # --params: model_opts then hold the width fitted to it
     fitted: tuple[tuple[str, Any], ...] = ()  # the config keys --params set (also in model_opts)
     world_size: int = 1  # processes training the cell together (DDP under torchrun); batch_size is global
+    train_fraction: float = 1.0  # the nested, stratified share of the training split (Task.load)
     tuning: str = "default"  # how lr, weight decay, warm-up and dropout were chosen: 'default', or 'tpe-8' (harness.tune)
     # the fast path (layout and placement only; the arithmetic is the same, so not in the config hash):
     channels_last: str = "auto"  # CNN weights and image batches in NHWC; auto: on CUDA, for models with a Conv2d
@@ -39,14 +40,16 @@ class RunConfig:
 
     @property
     def label(self) -> str:
-        """The size as records and leaderboards name it: 'tiny', or 'tiny@250k' with --params 250k."""
+        """The size as records and leaderboards name it: 'tiny', 'tiny@250k' with --params 250k, and
+        'tiny_f0.3' (or 'tiny@250k_f0.3') with --train-fraction 0.3."""
+        fraction = f"_f{self.train_fraction:g}" if self.train_fraction < 1 else ""
         if not self.params_target:
-            return self.size
+            return self.size + fraction
         n = self.params_target
         for unit, scale in (("G", 10 ** 9), ("M", 10 ** 6), ("k", 10 ** 3)):
             if n >= scale:
-                return f"{self.size}@{n / scale:.4g}{unit}"
-        return f"{self.size}@{n}"
+                return f"{self.size}@{n / scale:.4g}{unit}{fraction}"
+        return f"{self.size}@{n}{fraction}"
 
 
 def total_steps(task: Task, config: RunConfig, batch_size: int) -> int:

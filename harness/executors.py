@@ -65,7 +65,8 @@ class Cell:
 
 def task_kwargs(task: Task, data_dir: str, download: bool) -> dict[str, Any]:
     """What a worker needs to build its own copy of ``task``: ``create_task(task.name, **task_kwargs(...))``."""
-    return {"data_dir": str(Path(data_dir).resolve()), "download": download, **task.opts}
+    fraction = {"train_fraction": task.train_fraction} if task.train_fraction < 1 else {}
+    return {"data_dir": str(Path(data_dir).resolve()), "download": download, **fraction, **task.opts}
 
 
 def perform(task: Task, cell: Cell, progress: bool) -> dict[str, Any] | None:
@@ -95,7 +96,7 @@ def _prepare_worker(cell: Cell) -> Task:
     key = json.dumps([cell.task, cell.task_kwargs], sort_keys=True, default=str)
     if key not in _WORKER_TASKS:
         task = create_task(cell.task, **cell.task_kwargs)
-        task.setup()
+        task.load()
         _WORKER_TASKS[key] = task
     return _WORKER_TASKS[key]
 

@@ -9,8 +9,8 @@ model, family, size     the registry name, 'transformer' or 'baseline', the size
 tuning                  how lr, weight decay, warm-up and dropout were chosen: 'default' (the
                         model's registered defaults), or the sampler and its trials per model,
                         e.g. 'tpe-8' (``python -m harness tune``; the record keeps the study)
-rank                    1 = best on this task among the rows of the same tuning (by metric_mean;
-                        equal means share a rank); always a plain integer in the CSV
+rank                    1 = best on this task among the rows of the same size (grid point) and
+                        tuning (by metric_mean; equal means share a rank); a plain integer in the CSV
 rank_tie                True when the paired test (``stats.compare``: seeds and test items) finds
                         no difference at 5% between this model and the one ranked next to it (a
                         statistical tie); without per-item outcomes, Welch's t over seeds (both
@@ -25,6 +25,10 @@ metric_ci_low, _high    the 95% interval of the metric: from the per-item outcom
 metric_ci95             half the interval's width
 n_seeds, seeds          how many seeds, and which
 param_count             trainable parameters
+params_target           the --params target the model was fitted to (empty: the size preset)
+train_fraction          the nested, stratified share of the training split (--train-fraction; 1: all)
+train_size              training items (after train_fraction); empty for older records
+train_samples           training samples seen (mean over seeds): train_size x epochs, or steps x batch
 flops_per_sample        forward FLOPs of one sample, mean over seeds (empty: not recorded)
 train_flops_per_sample  FLOPs of one training sample (forward + backward), mean over seeds
 train_time_s            mean wall time of training (evaluation excluded)
@@ -73,7 +77,7 @@ NO_FAMILY = "unknown"  # the family of a record that names none (older runs)
 COST = ["flops_per_sample", "train_flops_per_sample", "infer_samples_per_sec", "peak_mem_mb", "time_to_target_s"]
 COLUMNS = ["domain", "task", "model", "family", "size", "tuning", "rank", "rank_tie", "metric", "higher_is_better",
            "metric_mean", "metric_std", "metric_ci95", "metric_ci_low", "metric_ci_high", "n_seeds", "seeds",
-           "param_count", "flops_per_sample", "train_flops_per_sample", "train_time_s", "train_samples_per_sec",
+           "param_count", "params_target", "train_fraction", "train_size", "train_samples", "flops_per_sample", "train_flops_per_sample", "train_time_s", "train_samples_per_sec",
            "infer_samples_per_sec", "peak_mem_mb", "time_to_target_s", "steps", "epochs", "batch_size", "lr",
            "weight_decay", "warmup_frac", "dropout", "device", "device_name", "backend", "precision", "torch_version", "git_commit",
            "config_hash", "date"]
@@ -105,6 +109,9 @@ def aggregate(records: list[dict[str, Any]], outcomes: Outcomes | None = None) -
         rows.append({**dict(zip(KEY, key_of(r))), "family": r.get("family", NO_FAMILY), "metric": r["metric"],
                      "value": r["metric_value"], "higher_is_better": r["higher_is_better"], "seed": r["seed"],
                      "param_count": r["param_count"], "train_time_s": r["train_time_s"],
+                     "params_target": _number(r.get("params_target")),
+                     "train_fraction": _number(r.get("train_fraction", 1.0)), "train_size": _number(r.get("train_size")),
+                     "train_samples": _number(r.get("train_samples")),
                      "train_samples_per_sec": r["train_samples_per_sec"], "steps": cfg["total_steps"],
                      "epochs": round(cfg["epochs"], 3),
                      "batch_size": cfg["batch_size"], "lr": cfg["lr"], "weight_decay": cfg["weight_decay"],
@@ -121,6 +128,8 @@ def aggregate(records: list[dict[str, Any]], outcomes: Outcomes | None = None) -
         family=("family", "first"), metric=("metric", "first"), higher_is_better=("higher_is_better", "first"),
         metric_mean=("value", "mean"), metric_std=("value", "std"), n_seeds=("seed", "nunique"),
         seeds=("seed", lambda s: " ".join(str(v) for v in sorted(s))), param_count=("param_count", "first"),
+        params_target=("params_target", "first"), train_fraction=("train_fraction", "first"),
+        train_size=("train_size", "first"), train_samples=("train_samples", "mean"),
         train_time_s=("train_time_s", "mean"), train_samples_per_sec=("train_samples_per_sec", "mean"),
         **{c: (c, "mean") for c in COST if c != "time_to_target_s"},
         time_to_target_s=("time_to_target_s", _mean_all),
@@ -198,17 +207,17 @@ def rank(df: pd.DataFrame, outcomes: Outcomes | None = None) -> pd.DataFrame:
     df = df.assign(tuning=df["tuning"].fillna(DEFAULT_TUNING))
     df = with_intervals(df, outcomes)
     signed = df["metric_mean"].where(df["higher_is_better"].astype(bool), -df["metric_mean"])
-    board = [df["domain"], df["task"], df["tuning"]]  # equally tuned rows compete with each other
+    board = [df["domain"], df["task"], df["size"], df["tuning"]]  # rows of one size, grid point and tuning compete
     df = df.assign(rank=signed.groupby(board).rank(ascending=False, method="min").astype(int))
     tie = pd.Series(False, index=df.index)
-    for _, group in df.groupby(["domain", "task", "tuning"], sort=False):
+    for _, group in df.groupby(["domain", "task", "size", "tuning"], sort=False):
         ordered = group.sort_values("rank", kind="stable")
         for (i, a), (j, b) in zip(ordered.iterrows(), list(ordered.iterrows())[1:]):
             if differs(a, b, outcomes) is False:
                 tie[i] = tie[j] = True
     df = df.assign(rank_tie=tie.astype(bool))
     extra = sorted(c for c in df.columns if c.startswith("test_"))
-    return df.sort_values(["domain", "task", "tuning", "rank", "model"]).reindex(columns=COLUMNS + extra).reset_index(drop=True)
+    return df.sort_values(["domain", "task", "tuning", "size", "rank", "model"]).reindex(columns=COLUMNS + extra).reset_index(drop=True)
 
 
 def replace_rows(existing: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:

@@ -21,7 +21,7 @@ from .sweep import resolve_tasks
 # flags a suite's [[run]] table may set (TOML keys use underscores), and those the command line passes on
 SUITE_KEYS = {"domain", "tasks", "models", "seeds", "seed_start", "size", "epochs", "steps", "batch_size", "lr", "weight_decay",
               "device", "backend", "precision", "task_opt", "model_opt", "deterministic", "download", "plugin",
-              "compile", "params", "channels_last", "data_on_device", "tune"}
+              "compile", "params", "train_fraction", "channels_last", "data_on_device", "tune"}
 PASSED_ON = ("out", "data_dir", "device", "quiet", "force", "download", "checkpoint_minutes", "plugin",
              "jobs", "executor", "ray_address", "cpus_per_cell", "gpus_per_cell", "ddp", "storage", "tune")  # where and how the cells run
 

@@ -154,7 +154,7 @@ def _make_tasks(plan: Plan) -> None:
     for name in resolve_tasks(args.domain, args.tasks):
         cls = tasks_pkg.get_task_class(name)
         try:
-            task = cls(data_dir=args.data_dir, download=args.download,
+            task = cls(data_dir=args.data_dir, download=args.download, train_fraction=args.train_fraction or 1.0,
                        **{k: v for k, v in task_opts.items() if k in cls.options})
         except ValueError as e:  # the task's message names it, the option and what is accepted
             named = str(e).startswith(f"task {name!r}")
@@ -191,7 +191,8 @@ def make_plan(args: argparse.Namespace, device: str, group: distributed.Group) -
                      lr=args.lr, weight_decay=args.weight_decay, device=device, backend=args.backend,
                      precision=plan.precision, model_opts=tuple(model_opts.items()),
                      deterministic=args.deterministic, compile=args.compile, channels_last=args.channels_last,
-                     data_on_device=args.data_on_device, world_size=group.world)
+                     data_on_device=args.data_on_device, world_size=group.world,
+                     train_fraction=args.train_fraction or 1.0)
     if not group.is_main:
         group.barrier()  # rank 0 sets the tasks up first: data generated or downloaded once, then read by all
     for task in plan.tasks.values():
@@ -199,7 +200,10 @@ def make_plan(args: argparse.Namespace, device: str, group: distributed.Group) -
         if batch % group.world:
             raise UsageError(f"--ddp over {group.world} processes: task {task.name!r} has batch size {batch}, "
                              f"not divisible by {group.world}; pass --batch-size")
-        task.setup()
+        try:
+            task.load()
+        except ValueError as e:  # a train_fraction the task cannot take
+            raise UsageError(str(e)) from None
         _configure(plan, task, base, model_opts)
     if group.is_main:
         group.barrier()

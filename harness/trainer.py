@@ -314,7 +314,8 @@ class CellTrainer:
             "items": tested["items"],  # per-item outcomes: written beside the record (records.write_record)
             "history": state.history, "examples": tested["examples"],
             "param_count": self.param_count, "train_time_s": state.train_time, "eval_time_s": tested["eval_time_s"],
-            "train_samples": state.samples,
+            "train_samples": state.samples, "train_size": task.num_train_samples(),
+            "train_fraction": config.train_fraction, "params_target": config.params_target,
             "train_samples_per_sec": state.samples / state.train_time if state.train_time else float("nan"),
             "infer_samples_per_sec": tested["infer_samples_per_sec"],
             "flops_per_sample": flops, "train_flops_per_sample": train_flops, "peak_mem_mb": self.memory.mb(),

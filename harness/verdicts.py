@@ -1,4 +1,4 @@
-"""Tested verdicts: per task and tuning, the best transformer against the best baseline (and any pair
+"""Tested verdicts: per task, size (or grid point) and tuning, the best transformer against the best baseline (and any pair
 asked for), by the paired test of ``stats.compare``, Holm-adjusted across the rows of a report. Rows
 are only compared with rows of the same tuning ('default', or e.g. 'tpe-8': the same trials each).
 
@@ -36,7 +36,7 @@ import pandas as pd
 
 from tasks import get_task_class
 from tasks.base import Task
-from zoo.registry import RegistryError
+from zoo.registry import SIZES, RegistryError
 
 from . import stats
 from .leaderboard import NO_FAMILY, Outcomes
@@ -77,7 +77,7 @@ def row_pairs(board: pd.DataFrame, pairs: Iterable[tuple[str, str]] = ()) -> lis
     out = []
     if "tuning" not in board.columns:
         board = board.assign(tuning=DEFAULT_TUNING)
-    for _, rows in board.groupby(["domain", "task", "tuning"], sort=True):
+    for _, rows in board.groupby(["domain", "task", "size", "tuning"], sort=True):
         found = best_pair(rows)
         chosen = [("best", *found)] if found else []
         for a, b in pairs:
@@ -177,9 +177,22 @@ def summary_lines(df: pd.DataFrame) -> list[str]:
         lines.append(f"| {r['domain']} | {r['task']} | {r['tuning']} | {r['metric']} ({'higher' if r['higher_is_better'] else 'lower'}"
                      f" is better) | {_side(r, 'a')} | {_side(r, 'b')} | {r['diff']:+.4f}{ci} | {fmt_p(_float(r['p_value']))} "
                      f"| {fmt_p(_float(r['p_holm']))} | {_num(r['mde'])} | {r['test']} | {r['verdict']} |")
-    for tuning, main in df[df["pair"] == "best"].groupby("tuning", sort=False):  # transformer vs baseline per task
+    for tuning, main in _headline(df).groupby("tuning", sort=False):  # one verdict per task
         lines += ["", *_counts(main, str(tuning))]
     return lines
+
+
+def _headline(df: pd.DataFrame) -> pd.DataFrame:
+    """The transformer-vs-baseline row of each task and tuning that the summary counts: the only one,
+    or where a study ran a grid (sizes, --params, --train-fraction) the one at a preset size; a grid
+    without one is left to the report's study section."""
+    best = df[df["pair"] == "best"]
+    keep = []
+    for _, rows in best.groupby(["domain", "task", "tuning"], sort=False):
+        plain = rows if len(rows) == 1 else rows[rows["size_a"].isin(SIZES) & (rows["size_a"] == rows["size_b"])]
+        if len(plain) == 1:
+            keep.append(plain)
+    return pd.concat(keep) if keep else best.iloc[:0]
 
 
 def _counts(main: pd.DataFrame, tuning: str) -> list[str]:

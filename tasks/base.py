@@ -236,9 +236,14 @@ class Task(ABC):
     data_version: ClassVar[int] = 1  # bump when the task's data (its recipe, generator or split) changes
     held: ClassVar[tuple[str, ...]] = ()  # attributes (tensors, or dicts of them) that ``hold_on`` may move
 
-    def __init__(self, data_dir: str | Path = "data", download: bool = False, **options: Any) -> None:
+    def __init__(self, data_dir: str | Path = "data", download: bool = False, train_fraction: float = 1.0,
+                 **options: Any) -> None:
         self.data_dir = Path(data_dir)
         self.download = download
+        if not (isinstance(train_fraction, numbers.Real) and 0 < train_fraction <= 1):
+            raise ValueError(f"task {self.name!r}: train_fraction must be a number in (0, 1], got {train_fraction!r}")
+        self.train_fraction = float(train_fraction)  # train on this nested, stratified share (``load``)
+        self._subset_applied = False
         unknown = set(options) - set(self.options)
         if unknown:
             accepted = ", ".join(self.options) or "none"
@@ -262,7 +267,8 @@ class Task(ABC):
         if getattr(self, "_data_fingerprint", None) is None:
             self._data_fingerprint = self.data_fingerprint()
         return {"task": self.name, "data_version": self.data_version, "options": dict(self.opts),
-                **self._data_fingerprint}
+                **self._data_fingerprint,
+                **({"train_fraction": self.train_fraction} if self.train_fraction < 1 else {})}
 
     def data_fingerprint(self) -> dict[str, Any]:
         """What identifies the data besides the task's name, ``data_version`` and options: for the files
@@ -273,6 +279,26 @@ class Task(ABC):
     @abstractmethod
     def setup(self) -> None:
         """Load (or generate) the data. Raises DatasetNotFoundError when it is missing."""
+
+    def load(self) -> None:
+        """``setup``, then keep the nested share ``train_fraction`` of the training split (once)."""
+        self.setup()
+        if self.train_fraction < 1 and not self._subset_applied:
+            groups = self.train_groups()
+            if groups is None:
+                raise ValueError(f"task {self.name!r} cannot train on a fraction of its data (train_fraction "
+                                 f"{self.train_fraction:g}); the classification tasks can")
+            self.restrict_train(torch.from_numpy(nested_subset(groups, self.train_fraction)))
+            self._subset_applied = True
+
+    def train_groups(self) -> np.ndarray | None:
+        """One group per training item, kept in proportion by ``train_fraction`` (a class label); None
+        where the task cannot train on a subset."""
+        return None
+
+    def restrict_train(self, index: Tensor) -> None:
+        """Keep only the training items at ``index`` (sorted positions; validation and test unchanged)."""
+        raise NotImplementedError(f"task {self.name!r} has no restrict_train")
 
     @property
     @abstractmethod
@@ -348,6 +374,20 @@ class Task(ABC):
         return f"{split} {metric} ({', '.join(words + [direction])})"
 
 
+def nested_subset(groups: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
+    """The sorted positions of the share ``fraction`` of items, stratified by ``groups``: each group keeps
+    round(fraction * its size) items (at least one), the first ones of a fixed permutation of that group
+    (``seed``). Every smaller fraction's subset is inside every larger one's, and the subset depends on
+    nothing else (not the model, not the training seed)."""
+    rng = np.random.default_rng(seed)
+    keep = []
+    for group in np.unique(groups):  # sorted: the same permutation order whatever the fraction
+        members = np.flatnonzero(groups == group)
+        order = members[rng.permutation(len(members))]
+        keep.append(order[:max(1, round(fraction * len(members)))])
+    return np.sort(np.concatenate(keep))
+
+
 class ItemLog:
     """Per-item outcomes of one evaluation, gathered batch by batch in the split's fixed order.
 
@@ -403,12 +443,23 @@ class DecodedExamples:
 
 
 class ClassificationTask(Task):
-    """x -> class logits; cross-entropy (optionally label-smoothed); top-1 and top-5 accuracy."""
+    """x -> class logits; cross-entropy (optionally label-smoothed); top-1 and top-5 accuracy. A
+    subclass keeps its data in the dicts named by ``held`` (split -> tensor), ``labels`` among them:
+    then ``train_fraction`` keeps a class-stratified share of the training split."""
 
     kind = "classification"
     metric = "top1"
     metric_units = {"top1": "accuracy", "top5": "top-5 accuracy"}
     label_smoothing: ClassVar[float] = 0.0
+
+    def train_groups(self) -> np.ndarray | None:
+        labels = getattr(self, "labels", None)
+        return labels["train"].cpu().numpy() if "labels" in self.held and isinstance(labels, dict) else None
+
+    def restrict_train(self, index: Tensor) -> None:
+        for name in self.held:
+            split = getattr(self, name)
+            split["train"] = split["train"][index.to(split["train"].device)]
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         x, y = batch
