@@ -6,6 +6,9 @@
   model of any other family (``family`` is free text: "baseline", or a plugin's "mlp"), the
   difference with its 95% interval, p-values raw and Holm-adjusted across the tasks, the minimum
   detectable effect and the verdict, then the count of tested verdicts (also ``verdicts.csv``);
+- where models were tuned alike, the tuning section (``report_tuning``: tuned against default, the
+  optimisation histories); where a task has a grid of sizes or training fractions, the study section
+  (``studies``: metric against parameters, data and compute, the crossover, power-law fits);
 - per domain, the leaderboard table (``leaderboard.to_markdown``, plus the cost columns that the
   records carry), and per task three plots under ``out/plots/``:
   ``<domain>_<task>_params.png`` (metric vs parameters, log x), ``<domain>_<task>_time.png`` (metric
@@ -32,7 +35,7 @@ from matplotlib import ticker
 from matplotlib.figure import Figure
 
 
-from . import leaderboard, report_tuning, verdicts
+from . import leaderboard, report_tuning, studies, verdicts
 from .verdicts import task_class
 from .records import DEFAULT_TUNING, atomic_file, atomic_write_text
 
@@ -122,7 +125,7 @@ def plot_metric_vs_cost(rows: pd.DataFrame, cost: str) -> Figure | None:
                    label="Pareto front")
     if (x > 0).all() and (cost == "param_count" or x.max() / x.min() > 20):
         ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: _human(v)))
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: studies.human(v)))
         if x.max() / x.min() < 10:  # under a decade: a few plain ticks, not 1.36x10^5
             ax.xaxis.set_major_locator(ticker.MaxNLocator(5))
             ax.xaxis.set_minor_locator(ticker.NullLocator())
@@ -205,6 +208,7 @@ def write_report(records: list[dict[str, Any]], out: Path, outcomes: leaderboard
               f"latest cell finished {finished} (UTC).", "", HOW_TO_READ, "",
               "## Transformers vs baselines", "", *verdicts.summary_lines(table), ""]
     lines += report_tuning.section(ok, board, outcomes or {}, out, save_png)
+    lines += studies.section(board, outcomes or {}, out, save_png)
     for domain, domain_rows in board.groupby("domain", sort=True):
         lines += [f"## {domain}", "", leaderboard.to_markdown(domain_rows, _columns(domain_rows)), ""]
         if leaderboard.has_ties(domain_rows):
@@ -285,14 +289,6 @@ def _float(value: Any) -> float:
 
 def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _human(value: float) -> str:
-    """136000 -> '136k', 1.2e6 -> '1.2M'."""
-    for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= scale:
-            return f"{value / scale:.3g}{suffix}"
-    return f"{value:.3g}"
 
 
 def _slug(name: str) -> str:
