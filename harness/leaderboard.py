@@ -95,6 +95,15 @@ def _number(value: Any) -> float:
         return math.nan
 
 
+def _train_size(record: dict[str, Any]) -> float:
+    """Training items: the record's, else (records made before it was kept) samples seen / epochs."""
+    size = _number(record.get("train_size"))
+    if math.isfinite(size):
+        return size
+    samples, epochs = _number(record.get("train_samples")), _number((record.get("config") or {}).get("epochs"))
+    return float(round(samples / epochs)) if math.isfinite(samples) and epochs > 0 else math.nan
+
+
 def _mean_all(values: pd.Series) -> float:
     """The mean, or NaN as soon as one value is missing (time_to_target_s: every seed must reach it)."""
     return float(values.mean()) if values.notna().all() else math.nan
@@ -110,7 +119,7 @@ def aggregate(records: list[dict[str, Any]], outcomes: Outcomes | None = None) -
                      "value": r["metric_value"], "higher_is_better": r["higher_is_better"], "seed": r["seed"],
                      "param_count": r["param_count"], "train_time_s": r["train_time_s"],
                      "params_target": _number(r.get("params_target")),
-                     "train_fraction": _number(r.get("train_fraction", 1.0)), "train_size": _number(r.get("train_size")),
+                     "train_fraction": _number(r.get("train_fraction", 1.0)), "train_size": _train_size(r),
                      "train_samples": _number(r.get("train_samples")),
                      "train_samples_per_sec": r["train_samples_per_sec"], "steps": cfg["total_steps"],
                      "epochs": round(cfg["epochs"], 3),

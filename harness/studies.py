@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
+from matplotlib import ticker
 from matplotlib.figure import Figure
 
 from . import stats
@@ -134,6 +135,8 @@ def plot(rows: pd.DataFrame, axis: str) -> Figure | None:
         ax.errorbar(line["x"], y, yerr=bars, marker="o" if family == "transformer" else "s", capsize=3, color=colour,
                     linestyle="-" if family == "transformer" else "--", label=f"{model} ({family})")
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: human(v)))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
     ax.set_xlabel(f"{label} (log scale)")
     ax.set_ylabel(f"test {metric} ({'higher' if higher else 'lower'} is better)")
     ax.set_title(f"{task}: {metric} vs {label}\n(mean over seeds; bars: 95% CI)", fontsize=10)
@@ -178,16 +181,31 @@ def section(board: pd.DataFrame, outcomes: Outcomes, out: Path, save_png: Callab
     return lines
 
 
+def meeting_point(a: dict[str, float], b: dict[str, float]) -> float | None:
+    """Where two power laws a1 x^b1 and a2 x^b2 cross (None where they are parallel)."""
+    if math.isclose(a["b"], b["b"]):
+        return None
+    return math.exp(math.log(b["a"] / a["a"]) / (a["b"] - b["b"]))
+
+
 def _fits(rows: pd.DataFrame, axis: str) -> list[str]:
     column, label = AXES[axis]
     higher = bool(rows["higher_is_better"].iloc[0])
-    out = []
+    out, fits = [], {}
     for model, line in rows.groupby("model", sort=True):
         fit = power_law(pd.to_numeric(line[column], errors="coerce"), line["metric_mean"], higher)
         if fit is not None:
+            fits[model, line["family"].iloc[0] == "transformer"] = fit
             what = "error" if higher else rows["metric"].iloc[0]
             out.append(f"- {model}: {what} = {fit['a']:.3g} x ({label})^{fit['b']:.3f} (R^2 {fit['r2']:.2f}, "
                        f"{fit['points']} points)")
+    top = pd.to_numeric(rows[column], errors="coerce").max()
+    for (t, is_t), ft in fits.items():
+        for (b, is_b), fb in fits.items():
+            x = meeting_point(ft, fb) if is_t and not is_b else None
+            if x is not None and ft["b"] < fb["b"] and x > top:  # the transformer's error falls faster
+                out.append(f"- the fits of {t} and {b} meet at {human(x)} {label}, beyond the range: an "
+                           f"extrapolation, not a result")
     return out or ["- no model has three points for a power-law fit"]
 
 

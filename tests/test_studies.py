@@ -125,6 +125,9 @@ def test_a_power_law_is_fitted_from_three_points():
     loss = studies.power_law(x, 5.0 * x ** -0.1, higher_is_better=False)  # a loss is fitted as it is
     assert math.isclose(loss["b"], -0.1, abs_tol=1e-9)
     assert studies.power_law(x[:2], [0.5, 0.6], True) is None
+    steep = {"a": 100.0, "b": -1.0}  # 100 / x against 1 / sqrt(x): equal at x = 10^4
+    assert studies.meeting_point(steep, {"a": 1.0, "b": -0.5}) == pytest.approx(1e4)
+    assert studies.meeting_point(steep, {"a": 5.0, "b": -1.0}) is None
 
 
 def test_the_report_has_the_study_section(tmp_path, capsys):
