@@ -81,6 +81,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                                       "and joins the leaderboard with tuning 'tpe-N'. Studies live in --out/tuning.db; "
                                       "a rerun runs only the missing trials.")
     _run_options(tune)
+    for action in tune._actions:  # tuning chooses these: still parsed, to refuse them in one line
+        if action.dest in ("lr", "weight_decay"):
+            action.help = argparse.SUPPRESS
     tune.add_argument("--trials", dest="tune", type=positive_int, required=True, metavar="N",
                       help="counted trials (complete or pruned) per model; the same for every model")
 

@@ -15,6 +15,7 @@ from scipy import stats as scipy_stats
 from harness import leaderboard, stats
 from harness.cli import main
 from harness.records import load_outcomes, read_record_files
+import zoo.registry as registry
 
 REPLICATIONS = 200
 
@@ -194,6 +195,7 @@ TWIN = textwrap.dedent('''
 
 
 def test_a_and_a_on_disjoint_seeds_is_no_detectable_difference(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(registry, "_MODELS", dict(registry._MODELS))  # the twin leaves with the test
     (tmp_path / "twin_models.py").write_text(TWIN)
     monkeypatch.syspath_prepend(str(tmp_path))
     out = str(tmp_path / "results")
