@@ -51,6 +51,7 @@ class TrialSlot:
     study: str
     storage: str  # an SQLAlchemy URL: sqlite:////abs/path/tuning.db (or a server's, for a Ray cluster)
     slot: int  # 0 for the study's first counted trial, 1 for the next, ...
+    number: int | None = None  # a trial the driver already started (the defaults'); None: ask for a new one
 
 
 def storage(url: str) -> optuna.storages.RDBStorage:
@@ -107,6 +108,12 @@ def apply(config: RunConfig, params: dict[str, float], tuning: str = "default") 
                    model_opts=tuple(model_opts.items()), tuning=tuning)
 
 
+def started(study: optuna.Study, backend: optuna.storages.BaseStorage, number: int) -> optuna.trial.Trial:
+    """Trial ``number`` of ``study`` (in ``backend``), which the driver started: no two workers take it."""
+    study_id = backend.get_study_id_from_name(study.study_name)
+    return optuna.trial.Trial(study, backend.get_trial_id_from_study_id_trial_number(study_id, number))
+
+
 def run_trial(task: Task, model: str, config: RunConfig, slot: TrialSlot, progress: bool = False) -> dict[str, Any] | None:
     """Ask, train, tell. Returns what happened: ``status`` 'ok' for a complete or pruned trial, 'failed'
     with the reason otherwise. A stop request (StopRequested) propagates, the trial told FAIL: not
@@ -114,9 +121,10 @@ def run_trial(task: Task, model: str, config: RunConfig, slot: TrialSlot, progre
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     entry = get_model_entry(model)
     metric = f"val_{task.metric}"
-    study = optuna.load_study(study_name=slot.study, storage=storage(slot.storage), sampler=sampler(slot.slot),
+    backend = storage(slot.storage)
+    study = optuna.load_study(study_name=slot.study, storage=backend, sampler=sampler(slot.slot),
                               pruner=pruner(resolve(task, entry, config)["total_steps"]))
-    trial = study.ask(search_space(entry, config))
+    trial = study.ask(search_space(entry, config)) if slot.number is None else started(study, backend, slot.number)
     trainer = CellTrainer(task, entry, TRIAL_SEED, apply(config, trial.params))  # no checkpoint: a stopped trial is redone
 
     def observe(row: dict[str, Any]) -> None:

@@ -5,7 +5,7 @@ For every (task, model, size) of the sweep an Optuna study searches the model's 
 pruner on the validation curve. Every model of a task gets the same number of counted trials (complete
 or pruned; a diverged trial counts as pruned) under the sweep's budget, on the tuning seed, and is
 selected on the validation metric alone: no trial evaluates the test split. The first trial is the
-model's defaults. The best of the first N counted trials then trains on the sweep's seeds like any cell,
+model's defaults (started by the driver, so that parallel workers never race for it). The best of the first N counted trials then trains on the sweep's seeds like any cell,
 with ``tuning`` = 'tpe-N' in its record and leaderboard row, and the study (space, sampler, trials,
 chosen values) in its record under ``tuned``.
 
@@ -83,11 +83,13 @@ class Study:
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             self.study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
 
-    def enqueue_defaults(self) -> None:
-        """The model's defaults as the next trial, unless they are already tried or waiting."""
-        ready = (*trials.COUNTED, TrialState.WAITING)
-        if not any(t.user_attrs.get("default") for t in self.study.get_trials(deepcopy=False, states=ready)):
-            self.study.enqueue_trial(self.defaults, user_attrs={"default": True})
+    def start_defaults(self) -> int | None:
+        """The defaults' trial, started here (so that parallel workers never race for an enqueued one):
+        its number, or None where the defaults were already tried."""
+        if any(t.user_attrs.get("default") for t in self.study.get_trials(deepcopy=False, states=trials.COUNTED)):
+            return None
+        self.study.enqueue_trial(self.defaults, user_attrs={"default": True})
+        return self.study.ask(self.space).number
 
 
 def open_study(task: Task, model: str, base: RunConfig, url: str) -> Study:
@@ -157,9 +159,9 @@ def tune_plan(plan: Any, threads: int | None) -> int:
         for s in studies.values():
             s.fail_stale()
             done = len(s.counted())
-            if done < n_trials:
-                s.enqueue_defaults()
-            cells += [_trial_cell(plan, s, k, url, threads) for k in range(done, n_trials)]
+            defaults = s.start_defaults() if done < n_trials else None
+            cells += [_trial_cell(plan, s, k, url, threads, defaults if k == done else None)
+                      for k in range(done, n_trials)]
         plan.log(f"harness: tuning {len(studies)} model(s) alike ({n_trials} trials each, {label(n_trials)}; studies "
                  f"in {url}); {len(cells)} trial(s) to run")
         code = _run_trials(plan, studies, cells)
@@ -170,11 +172,12 @@ def tune_plan(plan: Any, threads: int | None) -> int:
         return _choose(plan, studies, n_trials, url)
 
 
-def _trial_cell(plan: Any, study: Study, slot: int, url: str, threads: int | None) -> executors.Cell:
+def _trial_cell(plan: Any, study: Study, slot: int, url: str, threads: int | None,
+                number: int | None) -> executors.Cell:
     args = plan.args
     return executors.Cell(study.task.name, executors.task_kwargs(study.task, args.data_dir, args.download),
                           study.model, trials.TRIAL_SEED, study.base, plugins=tuple(args.plugin), threads=threads,
-                          trial=trials.TrialSlot(study.name, url, slot))
+                          trial=trials.TrialSlot(study.name, url, slot, number))
 
 
 def _run_trials(plan: Any, studies: dict[tuple[str, str], Study], cells: list[executors.Cell]) -> int:
