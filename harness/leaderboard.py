@@ -206,8 +206,9 @@ def differs(a: pd.Series, b: pd.Series, outcomes: Outcomes, alpha: float = stats
 
 
 def rank(df: pd.DataFrame, outcomes: Outcomes | None = None) -> pd.DataFrame:
-    """Rank models within each task and tuning, best first, mark statistical ties, and order the rows
-    so. A tie: the paired test against the model ranked next finds no difference (``differs``)."""
+    """Rank models within each task, size (grid point) and tuning, best first, mark statistical ties,
+    and order the rows so. A tie: the paired test against the model ranked next finds no difference
+    (``differs``)."""
     if df.empty:
         return df.reindex(columns=COLUMNS)
     outcomes = outcomes or {}

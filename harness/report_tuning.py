@@ -8,6 +8,7 @@ domain, task, model   the tuned row (size, tuning: e.g. 'tpe-8')
 default_mean          the same model with its defaults (empty where that row is missing)
 tuned_mean            tuned, mean over seeds
 diff, ci_low/high, p  tuned - default, its 95% interval and two-sided p (empty where untested)
+test                  'paired' (the test over seeds and test items), or why it is untested
 chosen                the chosen values; chosen_trial the trial, default_won whether it was the defaults
 best_val, default_val the validation metric of the chosen trial and of the defaults' trial
 ====================  ===========================================================================
@@ -62,13 +63,13 @@ def table(board: pd.DataFrame, studies: dict[tuple, dict[str, Any]], outcomes: O
                "chosen": params_text(study["chosen"]), "chosen_trial": study["chosen_trial"],
                "default_won": any(h["trial"] == study["chosen_trial"] and h.get("default") for h in history),
                "best_val": study["chosen_value"], "default_val": default_val, "trials": study["trials"]}
-        row["diff"] = row["tuned_mean"] - row["default_mean"]
+        row.update(diff=row["tuned_mean"] - row["default_mean"], test="untested: no default row with per-item outcomes")
         if default is not None and key in outcomes and tuple(default[k] for k in KEY) in outcomes:
             try:
                 c = stats.compare(outcomes[key], outcomes[tuple(default[k] for k in KEY)], row["higher_is_better"])
-                row.update(diff=c.diff, ci_low=c.ci_low, ci_high=c.ci_high, p_value=c.p_value)
-            except ValueError:  # scored on other items: untested
-                pass
+                row.update(diff=c.diff, ci_low=c.ci_low, ci_high=c.ci_high, p_value=c.p_value, test="paired")
+            except ValueError:  # the two rows were scored on other test items
+                row["test"] = "untested: scored on other test items"
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -1,6 +1,7 @@
-"""Tested verdicts: per task, size (or grid point) and tuning, the best transformer against the best baseline (and any pair
-asked for), by the paired test of ``stats.compare``, Holm-adjusted across the rows of a report. Rows
-are only compared with rows of the same tuning ('default', or e.g. 'tpe-8': the same trials each).
+"""Tested verdicts: per task, size (or grid point) and tuning, the best transformer against the best
+baseline (and any pair asked for), by the paired test of ``stats.compare``, Holm-adjusted across the
+rows of a report. Rows are only compared with rows of the same size and tuning ('default', or e.g.
+'tpe-8': the same trials each).
 
 ``results/verdicts.csv`` has one row per comparison:
 
@@ -72,8 +73,8 @@ def best_pair(task_rows: pd.DataFrame) -> tuple[pd.Series, pd.Series] | None:
 
 
 def row_pairs(board: pd.DataFrame, pairs: Iterable[tuple[str, str]] = ()) -> list[tuple[str, pd.Series, pd.Series]]:
-    """Per task and tuning: ('best', the best transformer, the best baseline), then ('requested', A, B)
-    for each requested pair of model names that the task has (each at its best-ranked size)."""
+    """Per task, size (grid point) and tuning: ('best', the best transformer, the best baseline), then
+    ('requested', A, B) for each requested pair of model names that it has."""
     out = []
     if "tuning" not in board.columns:
         board = board.assign(tuning=DEFAULT_TUNING)

@@ -297,8 +297,13 @@ class Task(ABC):
         return None
 
     def restrict_train(self, index: Tensor) -> None:
-        """Keep only the training items at ``index`` (sorted positions; validation and test unchanged)."""
-        raise NotImplementedError(f"task {self.name!r} has no restrict_train")
+        """Keep only the training items at ``index`` (sorted positions; validation and test unchanged):
+        in every data attribute named by ``held`` that is a dict of splits. A task that keeps its
+        training data otherwise overrides this with ``train_groups``."""
+        for name in self.held:
+            splits = getattr(self, name)
+            if isinstance(splits, dict) and "train" in splits:
+                splits["train"] = splits["train"][index.to(splits["train"].device)]
 
     @property
     @abstractmethod
@@ -445,7 +450,7 @@ class DecodedExamples:
 class ClassificationTask(Task):
     """x -> class logits; cross-entropy (optionally label-smoothed); top-1 and top-5 accuracy. A
     subclass keeps its data in the dicts named by ``held`` (split -> tensor), ``labels`` among them:
-    then ``train_fraction`` keeps a class-stratified share of the training split."""
+    then ``train_fraction`` keeps a class-stratified share of the training split (``Task.restrict_train``)."""
 
     kind = "classification"
     metric = "top1"
@@ -455,11 +460,6 @@ class ClassificationTask(Task):
     def train_groups(self) -> np.ndarray | None:
         labels = getattr(self, "labels", None)
         return labels["train"].cpu().numpy() if "labels" in self.held and isinstance(labels, dict) else None
-
-    def restrict_train(self, index: Tensor) -> None:
-        for name in self.held:
-            split = getattr(self, name)
-            split["train"] = split["train"][index.to(split["train"].device)]
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         x, y = batch
