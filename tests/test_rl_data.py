@@ -35,7 +35,9 @@ def assert_same(a: dict, b: dict) -> None:
 def test_envs_match_gymnasium():
     import gymnasium as gym
 
-    assert set(rd.ENVS) == set(ENV_IDS) == set(ctl.CONTROLLERS) == set(rd.DEFAULT_EPISODES)
+    # the classic-control environments tested here, and tasks/rl/envs.py's own (tests/test_rl_envs.py)
+    all_ids = set(ENV_IDS) | {"KeyToDoor-v0", "LuckyGamble-v0"}
+    assert set(rd.ENVS) == all_ids == set(ctl.CONTROLLERS) == set(rd.DEFAULT_EPISODES)
     for env_id, spec in rd.ENVS.items():
         env = gym.make(env_id)
         assert spec["obs_dim"] == env.observation_space.shape[0]

@@ -1,5 +1,6 @@
-"""Hand-written behaviour controllers of graded quality for three classic-control environments
-(the policies that ``tasks.rl.dataset`` rolls out to make its offline-RL datasets). numpy only.
+"""Hand-written behaviour controllers of graded quality for three classic-control environments and
+the two small environments of ``tasks.rl.envs`` (the policies that ``tasks.rl.dataset`` rolls out to
+make its offline-RL datasets). numpy only.
 
 Each environment has three behaviour policies (``CONTROLLERS[env_id][quality]``):
 
@@ -14,11 +15,18 @@ Pendulum-v1               energy-pumping swing-up, LQR balance   the same law wi
 MountainCarContinuous-v0  full force in the direction of the     full force by the sign of a phase-
 (force in [-1, 1])        velocity (energy pumping): ~92         lagged switch; reaches the goal in
                                                                  about 70% of the episodes (~ 35)
+KeyToDoor-v0              straight to the key, then straight to  the expert in phases 2-3, a random
+(4 moves)                 the door: 1 every time                 walk in phase 1 (ignores the key):
+                                                                 succeeds in ~30% of the episodes
+LuckyGamble-v0            always safe: 10 every time             safe with probability 0.75 (~ 7.5)
+(safe / gamble)
 ========================  =====================================  ======================================
 
-and ``random`` (uniform actions) everywhere. A policy is ``fn(obs, rng) -> action`` where ``rng`` is a
-``np.random.Generator`` (only ``random`` draws from it); the action is an ``int`` for CartPole and a
-float32 array of shape ``(act_dim,)``, inside the action bounds, for the continuous environments.
+and ``random`` (uniform actions) everywhere (KeyToDoor: ~0.09; LuckyGamble: ~5). A policy is
+``fn(obs, rng) -> action`` where ``rng`` is a ``np.random.Generator`` (only ``random``, the KeyToDoor
+medium in phase 1 and the LuckyGamble medium draw from it); the action is an ``int`` for the discrete
+environments and a float32 array of shape ``(act_dim,)``, inside the action bounds, for the continuous
+ones.
 
 The controllers' gains are hard-coded constants (``lqr_gain_cartpole`` / ``lqr_gain_pendulum``
 recompute them with scipy; a test checks that they agree), so a machine with or without scipy makes the
@@ -183,9 +191,82 @@ def mountaincar_random(obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return rng.uniform(-1.0, 1.0, size=1).astype(np.float32)
 
 
+# ----------------------------------------------------------------------------------------------
+# KeyToDoor-v0 (tasks.rl.envs): obs = phase one-hot (0-2), agent row/col (3, 4), key-visible flag (5),
+# key row/col (6, 7), door row/col (8, 9), t / T (10); positions scaled to [0, 1]; actions 0 up
+# (row - 1), 1 down (row + 1), 2 left (col - 1), 3 right (col + 1)
+# ----------------------------------------------------------------------------------------------
+
+def _step_toward(row: float, col: float, target_row: float, target_col: float) -> int:
+    """The move that shortens the Manhattan distance to the target: rows first, then columns (0 when
+    already there). Works on the scaled coordinates, so it needs no grid size."""
+    eps = 1e-6
+    if target_row < row - eps:
+        return 0
+    if target_row > row + eps:
+        return 1
+    if target_col < col - eps:
+        return 2
+    if target_col > col + eps:
+        return 3
+    return 0
+
+
+def keytodoor_expert(obs: np.ndarray, rng: np.random.Generator) -> int:
+    """Straight to the key in phase 1 (a shortest path, rows first), up (0) in phase 2 and once the key
+    is taken, straight to the door in phase 3. Distances are at most 4 < 5 steps a phase: it succeeds
+    (return 1) in every episode. Deterministic."""
+    phase = int(np.argmax(obs[0:3]))
+    if phase == 0 and obs[5] > 0.5:
+        return _step_toward(float(obs[3]), float(obs[4]), float(obs[6]), float(obs[7]))
+    if phase == 2:
+        return _step_toward(float(obs[3]), float(obs[4]), float(obs[8]), float(obs[9]))
+    return 0
+
+
+def keytodoor_medium(obs: np.ndarray, rng: np.random.Generator) -> int:
+    """The expert in phases 2 and 3, but a uniform random walk in phase 1 (it ignores the key): it
+    succeeds only when the walk stumbles on the key, about 30% of the episodes (the door is always
+    reached)."""
+    if obs[0] > 0.5:
+        return int(rng.integers(4))
+    return keytodoor_expert(obs, rng)
+
+
+def keytodoor_random(obs: np.ndarray, rng: np.random.Generator) -> int:
+    """A uniform random walk (the paper's behaviour data): succeeds in about 9% of the episodes."""
+    return int(rng.integers(4))
+
+
+# ----------------------------------------------------------------------------------------------
+# LuckyGamble-v0 (tasks.rl.envs): obs = (t / 10,); action 0 safe (+1), 1 gamble (+4 w.p. 0.2, else -1)
+# ----------------------------------------------------------------------------------------------
+
+LUCKYGAMBLE_MEDIUM_SAFE = 0.75  # medium: probability of playing safe at each step
+
+
+def luckygamble_expert(obs: np.ndarray, rng: np.random.Generator) -> int:
+    """Always safe (0): return 10 exactly, the best expected return."""
+    return 0
+
+
+def luckygamble_medium(obs: np.ndarray, rng: np.random.Generator) -> int:
+    """Safe with probability 0.75, else gamble: mean return 7.5."""
+    return 0 if rng.random() < LUCKYGAMBLE_MEDIUM_SAFE else 1
+
+
+def luckygamble_random(obs: np.ndarray, rng: np.random.Generator) -> int:
+    """Safe or gamble uniformly: mean return 5 (17% of its episodes reach 10 or more, nearly all by
+    luck)."""
+    return int(rng.integers(2))
+
+
 CONTROLLERS: dict[str, dict[str, Policy]] = {
     "CartPole-v1": {"expert": cartpole_expert, "medium": cartpole_medium, "random": cartpole_random},
     "Pendulum-v1": {"expert": pendulum_expert, "medium": pendulum_medium, "random": pendulum_random},
     "MountainCarContinuous-v0": {"expert": mountaincar_expert, "medium": mountaincar_medium,
                                  "random": mountaincar_random},
+    "KeyToDoor-v0": {"expert": keytodoor_expert, "medium": keytodoor_medium, "random": keytodoor_random},
+    "LuckyGamble-v0": {"expert": luckygamble_expert, "medium": luckygamble_medium,
+                       "random": luckygamble_random},
 }

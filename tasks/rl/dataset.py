@@ -1,23 +1,27 @@
 """The offline-RL dataset format: generation (rolling out ``tasks.rl.controllers`` on three
-classic-control environments), checking, storage, loading, and the reference scores that normalise
-returns. numpy and gymnasium only (no torch, no network): every dataset is generated here,
-deterministically.
+classic-control environments and two small ones of ``tasks.rl.envs``), checking, storage, loading, and
+the reference scores that normalise returns. numpy and gymnasium only (no torch, no network): every
+dataset is generated here, deterministically.
 
-Environments (``ENVS``): CartPole-v1 (2 actions), Pendulum-v1 (torque in [-2, 2]) and
-MountainCarContinuous-v0 (force in [-1, 1]), each with an ``expert``, a ``medium`` and a ``random``
+Environments (``ENVS``): CartPole-v1 (2 actions), Pendulum-v1 (torque in [-2, 2]),
+MountainCarContinuous-v0 (force in [-1, 1]), and, registered with gymnasium by ``tasks.rl.envs``
+(imported here), KeyToDoor-v0 (4 moves; the Decision Transformer paper's credit-assignment task: the
+key picked up in the first room pays at the door 10-20 steps later) and LuckyGamble-v0 (safe +1 or a
+zero-mean gamble; return-conditioning on luck), each with an ``expert``, a ``medium`` and a ``random``
 behaviour policy (``tasks.rl.controllers.CONTROLLERS``).
 
 Datasets: ``make_dataset(env_id, quality, seed=0, episodes=None)`` with quality ``expert``,
 ``medium``, ``random`` or ``mixed`` (like D4RL's medium-replay: ``MIXED_FRACTIONS`` of the episodes
 come from random, medium and expert, in a shuffled order). ``episodes=None`` takes
-``DEFAULT_EPISODES`` (about 20k-60k steps per dataset). A dataset is a dict of flat numpy arrays in
-D4RL/Minari style, N steps and E episodes:
+``DEFAULT_EPISODES`` (about 20k-60k steps per dataset for the classic-control environments; a few
+hundred to 2000 short episodes, at most 20 steps each, for KeyToDoor and LuckyGamble). A dataset is a
+dict of flat numpy arrays in D4RL/Minari style, N steps and E episodes:
 
 =====================  ================  =============================================================
 key                    shape, dtype      meaning
 =====================  ================  =============================================================
 observations           (N, obs_dim) f32  the observation the action was taken in
-actions                (N, act_dim) f32  continuous environments; ``(N,) int64`` for CartPole
+actions                (N, act_dim) f32  continuous environments; ``(N,) int64`` for discrete ones
 rewards                (N,) f32
 next_observations      (N, obs_dim) f32  the observation after the step
 terminals              (N,) bool         true termination (pole fell, goal reached)
@@ -69,6 +73,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from . import envs  # noqa: F401 - registers KeyToDoor-v0 and LuckyGamble-v0 with gymnasium
 from .controllers import CONTROLLERS, Policy
 
 FORMAT_VERSION = 1
@@ -92,6 +97,16 @@ ENVS: dict[str, dict[str, Any]] = {
         discrete=False, act_dim=1, obs_dim=2, action_low=-1.0, action_high=1.0, max_episode_steps=999,
         return_scale=100.0,  # returns about -100..100
         target_return=92.0),  # the expert: 100 for the goal minus 0.1 per full-force step (~80 steps)
+    "KeyToDoor-v0": dict(
+        discrete=True, act_dim=4, obs_dim=11, action_low=None, action_high=None,
+        max_episode_steps=envs.KEY_TO_DOOR_STEPS,  # 20 = 5 + 10 + 5: a K = 20 context holds an episode
+        return_scale=1.0,  # returns 0 or 1
+        target_return=1.0),  # the expert fetches the key and opens the door every episode
+    "LuckyGamble-v0": dict(
+        discrete=True, act_dim=2, obs_dim=1, action_low=None, action_high=None,
+        max_episode_steps=envs.LUCKY_GAMBLE_STEPS,  # 10
+        return_scale=10.0,  # returns -10..40, mostly 0..15
+        target_return=10.0),  # the expert plays safe: 10 exactly, the best expected return
 }
 
 QUALITIES = ("expert", "medium", "mixed", "random")
@@ -104,6 +119,11 @@ DEFAULT_EPISODES: dict[str, dict[str, int]] = {
     "CartPole-v1": {"expert": 60, "medium": 150, "mixed": 200, "random": 1000},
     "Pendulum-v1": {"expert": 150, "medium": 150, "mixed": 150, "random": 150},
     "MountainCarContinuous-v0": {"expert": 400, "medium": 75, "mixed": 50, "random": 30},
+    # the small environments: 10k random-walk episodes on key-to-door (the DT paper's larger dataset;
+    # with 2000 the DT reached 56, with 10k 61 in a first try), 2000 random gamble episodes, a few
+    # hundred of the others; each dataset takes about a second or less
+    "KeyToDoor-v0": {"expert": 300, "medium": 300, "mixed": 500, "random": 10000},
+    "LuckyGamble-v0": {"expert": 300, "medium": 300, "mixed": 500, "random": 2000},
 }
 
 
