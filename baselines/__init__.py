@@ -2,4 +2,4 @@
 
 from . import cnn  # noqa: F401  (registers "resnet", "kws_resnet")
 from . import lstm, seq2seq  # noqa: F401  (register "lstm", "bilstm_ctc", "lstm_classifier", "lstm_seq2seq", "las")
-from . import mlp  # noqa: F401  (registers "bc_mlp", "bc_top10"; lstm registers "decision_lstm")
+from . import iql, mlp  # noqa: F401  (register "iql", "bc_mlp", "bc_top10"; lstm registers "decision_lstm")

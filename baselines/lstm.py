@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from zoo.core.decoding import sample_next
 from zoo.options import DROPOUT
 from zoo.registry import register_model
-from zoo.trajectory import TrajectoryModel, trajectory_spec
+from zoo.trajectory import DT_PAPER_RECIPE, TrajectoryModel, trajectory_spec
 
 from .rnn import LSTMState, PyramidalListener, TiedHead, init_lstm_, lstm_flops
 
@@ -227,6 +227,7 @@ DECISION_LSTM_PRESETS: dict[str, dict[str, Any]] = {
 
 # Training defaults: the Decision Transformer's (see zoo.decision_transformer), so that only the trunk differs.
 @register_model("decision_lstm", family="baseline", kinds=("offline_rl",), lr=1e-3, weight_decay=1e-4,
+                size_defaults={"small": DT_PAPER_RECIPE},  # the DT's, all else equal
                 presets=DECISION_LSTM_PRESETS, width="hidden_dim", width_scales=("lstm_dim",),
                 extra_flops=lstm_flops, bounds={"dropout": DROPOUT})
 def decision_lstm(spec: dict[str, Any], **cfg: Any) -> DecisionLSTM:

@@ -18,6 +18,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from zoo.trajectory import DT_PAPER_RECIPE
 from zoo.options import DROPOUT
 from zoo.registry import register_model
 
@@ -69,7 +70,9 @@ def _bc(spec: dict[str, Any], trajectory_fraction: float, cfg: dict[str, Any]) -
                  trajectory_fraction=trajectory_fraction, context_len=spec.get("context_len"), **cfg)
 
 
+# ``small``: the DT paper trains its BC baselines with the DT's own recipe (experiment.py).
 @register_model("bc_mlp", family="baseline", kinds=("offline_rl",), lr=1e-3, weight_decay=1e-4,
+                size_defaults={"small": DT_PAPER_RECIPE},
                 presets=BC_PRESETS, width="hidden_dim", bounds=BC_BOUNDS)
 def bc_mlp(spec: dict[str, Any], **cfg: Any) -> BCMLP:
     """Behaviour cloning: an MLP from the current state to the action, on all trajectories."""
@@ -77,6 +80,7 @@ def bc_mlp(spec: dict[str, Any], **cfg: Any) -> BCMLP:
 
 
 @register_model("bc_top10", family="baseline", kinds=("offline_rl",), lr=1e-3, weight_decay=1e-4,
+                size_defaults={"small": DT_PAPER_RECIPE},
                 presets=BC_PRESETS, width="hidden_dim", bounds=BC_BOUNDS)
 def bc_top10(spec: dict[str, Any], **cfg: Any) -> BCMLP:
     """%BC (Chen et al. 2021): behaviour cloning on the top 10% of trajectories by return."""

@@ -21,7 +21,7 @@ class RunConfig:
     lr: float | None = None  # None: the model's default
     weight_decay: float | None = None  # None: the model's default
     warmup_frac: float | None = None  # None: the task's budget (share of the steps with a linear warm-up)
-    grad_clip: float = 1.0
+    grad_clip: float | None = None  # None: the model's (at its size), else 1.0
     device: str = "cpu"
     backend: str = "sdpa"
     precision: str = "fp32"  # fp32, bf16 autocast, or fp16 autocast with a gradient scaler
@@ -68,16 +68,19 @@ def resolve(task: Task, entry: ModelEntry, config: RunConfig) -> dict[str, Any]:
     includes the task's data fingerprint (``Task.fingerprint``, after ``setup``), so that a cell run on
     other data is another cell, never "already done"."""
     batch_size = config.batch_size or task.budget.batch_size
+    defaults = entry.training_defaults(config.size)  # the model's, at this size
     steps_per_epoch = task.steps_per_epoch(batch_size)
     steps = total_steps(task, config, batch_size)
     return {
         "task": task.name, "model": entry.name, "size": config.label, "batch_size": batch_size,
         "total_steps": steps, "steps_per_epoch": steps_per_epoch, "epochs": steps / steps_per_epoch,
-        "optimizer": "AdamW", "lr": config.lr if config.lr is not None else entry.defaults.get("lr", 1e-3),
+        "optimizer": "AdamW", "lr": config.lr if config.lr is not None else defaults.get("lr", 1e-3),
         "weight_decay": config.weight_decay if config.weight_decay is not None
-        else entry.defaults.get("weight_decay", 0.0),
-        "schedule": "warmup_cosine", "grad_clip": config.grad_clip,
-        "warmup_frac": config.warmup_frac if config.warmup_frac is not None else task.budget.warmup_frac,
+        else defaults.get("weight_decay", 0.0),
+        "schedule": "warmup_cosine",
+        "grad_clip": config.grad_clip if config.grad_clip is not None else defaults.get("grad_clip", 1.0),
+        "warmup_frac": config.warmup_frac if config.warmup_frac is not None
+        else defaults.get("warmup_frac", task.budget.warmup_frac),
         "backend": config.backend, "precision": config.precision, "device": config.device,
         "task_options": task.opts, "data": task.fingerprint(), "model_options": dict(config.model_opts),
         **({"deterministic": True} if config.deterministic else {}),

@@ -319,17 +319,39 @@ def _cell(row: pd.Series, column: str) -> str:
     return text
 
 
-def to_markdown(df: pd.DataFrame, columns: list[str] = SHOWN) -> str:
-    cols = [c for c in columns if c in df.columns]
+def task_metric_columns(df: pd.DataFrame) -> list[str]:
+    """The ``test_<metric>`` columns that the rows' tasks show beside the headline
+    (``Task.leaderboard_metrics``, e.g. offline RL's controllability)."""
+    from tasks import get_task_class  # here: the leaderboard reads records of tasks that may not be registered
+    from zoo.registry import RegistryError
+
+    columns: list[str] = []
+    for task in (df["task"].unique() if "task" in df.columns else []):
+        try:
+            names = get_task_class(task).leaderboard_metrics
+        except RegistryError:
+            continue
+        columns += [f"test_{m}" for m in names if f"test_{m}" in df.columns and f"test_{m}" not in columns]
+    return columns
+
+
+def shown(df: pd.DataFrame) -> list[str]:
+    """SHOWN, with the tasks' own leaderboard metrics after the seed count."""
+    at = SHOWN.index("n_seeds") + 1
+    return SHOWN[:at] + task_metric_columns(df) + SHOWN[at:]
+
+
+def to_markdown(df: pd.DataFrame, columns: list[str] | None = None) -> str:
+    cols = [c for c in (shown(df) if columns is None else columns) if c in df.columns]
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for _, row in df.iterrows():
         lines.append("| " + " | ".join(_cell(row, c) for c in cols) + " |")
     return "\n".join(lines)
 
 
-def to_text(df: pd.DataFrame, columns: list[str] = SHOWN) -> str:
+def to_text(df: pd.DataFrame, columns: list[str] | None = None) -> str:
     """A fixed-width table for the terminal."""
-    cols = [c for c in columns if c in df.columns]
+    cols = [c for c in (shown(df) if columns is None else columns) if c in df.columns]
     cells = [[_cell(row, c) for c in cols] for _, row in df.iterrows()]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(cols)]
     line = lambda vals: "  ".join(v.rjust(w) if i > 0 and _numeric(cols[i]) else v.ljust(w)  # noqa: E731
@@ -338,7 +360,7 @@ def to_text(df: pd.DataFrame, columns: list[str] = SHOWN) -> str:
 
 
 def _numeric(column: str) -> bool:
-    return column in {"rank", "metric_mean", "metric_std", "metric_ci95", "metric_ci_low", "metric_ci_high",
+    return column.startswith("test_") or column in {"rank", "metric_mean", "metric_std", "metric_ci95", "metric_ci_low", "metric_ci_high",
                       "n_seeds", "param_count", "train_time_s", "train_samples_per_sec", *COST}
 
 

@@ -243,7 +243,9 @@ def _write_md(out: Path, lines: list[str]) -> Path:
 
 
 def _columns(rows: pd.DataFrame) -> list[str]:
-    return [c for c in REPORT_COLUMNS if c in rows.columns
+    at = REPORT_COLUMNS.index("n_seeds") + 1
+    columns = REPORT_COLUMNS[:at] + leaderboard.task_metric_columns(rows) + REPORT_COLUMNS[at:]
+    return [c for c in columns if c in rows.columns
             and (c not in OPTIONAL_COLUMNS or pd.to_numeric(rows[c], errors="coerce").notna().any())]
 
 

@@ -195,9 +195,9 @@ class CellTrainer:
         return self.state.step % STOP_POLL_STEPS == 0 and self.group.any(stop_requested())
 
     def _optimizer_step(self) -> None:
-        if self.config.grad_clip:
+        if self.resolved["grad_clip"]:
             self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.resolved["grad_clip"])
         self.scaler.step(self.optimizer)  # skipped (and the scale lowered) where fp16 gradients overflowed
         self.scaler.update()
         self.scheduler.step()
@@ -299,9 +299,11 @@ class CellTrainer:
                 eval_samples = sum(len(b[0]) for b in self.task.eval_batches(split, self.batch_size))
         eval_time = time.perf_counter() - t0
         self.model.eval()
+        examples = self.task.examples(self.model, self.device, self.seed)
+        metrics.update(examples.get("metrics", {}))  # what the examples measure (e.g. RL's controllability)
         return {"test": metrics, "items": items.columns(), "eval_time_s": eval_time,
                 "infer_samples_per_sec": eval_samples / infer_time if infer_time else float("nan"),
-                "examples": self.task.examples(self.model, self.device, self.seed)}
+                "examples": examples}
 
     def record(self, tested: dict[str, Any]) -> dict[str, Any]:
         task, state, config = self.task, self.state, self.config

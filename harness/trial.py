@@ -79,7 +79,7 @@ def describe() -> dict[str, Any]:
 
 def search_space(entry: ModelEntry, config: RunConfig) -> dict[str, BaseDistribution]:
     """The space of ``entry`` (see the module's table); dropout only where the size preset has one."""
-    lr0 = entry.defaults.get("lr", 1e-3)
+    lr0 = entry.training_defaults(config.size).get("lr", 1e-3)
     space: dict[str, BaseDistribution] = {
         "lr": FloatDistribution(lr0 / LR_RANGE, lr0 * LR_RANGE, log=True),
         "weight_decay": FloatDistribution(*WEIGHT_DECAY),
@@ -92,8 +92,9 @@ def search_space(entry: ModelEntry, config: RunConfig) -> dict[str, BaseDistribu
 
 def default_params(entry: ModelEntry, task: Task, config: RunConfig) -> dict[str, float]:
     """The model's defaults, as a point of its space (the first trial of every study)."""
-    params = {"lr": entry.defaults.get("lr", 1e-3), "weight_decay": entry.defaults.get("weight_decay", 0.0),
-              "warmup_frac": task.budget.warmup_frac}
+    defaults = entry.training_defaults(config.size)
+    params = {"lr": defaults.get("lr", 1e-3), "weight_decay": defaults.get("weight_decay", 0.0),
+              "warmup_frac": defaults.get("warmup_frac", task.budget.warmup_frac)}
     if "dropout" in search_space(entry, config):
         params["dropout"] = float(entry.config(config.size, dict(config.model_opts))["dropout"])
     return params

@@ -230,6 +230,7 @@ class Task(ABC):
     default_seeds: ClassVar[int] = 3  # seeds when --seeds is not given (fewer where a cell is long)
     eval_splits: ClassVar[tuple[str, ...]] = ("test",)  # evaluated once, after training; the first is headline
     report_iqm: ClassVar[bool] = False  # also summarise seeds by their interquartile mean (rliable): noisy scores
+    leaderboard_metrics: ClassVar[tuple[str, ...]] = ()  # test metrics the leaderboard shows beside the headline
 
     metric_units: ClassVar[dict[str, str]] = {}  # words saying what a metric measures, e.g. {"wer": "word error rate"}
     options: ClassVar[dict[str, Option | Any]] = {}  # task-specific options: an Option, or a plain default
@@ -361,7 +362,9 @@ class Task(ABC):
 
     def examples(self, model: nn.Module, device: torch.device, seed: int) -> dict[str, Any]:
         """What a trained model produces, to look at (a text sample, some decoded inputs); JSON-able.
-        Lists of row dicts under the key ``tables`` are also published as CSVs next to the leaderboard."""
+        Lists of row dicts under the key ``tables`` are also published as CSVs next to the leaderboard;
+        numbers under ``metrics`` join the test metrics (``leaderboard_metrics`` names those the
+        leaderboard shows)."""
         return {}
 
     @classmethod

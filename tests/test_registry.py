@@ -181,6 +181,37 @@ def test_decorator_registers_factory_and_defaults(clean_registry):
     assert "linear_probe" in list_models("linear_*", kind="classification")
 
 
+def test_size_defaults_override_the_model_defaults_at_their_size(clean_registry):
+    @register_model(family="baseline", kinds=("classification",), lr=0.5, weight_decay=0.1,
+                    size_defaults={"small": dict(lr=0.01, grad_clip=0.25)})
+    def probe(spec):
+        return nn.Linear(1, 1)
+
+    entry = get_model_entry("probe")
+    assert entry.training_defaults("tiny") == {"lr": 0.5, "weight_decay": 0.1}
+    assert entry.training_defaults("small") == {"lr": 0.01, "weight_decay": 0.1, "grad_clip": 0.25}
+    with pytest.raises(RegistryError, match="unknown training default.*momentum"):
+        register_model("bad1", family="baseline", kinds=("classification",), momentum=0.9)(probe)
+    with pytest.raises(RegistryError, match="unknown size.*huge"):
+        register_model("bad2", family="baseline", kinds=("classification",), size_defaults={"huge": {}})(probe)
+
+
+def test_the_small_decision_transformer_trains_on_the_papers_recipe(tmp_path):
+    """kzl/decision-transformer: AdamW lr 1e-4, weight decay 1e-4, 10k of 100k steps warm-up, clip 0.25;
+    tiny keeps the CPU recipe (and the harness's clip of 1.0)."""
+    from harness.config import RunConfig, resolve
+
+    task = tasks.create_task("cartpole-mixed", data_dir=tmp_path)
+    task.setup()
+    for name in ("decision_transformer", "decision_lstm", "bc_mlp", "bc_top10"):
+        small = resolve(task, get_model_entry(name), RunConfig(size="small"))
+        assert (small["lr"], small["weight_decay"], small["warmup_frac"], small["grad_clip"]) == (1e-4, 1e-4, 0.1, 0.25)
+    tiny = resolve(task, get_model_entry("decision_transformer"), RunConfig(size="tiny"))
+    assert (tiny["lr"], tiny["warmup_frac"], tiny["grad_clip"]) == (1e-3, task.budget.warmup_frac, 1.0)
+    chosen = resolve(task, get_model_entry("decision_transformer"), RunConfig(size="small", lr=3e-4, grad_clip=1.0))
+    assert (chosen["lr"], chosen["grad_clip"]) == (3e-4, 1.0)  # what the run sets wins
+
+
 def install_entry_point(root, monkeypatch, module: str, name: str) -> None:
     """Make ``module`` under ``root`` look like an installed distribution whose entry point ``name``
     is in the ``attention_zoo.models`` group, and let the registry load entry points again."""

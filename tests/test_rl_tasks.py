@@ -45,7 +45,7 @@ def test_returns_to_go_and_timesteps(cartpole):
 
 
 def test_windows_are_left_padded_with_mask(cartpole):
-    rtg, states, actions, timesteps, mask, targets = next(iter(cartpole.train_batches(64, torch.Generator().manual_seed(0))))
+    rtg, states, actions, timesteps, mask, targets, *_ = next(iter(cartpole.train_batches(64, torch.Generator().manual_seed(0))))
     assert states.shape == (64, 5, 4) and actions.shape == (64, 5, 2) and mask.shape == (64, 5)
     assert mask[:, -1].all()  # the window always ends on a real step
     assert (mask.float().diff(dim=1) >= 0).all()  # padding only on the left
@@ -54,6 +54,95 @@ def test_windows_are_left_padded_with_mask(cartpole):
     real = mask[:, 1:] & mask[:, :-1]
     assert ((timesteps[:, 1:] - timesteps[:, :-1])[real] == 1).all()  # consecutive steps
     assert torch.equal(actions[mask].argmax(-1), targets[mask])  # one-hot of the target action
+
+
+def test_windows_carry_the_transitions_for_td_learners(cartpole):
+    """Rewards (scaled), next states and true terminations at every step of the window."""
+    g = torch.Generator().manual_seed(1)
+    rtg, states, actions, timesteps, mask, targets, rewards, next_states, terminals = next(iter(cartpole.train_batches(64, g)))
+    assert rewards.shape == terminals.shape == mask.shape and next_states.shape == states.shape
+    scale = cartpole.td_reward_scale
+    spread = float(cartpole.returns.max() - cartpole.returns.min())
+    assert scale == pytest.approx(500 / spread)  # the return spread maps onto the 500-step episode
+    assert torch.allclose(rewards[mask], torch.full_like(rewards[mask], scale))  # CartPole pays 1 a step
+    real = mask[:, 1:] & mask[:, :-1]
+    assert torch.allclose(next_states[:, :-1][real], states[:, 1:][real])  # s' is the next step's state
+    ends = terminals[mask].bool()
+    assert ends.any() and not terminals[~mask].any()
+
+
+class TDProbe(nn.Module):
+    """Records what the task hands a temporal-difference learner."""
+
+    learns_by_td = True
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(()))
+
+    def forward(self, rtg, states, actions=None, timesteps=None, mask=None, transitions=None):
+        self.seen = (rtg, states, actions, transitions)
+        return self.w * 0 + transitions[0].sum()
+
+
+def test_td_learners_get_the_real_steps_as_transitions(cartpole):
+    batch = next(iter(cartpole.train_batches(8, torch.Generator().manual_seed(2))))
+    probe = TDProbe()
+    loss = cartpole.loss(probe, batch)
+    rtg, states, actions, transitions = probe.seen
+    mask = batch[4]
+    assert rtg is None and states.shape == (int(mask.sum()), 4) and actions.shape == (int(mask.sum()), 2)
+    assert torch.equal(transitions[0], batch[6][mask]) and torch.equal(transitions[2], batch[8][mask])
+    assert loss.item() == pytest.approx(batch[6][mask].sum().item())
+
+
+def test_delayed_reward_moves_the_return_to_the_last_step(tmp_path):
+    plain = create_task("cartpole-mixed", data_dir=tmp_path)
+    delayed = create_task("cartpole-mixed-delayed", data_dir=tmp_path)
+    plain.setup()
+    delayed.setup()
+    assert delayed.fingerprint() != plain.fingerprint()
+    assert torch.equal(delayed.returns, plain.returns)  # the same episodes and returns
+    s, n = int(delayed.starts[3]), int(delayed.lengths[3])
+    rtg = delayed.arrays["rtg"][s:s + n, 0]
+    assert torch.allclose(rtg, rtg[:1].expand(n))  # the whole return is still to come at every step
+    rewards = delayed.arrays["rewards"][s:s + n]
+    assert (rewards[:-1] == 0).all() and rewards[-1] > 0
+    env = delayed.make_env()
+    env.reset(seed=0)
+    rewards, done = [], False
+    while not done:
+        _, r, terminated, truncated, _ = env.step(0)
+        rewards.append(r)
+        done = terminated or truncated
+    assert rewards[:-1] == [0.0] * (len(rewards) - 1) and rewards[-1] == len(rewards)  # CartPole: 1 a step
+    assert delayed.rollout(Scripted(0), [1, 2], 500) == pytest.approx(plain.rollout(Scripted(0), [1, 2], 500))
+
+
+def test_controllability_is_the_rank_correlation_of_target_and_return():
+    from tasks.rl.tasks import controllability
+
+    targets = np.repeat([0.0, 1.0, 2.0], 4)
+    assert controllability(targets, targets * 3 + 1) == pytest.approx(1.0)
+    assert controllability(targets, -targets) == pytest.approx(-1.0)
+    assert controllability(targets, np.tile([5.0, 1.0, 3.0, 2.0], 3)) == pytest.approx(0.0, abs=1e-9)  # ignores it
+    assert np.isnan(controllability(targets, np.ones(12)))
+
+
+def test_examples_give_the_curve_and_its_controllability(cartpole):
+    ex = cartpole.examples(Scripted(1), torch.device("cpu"), 0)
+    rows = ex["tables"]["return_conditioning"]
+    assert len(rows) == len(cartpole.curve_fractions) and all(r["episodes"] == 20 for r in rows)
+    assert len({r["achieved_return"] for r in rows}) == 1  # a scripted policy ignores the target...
+    assert ex["metrics"]["controllability"] == pytest.approx(0.0, abs=1e-9)  # ...so its controllability is 0
+
+
+def test_new_environments_are_tasks():
+    names = set(list_tasks("rl"))
+    assert {"keytodoor-random", "gamble-random"} <= set(list_tasks("rl", default_only=True))
+    assert {"keytodoor-mixed", "cartpole-mixed-delayed", "pendulum-mixed-delayed", "mountaincar-mixed-delayed"} <= names
+    assert create_task("keytodoor-random").opts["eval_episodes"] == 100  # short episodes: more of them
+    assert create_task("pendulum-mixed").opts["eval_episodes"] == 10
 
 
 def test_top_fraction_pool_for_percent_bc(cartpole):
@@ -95,10 +184,13 @@ def test_rl_run_end_to_end(tmp_path, capsys):
                  "--data-dir", str(tmp_path / "data"), "--task-opt", "context_len=4", "--task-opt", "eval_episodes=1"])
     assert code == 0
     df = pd.read_csv(out / "leaderboard_rl.csv")
-    assert sorted(df["model"]) == ["bc_mlp", "bc_top10", "decision_lstm", "decision_transformer"]
+    assert sorted(df["model"]) == ["bc_mlp", "bc_top10", "decision_lstm", "decision_transformer", "iql"]
     assert set(df["metric"]) == {"normalized_return"}
+    bc = df.set_index("model").loc["bc_mlp"]
+    assert abs(bc["test_controllability"]) < 1e-9 or np.isnan(bc["test_controllability"])  # BC ignores the target
+    assert "test_controllability" in (out / "leaderboard_rl.md").read_text()
     curve = pd.read_csv(out / "return_conditioning_rl.csv")
-    assert len(curve) == 4 * 6 and {"target_return", "achieved_return", "achieved_normalized"} <= set(curve.columns)
+    assert len(curve) == 5 * 6 and {"target_return", "achieved_return", "achieved_normalized"} <= set(curve.columns)
     record = json.loads(record_file(out / "runs/rl/pendulum-mixed/decision_transformer-tiny-seed0.json").read_text())
     assert np.isfinite(record["test"]["return_mean"]) and record["test"]["return_mean"] < 0  # Pendulum costs
     assert assert_items_reproduce(out) == {"pendulum-mixed": "offline_rl"}

@@ -35,7 +35,7 @@ from .core.layers import ACTIVATIONS
 from .options import DROPOUT
 from .reference import Reference
 from .registry import register_model
-from .trajectory import TrajectoryModel, trajectory_spec
+from .trajectory import DT_PAPER_RECIPE, TrajectoryModel, trajectory_spec
 from .transformer import gpt2_blocks_state, gpt2_unsupported
 
 
@@ -54,7 +54,7 @@ class DecisionTransformer(TrajectoryModel):
             for _ in range(num_layers))
         self.ln_f = nn.LayerNorm(hidden_dim, eps=norm_eps)
         # GPT-2 initialisation of the trunk (as the official DT, whose trunk is transformers' GPT2Model);
-        # the embeddings and heads keep PyTorch's defaults, as in kzl/decision-transformer.
+        # the embeddings and heads get it too, in TrajectoryModel (as HF's DecisionTransformerModel).
         for block in self.blocks:
             for module in block.modules():
                 if isinstance(module, nn.Linear):
@@ -136,11 +136,12 @@ DT_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-# Training defaults: the official recipe is AdamW lr 1e-4, weight decay 1e-4 with 10k linear warm-up
-# steps over 100k updates. Our CPU budget is a few thousand steps, shorter than that warm-up alone, and
-# at lr 1e-4 such a short run would stop far from convergence; these 3-layer models (64-128 wide) take a
-# ten times larger step (the overfit test trains the DT at 3e-3). Weight decay stays the official 1e-4.
+# Training defaults. ``small`` is the official DT and trains on the official recipe
+# (``zoo.trajectory.DT_PAPER_RECIPE``). ``tiny`` and ``base`` keep the harness's CPU recipe: a few thousand steps are shorter than that
+# warm-up alone and at lr 1e-4 such a short run stops far from convergence, so the step is ten times
+# larger (the overfit test trains the DT at 3e-3); weight decay stays the official 1e-4.
 @register_model("decision_transformer", family="transformer", kinds=("offline_rl",), lr=1e-3, weight_decay=1e-4,
+                size_defaults={"small": DT_PAPER_RECIPE},
                 presets=DT_PRESETS, width="hidden_dim", width_multiple="num_heads", width_scales=("mlp_dim",),
                 reference=decision_transformer_reference, bounds={"dropout": DROPOUT},
                 choices={"activation": tuple(ACTIVATIONS)})

@@ -50,6 +50,7 @@ from .options import Option, Range, declare
 
 SIZES = ("tiny", "small", "base")
 MODALITIES = ("image", "audio", "text", "state")
+TRAINING_DEFAULTS = ("lr", "weight_decay", "warmup_frac", "grad_clip")  # what register_model takes as defaults
 ENTRY_POINT_GROUP = "attention_zoo.models"
 
 # extra_flops(model) -> a context manager that hooks the model and yields a zero-argument callable
@@ -90,6 +91,7 @@ class ModelEntry:
     kinds: tuple[str, ...]
     description: str = ""
     defaults: dict[str, Any] = field(default_factory=dict)  # training defaults, e.g. lr, weight_decay
+    size_defaults: dict[str, dict[str, Any]] = field(default_factory=dict)  # size -> its own training defaults
     modalities: tuple[str, ...] | None = None  # the inputs it reads; None: any
     presets: dict[str, dict[str, Any]] | None = None  # size -> config (what ``config`` resolves)
     fit: WidthFit | None = None  # the width knob of ``zoo.sizing.fit_to_params``; None: cannot be fitted
@@ -137,6 +139,11 @@ class ModelEntry:
                 raise RegistryError(f"model {self.name!r}: {e}") from None
         return config
 
+    def training_defaults(self, size: str = "tiny") -> dict[str, Any]:
+        """The training defaults at ``size``: the model's (``lr``, ``weight_decay``, and where it has
+        its own, ``warmup_frac`` and ``grad_clip``), updated by the size's (``size_defaults``)."""
+        return {**self.defaults, **self.size_defaults.get(size, {})}
+
     def create(self, spec: dict[str, Any], size: str = "tiny", **overrides: Any) -> nn.Module:
         """Build the model for a task's ``spec`` at ``size``, with config ``overrides``."""
         self.check(spec, size)
@@ -153,12 +160,14 @@ def register_model(name: str | None = None, *, family: str, kinds: str | tuple[s
                    width_multiple: int | str | tuple[int | str, ...] = 1, width_scales: tuple[str, ...] = (),
                    extra_flops: ExtraFlops | None = None, reference: Callable[..., Any] | None = None,
                    bounds: dict[str, Range | tuple] | None = None, choices: dict[str, tuple] | None = None,
-                   **defaults: Any) -> Callable:
+                   size_defaults: dict[str, dict[str, Any]] | None = None, **defaults: Any) -> Callable:
     """Decorator: register a model factory (or class) under ``name`` (default: its ``__name__``).
 
     ``family`` is free text ('transformer', 'baseline', a plugin's 'ssm'); ``kinds`` lists the task
     kinds it serves and ``modalities`` the inputs it reads (None: any); other keywords are training
-    defaults the harness uses for it (``lr``, ``weight_decay``).
+    defaults the harness uses for it (``lr``, ``weight_decay``, and optionally ``warmup_frac`` and
+    ``grad_clip``, where the task's warm-up and the harness's clip of 1.0 would be used);
+    ``size_defaults`` maps a size to training defaults of its own (a paper's recipe for its size).
 
     ``presets`` is the size -> config table the registry resolves before calling the factory. Each
     config key is an option whose type is its preset value's (int, float, bool, str, tuple; None: derived
@@ -185,6 +194,13 @@ def register_model(name: str | None = None, *, family: str, kinds: str | tuple[s
     bad = sorted(set(modalities or ()) - set(MODALITIES))
     if bad:
         raise RegistryError(f"unknown modality {', '.join(bad)}; accepted: {', '.join(MODALITIES)}")
+    unknown = {k for d in [defaults, *(size_defaults or {}).values()] for k in d} - set(TRAINING_DEFAULTS)
+    if unknown:
+        raise RegistryError(f"unknown training default(s) {', '.join(sorted(unknown))}; "
+                            f"accepted: {', '.join(TRAINING_DEFAULTS)}")
+    bad_sizes = set(size_defaults or {}) - set(SIZES)
+    if bad_sizes:
+        raise RegistryError(f"size_defaults for unknown size(s) {', '.join(sorted(bad_sizes))}; accepted: {', '.join(SIZES)}")
     fit = _width_fit(name, presets, width, width_multiple, width_scales)
     options = _options(name, presets, bounds, choices)
 
@@ -194,6 +210,7 @@ def register_model(name: str | None = None, *, family: str, kinds: str | tuple[s
             raise RegistryError(f"model {key!r} is already registered (by {_MODELS[key].factory.__module__})")
         doc = description if description is not None else (factory.__doc__ or "").strip().split("\n")[0]
         _MODELS[key] = ModelEntry(key, factory, family, tuple(kinds), doc, dict(defaults),
+                                  {s: dict(d) for s, d in (size_defaults or {}).items()},
                                   tuple(modalities) if modalities else None, presets, fit,
                                   extra_flops=extra_flops, reference=reference, options=options)
         return factory

@@ -53,6 +53,16 @@ class TrajectoryModel(nn.Module, metaclass=ABCMeta):
         self.predict_action = nn.Sequential(nn.Linear(hidden_dim, act_dim),
                                             nn.Tanh() if action_tanh else nn.Identity())
         self.predict_return = nn.Linear(hidden_dim, 1)
+        # GPT-2's initialisation for the embeddings and heads too, as HF's DecisionTransformerModel does
+        # at construction: normal(0, 0.02) weights and timestep rows, zero biases. kzl/decision-transformer
+        # leaves them at PyTorch's defaults (timestep rows N(0, 1), norm ~sqrt(H)), which its 100k steps
+        # at lr 1e-4 wash out but a short run does not: the rows stay a random per-step code, larger
+        # than the state's embedding, that the model memorises episodes through.
+        for module in (self.embed_timestep, self.embed_return, self.embed_state, self.embed_action,
+                       self.predict_state, self.predict_action[0], self.predict_return):
+            nn.init.normal_(module.weight, std=0.02)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
 
     @abstractmethod
     def trunk(self, x: Tensor, mask: Tensor) -> Tensor:
@@ -91,6 +101,13 @@ class TrajectoryModel(nn.Module, metaclass=ABCMeta):
         Returns the action predictions (B, K, act_dim): a_t from the state token s_t."""
         x = self.encode(returns_to_go, states, actions, timesteps, mask)
         return self.predict_action(x[:, 1])
+
+
+# The DT paper's training recipe (kzl/decision-transformer gym/experiment.py), for its models and its
+# BC baselines alike: AdamW lr 1e-4, weight decay 1e-4, linear warm-up over 10k of its 100k updates (a
+# tenth of the budget, whatever the budget), gradient norm clipped at 0.25. The ``small`` size of the
+# offline-RL models trains on it (``register_model(size_defaults=...)``).
+DT_PAPER_RECIPE = dict(lr=1e-4, weight_decay=1e-4, warmup_frac=0.1, grad_clip=0.25)
 
 
 def trajectory_spec(spec: dict[str, Any]) -> dict[str, Any]:

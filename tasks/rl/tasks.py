@@ -22,12 +22,14 @@ return; ``examples`` records the return-conditioning curve (achieved return agai
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar, Iterable, Iterator
 
 import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.stats import spearmanr
 from torch import Tensor, nn
 
 from ..base import Batch, Budget, ItemLog, Option, Task, register_task
@@ -53,7 +55,9 @@ class OfflineRLTask(Task):
     report_iqm = True  # rollouts are noisy: seeds are also summarised by their IQM (rliable)
     val_episodes: ClassVar[int] = 3
     curve_fractions: ClassVar[tuple[float, ...]] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25)
-    curve_episodes: ClassVar[int] = 3
+    curve_episodes: ClassVar[int] = 20  # per target point, the same seeds at every target
+    delayed: ClassVar[bool] = False  # the DT paper's delayed return: all reward at the episode's end
+    leaderboard_metrics = ("controllability",)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -66,14 +70,15 @@ class OfflineRLTask(Task):
         return load_or_make(self.data_dir, self.env_id, self.quality), ENVS[self.env_id]
 
     def make_env(self) -> gym.Env:
-        return gym.make(self.env_id)
+        env = gym.make(self.env_id)
+        return DelayedReward(env) if self.delayed else env
 
     def data_fingerprint(self) -> dict[str, Any]:
         """The generated dataset's recipe: environment, behaviour quality, seed, episodes, the format
         version of ``tasks.rl.dataset`` and the gymnasium that rolled it out."""
         return {"env_id": self.env_id, "quality": self.quality, "seed": 0,
                 "episodes": default_episodes(self.env_id, self.quality), "format_version": FORMAT_VERSION,
-                "gymnasium": gym.__version__}
+                "gymnasium": gym.__version__, **({"delayed": True} if self.delayed else {})}
 
     def reference_scores(self) -> dict[str, float]:
         """The returns that normalise to 0 (random) and 100 (expert)."""
@@ -89,6 +94,10 @@ class OfflineRLTask(Task):
         ends = np.flatnonzero(data["terminals"] | data["timeouts"]) + 1  # episode boundaries
         starts = np.concatenate([[0], ends[:-1]])
         rewards = data["rewards"].astype(np.float64)
+        if self.delayed:  # the whole return on each episode's last step, nothing before
+            totals = np.add.reduceat(rewards, starts)
+            rewards = np.zeros_like(rewards)
+            rewards[ends - 1] = totals
         rtg = np.empty_like(rewards)
         timesteps = np.empty(len(rewards), dtype=np.int64)
         for s, e in zip(starts, ends):  # undiscounted return-to-go within each episode
@@ -103,6 +112,18 @@ class OfflineRLTask(Task):
         }
         self.starts, self.lengths = torch.from_numpy(starts), torch.from_numpy(ends - starts)
         self.returns = torch.from_numpy(np.add.reduceat(rewards, starts))
+        # Transitions for temporal-difference learners (baselines.iql): the reward scaled so that the
+        # dataset's spread of returns maps onto the episode length (about 1 a step, as CORL's
+        # 1000 / (max return - min return) does for 1000-step MuJoCo), the next state, and whether the
+        # episode truly ended there (a time-out still bootstraps).
+        spread = float(self.returns.max() - self.returns.min())
+        self.td_reward_scale = info["max_episode_steps"] / (spread if spread > 0 else max(abs(float(self.returns.max())), 1.0))
+        next_obs = data["next_observations"].astype(np.float32)
+        self.arrays.update({
+            "rewards": torch.from_numpy(rewards * self.td_reward_scale).float(),
+            "next_states": torch.from_numpy((next_obs - self.state_mean) / self.state_std),
+            "terminals": torch.from_numpy(data["terminals"].astype(np.float32)),
+        })
         self.dataset_stats = {"episodes": len(starts), "steps": int(ends[-1]),
                               "dataset_return_mean": float(self.returns.mean()),
                               "dataset_return_max": float(self.returns.max())}
@@ -155,10 +176,16 @@ class OfflineRLTask(Task):
             a = self.arrays
             yield (a["rtg"][index] * mask[..., None], a["states"][index] * mask[..., None],
                    a["actions"][index] * mask[..., None], a["timesteps"][index] * mask, mask,
-                   a["targets"][index])
+                   a["targets"][index], a["rewards"][index] * mask, a["next_states"][index] * mask[..., None],
+                   a["terminals"][index] * mask)
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
-        rtg, states, actions, timesteps, mask, targets = batch
+        """Sequence and behaviour-cloning models: the action loss at the real steps. A model with a
+        ``learns_by_td`` (a temporal-difference learner, ``baselines.iql``) gets the real steps as
+        transitions (state, action, scaled reward, next state, terminal) and returns its own objective."""
+        rtg, states, actions, timesteps, mask, targets, rewards, next_states, terminals = batch
+        if getattr(getattr(model, "module", model), "learns_by_td", False):  # through forward: DDP syncs it
+            return model(None, states[mask], actions[mask], transitions=(rewards[mask], next_states[mask], terminals[mask]))
         pred = model(rtg, states, actions, timesteps, mask)
         if self.env_info["discrete"]:
             return F.cross_entropy(pred[mask], targets[mask].long())
@@ -172,8 +199,9 @@ class OfflineRLTask(Task):
         return [(torch.arange(TEST_SEED, TEST_SEED + self.opts["eval_episodes"]),)]
 
     @torch.no_grad()
-    def rollout(self, model: nn.Module, seeds: list[int], target_return: float) -> np.ndarray:
-        """Roll out one episode per seed, all in lock step (one batched forward per step)."""
+    def rollout(self, model: nn.Module, seeds: list[int], target_return: float | np.ndarray) -> np.ndarray:
+        """Roll out one episode per seed, all in lock step (one batched forward per step), each
+        conditioned on ``target_return`` (one for all, or one per seed)."""
         info, K = self.env_info, self.opts["context_len"]
         device = next(model.parameters()).device
         envs = [self.make_env() for _ in seeds]
@@ -183,7 +211,8 @@ class OfflineRLTask(Task):
         rtg = torch.zeros(N, T + 1, 1, device=device)
         returns, done = np.zeros(N), np.zeros(N, dtype=bool)
         obs = np.stack([env.reset(seed=int(s))[0] for env, s in zip(envs, seeds)])
-        rtg[:, 0] = target_return / info["return_scale"]
+        rtg[:, 0, 0] = torch.as_tensor(np.broadcast_to(np.asarray(target_return, dtype=np.float32), (N,)).copy(),
+                                       device=device) / info["return_scale"]
         mean, std = torch.as_tensor(self.state_mean, device=device), torch.as_tensor(self.state_std, device=device)
         for t in range(T):
             states[:, t] = (torch.as_tensor(obs, dtype=torch.float32, device=device) - mean) / std
@@ -234,25 +263,75 @@ class OfflineRLTask(Task):
                 "dataset_return_mean": self.dataset_stats["dataset_return_mean"]}
 
     def examples(self, model: nn.Module, device: torch.device, seed: int) -> dict[str, Any]:
-        """The return-conditioning curve: what the policy achieves when asked for other returns."""
+        """The return-conditioning curve: what the policy achieves when asked for other returns, from
+        the random policy's return to past the expert's, ``curve_episodes`` fixed-seed episodes per
+        target (the same seeds at every target, all rolled out together), and its summary, the
+        *controllability*: Spearman's rank correlation between the target and the achieved return over
+        all those episodes. 1: a higher target always gets a higher return; 0: the target makes no
+        difference (a policy that ignores it, as BC, scores exactly 0); negative: asking for more
+        gets less. NaN where every episode returned the same."""
         low, high = self.reference_scores()["random"], self.env_info["target_return"]
-        rows = []
-        for fraction in self.curve_fractions:  # targets from the random policy's return to past the expert's
-            target = low + fraction * (high - low)
-            returns = self.rollout(model, list(range(CURVE_SEED, CURVE_SEED + self.curve_episodes)), target)
-            rows.append({"target_return": target, "achieved_return": float(returns.mean()),
-                         "achieved_std": float(returns.std()),
-                         "achieved_normalized": float(self._normalize(returns).mean())})
-        return {"tables": {"return_conditioning": rows}, **self.dataset_stats}
+        targets = np.array([low + f * (high - low) for f in self.curve_fractions])
+        seeds = list(range(CURVE_SEED, CURVE_SEED + self.curve_episodes))
+        returns = self.rollout(model, seeds * len(targets), np.repeat(targets, len(seeds)))
+        per_target = returns.reshape(len(targets), len(seeds))
+        rows = [{"target_return": float(t), "achieved_return": float(r.mean()), "achieved_std": float(r.std()),
+                 "achieved_normalized": float(self._normalize(r).mean()), "episodes": len(seeds)}
+                for t, r in zip(targets, per_target)]
+        return {"tables": {"return_conditioning": rows}, "metrics": {"controllability": controllability(
+            np.repeat(targets, len(seeds)), returns)}, **self.dataset_stats}
 
 
-SHORT_NAMES = {"CartPole-v1": "cartpole", "Pendulum-v1": "pendulum", "MountainCarContinuous-v0": "mountaincar"}
-DEFAULT_TASKS = {"cartpole-mixed", "cartpole-medium", "pendulum-mixed", "mountaincar-mixed"}
+def controllability(targets: np.ndarray, achieved: np.ndarray) -> float:
+    """Spearman's rank correlation between the target returns and the returns achieved (NaN where
+    either is constant)."""
+    if np.ptp(targets) == 0 or np.ptp(achieved) == 0:
+        return math.nan
+    return float(spearmanr(targets, achieved).statistic)
+
+
+class DelayedReward(gym.Wrapper):
+    """The DT paper's delayed-return setting: reward 0 at every step and the episode's whole return at
+    its last step (termination or truncation). The episode's return is unchanged."""
+
+    def reset(self, **kwargs: Any) -> Any:
+        self.pending = 0.0
+        return self.env.reset(**kwargs)
+
+    def step(self, action: Any) -> Any:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.pending += float(reward)
+        if not (terminated or truncated):
+            return obs, 0.0, terminated, truncated, info
+        total, self.pending = self.pending, 0.0
+        return obs, total, terminated, truncated, info
+
+
+SHORT_NAMES = {"CartPole-v1": "cartpole", "Pendulum-v1": "pendulum", "MountainCarContinuous-v0": "mountaincar",
+               "KeyToDoor-v0": "keytodoor", "LuckyGamble-v0": "gamble"}
+# The datasets each environment has as a task: the classic-control ones at three qualities; Key-to-Door
+# from random walks, as in the DT paper (and mixed: a few expert and medium episodes among them); the
+# gamble from a uniform-random policy, as in Paster et al. 2022.
+QUALITIES = {"KeyToDoor-v0": ("random", "mixed"), "LuckyGamble-v0": ("random",)}
+DELAYED = {"cartpole-mixed", "pendulum-mixed", "mountaincar-mixed"}  # also as <name>-delayed
+# The quick `harness run rl` (one seed, within 10 CPU minutes); suites/published.toml runs them all.
+DEFAULT_TASKS = {"cartpole-mixed", "pendulum-mixed", "keytodoor-random", "gamble-random"}
+# Episodes of 10-20 steps cost little to roll out: their test scores average 100 episodes, not 10.
+EVAL_EPISODES = {"KeyToDoor-v0": 100, "LuckyGamble-v0": 100}
+WHAT = {"KeyToDoor-v0": "credit assignment: the key picked up in room 1 opens the door in room 3",
+        "LuckyGamble-v0": "stochastic rewards: the data's high returns are luck, playing safe is optimal"}
 
 for _env_id, _short in SHORT_NAMES.items():
-    for _quality in ("expert", "medium", "mixed"):
-        _name = f"{_short}-{_quality}"
-        register_task(type(f"{_short.capitalize()}{_quality.capitalize()}", (OfflineRLTask,), {
-            "name": _name, "env_id": _env_id, "quality": _quality, "default": _name in DEFAULT_TASKS,
-            "description": f"{_env_id}, {_quality} behaviour dataset; offline, rolled out in gymnasium",
-            "__module__": __name__}))
+    for _quality in QUALITIES.get(_env_id, ("expert", "medium", "mixed")):
+        for _delayed in (False, True) if f"{_short}-{_quality}" in DELAYED else (False,):
+            _name = f"{_short}-{_quality}" + ("-delayed" if _delayed else "")
+            _what = f"{_env_id} ({WHAT[_env_id]})" if _env_id in WHAT else _env_id
+            _options = ({**OfflineRLTask.options, "eval_episodes": Option(
+                EVAL_EPISODES[_env_id], minimum=1, help="fixed-seed episodes rolled out for the test score")}
+                if _env_id in EVAL_EPISODES else OfflineRLTask.options)
+            register_task(type(_name.title().replace("-", ""), (OfflineRLTask,), {
+                "name": _name, "env_id": _env_id, "quality": _quality, "delayed": _delayed, "options": _options,
+                "default": _name in DEFAULT_TASKS,
+                "description": f"{_what}, {_quality} behaviour dataset{', all reward at the end' if _delayed else ''}; "
+                               "offline, rolled out in gymnasium",
+                "__module__": __name__}))
