@@ -165,17 +165,14 @@ def test_wall_moves_stay_put():
             assert cell(obs) in {(max(row - 1, 0), col), (row, max(col - 1, 0))}
         assert cell(obs) == (0, 0)
         obs, *_ = env.step(UP)  # the last step of phase 1 already moves to the next room; use phase 2
-        for action in (UP, LEFT, DOWN):  # at most 3 + 3 + 3 of the 10 steps of phase 2
-            while True:
-                before = cell(obs)
-                obs, *_ = env.step(action)
-                assert phase(obs) == 1
-                if cell(obs) == before:
-                    break  # against the wall: stays put
-                d_row, d_col = envs.MOVES[action]
-                assert cell(obs) == (before[0] + d_row, before[1] + d_col)
-        # after bumping into the top, left and bottom walls the agent is in the corner (G - 1, 0)
-        assert cell(obs) == (G - 1, 0)
+        while True:  # up to the top wall: at most 2 moves and a bump, within the 4 steps of phase 2
+            before = cell(obs)
+            obs, *_ = env.step(UP)
+            assert phase(obs) == 1
+            if cell(obs) == before:
+                break  # against the wall: stays put
+            assert cell(obs) == (before[0] - 1, before[1])
+        assert cell(obs)[0] == 0
 
 
 def test_phases_truncation_and_no_key_information():
@@ -264,16 +261,16 @@ def test_expert_always_succeeds_by_shortest_paths():
 
 def test_random_walk_success_in_documented_band():
     exact = envs.key_to_door_random_success()
-    assert exact == pytest.approx(0.2979600694 ** 2, abs=1e-9)
-    assert 0.05 <= exact <= 0.15
+    assert exact == pytest.approx(0.4150153266 ** 2, abs=1e-9)
+    assert 0.12 <= exact <= 0.22
     data = rd.make_dataset("KeyToDoor-v0", "random", seed=2, episodes=500)
     rate = data["episode_returns"].mean()
-    assert 0.05 <= rate <= 0.15, rate
+    assert 0.12 <= rate <= 0.22, rate
     assert set(np.unique(data["actions"])) == {0, 1, 2, 3}
     # the number in the module docstring: the default random dataset (10000 episodes, seed 0)
     default = rd.make_dataset("KeyToDoor-v0", "random")
-    assert len(default["episode_returns"]) == 10000 and default["episode_returns"].sum() == 920
-    # medium: random in the first room only, so it succeeds iff it stumbles on the key (p = 0.298)
+    assert len(default["episode_returns"]) == 10000 and default["episode_returns"].sum() == 1745
+    # medium: random in the first room only, so it succeeds iff it stumbles on the key (p = 0.415)
     medium = rd.make_dataset("KeyToDoor-v0", "medium", seed=2, episodes=400)
     assert medium["terminals"].sum() == 400  # it always reaches the door
     assert abs(medium["episode_returns"].mean() - envs.random_walk_hit_probability()) < 0.07

@@ -6,7 +6,7 @@ dataset is generated here, deterministically.
 Environments (``ENVS``): CartPole-v1 (2 actions), Pendulum-v1 (torque in [-2, 2]),
 MountainCarContinuous-v0 (force in [-1, 1]), and, registered with gymnasium by ``tasks.rl.envs``
 (imported here), KeyToDoor-v0 (4 moves; the Decision Transformer paper's credit-assignment task: the
-key picked up in the first room pays at the door 10-20 steps later) and LuckyGamble-v0 (safe +1 or a
+key picked up in the first room pays at the door 5-19 steps later) and LuckyGamble-v0 (safe +1 or a
 zero-mean gamble; return-conditioning on luck), each with an ``expert``, a ``medium`` and a ``random``
 behaviour policy (``tasks.rl.controllers.CONTROLLERS``).
 
@@ -99,7 +99,7 @@ ENVS: dict[str, dict[str, Any]] = {
         target_return=92.0),  # the expert: 100 for the goal minus 0.1 per full-force step (~80 steps)
     "KeyToDoor-v0": dict(
         discrete=True, act_dim=4, obs_dim=11, action_low=None, action_high=None,
-        max_episode_steps=envs.KEY_TO_DOOR_STEPS,  # 20 = 5 + 10 + 5: a K = 20 context holds an episode
+        max_episode_steps=envs.KEY_TO_DOOR_STEPS,  # 20 = 8 + 4 + 8: a K = 20 context holds an episode
         return_scale=1.0,  # returns 0 or 1
         target_return=1.0),  # the expert fetches the key and opens the door every episode
     "LuckyGamble-v0": dict(
@@ -119,9 +119,8 @@ DEFAULT_EPISODES: dict[str, dict[str, int]] = {
     "CartPole-v1": {"expert": 60, "medium": 150, "mixed": 200, "random": 1000},
     "Pendulum-v1": {"expert": 150, "medium": 150, "mixed": 150, "random": 150},
     "MountainCarContinuous-v0": {"expert": 400, "medium": 75, "mixed": 50, "random": 30},
-    # the small environments: 10k random-walk episodes on key-to-door (the DT paper's larger dataset;
-    # with 2000 the DT reached 56, with 10k 61 in a first try), 2000 random gamble episodes, a few
-    # hundred of the others; each dataset takes about a second or less
+    # the small environments: 10k random-walk episodes on key-to-door (the DT paper's larger dataset),
+    # 2000 random gamble episodes, a few hundred of the others; each takes about a second or less
     "KeyToDoor-v0": {"expert": 300, "medium": 300, "mixed": 500, "random": 10000},
     "LuckyGamble-v0": {"expert": 300, "medium": 300, "mixed": 500, "random": 2000},
 }
