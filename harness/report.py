@@ -177,6 +177,68 @@ def plot_learning_curves(records: list[dict[str, Any]]) -> Figure | None:
     return fig
 
 
+def plot_example_table(records: list[dict[str, Any]], name: str, x: str, y: str) -> Figure | None:
+    """A table that a task attaches to its examples (``Task.example_plots``), e.g. offline RL's return
+    conditioning: ``y`` against ``x``, one line per model (mean over seeds) with a min..max band; the
+    diagonal y = x where both are in the same units (the columns end alike, e.g. ``*_return``). None
+    when no record has the table."""
+    rows = [{"model": r["model"], "family": r.get("family", leaderboard.NO_FAMILY), "seed": r["seed"],
+             "x": row.get(x), "y": row.get(y)}
+            for r in records for row in (r.get("examples") or {}).get("tables", {}).get(name, [])]
+    frame = pd.DataFrame(rows).dropna() if rows else pd.DataFrame()
+    if frame.empty:
+        return None
+    fig = Figure(figsize=(6.4, 4.4))
+    ax = fig.add_subplot()
+    used: dict[str, int] = {}
+    for model, g in frame.groupby("model", sort=True):
+        family = g["family"].iloc[0]
+        palette = FAMILY_PALETTE.get(family, [OTHER_STYLE[0]])
+        colour = palette[used.get(family, 0) % len(palette)]
+        used[family] = used.get(family, 0) + 1
+        _, marker, style = FAMILY_STYLE.get(family, OTHER_STYLE)
+        stats_ = g.groupby("x")["y"].agg(["mean", "min", "max"]).sort_index()
+        xs = stats_.index.to_numpy(float)
+        ax.plot(xs, stats_["mean"], linestyle=style, marker=marker, color=colour,
+                label=f"{model} ({family}, n={g['seed'].nunique()})")
+        ax.fill_between(xs, stats_["min"], stats_["max"], color=colour, alpha=0.15, linewidth=0)
+    if x.rsplit("_", 1)[-1] == y.rsplit("_", 1)[-1]:
+        lo, hi = float(frame["x"].min()), float(frame["x"].max())
+        ax.plot([lo, hi], [lo, hi], color="gray", linestyle=":", linewidth=1, label=f"{y} = {x}")
+    ax.set_xlabel(x.replace("_", " "))
+    ax.set_ylabel(y.replace("_", " "))
+    ax.set_title(f"{records[0]['task']}: {name.replace('_', ' ')}\n(line: mean over seeds; band: min..max of the seeds' means)",
+                 fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    return fig
+
+
+def _best_lines(rows: pd.DataFrame) -> list[str]:
+    """Per size and tuning (the rows that compete): 'Best: model, metric mean ± its 95% interval', with
+    the model that the paired test cannot tell from it (the next one, when the best's rank is a tie)."""
+    lines = []
+    for (size, tuning), group in rows.groupby(["size", "tuning"], sort=True):
+        ranked = group.sort_values("rank", kind="stable")
+        labels = _labels(ranked) if len(rows) == len(group) else [f"{m} ({size}, {tuning})" for m in ranked["model"]]
+        top = ranked.iloc[0]
+        half = _number(top.get("metric_ci95"))
+        text = f"Best: **{labels[0]}**, {top['metric']} {top['metric_mean']:.4g}"
+        text += f" ± {half:.3g}" if math.isfinite(half) else ""
+        tied = [label for label, (_, r) in list(zip(labels, ranked.iterrows()))[1:] if r["rank"] == top["rank"]]
+        if len(ranked) > 1 and leaderboard._is_true(top.get("rank_tie")) and labels[1] not in tied:
+            tied.append(labels[1])
+        lines.append(text + (f"; the paired test cannot tell it from {', '.join(tied)}." if tied else "."))
+    return lines
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
 def save_png(fig: Figure, path: Path) -> Path:
     """Save ``fig`` as PNG atomically (records.atomic_file)."""
     try:
@@ -215,11 +277,16 @@ def write_report(records: list[dict[str, Any]], out: Path, outcomes: leaderboard
             lines += [leaderboard.TIE_NOTE, ""]
         for task, rows in domain_rows.groupby("task", sort=True):
             lines += [f"### {domain} / {task}", ""]
+            about = task_class(task).about
+            lines += [about, ""] if about else []
+            lines += [*_best_lines(rows), ""]
             task_records = [r for r in ok if r["domain"] == domain and r["task"] == task]
             figures = {
                 "params": (plot_metric_vs_cost(rows, "param_count"), "metric vs parameters"),
                 "time": (plot_metric_vs_cost(rows, "train_time_s"), "metric vs training time"),
                 "curves": (plot_learning_curves(task_records), "validation learning curves"),
+                **{name: (plot_example_table(task_records, name, *axes), name.replace("_", " "))
+                   for name, axes in task_class(task).example_plots.items()},
             }
             for kind, (fig, alt) in figures.items():
                 if fig is None:

@@ -231,6 +231,9 @@ class Task(ABC):
     eval_splits: ClassVar[tuple[str, ...]] = ("test",)  # evaluated once, after training; the first is headline
     report_iqm: ClassVar[bool] = False  # also summarise seeds by their interquartile mean (rliable): noisy scores
     leaderboard_metrics: ClassVar[tuple[str, ...]] = ()  # test metrics the leaderboard shows beside the headline
+    about: ClassVar[str] = ""  # what the task tests and which kind of model it should favour, for the report
+    # tables of ``examples`` the report plots: name -> (x column, y column), one line per model
+    example_plots: ClassVar[dict[str, tuple[str, str]]] = {}
 
     metric_units: ClassVar[dict[str, str]] = {}  # words saying what a metric measures, e.g. {"wer": "word error rate"}
     options: ClassVar[dict[str, Option | Any]] = {}  # task-specific options: an Option, or a plain default

@@ -299,3 +299,29 @@ def test_report_with_old_records_missing_fields_and_empty_history(tmp_path):
 def test_report_of_nothing(tmp_path):
     md = report.write_report([{"status": "failed"}], tmp_path).read_text()
     assert "No successful cell records yet" in md
+
+
+def test_rl_report_shows_what_the_task_tests_its_best_model_controllability_and_the_conditioning_curve(tmp_path):
+    """An offline-RL task: its ``about`` text, the best model with the one the paired test cannot tell
+    from it, the controllability column, and the return-conditioning plot (one line per model)."""
+    def rl(model, seed, value, achieved, control):
+        table = [{"target_return": t, "achieved_return": a} for t, a in zip((0.0, 0.5, 1.0), achieved)]
+        return record(task="keytodoor-random", model=model, seed=seed, value=value, domain="rl",
+                      metric="normalized_return", family="transformer" if model == "decision_transformer" else "baseline",
+                      test={"normalized_return": value, "controllability": control},
+                      examples={"tables": {"return_conditioning": table}})
+
+    records = [rl("decision_transformer", s, 90 + s, (0.1, 0.5, 0.9 + 0.01 * s), 0.8) for s in range(3)]
+    records += [rl("bc_mlp", s, -10 + s, (0.0, 0.0, 0.0), 0.0) for s in range(3)]
+    md = report.write_report(records, tmp_path).read_text()
+    section = md[md.index("### rl / keytodoor-random"):]
+    assert "only the walks that stumbled on the key" in section  # the task's about text
+    assert "Best: **decision_transformer**, normalized_return 91" in section
+    assert "test_controllability" in md and "| 0.8000 |" in md
+    assert "](plots/rl_keytodoor-random_return_conditioning.png)" in section
+    assert_png(tmp_path / "plots" / "rl_keytodoor-random_return_conditioning.png")
+    fig = report.plot_example_table(records, "return_conditioning", "target_return", "achieved_return")
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    assert lines["decision_transformer (transformer, n=3)"].get_ydata() == pytest.approx([0.1, 0.5, 0.91])
+    assert "achieved_return = target_return" in lines  # the diagonal: same units on both axes
+    assert report.plot_example_table(records, "no_such_table", "x", "y") is None

@@ -58,6 +58,7 @@ class OfflineRLTask(Task):
     curve_episodes: ClassVar[int] = 20  # per target point, the same seeds at every target
     delayed: ClassVar[bool] = False  # the DT paper's delayed return: all reward at the episode's end
     leaderboard_metrics = ("controllability",)
+    example_plots = {"return_conditioning": ("target_return", "achieved_return")}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -320,6 +321,30 @@ DEFAULT_TASKS = {"cartpole-mixed", "pendulum-mixed", "keytodoor-random", "gamble
 EVAL_EPISODES = {"KeyToDoor-v0": 100, "LuckyGamble-v0": 100}
 WHAT = {"KeyToDoor-v0": "credit assignment: the key picked up in room 1 opens the door in room 3",
         "LuckyGamble-v0": "stochastic rewards: the data's high returns are luck, playing safe is optimal"}
+# For the report: what each dataset asks of the four kinds of learner (sequence models conditioned on
+# the return: DT, Decision LSTM; cloning: BC, %BC; temporal differences: IQL).
+ABOUT = {
+    "mixed": "Random, medium and expert episodes (40/50/10%), as D4RL's medium-replay. The medium "
+             "controller is systematically different from the expert, so cloning everything (BC) copies "
+             "a blend; the best 10% by return are the expert's, so %BC is cloning the expert; the DT "
+             "must find the expert by asking for its return, IQL by its values.",
+    "medium": "One medium controller only: nothing better to find in the data. BC is the natural "
+              "learner; return conditioning and filtering can only pick its luckier episodes.",
+    "expert": "Expert episodes only: every learner should clone them.",
+    "KeyToDoor-v0": "Random walks (the DT paper's Key-to-Door): only the walks that stumbled on the "
+                    "key and then on the door (17%) pay. BC copies the walk and fails; %BC keeps "
+                    "those that paid; the DT asks for a return of 1, and must tie the door's reward "
+                    "to the key picked up 5-19 steps earlier, which it sees in its context; IQL must "
+                    "propagate the reward back through the distractor room by temporal differences.",
+    "LuckyGamble-v0": "Uniform-random play of safe (+1) and gamble (+4 with p = 0.2, else -1) for 10 "
+                      "steps: every return above 10 is luck, and the top 10% by return all gambled. "
+                      "%BC and return conditioning above 10 follow the lucky gamblers (Paster et al. "
+                      "2022); IQL's critic averages the outcomes and plays safe; the DT asked for "
+                      "exactly 10 can still play safe, because its context tells which rewards came.",
+    "delayed": " Delayed variant (the DT paper's): every reward arrives at the episode's last step, so "
+               "temporal-difference learning must carry it back through the whole episode, while the DT's "
+               "return to go stays the episode's return throughout and BC and %BC do not read rewards.",
+}
 
 for _env_id, _short in SHORT_NAMES.items():
     for _quality in QUALITIES.get(_env_id, ("expert", "medium", "mixed")):
@@ -332,6 +357,7 @@ for _env_id, _short in SHORT_NAMES.items():
             register_task(type(_name.title().replace("-", ""), (OfflineRLTask,), {
                 "name": _name, "env_id": _env_id, "quality": _quality, "delayed": _delayed, "options": _options,
                 "default": _name in DEFAULT_TASKS,
+                "about": ABOUT.get(_env_id, ABOUT.get(_quality, "")) + (ABOUT["delayed"] if _delayed else ""),
                 "description": f"{_what}, {_quality} behaviour dataset{', all reward at the end' if _delayed else ''}; "
                                "offline, rolled out in gymnasium",
                 "__module__": __name__}))
