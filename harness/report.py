@@ -222,7 +222,7 @@ def _best_lines(rows: pd.DataFrame) -> list[str]:
         ranked = group.sort_values("rank", kind="stable")
         labels = _labels(ranked) if len(rows) == len(group) else [f"{m} ({size}, {tuning})" for m in ranked["model"]]
         top = ranked.iloc[0]
-        half = _number(top.get("metric_ci95"))
+        half = _float(top.get("metric_ci95"))
         text = f"Best: **{labels[0]}**, {top['metric']} {top['metric_mean']:.4g}"
         text += f" ± {half:.3g}" if math.isfinite(half) else ""
         tied = [label for label, (_, r) in list(zip(labels, ranked.iterrows()))[1:] if r["rank"] == top["rank"]]
@@ -230,13 +230,6 @@ def _best_lines(rows: pd.DataFrame) -> list[str]:
             tied.append(labels[1])
         lines.append(text + (f"; the paired test cannot tell it from {', '.join(tied)}." if tied else "."))
     return lines
-
-
-def _number(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def save_png(fig: Figure, path: Path) -> Path:

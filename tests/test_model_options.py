@@ -34,7 +34,7 @@ SPECS = {
 SPEC_OF = {"vit": "image", "resnet": "image", "kws_resnet": "audio", "lstm_classifier": "audio", "conformer": "speech",
            "bilstm_ctc": "speech", "las": "speech", "gpt": "text", "lstm": "text", "transformer": "seq2seq",
            "lstm_seq2seq": "seq2seq", "decision_transformer": "rl", "decision_lstm": "rl", "bc_mlp": "rl",
-           "bc_top10": "rl"}
+           "bc_top10": "rl", "iql": "rl"}
 
 # (model, key, bad value, the whole message)
 BAD = [

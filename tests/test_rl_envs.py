@@ -14,6 +14,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
+from test_rl_data import assert_same
+
 from tasks.rl import controllers as ctl
 from tasks.rl import dataset as rd
 from tasks.rl import envs
@@ -23,14 +25,6 @@ G = envs.KEY_TO_DOOR_GRID
 L1, L2, L3 = envs.KEY_STEPS, envs.DISTRACTOR_STEPS, envs.DOOR_STEPS
 T = envs.KEY_TO_DOOR_STEPS
 UP, DOWN, LEFT, RIGHT = 0, 1, 2, 3
-
-
-def assert_same(a: dict, b: dict) -> None:
-    assert sorted(a) == sorted(b)
-    for key in a:
-        assert a[key].dtype == b[key].dtype, key
-        assert a[key].shape == b[key].shape, key
-        assert np.array_equal(a[key], b[key]), key
 
 
 def cell(obs: np.ndarray, at: int = 3) -> tuple[int, int]:

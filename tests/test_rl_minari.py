@@ -105,9 +105,11 @@ def test_flat_arrays_equal_the_episodes_written(task, written):
 def test_spec_and_training_batch(task):
     assert task.spec == {"kind": "offline_rl", "state_dim": 4, "act_dim": 2, "discrete": True,
                          "max_ep_len": TIME_LIMIT, "context_len": 4}
-    rtg, states, actions, timesteps, mask, targets = next(iter(task.train_batches(8, torch.Generator().manual_seed(0))))
+    batch = next(iter(task.train_batches(8, torch.Generator().manual_seed(0))))
+    rtg, states, actions, timesteps, mask, targets, rewards, next_states, terminals = batch
     assert rtg.shape == (8, 4, 1) and states.shape == (8, 4, 4) and actions.shape == (8, 4, 2)
-    assert timesteps.shape == mask.shape == targets.shape == (8, 4)
+    assert timesteps.shape == mask.shape == targets.shape == rewards.shape == terminals.shape == (8, 4)
+    assert next_states.shape == states.shape  # the transitions a TD learner (IQL) trains on
     assert mask[:, -1].all() and torch.isfinite(states).all()
 
 

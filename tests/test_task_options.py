@@ -68,6 +68,8 @@ DEFAULTS = {  # what every task's options were before they were declared: the sa
     **{n: {"label_smoothing": 0.0} for n in ("reverse", "sort", "addition", "dates")},
     **{f"{env}-{q}": {"context_len": 20, "eval_episodes": 10} for env in ("cartpole", "pendulum", "mountaincar")
        for q in ("expert", "medium", "mixed")},
+    **{f"{env}-mixed-delayed": {"context_len": 20, "eval_episodes": 10} for env in ("cartpole", "pendulum", "mountaincar")},
+    **{n: {"context_len": 20, "eval_episodes": 100} for n in ("keytodoor-random", "keytodoor-mixed", "gamble-random")},
     "minari": {"dataset": "mujoco/hopper/medium-v0", "context_len": 20, "eval_episodes": 10},
     "digits": {}, "mnist": {}, "fashion_mnist": {}, "cifar10": {}, "image_folder": {"image_size": 32},
     "synth_commands": {"n_mels": 40, "spec_augment": True, "clips_per_voice": 5, "seed": 0},
