@@ -24,8 +24,8 @@ the task's batches (every real step of its windows is a transition). Rewards arr
 (``OfflineRLTask.td_reward_scale``: the dataset's return range maps onto the episode length, CORL's
 1000 / (max return - min return) for 1000-step MuJoCo episodes).
 
-The target critic lives in buffers (``target_q1_*``, ``target_q2_*``): saved and restored with the model, moved with it,
-not counted as parameters, not trained. ``td_loss`` first moves it towards the twins, so each call
+The target critic lives in buffers (``target_q1_*``, ``target_q2_*``): saved and restored with the
+model, moved with it, not counted as parameters, not trained. ``td_loss`` first moves it towards the twins, so each call
 is one training step, as CORL's ``soft_update`` after each step.
 
 Acting: ``forward`` takes the Decision Transformer's arguments, reads the states only and returns the
@@ -45,18 +45,10 @@ from torch.func import functional_call
 from zoo.options import DROPOUT, Range
 from zoo.registry import register_model
 
+from .mlp import mlp
+
 EXP_ADV_MAX = 100.0  # CORL's clip on the advantage weight
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # CORL's GaussianPolicy
-
-
-def mlp(sizes: list[int], dropout: float = 0.0) -> nn.Sequential:
-    """Linear layers with ReLU (and dropout) between them, none after the last."""
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers += [nn.ReLU(), nn.Dropout(dropout)] if dropout else [nn.ReLU()]
-    return nn.Sequential(*layers)
 
 
 class IQL(nn.Module):

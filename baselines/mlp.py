@@ -23,6 +23,17 @@ from zoo.options import DROPOUT
 from zoo.registry import register_model
 
 
+def mlp(sizes: list[int], dropout: float = 0.0) -> nn.Sequential:
+    """Linear layers through ``sizes``, each but the last followed by ReLU and dropout (the offline-RL
+    baselines' network: BC's policy, IQL's policy, value and critics)."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers += [nn.ReLU(), nn.Dropout(dropout)]
+    return nn.Sequential(*layers)
+
+
 class BCMLP(nn.Module):
     """state (B, K, state_dim) -> action (B, K, act_dim), position by position."""
 
@@ -34,15 +45,9 @@ class BCMLP(nn.Module):
             raise ValueError(f"trajectory_fraction must be in (0, 1], got {trajectory_fraction}")
         self.state_dim, self.act_dim, self.discrete = state_dim, act_dim, discrete
         self.trajectory_fraction, self.context_len = trajectory_fraction, context_len
-        layers: list[nn.Module] = []
-        width = state_dim
-        for _ in range(num_layers):  # num_layers hidden layers
-            layers += [nn.Linear(width, hidden_dim), nn.ReLU(), nn.Dropout(dropout)]
-            width = hidden_dim
-        layers.append(nn.Linear(width, act_dim))
+        self.net = mlp([state_dim, *[hidden_dim] * num_layers, act_dim], dropout)  # num_layers hidden layers
         if not discrete:
-            layers.append(nn.Tanh())
-        self.net = nn.Sequential(*layers)
+            self.net.append(nn.Tanh())
 
     def forward(self, returns_to_go: Tensor | None, states: Tensor, actions: Tensor | None = None,
                 timesteps: Tensor | None = None, mask: Tensor | None = None) -> Tensor:

@@ -70,6 +70,9 @@ import numpy as np
 import pandas as pd
 from scipy.stats import t as student_t, ttest_ind_from_stats
 
+from tasks import get_task_class
+from zoo.registry import RegistryError
+
 from . import stats
 from .records import DEFAULT_TUNING, KEY, atomic_write_text, key_of, latest_config
 
@@ -322,14 +325,11 @@ def _cell(row: pd.Series, column: str) -> str:
 def task_metric_columns(df: pd.DataFrame) -> list[str]:
     """The ``test_<metric>`` columns that the rows' tasks show beside the headline
     (``Task.leaderboard_metrics``, e.g. offline RL's controllability)."""
-    from tasks import get_task_class  # here: the leaderboard reads records of tasks that may not be registered
-    from zoo.registry import RegistryError
-
     columns: list[str] = []
     for task in (df["task"].unique() if "task" in df.columns else []):
         try:
             names = get_task_class(task).leaderboard_metrics
-        except RegistryError:
+        except RegistryError:  # a record of a task this process does not register (an unloaded plugin's)
             continue
         columns += [f"test_{m}" for m in names if f"test_{m}" in df.columns and f"test_{m}" not in columns]
     return columns

@@ -72,10 +72,10 @@ def test_loss_is_the_three_iql_losses():
     reference.update_target()
     target = {n: getattr(reference, reference._target_name(n)) for n in reference._critic_params()}
 
-    def q(net, prefix, x):  # an MLP of two hidden ReLU layers from the given weights
-        for i in (0, 2):
+    def q(net, prefix, x):  # an MLP of two hidden ReLU layers from the given weights (Linear, ReLU, Dropout)
+        for i in (0, 3):
             x = F.relu(F.linear(x, net[f"{prefix}.{i}.weight"], net[f"{prefix}.{i}.bias"]))
-        return F.linear(x, net[f"{prefix}.4.weight"], net[f"{prefix}.4.bias"]).squeeze(-1)
+        return F.linear(x, net[f"{prefix}.6.weight"], net[f"{prefix}.6.bias"]).squeeze(-1)
 
     x = torch.cat([s, a], -1)
     target_q = torch.minimum(q(target, "q1", x), q(target, "q2", x))
@@ -102,7 +102,7 @@ def test_target_follows_the_twins_by_polyak_averaging():
     model.update_target()
     torch.testing.assert_close(model.target_q1_0_weight, w - 0.75)
     state = model.state_dict()
-    assert "target_q1_0_weight" in state and "target_q2_4_bias" in state  # checkpointed with the model
+    assert "target_q1_0_weight" in state and "target_q2_6_bias" in state  # checkpointed with the model
 
 
 def test_gradients_stay_within_each_learner():

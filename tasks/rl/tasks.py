@@ -23,6 +23,7 @@ return; ``examples`` records the return-conditioning curve (achieved return agai
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any, ClassVar, Iterable, Iterator
 
 import gymnasium as gym
@@ -212,7 +213,7 @@ class OfflineRLTask(Task):
         rtg = torch.zeros(N, T + 1, 1, device=device)
         returns, done = np.zeros(N), np.zeros(N, dtype=bool)
         obs = np.stack([env.reset(seed=int(s))[0] for env, s in zip(envs, seeds)])
-        rtg[:, 0, 0] = torch.as_tensor(np.broadcast_to(np.asarray(target_return, dtype=np.float32), (N,)).copy(),
+        rtg[:, 0, 0] = torch.as_tensor(np.broadcast_to(target_return, (N,)), dtype=torch.float32,
                                        device=device) / info["return_scale"]
         mean, std = torch.as_tensor(self.state_mean, device=device), torch.as_tensor(self.state_std, device=device)
         for t in range(T):
@@ -351,8 +352,8 @@ for _env_id, _short in SHORT_NAMES.items():
         for _delayed in (False, True) if f"{_short}-{_quality}" in DELAYED else (False,):
             _name = f"{_short}-{_quality}" + ("-delayed" if _delayed else "")
             _what = f"{_env_id} ({WHAT[_env_id]})" if _env_id in WHAT else _env_id
-            _options = ({**OfflineRLTask.options, "eval_episodes": Option(
-                EVAL_EPISODES[_env_id], minimum=1, help="fixed-seed episodes rolled out for the test score")}
+            _options = ({**OfflineRLTask.options, "eval_episodes": replace(
+                OfflineRLTask.options["eval_episodes"], default=EVAL_EPISODES[_env_id])}
                 if _env_id in EVAL_EPISODES else OfflineRLTask.options)
             register_task(type(_name.title().replace("-", ""), (OfflineRLTask,), {
                 "name": _name, "env_id": _env_id, "quality": _quality, "delayed": _delayed, "options": _options,
