@@ -213,8 +213,7 @@ class OfflineRLTask(Task):
         rtg = torch.zeros(N, T + 1, 1, device=device)
         returns, done = np.zeros(N), np.zeros(N, dtype=bool)
         obs = np.stack([env.reset(seed=int(s))[0] for env, s in zip(envs, seeds)])
-        rtg[:, 0, 0] = torch.as_tensor(np.broadcast_to(target_return, (N,)), dtype=torch.float32,
-                                       device=device) / info["return_scale"]
+        rtg[:, 0, 0] = torch.as_tensor(target_return, dtype=torch.float32, device=device).expand(N) / info["return_scale"]
         mean, std = torch.as_tensor(self.state_mean, device=device), torch.as_tensor(self.state_std, device=device)
         for t in range(T):
             states[:, t] = (torch.as_tensor(obs, dtype=torch.float32, device=device) - mean) / std
