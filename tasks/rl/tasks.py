@@ -345,6 +345,17 @@ ABOUT = {
                "temporal-difference learning must carry it back through the whole episode, while the DT's "
                "return to go stays the episode's return throughout and BC and %BC do not read rewards.",
 }
+# What the published runs found on a task, where a reader would ask why (measured by scripts/rl_copycat.py).
+FINDINGS = {
+    "pendulum-mixed": " Here the DT loses to BC, and not for want of capacity: teacher-forced on held-out "
+                      "expert episodes it predicts the expert's actions better than BC (mean squared error "
+                      "0.043 vs 0.075), but simply repeating the previous action does better still (0.025), "
+                      "because the expert's torque is bang-bang. The DT has learned to copy the actions in "
+                      "its context (the copycat problem of imitation from histories, Wen et al. 2020): rolled "
+                      "out, its context holds its own hesitant first actions, so it keeps pushing at about a "
+                      "third of the expert's torque and reverses late, even when asked for the exact return "
+                      "the expert got from that start (8.7 normalised). BC, which sees no history, cannot copy.",
+}
 
 for _env_id, _short in SHORT_NAMES.items():
     for _quality in QUALITIES.get(_env_id, ("expert", "medium", "mixed")):
@@ -357,7 +368,8 @@ for _env_id, _short in SHORT_NAMES.items():
             register_task(type(_name.title().replace("-", ""), (OfflineRLTask,), {
                 "name": _name, "env_id": _env_id, "quality": _quality, "delayed": _delayed, "options": _options,
                 "default": _name in DEFAULT_TASKS,
-                "about": ABOUT.get(_env_id, ABOUT.get(_quality, "")) + (ABOUT["delayed"] if _delayed else ""),
+                "about": (ABOUT.get(_env_id, ABOUT.get(_quality, "")) + FINDINGS.get(_name, "")
+                          + (ABOUT["delayed"] if _delayed else "")),
                 "description": f"{_what}, {_quality} behaviour dataset{', all reward at the end' if _delayed else ''}; "
                                "offline, rolled out in gymnasium",
                 "__module__": __name__}))
