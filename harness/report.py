@@ -35,9 +35,11 @@ from matplotlib import ticker
 from matplotlib.figure import Figure
 
 
-from . import leaderboard, report_tuning, studies, verdicts
+from . import leaderboard, report_html, report_tuning, studies, verdicts
 from .verdicts import task_class
-from .records import DEFAULT_TUNING, atomic_file, atomic_write_text
+from .records import atomic_file, atomic_write_text
+from .report_data import (COST_LABELS, best_lines, columns, curves, example_frame, labels, metric_label,
+                          pareto_front)
 
 FAMILY_STYLE = {  # family -> (colour, marker, line style)
     "transformer": ("tab:blue", "o", "-"),
@@ -48,10 +50,6 @@ FAMILY_PALETTE = {  # learning curves: one colour per model, from its family's s
     "transformer": ["tab:blue", "tab:cyan", "tab:purple", "navy", "tab:green"],
     "baseline": ["tab:orange", "tab:red", "tab:brown", "goldenrod", "tab:pink"],
 }
-REPORT_COLUMNS = ["task", "rank", "model", "family", "size", "metric", "metric_mean", "metric_std", "metric_ci95", "n_seeds",
-                  "param_count", "flops_per_sample", "train_time_s", "infer_samples_per_sec", "peak_mem_mb",
-                  "time_to_target_s"]
-OPTIONAL_COLUMNS = {"metric_std", "metric_ci95", *leaderboard.COST}  # shown only where some row has a value
 DPI = 120
 HOW_TO_READ = (
     "How to read: metric values are test-set means over seeds, `±` half the width of their 95% interval (seed "
@@ -63,35 +61,7 @@ HOW_TO_READ = (
     "Models on the Pareto front (ringed) are those that no other model beats in both metric and cost.")
 
 
-# ------------------------------------------------------------------------------------ the numbers
-
-def pareto_front(metric: Any, cost: Any, higher_is_better: bool) -> list[bool]:
-    """For each point, whether it is on the Pareto front of (metric, cost): no other point has a cost
-    <= its cost and a metric at least as good, with one of the two strictly better. Cost is always
-    lower-is-better; the metric's direction is ``higher_is_better``. Points with a NaN never are."""
-    m = np.asarray(metric, dtype=float) * (1.0 if higher_is_better else -1.0)  # larger = better
-    c = np.asarray(cost, dtype=float)
-    ok = np.isfinite(m) & np.isfinite(c)
-    front = []
-    for i in range(len(m)):
-        if not ok[i]:
-            front.append(False)
-            continue
-        dominated = ok & (c <= c[i]) & (m >= m[i]) & ((c < c[i]) | (m > m[i]))
-        front.append(not bool(dominated.any()))
-    return front
-
-
 # ------------------------------------------------------------------------------------ the figures
-
-def metric_label(task: str, metric: str, higher_is_better: bool, split: str = "test") -> str:
-    """What task ``task`` says its metric measures, e.g. 'test top1 (accuracy, higher is better)'."""
-    return task_class(task).metric_label(metric, higher_is_better, split)
-
-
-COST_LABELS = {"param_count": "parameters", "train_time_s": "training time (s)",
-               "flops_per_sample": "forward FLOPs per sample", "peak_mem_mb": "peak memory (MB)"}
-
 
 def plot_metric_vs_cost(rows: pd.DataFrame, cost: str) -> Figure | None:
     """One task's leaderboard rows: the headline test metric against ``cost`` (a column), one point per
@@ -106,7 +76,7 @@ def plot_metric_vs_cost(rows: pd.DataFrame, cost: str) -> Figure | None:
     low = pd.to_numeric(rows["metric_ci_low"], errors="coerce").to_numpy(float)
     high = pd.to_numeric(rows["metric_ci_high"], errors="coerce").to_numpy(float)
     front = np.array(pareto_front(y, x, higher))
-    labels = _labels(rows)
+    names = labels(rows)
     fig = Figure(figsize=(6.4, 4.4))
     ax = fig.add_subplot()
     seen: set[str] = set()
@@ -116,7 +86,7 @@ def plot_metric_vs_cost(rows: pd.DataFrame, cost: str) -> Figure | None:
         ax.errorbar(x[i], y[i], yerr=bar, fmt=marker, color=colour,
                     markersize=8, capsize=4, label=None if family in seen else family, zorder=3)
         seen.add(family)
-        ax.annotate(labels[i], (x[i], y[i]), textcoords="offset points", xytext=(6, 5), fontsize=8)
+        ax.annotate(names[i], (x[i], y[i]), textcoords="offset points", xytext=(6, 5), fontsize=8)
     if front.any():
         order = np.argsort(x[front])
         fx, fy = x[front][order], y[front][order]
@@ -145,16 +115,16 @@ def plot_learning_curves(records: list[dict[str, Any]]) -> Figure | None:
     """One task's records: the validation headline metric against epoch (step where a history has no
     epochs), one line per model (mean over seeds) with a min..max band over seeds; solid lines for
     transformers, dashed for baselines. None when no record has a validation history."""
-    curves = _curves(records)
-    if not curves:
+    found = curves(records)
+    if not found:
         return None
     r0 = records[0]
     metric, higher = r0["metric"], bool(r0["higher_is_better"])
-    x_name = "epoch" if all(c["x_name"] == "epoch" for c in curves) else "step"
+    x_name = "epoch" if all(c["x_name"] == "epoch" for c in found) else "step"
     fig = Figure(figsize=(6.4, 4.4))
     ax = fig.add_subplot()
     used = {family: 0 for family in FAMILY_PALETTE}
-    for c in curves:
+    for c in found:
         palette = FAMILY_PALETTE.get(c["family"], [OTHER_STYLE[0]])
         colour = palette[used.get(c["family"], 0) % len(palette)]
         used[c["family"]] = used.get(c["family"], 0) + 1
@@ -182,10 +152,7 @@ def plot_example_table(records: list[dict[str, Any]], name: str, x: str, y: str)
     conditioning: ``y`` against ``x``, one line per model (mean over seeds) with a min..max band; the
     diagonal y = x where both are in the same units (the columns end alike, e.g. ``*_return``). None
     when no record has the table."""
-    rows = [{"model": r["model"], "family": r.get("family", leaderboard.NO_FAMILY), "seed": r["seed"],
-             "x": row.get(x), "y": row.get(y)}
-            for r in records for row in (r.get("examples") or {}).get("tables", {}).get(name, [])]
-    frame = pd.DataFrame(rows).dropna() if rows else pd.DataFrame()
+    frame = example_frame(records, name, x, y)
     if frame.empty:
         return None
     fig = Figure(figsize=(6.4, 4.4))
@@ -214,24 +181,6 @@ def plot_example_table(records: list[dict[str, Any]], name: str, x: str, y: str)
     return fig
 
 
-def _best_lines(rows: pd.DataFrame) -> list[str]:
-    """Per size and tuning (the rows that compete): 'Best: model, metric mean ± its 95% interval', with
-    the model that the paired test cannot tell from it (the next one, when the best's rank is a tie)."""
-    lines = []
-    for (size, tuning), group in rows.groupby(["size", "tuning"], sort=True):
-        ranked = group.sort_values("rank", kind="stable")
-        labels = _labels(ranked) if len(rows) == len(group) else [f"{m} ({size}, {tuning})" for m in ranked["model"]]
-        top = ranked.iloc[0]
-        half = _float(top.get("metric_ci95"))
-        text = f"Best: **{labels[0]}**, {top['metric']} {top['metric_mean']:.4g}"
-        text += f" ± {half:.3g}" if math.isfinite(half) else ""
-        tied = [label for label, (_, r) in list(zip(labels, ranked.iterrows()))[1:] if r["rank"] == top["rank"]]
-        if len(ranked) > 1 and leaderboard._is_true(top.get("rank_tie")) and labels[1] not in tied:
-            tied.append(labels[1])
-        lines.append(text + (f"; the paired test cannot tell it from {', '.join(tied)}." if tied else "."))
-    return lines
-
-
 def save_png(fig: Figure, path: Path) -> Path:
     """Save ``fig`` as PNG atomically (records.atomic_file)."""
     try:
@@ -255,24 +204,26 @@ def write_report(records: list[dict[str, Any]], out: Path, outcomes: leaderboard
     lines = ["# attention-zoo report", ""]
     if board.empty:
         lines += ["No successful cell records yet: run `python -m harness run DOMAIN` first.", ""]
+        report_html.write_html(out, board, ok, None, [], HOW_TO_READ)
         return _write_md(out, lines)
     table = verdicts.verdicts(board, outcomes or {}, pairs)
     verdicts.write(table, out / "verdicts.csv")
     finished = max((str(r.get("finished", "")) for r in ok), default="")
-    lines += [f"{len(ok)} cell records, {board['domain'].nunique()} domain(s), {len(board)} leaderboard rows; "
-              f"latest cell finished {finished} (UTC).", "", HOW_TO_READ, "",
-              "## Transformers vs baselines", "", *verdicts.summary_lines(table), ""]
+    summary = [f"{len(ok)} cell records, {board['domain'].nunique()} domain(s), {len(board)} leaderboard rows; "
+               f"latest cell finished {finished} (UTC).", *verdicts.summary_lines(table)]
+    report_html.write_html(out, board, ok, table, summary, HOW_TO_READ)
+    lines += [summary[0], "", HOW_TO_READ, "", "## Transformers vs baselines", "", *summary[1:], ""]
     lines += report_tuning.section(ok, board, outcomes or {}, out, save_png)
     lines += studies.section(board, outcomes or {}, out, save_png)
     for domain, domain_rows in board.groupby("domain", sort=True):
-        lines += [f"## {domain}", "", leaderboard.to_markdown(domain_rows, _columns(domain_rows)), ""]
+        lines += [f"## {domain}", "", leaderboard.to_markdown(domain_rows, columns(domain_rows)), ""]
         if leaderboard.has_ties(domain_rows):
             lines += [leaderboard.TIE_NOTE, ""]
         for task, rows in domain_rows.groupby("task", sort=True):
             lines += [f"### {domain} / {task}", ""]
             about = task_class(task).about
             lines += [about, ""] if about else []
-            lines += [*_best_lines(rows), ""]
+            lines += [*best_lines(rows), ""]
             task_records = [r for r in ok if r["domain"] == domain and r["task"] == task]
             figures = {
                 "params": (plot_metric_vs_cost(rows, "param_count"), "metric vs parameters"),
@@ -290,7 +241,7 @@ def write_report(records: list[dict[str, Any]], out: Path, outcomes: leaderboard
                 save_png(fig, out / "plots" / name)
                 lines.append(f"![{task}: {alt}](plots/{name})")
             front = rows[pareto_front(rows["metric_mean"], rows["param_count"], bool(rows["higher_is_better"].iloc[0]))]
-            lines += ["", f"Pareto front in (metric, parameters): {', '.join(_labels(front)) or '-'}.", ""]
+            lines += ["", f"Pareto front in (metric, parameters): {', '.join(labels(front)) or '-'}.", ""]
     return _write_md(out, lines)
 
 
@@ -300,57 +251,6 @@ def _write_md(out: Path, lines: list[str]) -> Path:
     path = out / "REPORT.md"
     atomic_write_text(path, "\n".join(lines).rstrip() + "\n")
     return path
-
-
-def _columns(rows: pd.DataFrame) -> list[str]:
-    at = REPORT_COLUMNS.index("n_seeds") + 1
-    columns = REPORT_COLUMNS[:at] + leaderboard.task_metric_columns(rows) + REPORT_COLUMNS[at:]
-    return [c for c in columns if c in rows.columns
-            and (c not in OPTIONAL_COLUMNS or pd.to_numeric(rows[c], errors="coerce").notna().any())]
-
-
-def _curves(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per (model, size): a frame of (seed, epoch, step, y) from the records' histories."""
-    key = f"val_{records[0]['metric']}" if records else ""
-    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
-    for r in records:
-        groups.setdefault((r["model"], r["size"], r.get("tuning", DEFAULT_TUNING)), []).append(r)
-    sizes, tunings = {size for _, size, _ in groups}, {tuning for _, _, tuning in groups}
-    curves = []
-    for (model, size, tuning), recs in sorted(groups.items()):
-        points = [{"seed": r["seed"], "epoch": h.get("epoch"), "step": h.get("step"), "y": h[key]}
-                  for r in recs for h in (r.get("history") or []) if _finite(h.get(key))]
-        if not points:
-            continue
-        frame = pd.DataFrame(points)
-        x_name = "epoch" if frame["epoch"].notna().all() else "step"
-        if frame[x_name].isna().any():
-            continue
-        frame = frame.assign(**{x_name: frame[x_name].astype(float).round(6)})
-        shown = [size] * (len(sizes) > 1) + [tuning] * (len(tunings) > 1)
-        curves.append({"label": f"{model} ({', '.join(shown)})" if shown else model, "family": recs[0].get("family"),
-                       "n": frame["seed"].nunique(), "frame": frame, "x_name": x_name})
-    return curves
-
-
-def _labels(rows: pd.DataFrame) -> list[str]:
-    sizes, tunings = rows["size"].nunique() > 1, "tuning" in rows and rows["tuning"].nunique() > 1
-    labels = []
-    for _, r in rows.iterrows():
-        shown = [str(r["size"])] * sizes + [str(r["tuning"])] * tunings
-        labels.append(f"{r['model']} ({', '.join(shown)})" if shown else str(r["model"]))
-    return labels
-
-
-def _float(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _slug(name: str) -> str:
