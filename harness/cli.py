@@ -136,6 +136,10 @@ def _run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                      help="import MODULE first, so that the models it registers can run (repeatable)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--track", action="append", metavar="mlflow[=URI]|tensorboard",
+                     help="also log each finished cell to a tracker: MLflow (default URI: sqlite:///OUT/mlflow.db; "
+                          "a tracking server's http://HOST:5000 works the same) or TensorBoard (event files under "
+                          "OUT/tensorboard); repeatable. A tracker that fails only warns")
     run.add_argument("--force", action="store_true",
                      help="rerun cells that already finished with the same configuration (default: skip them)")
     run.add_argument("--deterministic", action="store_true",
