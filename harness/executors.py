@@ -133,6 +133,7 @@ class Executor(ABC):
     cells to stop, and raises :class:`StopRequested`."""
 
     name = "local"
+    slots = 1  # cells it runs at once
 
     @abstractmethod
     def run(self, cells: list[Cell], tasks: dict[str, Task]) -> Iterator[tuple[Cell, dict[str, Any] | None]]:
@@ -177,6 +178,7 @@ class ProcessExecutor(Executor):
     def __init__(self, jobs: int) -> None:
         import multiprocessing
         context = multiprocessing.get_context("spawn")
+        self.slots = jobs
         self.stop = context.Event()
         self.pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_process_worker,
                                         initargs=(self.stop,))
@@ -243,6 +245,9 @@ class RayExecutor(Executor):
                                  f"nodes; with token auth, its token must be here (~/.ray/auth_token or "
                                  f"RAY_AUTH_TOKEN)") from None
         self.remote = ray.remote(execute).options(num_cpus=cpus, num_gpus=gpus, max_retries=0)
+        resources = ray.cluster_resources()  # cells at once: as many as the cluster's CPUs (and GPUs) hold
+        fits = [resources.get("CPU", 1.0) / cpus] + ([resources.get("GPU", 0.0) / gpus] if gpus else [])
+        self.slots = max(1, int(min(fits)))
 
     def run(self, cells: list[Cell], tasks: dict[str, Task]) -> Iterator[tuple[Cell, dict[str, Any]]]:
         refs = {self.remote.remote(cell): cell for cell in cells}

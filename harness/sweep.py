@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 import baselines  # noqa: F401  (registers the baseline models)
 import tasks as tasks_pkg
@@ -21,7 +22,7 @@ from tasks.base import Task
 from zoo.registry import RegistryError, get_model_entry, list_models, unknown_name_error
 from zoo.sizing import count_params, fit_to_params
 
-from . import distributed, executors, leaderboard, report, tune, verdicts
+from . import distributed, executors, leaderboard, report, tracking, tune, verdicts
 from .arguments import parse_value
 from .config import RunConfig, resolve
 from .devices import resolve_device, set_deterministic
@@ -134,6 +135,7 @@ class Plan:
     models: dict[str, list[str]] = field(default_factory=dict)  # task name -> model names
     configs: dict[tuple[str, str], RunConfig] = field(default_factory=dict)
     tuned: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # (task, model) -> its study (tune)
+    trackers: tracking.Trackers = field(default_factory=tracking.Trackers)  # --track: MLflow, TensorBoard
 
     def seeds(self, task: Task) -> int:
         return self.args.seeds or task.default_seeds
@@ -143,9 +145,9 @@ class Plan:
         return [(task, model, seed) for name, task in self.tasks.items() for model in self.models[name]
                 for seed in range(start, start + self.seeds(task))]
 
-    def log(self, message: str) -> None:  # rank 0 speaks for a DDP group
+    def log(self, message: str) -> None:  # rank 0 speaks for a DDP group; above any progress bars
         if self.group.is_main:
-            print(message, file=sys.stderr)
+            tqdm.write(message, file=sys.stderr)
 
 
 def _make_tasks(plan: Plan) -> None:
@@ -253,6 +255,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     when interrupted (finished cells are kept and published)."""
     load_plugins(args.plugin)
     check_executor(args)
+    track = tracking.parse_track(getattr(args, "track", None))
     if getattr(args, "tune", None):
         tune.check_args(args)
     device = resolve_device(args.device) if args.executor != "ray" else ray_device(args)
@@ -260,6 +263,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     try:
         plan = make_plan(args, device, group)
         check_writable(args.out, output_folders(plan))
+        plan.trackers = tracking.open_trackers(track if group.is_main else [], args.out)  # before any training
         set_deterministic(args.deterministic)
         threads = executors.default_threads(args.executor, args.jobs, args.cpus_per_cell)
         if getattr(args, "tune", None):
@@ -270,6 +274,8 @@ def run_sweep(args: argparse.Namespace) -> int:
         plan.log(_plan_line(plan, len(plan.cells()), len(todo)))
         return _execute(plan, records, todo)
     finally:
+        if "plan" in locals():
+            plan.trackers.close()
         if args.ddp:
             distributed.shutdown()
 
@@ -280,15 +286,17 @@ def _execute(plan: Plan, records: list[dict[str, Any]], todo: list[executors.Cel
     failed: list[dict[str, Any]] = []
     start = time.perf_counter()
     with stop_on_signals():
-        executor = None
+        executor, overall = None, None
         try:
             if todo:
                 executor = executors.make_executor(args.executor, jobs=args.jobs, address=args.ray_address,
                                                    cpus=args.cpus_per_cell or 1, gpus=args.gpus_per_cell,
                                                    progress=not args.quiet, group=group)
+                overall = OverallBar(len(todo), executor.slots, enabled=not args.quiet and group.is_main)
             for i, (cell, record) in enumerate(executor.run(todo, plan.tasks) if executor else [], 1):
                 if record is not None:  # None: a DDP rank other than 0, which has no record
                     _keep(plan, cell, record, executor.name, f"[{i}/{len(todo)}]", records, failed)
+                overall.advance()
         except KeyboardInterrupt:
             plan.log(f"\nharness: interrupted; {len(records)} of {len(plan.cells())} cells finished and are kept in "
                      f"{args.out / 'runs'} (a cell that was running saved a checkpoint: rerun the same command "
@@ -299,6 +307,8 @@ def _execute(plan: Plan, records: list[dict[str, Any]], todo: list[executors.Cel
             _publish_main(plan, records)
             raise
         finally:
+            if overall is not None:
+                overall.close()
             if executor is not None:
                 executor.close()
     _publish_main(plan, records)
@@ -320,7 +330,8 @@ def _keep(plan: Plan, cell: executors.Cell, record: dict[str, Any], executor: st
         record["tuned"] = plan.tuned[cell.task, cell.model]
     where = (plan.args.out, task.domain, task.name, cell.model, cell.config.label, cell.seed, record["config_hash"])
     ok = record["status"] == "ok"
-    write_record(record_path(*where, failed=not ok), record)  # a failed attempt never replaces a good record
+    written = write_record(record_path(*where, failed=not ok), record)  # a failed attempt never replaces a good record
+    plan.trackers.cell(record, written)  # --track: after the record is safe; a tracker that fails only warns
     if ok:
         record_path(*where, failed=True).unlink(missing_ok=True)
     if ok:
@@ -362,6 +373,31 @@ def results_lock(out: Path):
 def _publish_main(plan: Plan, records: list[dict[str, Any]]) -> None:
     if records and plan.group.is_main:
         publish(records, plan.args.out, plan.args.domain)
+        plan.trackers.published(plan.args.domain, plan.args.out / f"leaderboard_{plan.args.domain}.csv")
+
+
+class OverallBar:
+    """The sweep's own progress bar, above each cell's: cells done of those to run, how many are
+    running and waiting (from the executor's slots), and tqdm's estimate of the time left."""
+
+    def __init__(self, total: int, slots: int, enabled: bool) -> None:
+        self.total, self.slots, self.done = total, max(1, slots), 0
+        self.bar = tqdm(total=total, desc="sweep", unit="cell", position=0, leave=True, dynamic_ncols=True,
+                        disable=None if enabled else True)  # None: shown on a terminal only
+        self._postfix()
+
+    def _postfix(self) -> None:
+        left = self.total - self.done
+        running = min(left, self.slots)
+        self.bar.set_postfix_str(f"{running} running, {left - running} waiting", refresh=True)
+
+    def advance(self) -> None:
+        self.done += 1
+        self.bar.update(1)
+        self._postfix()
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def _existing_board(path: Path, out: Path, domain: str) -> pd.DataFrame:
@@ -399,4 +435,4 @@ def publish(records: list[dict[str, Any]], out: Path, domain: str) -> None:
     print(leaderboard.to_text(new))
     print("\n".join(["", *verdicts.run_lines(verdicts.verdicts(new, outcomes))]))
     print(f"\nwrote {path} (and .md); records in {out / 'runs' / domain}")
-    print(f"wrote {report_path} (plots in {out / 'plots'})")
+    print(f"wrote {report_path} and {out / 'report.html'} (plots in {out / 'plots'})")

@@ -560,3 +560,26 @@ def test_compile_flag_compiles_the_training_model(tmp_path, capsys, monkeypatch)
     assert code == 0, err
     assert compiled == ["VisionTransformer"]
     assert json.loads(record_file(tmp_path / "runs/vision/digits/vit-tiny-seed0.json").read_text())["config"]["compile"] is True
+
+
+class Terminal(__import__("io").StringIO):
+    def isatty(self) -> bool:  # tqdm draws only on a terminal
+        return True
+
+
+def test_the_sweep_bar_counts_cells_done_running_and_waiting(monkeypatch):
+    from harness import sweep
+    screen = Terminal()
+    monkeypatch.setattr(sys, "stderr", screen)
+    bar = sweep.OverallBar(total=3, slots=2, enabled=True)
+    assert bar.bar.postfix == "2 running, 1 waiting"
+    bar.advance()
+    assert bar.bar.postfix == "2 running, 0 waiting"
+    bar.advance()
+    assert bar.bar.postfix == "1 running, 0 waiting"
+    bar.advance()
+    bar.close()
+    shown = screen.getvalue()
+    assert "sweep: 100%" in shown and "3/3" in shown and "0 running, 0 waiting" in shown
+    quiet = sweep.OverallBar(total=3, slots=1, enabled=False)
+    assert quiet.bar.disable
