@@ -38,8 +38,8 @@ from matplotlib.figure import Figure
 from . import leaderboard, report_html, report_tuning, studies, verdicts
 from .verdicts import task_class
 from .records import atomic_file, atomic_write_text
-from .report_data import (COST_LABELS, best_lines, columns, curves, example_frame, labels, metric_label,
-                          pareto_front)
+from .report_data import (COST_LABELS, best_lines, columns, cost_points, curves, example_frame, labels,
+                          metric_label, pareto_front)
 
 FAMILY_STYLE = {  # family -> (colour, marker, line style)
     "transformer": ("tab:blue", "o", "-"),
@@ -67,15 +67,11 @@ def plot_metric_vs_cost(rows: pd.DataFrame, cost: str) -> Figure | None:
     """One task's leaderboard rows: the headline test metric against ``cost`` (a column), one point per
     model coloured and shaped by family, 95% error bars where n > 1, the Pareto front as a step line
     through ringed points. None when no row has both numbers."""
-    rows = rows[pd.to_numeric(rows[cost], errors="coerce").notna() & rows["metric_mean"].notna()]
-    if rows.empty:
+    points = cost_points(rows, cost)
+    if points is None:
         return None
-    task, metric, higher = rows["task"].iloc[0], rows["metric"].iloc[0], bool(rows["higher_is_better"].iloc[0])
-    x = pd.to_numeric(rows[cost]).to_numpy(float)
-    y = rows["metric_mean"].to_numpy(float)
-    low = pd.to_numeric(rows["metric_ci_low"], errors="coerce").to_numpy(float)
-    high = pd.to_numeric(rows["metric_ci_high"], errors="coerce").to_numpy(float)
-    front = np.array(pareto_front(y, x, higher))
+    rows, task, metric, higher = points.rows, points.task, points.metric, points.higher
+    x, y, low, high, front = points.x, points.y, points.low, points.high, points.front
     names = labels(rows)
     fig = Figure(figsize=(6.4, 4.4))
     ax = fig.add_subplot()

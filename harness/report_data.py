@@ -6,6 +6,7 @@ labels of rows."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,36 @@ def pareto_front(metric: Any, cost: Any, higher_is_better: bool) -> list[bool]:
         dominated = ok & (c <= c[i]) & (m >= m[i]) & ((c < c[i]) | (m > m[i]))
         front.append(not bool(dominated.any()))
     return front
+
+
+@dataclass
+class CostPoints:
+    """One task's leaderboard rows that have both the metric and ``cost``, as arrays: the metric's mean
+    ``y`` with its 95% interval ``low``..``high`` (NaN with one seed), the cost ``x``, and the Pareto front."""
+
+    rows: pd.DataFrame
+    task: str
+    metric: str
+    higher: bool
+    x: np.ndarray
+    y: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    front: np.ndarray
+
+
+def cost_points(rows: pd.DataFrame, cost: str) -> CostPoints | None:
+    """:class:`CostPoints` of ``rows`` against the column ``cost``; None when no row has both numbers."""
+    rows = rows[pd.to_numeric(rows[cost], errors="coerce").notna() & rows["metric_mean"].notna()]
+    if rows.empty:
+        return None
+    higher = bool(rows["higher_is_better"].iloc[0])
+    x = pd.to_numeric(rows[cost]).to_numpy(float)
+    y = rows["metric_mean"].to_numpy(float)
+    return CostPoints(rows, rows["task"].iloc[0], rows["metric"].iloc[0], higher, x, y,
+                      pd.to_numeric(rows["metric_ci_low"], errors="coerce").to_numpy(float),
+                      pd.to_numeric(rows["metric_ci_high"], errors="coerce").to_numpy(float),
+                      np.array(pareto_front(y, x, higher)))
 
 
 def metric_label(task: str, metric: str, higher_is_better: bool, split: str = "test") -> str:

@@ -34,8 +34,8 @@ from plotly.offline import get_plotlyjs
 
 from . import leaderboard
 from .records import atomic_write_text, key_of, record_path
-from .report_data import (COST_LABELS, best_lines, columns, curves, example_frame, labels, metric_label,
-                          pareto_front)
+from .report_data import (COST_LABELS, best_lines, columns, cost_points, curves, example_frame, labels,
+                          metric_label)
 from .verdicts import task_class
 
 FAMILY_COLOURS = {"transformer": "#1f77b4", "baseline": "#ff7f0e"}
@@ -69,14 +69,11 @@ def figure_metric_vs_cost(rows: pd.DataFrame, cost: str) -> go.Figure | None:
     """One task's leaderboard rows: the headline test metric against ``cost``, one marker per model
     (colour and shape by family), asymmetric 95% error bars where n > 1, the Pareto front as a dotted
     step line. Hover: model, seeds, the value with its interval, the cost. None when no row has both."""
-    rows = rows[pd.to_numeric(rows[cost], errors="coerce").notna() & rows["metric_mean"].notna()]
-    if rows.empty:
+    points = cost_points(rows, cost)
+    if points is None:
         return None
-    task, metric, higher = rows["task"].iloc[0], rows["metric"].iloc[0], bool(rows["higher_is_better"].iloc[0])
-    x = pd.to_numeric(rows[cost]).to_numpy(float)
-    y = rows["metric_mean"].to_numpy(float)
-    low = pd.to_numeric(rows["metric_ci_low"], errors="coerce").to_numpy(float)
-    high = pd.to_numeric(rows["metric_ci_high"], errors="coerce").to_numpy(float)
+    rows, task, metric, higher = points.rows, points.task, points.metric, points.higher
+    x, y, low, high, front = points.x, points.y, points.low, points.high, points.front
     names = np.array(labels(rows), dtype=object)
     fig = go.Figure()
     for family in sorted(set(rows["family"])):
@@ -93,7 +90,6 @@ def figure_metric_vs_cost(rows: pd.DataFrame, cost: str) -> go.Figure | None:
             hovertemplate=(f"<b>%{{customdata[0]}}</b> ({family})<br>seeds: %{{customdata[1]}}<br>"
                            f"{metric}: %{{y:.4g}}, 95% CI %{{customdata[2]}}<br>"
                            f"{COST_LABELS.get(cost, cost)}: %{{x:,.4g}}<extra></extra>")))
-    front = np.array(pareto_front(y, x, higher))
     if front.any():
         order = np.argsort(x[front])
         fig.add_trace(go.Scatter(x=x[front][order], y=y[front][order], mode="lines", name="Pareto front",
