@@ -75,6 +75,7 @@ def figure_metric_vs_cost(rows: pd.DataFrame, cost: str) -> go.Figure | None:
     rows, task, metric, higher = points.rows, points.task, points.metric, points.higher
     x, y, low, high, front = points.x, points.y, points.low, points.high, points.front
     names = np.array(labels(rows), dtype=object)
+    x_format = ",.0f" if cost in ("param_count", "flops_per_sample") else ".4g"  # 153,700 parameters; 21.3 s
     fig = go.Figure()
     for family in sorted(set(rows["family"])):
         at = (rows["family"] == family).to_numpy()
@@ -89,7 +90,7 @@ def figure_metric_vs_cost(rows: pd.DataFrame, cost: str) -> go.Figure | None:
             customdata=np.column_stack([names[at], rows["n_seeds"].to_numpy()[at], interval]),
             hovertemplate=(f"<b>%{{customdata[0]}}</b> ({family})<br>seeds: %{{customdata[1]}}<br>"
                            f"{metric}: %{{y:.4g}}, 95% CI %{{customdata[2]}}<br>"
-                           f"{COST_LABELS.get(cost, cost)}: %{{x:,.4g}}<extra></extra>")))
+                           f"{COST_LABELS.get(cost, cost)}: %{{x:{x_format}}}<extra></extra>")))
     if front.any():
         order = np.argsort(x[front])
         fig.add_trace(go.Scatter(x=x[front][order], y=y[front][order], mode="lines", name="Pareto front",
