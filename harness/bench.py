@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import argparse
 import copy
+import re
 import statistics
 from dataclasses import dataclass
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import pandas as pd
 import torch
@@ -50,12 +51,27 @@ from zoo.registry import get_model_entry, list_models
 from .arguments import positive_int
 from .devices import PeakMemory, autocast, resolve_device
 from .errors import UsageError
+from .measure import bf16_peak, mfu
 from .records import device_name, git_commit, write_or_rescue
 from .sweep import check_writable
 
-# dense bf16 peak FLOP/s of GPUs we may meet (for MFU); matched by substring of the device name
-BF16_PEAK = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12, "L4": 121e12,
-             "RTX 4090": 165e12, "RTX 3090": 71e12, "V100": 125e12}
+# Which SDPA implementation ran, by the names of the profiler's events, lower-cased. The ops decide (PyTorch
+# 2.x on CUDA: the aten op of the implementation, the forward/backward ops under it, its autograd node); the
+# CUDA kernel names only where no such op was recorded. cuDNN comes first in both: its kernels are named
+# like "cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16_knob_..." and contain "flash".
+SDPA_OPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("cudnn", ("aten::_scaled_dot_product_cudnn_attention", "scaleddotproductcudnnattentionbackward")),
+    ("flash", ("aten::_scaled_dot_product_flash_attention", "aten::_flash_attention_",
+               "scaleddotproductflashattentionbackward")),
+    ("efficient", ("aten::_scaled_dot_product_efficient_attention", "aten::_efficient_attention_",
+                   "scaleddotproductefficientattentionbackward")),
+    ("math", ("aten::_scaled_dot_product_attention_math",)),
+)
+SDPA_KERNELS: tuple[tuple[str, str], ...] = (
+    ("cudnn", r"cudnn.*(sdpa|flash|fmha|attn|attention|fusion::)|sm\d+_flash_[fb]prop|native_sdpa"),
+    ("flash", r"pytorch_flash::|flash_fwd|flash_bwd"),
+    ("efficient", r"fmha_cutlass|memeffattention"),
+)
 
 
 def sync(device: torch.device) -> None:
@@ -84,17 +100,27 @@ def median_time(fn: Callable[[], Any], device: torch.device, warmup: int, iters:
 
 # ------------------------------------------------------------------------------------ attention
 
+def attention_kernel(names: Iterable[str]) -> str:
+    """The SDPA implementation (cudnn, flash, efficient or math) that the profiler events ``names``
+    (aten ops and CUDA kernels) show: by the aten ops where one of :data:`SDPA_OPS` is there, else by
+    the kernels (:data:`SDPA_KERNELS`), else math (bmm and softmax, or nothing fused)."""
+    lowered = [n.lower() for n in names]
+    for label, ops in SDPA_OPS:
+        if any(op in n for n in lowered for op in ops):
+            return label
+    for label, pattern in SDPA_KERNELS:
+        if any(re.search(pattern, n) for n in lowered):
+            return label
+    return "math"
+
+
 def sdpa_kernel(fn: Callable[[], Any]) -> str:
-    """Which SDPA implementation ran on CUDA (flash, efficient, cudnn or math), from the profiler."""
+    """Which SDPA implementation ``fn`` ran on CUDA (flash, efficient, cudnn or math), from the profiler."""
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as prof:
         fn()
         torch.cuda.synchronize()
-    names = " ".join(e.name.lower() for e in prof.events())
-    for kernel in ("flash", "efficient", "cudnn"):
-        if kernel in names:
-            return kernel
-    return "math"
+    return attention_kernel(e.name for e in prof.events())
 
 
 def raw_sdpa(attn: MultiHeadAttention, x: Tensor, causal: bool, bias: Tensor | None) -> Tensor:
@@ -219,7 +245,8 @@ def train_flops(pair: Pair, model: nn.Module, device: torch.device) -> float:
 def bench_pairs(pairs: list[Pair], device: torch.device, precision: str, warmup: int, iters: int,
                 compile: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     models, ratios = [], []
-    peak = next((v for k, v in BF16_PEAK.items() if k in device_name(device)), None) if device.type == "cuda" else None
+    name = device_name(device)
+    peak = bf16_peak(name) if device.type == "cuda" else None
     for pair in pairs:
         candidates = {"zoo": pair.ref.ours, **pair.ref.theirs}
         if compile:
@@ -242,9 +269,10 @@ def bench_pairs(pairs: list[Pair], device: torch.device, precision: str, warmup:
                    "train_samples_per_sec": pair.ref.batch_size / m["train"], "train_step_ms": 1e3 * m["train"],
                    "infer_samples_per_sec": pair.ref.batch_size / m["infer"], "infer_step_ms": 1e3 * m["infer"],
                    "peak_mem_mb": m["peak_mem_mb"], "mfu": float("nan")}
-            if peak:
-                row["mfu"] = train_flops(pair, pair.ref.ours if label == "zoo" else pair.ref.theirs[label], device) \
-                    / m["train"] / peak
+            if peak:  # counting FLOPs costs a step: only where there is a peak to divide by
+                plain = pair.ref.ours if label == "zoo" else pair.ref.theirs[label]  # not the compiled wrapper
+                flops = train_flops(pair, plain, device) / pair.ref.batch_size
+                row["mfu"] = mfu(flops, row["train_samples_per_sec"], name, device=device.type)
             models.append(row)
         for label in pair.ref.theirs:
             ratios.append({"model": pair.name, "reference": label,

@@ -33,6 +33,8 @@ flops_per_sample        forward FLOPs of one sample, mean over seeds (empty: not
 train_flops_per_sample  FLOPs of one training sample (forward + backward), mean over seeds
 train_time_s            mean wall time of training (evaluation excluded)
 train_samples_per_sec   mean training throughput
+mfu                     model FLOPs utilisation of a CUDA cell: train_flops_per_sample x throughput / the
+                        GPU's dense bf16 peak (harness.measure.bf16_peak); empty on CPU or an unknown GPU
 infer_samples_per_sec   mean evaluation (inference) throughput (empty: not recorded)
 peak_mem_mb             mean peak memory of the cell in MB: the CUDA allocator's peak on GPU, the
                         process's peak resident set on CPU (empty: not recorded)
@@ -77,11 +79,11 @@ from . import stats
 from .records import DEFAULT_TUNING, KEY, atomic_write_text, key_of, latest_config
 
 NO_FAMILY = "unknown"  # the family of a record that names none (older runs)
-COST = ["flops_per_sample", "train_flops_per_sample", "infer_samples_per_sec", "peak_mem_mb", "time_to_target_s"]
+COST = ["flops_per_sample", "train_flops_per_sample", "infer_samples_per_sec", "peak_mem_mb", "time_to_target_s", "mfu"]
 COLUMNS = ["domain", "task", "model", "family", "size", "tuning", "rank", "rank_tie", "metric", "higher_is_better",
            "metric_mean", "metric_std", "metric_ci95", "metric_ci_low", "metric_ci_high", "n_seeds", "seeds",
            "param_count", "params_target", "train_fraction", "train_size", "train_samples", "flops_per_sample", "train_flops_per_sample", "train_time_s", "train_samples_per_sec",
-           "infer_samples_per_sec", "peak_mem_mb", "time_to_target_s", "steps", "epochs", "batch_size", "lr",
+           "mfu", "infer_samples_per_sec", "peak_mem_mb", "time_to_target_s", "steps", "epochs", "batch_size", "lr",
            "weight_decay", "warmup_frac", "dropout", "device", "device_name", "backend", "precision", "torch_version", "git_commit",
            "config_hash", "date"]
 SHOWN = ["task", "rank", "model", "family", "size", "tuning", "metric", "metric_mean", "metric_std", "metric_ci95", "n_seeds",

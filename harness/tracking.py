@@ -36,7 +36,7 @@ ACCEPTED = "mlflow[=URI], tensorboard"
 PACKAGES = {"mlflow": ("mlflow", "mlflow"), "tensorboard": ("torch.utils.tensorboard", "tensorboard")}  # import, pip
 RUN_PARAMS = ("task", "model", "family", "size", "tuning", "seed", "device", "backend", "precision", "config_hash",
               "git_commit")
-COST = ("param_count", "flops_per_sample", "train_flops_per_sample", "train_time_s", "train_samples_per_sec",
+COST = ("param_count", "flops_per_sample", "train_flops_per_sample", "train_time_s", "train_samples_per_sec", "mfu",
         "infer_samples_per_sec", "peak_mem_mb", "time_to_target_s")
 MAX_PARAM_VALUE = 6000  # MLflow's limits: characters of a param's value, of a tag's value,
 MAX_TAG_VALUE = 8000

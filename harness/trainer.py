@@ -30,8 +30,8 @@ from zoo.registry import ModelEntry, get_model_entry
 from .config import RunConfig, resolve
 from .devices import PeakMemory, autocast, hold_data, on_device, to_device, use_channels_last
 from .distributed import SINGLE, STOP_POLL_STEPS, Group
-from .measure import has_unused_parameters, measure_flops
-from .records import atomic_save, config_hash, environment
+from .measure import has_unused_parameters, measure_flops, mfu
+from .records import atomic_save, config_hash, device_name, environment
 from .stopping import StopRequested, stop_requested
 
 
@@ -241,9 +241,14 @@ class CellTrainer:
             raise StopRequested(f"{self.name} stopped at step {state.step}")
         if epoch_steps == 0:
             raise RuntimeError(f"task {self.task.name!r} yielded no training batch")
-        train_loss = self.group.mean(epoch_loss / max(1, epoch_steps)).item()  # one host sync per epoch
+        return self.epoch_mean_loss(epoch_loss, epoch_steps)
+
+    def epoch_mean_loss(self, epoch_loss: torch.Tensor, steps: int) -> float:
+        """The epoch's mean training loss (over the processes training together): the one host sync
+        of an epoch; the steps themselves never wait for the device (tests/test_host_syncs.py)."""
+        train_loss = self.group.mean(epoch_loss / max(1, steps)).item()
         if not math.isfinite(train_loss):
-            raise TrainingDiverged(f"training loss became {train_loss} at step {state.step}")
+            raise TrainingDiverged(f"training loss became {train_loss} at step {self.state.step}")
         return train_loss
 
     def end_epoch(self, train_loss: float, bar: tqdm) -> None:
@@ -308,6 +313,9 @@ class CellTrainer:
     def record(self, tested: dict[str, Any]) -> dict[str, Any]:
         task, state, config = self.task, self.state, self.config
         flops, train_flops = self.flops
+        per_sec = state.samples / state.train_time if state.train_time else float("nan")
+        utilisation = mfu(train_flops, per_sec, device_name(self.device), device=self.device.type,
+                          num_gpus=self.group.world)  # of the GPU's dense bf16 peak; NaN on CPU
         return {
             "domain": task.domain, "task": task.name, "model": self.entry.name, "family": self.entry.family,
             "size": config.label, "tuning": config.tuning, "seed": self.seed, "status": "ok",
@@ -318,7 +326,7 @@ class CellTrainer:
             "param_count": self.param_count, "train_time_s": state.train_time, "eval_time_s": tested["eval_time_s"],
             "train_samples": state.samples, "train_size": task.num_train_samples(),
             "train_fraction": config.train_fraction, "params_target": config.params_target,
-            "train_samples_per_sec": state.samples / state.train_time if state.train_time else float("nan"),
+            "train_samples_per_sec": per_sec, "mfu": utilisation if math.isfinite(utilisation) else None,
             "infer_samples_per_sec": tested["infer_samples_per_sec"],
             "flops_per_sample": flops, "train_flops_per_sample": train_flops, "peak_mem_mb": self.memory.mb(),
             "target": task.target, "time_to_target_s": state.time_to_target, "resumed_from_step": self.resumed_from,
