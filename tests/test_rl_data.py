@@ -14,8 +14,10 @@ import warnings
 import numpy as np
 import pytest
 
-from tasks.rl import controllers as ctl
-from tasks.rl import dataset as rd
+gym = pytest.importorskip("gymnasium")
+
+from tasks.rl import controllers as ctl  # noqa: E402
+from tasks.rl import dataset as rd  # noqa: E402
 
 ENV_IDS = ("CartPole-v1", "Pendulum-v1", "MountainCarContinuous-v0")
 # Small episode counts per environment: a few thousand steps per dataset.
@@ -33,8 +35,6 @@ def assert_same(a: dict, b: dict) -> None:
 
 
 def test_envs_match_gymnasium():
-    import gymnasium as gym
-
     # the classic-control environments tested here, and tasks/rl/envs.py's own (tests/test_rl_envs.py)
     all_ids = set(ENV_IDS) | {"KeyToDoor-v0", "LuckyGamble-v0"}
     assert set(rd.ENVS) == all_ids == set(ctl.CONTROLLERS) == set(rd.DEFAULT_EPISODES)

@@ -10,15 +10,16 @@ from __future__ import annotations
 import warnings
 from fractions import Fraction
 
-import gymnasium as gym
 import numpy as np
 import pytest
 
-from test_rl_data import assert_same
+gym = pytest.importorskip("gymnasium")
 
-from tasks.rl import controllers as ctl
-from tasks.rl import dataset as rd
-from tasks.rl import envs
+from test_rl_data import assert_same  # noqa: E402
+
+from tasks.rl import controllers as ctl  # noqa: E402
+from tasks.rl import dataset as rd  # noqa: E402
+from tasks.rl import envs  # noqa: E402
 
 NEW_ENVS = ("KeyToDoor-v0", "LuckyGamble-v0")
 G = envs.KEY_TO_DOOR_GRID

@@ -16,7 +16,10 @@ from conftest import assert_items_reproduce, record_file
 from harness.cli import main
 from harness.records import items_path
 from tasks import create_task, list_tasks
-from tasks.rl.dataset import ENVS
+
+pytest.importorskip("gymnasium")
+
+from tasks.rl.dataset import ENVS  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -115,6 +115,22 @@ def test_dataset_layout_and_manifest(reference):
         assert np.abs(x).max() > 0.1
 
 
+def test_wav_files_are_those_soundfile_writes_and_reads(tmp_path):
+    """write_pcm16 (the standard library's wave) writes the bytes soundfile writes, edge cases included
+    (exact halves of a step, +-1, values a hair below a step); read_pcm16 / 32768 is soundfile's read."""
+    steps = np.arange(-32768, 32768, dtype=np.float64)
+    tricky = np.concatenate([(steps + d) / 32768 for d in (0.0, 0.5, 1e-3, -1e-3, 1 - 1e-5, 0.5 + 2 ** -17)])
+    noise = np.random.default_rng(0).normal(0, 0.3, 200_000)
+    clip = np.clip(np.concatenate([tricky, noise, [1.0, -1.0, 1e-30]]), -1, 1).astype(np.float32)
+    ss.write_pcm16(tmp_path / "ours.wav", clip)
+    sf.write(str(tmp_path / "soundfile.wav"), clip, ss.SAMPLE_RATE, subtype="PCM_16")
+    assert (tmp_path / "ours.wav").read_bytes() == (tmp_path / "soundfile.wav").read_bytes()
+    samples, rate = ss.read_pcm16(tmp_path / "ours.wav")
+    expected, expected_rate = sf.read(str(tmp_path / "ours.wav"), dtype="float32")
+    assert rate == expected_rate == ss.SAMPLE_RATE and samples.dtype == np.int16
+    assert np.array_equal(samples.astype(np.float32) / np.float32(32768), expected)
+
+
 def test_dataset_bit_identical_across_fresh_processes(reference, tmp_path):
     _, _, ref_files = reference      # made by generate_dataset's own worker process
     code = _FRESH.format(words=WORDS, voices=VOICES, seed=SEED)

@@ -19,8 +19,7 @@ from tasks import speech
 from tasks.speech import LogMel, SpecAugment, log_mel_features, normalise, split_by_voice, validation_voices
 from zoo.core.decoding import ctc_beam_search, ctc_greedy_decode, ctc_prefix_beam_search
 
-pytest.importorskip("espeakng_loader")
-pytest.importorskip("soundfile")
+pytest.importorskip("espeakng_loader")  # the synthetic tasks need no soundfile (tests/test_optional_deps.py)
 pytest.importorskip("scipy")
 
 from tasks.speech import synth as ss  # noqa: E402

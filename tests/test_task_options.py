@@ -140,7 +140,7 @@ def _images(root: Path, counts: dict[str, int], size: tuple[int, int] = (6, 6)) 
 
 
 def _wavs(root: Path, counts: dict[str, int]) -> None:
-    import soundfile as sf
+    sf = pytest.importorskip("soundfile")
     for cls, n in counts.items():
         (root / cls).mkdir(parents=True, exist_ok=True)
         for k in range(n):
@@ -306,6 +306,7 @@ SMALL = {"synth_commands": {"clips_per_voice": 1}, "synth_digits": {"utterances_
 
 
 def test_every_offline_task_has_a_json_fingerprint_after_setup(tmp_path):
+    pytest.importorskip("gymnasium")  # the RL tasks' data
     names = [n for n in list_tasks() if get_task_class(n).offline]
     assert len(names) >= 17  # digits, pystdlib, 4 seq2seq, 9 RL, 2 speech
     for name in names:
@@ -329,6 +330,7 @@ def test_the_fingerprint_follows_the_options_of_generated_data(tmp_path):
 # ----------------------------------------------------------------------------------------------
 
 def test_rl_dataset_cache_files_are_created_like_normal_files(tmp_path):
+    pytest.importorskip("gymnasium")
     from tasks.rl.dataset import dataset_path, load_or_make, sidecar_path
     old = os.umask(0o022)
     try:
@@ -345,7 +347,7 @@ def test_minari_fingerprint_covers_the_dataset_files(tmp_path):
     minari = pytest.importorskip("minari")
     import warnings
 
-    import gymnasium as gym
+    gym = pytest.importorskip("gymnasium")
     from minari.data_collector import EpisodeBuffer
 
     from tasks.rl.minari import DATASETS_PATH_VAR

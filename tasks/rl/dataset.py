@@ -1,7 +1,8 @@
 """The offline-RL dataset format: generation (rolling out ``tasks.rl.controllers`` on three
 classic-control environments and two small ones of ``tasks.rl.envs``), checking, storage, loading, and
 the reference scores that normalise returns. numpy and gymnasium only (no torch, no network): every
-dataset is generated here, deterministically.
+dataset is generated here, deterministically. Without gymnasium, importing it raises
+``tasks.rl._gym``'s DatasetError: the tasks import it only when they set up or roll out.
 
 Environments (``ENVS``): CartPole-v1 (2 actions), Pendulum-v1 (torque in [-2, 2]),
 MountainCarContinuous-v0 (force in [-1, 1]), and, registered with gymnasium by ``tasks.rl.envs``
@@ -70,11 +71,13 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 
 from . import envs  # noqa: F401 - registers KeyToDoor-v0 and LuckyGamble-v0 with gymnasium
+from ._gym import require_gym
 from .controllers import CONTROLLERS, Policy
+
+gym = require_gym()  # this module is imported only where an RL task makes or scores its data
 
 FORMAT_VERSION = 1
 

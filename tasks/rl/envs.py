@@ -1,7 +1,9 @@
 """Two small gymnasium environments for offline RL, registered with gymnasium when this module is
 imported (``tasks.rl.dataset`` imports it, so ``gym.make("KeyToDoor-v0")`` works after
-``import tasks.rl.dataset``). numpy and gymnasium only. All randomness comes from ``self.np_random``,
-seeded by ``reset(seed=...)``, so an episode is a function of its reset seed and its actions.
+``import tasks.rl.dataset``). numpy and gymnasium only; without gymnasium, importing it raises
+``tasks.rl._gym``'s DatasetError, so only what uses the environments imports it. All randomness
+comes from ``self.np_random``, seeded by ``reset(seed=...)``, so an episode is a function of its
+reset seed and its actions.
 
 KeyToDoor-v0
 ============
@@ -86,9 +88,12 @@ from fractions import Fraction
 from math import comb
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
+
+from ._gym import require_gym
+
+gym = require_gym()  # this module is imported only where an RL task needs its environments
+spaces = gym.spaces
 
 # ----------------------------------------------------------------------------------------------
 # KeyToDoor-v0

@@ -3,7 +3,8 @@
 
 Optional dependency: ``pip install "attention-zoo[rl]"`` (``minari[hdf5]``). ``minari`` is imported
 lazily, inside the methods, so importing ``tasks`` never needs it; without it, ``setup`` raises
-``DatasetNotFoundError`` saying what to install.
+``DatasetNotFoundError`` saying what to install. gymnasium too is only imported by the methods
+(``tasks.rl._gym``).
 
 Where the datasets live. Minari (0.5) resolves its root directory on every call, in
 ``minari.storage.datasets_root_dir.get_dataset_path``: the environment variable
@@ -57,14 +58,16 @@ import math
 import os
 import warnings
 from pathlib import Path
-from typing import Any, ClassVar, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 
-import gymnasium as gym
 import numpy as np
 
 from ..base import DatasetError, DatasetNotFoundError, Option, files_fingerprint, register_task
-from .dataset import episode_return
+from ._gym import require_gym
 from .tasks import OfflineRLTask
+
+if TYPE_CHECKING:
+    import gymnasium as gym
 
 DATASETS_PATH_VAR = "MINARI_DATASETS_PATH"
 INSTALL_HINT = 'pip install "attention-zoo[rl]"'
@@ -101,11 +104,12 @@ def minari_datasets_path(data_dir: str | os.PathLike) -> Iterator[Path]:
 # ------------------------------------------------------------------------------- space helpers
 
 def _flat_dim(space: gym.Space) -> int:
-    return int(gym.spaces.flatdim(space))
+    return int(require_gym().spaces.flatdim(space))
 
 
 def _flatten_batch(space: gym.Space, value: Any, n: int) -> np.ndarray:
     """``n`` stacked values of ``space`` -> (n, flatdim) float32, as ``gym.spaces.flatten`` per row."""
+    gym = require_gym()
     if isinstance(space, gym.spaces.Box):
         return np.asarray(value).reshape(n, -1).astype(np.float32)
     if isinstance(space, gym.spaces.Discrete):
@@ -123,7 +127,7 @@ def _flatten_batch(space: gym.Space, value: Any, n: int) -> np.ndarray:
 
 
 def _is_flat_box(space: gym.Space) -> bool:
-    return isinstance(space, gym.spaces.Box) and len(space.shape) == 1
+    return isinstance(space, require_gym().spaces.Box) and len(space.shape) == 1
 
 
 def _take_first(value: Any, n: int) -> Any:
@@ -133,23 +137,6 @@ def _take_first(value: Any, n: int) -> Any:
     if isinstance(value, (tuple, list)):
         return type(value)(_take_first(v, n) for v in value)
     return value[:n]
-
-
-class _ActionAdapter(gym.ActionWrapper):
-    """The task's actions -> the environment's: ``+ start`` for ``Discrete``, a reshape for n-D ``Box``."""
-
-    def __init__(self, env: gym.Env, space: gym.Space) -> None:
-        super().__init__(env)
-        self._space = space
-        if isinstance(space, gym.spaces.Discrete):
-            self.action_space = gym.spaces.Discrete(int(space.n))
-        else:
-            self.action_space = gym.spaces.Box(space.low.reshape(-1), space.high.reshape(-1), dtype=space.dtype)
-
-    def action(self, action: Any) -> Any:
-        if isinstance(self._space, gym.spaces.Discrete):
-            return int(action) + int(self._space.start)
-        return np.asarray(action, dtype=self._space.dtype).reshape(self._space.shape)
 
 
 # ------------------------------------------------------------------------------------ the task
@@ -202,6 +189,7 @@ class MinariTask(OfflineRLTask):
 
     def load_data(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         dataset = self._load_dataset()
+        gym = require_gym()
         obs_space, act_space = dataset.observation_space, dataset.action_space
         if not isinstance(act_space, (gym.spaces.Discrete, gym.spaces.Box)):
             raise DatasetError(f"Minari dataset {dataset.id!r}: action space {act_space} is not supported "
@@ -255,6 +243,7 @@ class MinariTask(OfflineRLTask):
         act_space = dataset.action_space
         meta = dataset.storage.metadata
         ref_max = meta.get("ref_max_score")
+        gym = require_gym()
         spec = getattr(dataset, "_eval_env_spec", None) or dataset.env_spec
         max_steps = getattr(spec, "max_episode_steps", None) or int(data["episode_lengths"].max())
         info: dict[str, Any] = {"obs_dim": _flat_dim(dataset.observation_space), "max_episode_steps": int(max_steps)}
@@ -298,6 +287,8 @@ class MinariTask(OfflineRLTask):
                                f"{type(exc).__name__}: {exc}") from exc
 
     def make_env(self) -> gym.Env:
+        from .wrappers import ActionAdapter
+        gym = require_gym()
         dataset = self._dataset()
         env = self._raw_env()
         if not _is_flat_box(dataset.observation_space):
@@ -305,7 +296,7 @@ class MinariTask(OfflineRLTask):
         space = dataset.action_space
         if (isinstance(space, gym.spaces.Discrete) and int(space.start) != 0) or \
                 (isinstance(space, gym.spaces.Box) and len(space.shape) != 1):
-            env = _ActionAdapter(env, space)
+            env = ActionAdapter(env, space)
         return env
 
     def reference_scores(self) -> dict[str, float]:
@@ -328,6 +319,7 @@ class MinariTask(OfflineRLTask):
 
     def _random_return(self) -> float:
         """Mean return of uniform random actions over ``random_episodes`` fixed-seed episodes."""
+        from .dataset import episode_return
         env = self._raw_env()
         returns = []
         try:

@@ -57,9 +57,13 @@ class AudioClassificationTask(ClassificationTask):
     def clip_samples(self) -> int:
         return SAMPLE_RATE
 
+    def read_audio(self, path: Path) -> Tensor:
+        """One sound file -> float32 mono waveform (n,) at 16 kHz: ``read_wav`` (soundfile)."""
+        return read_wav(path, self.name)
+
     def _recording(self, path: Path) -> Tensor:
         if path not in self._recordings:
-            self._recordings[path] = read_wav(path, self.name)
+            self._recordings[path] = self.read_audio(path)
         return self._recordings[path]
 
     def _waves(self, clips: list[Clip]) -> Tensor:
@@ -68,7 +72,7 @@ class AudioClassificationTask(ClassificationTask):
         waves = torch.zeros(len(clips), size)
         for row, clip in enumerate(clips):
             if clip.start is None:
-                waves[row] = fit_length(read_wav(clip.path, self.name), size)
+                waves[row] = fit_length(self.read_audio(clip.path), size)
             else:
                 waves[row] = fit_length(self._recording(clip.path)[clip.start:clip.start + size], size)
         return waves

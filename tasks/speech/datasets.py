@@ -24,7 +24,8 @@
   padded with zeros or cropped to ``clip_seconds`` (default 1.0). Fewer than two classes or a split
   left empty is a ``DatasetError`` at ``setup``.
 
-Both read audio with ``soundfile`` (torchaudio 2.11's own ``load`` needs torchcodec); clips shorter
+Both read audio with ``soundfile`` (torchaudio 2.11's own ``load`` needs torchcodec; without soundfile,
+``setup`` stops with a DatasetError saying how to install it); clips shorter
 than the clip length are zero-padded on the right and longer ones keep their beginning, as the
 standard recipe does. Features, normalisation and the streaming of clips (``chunk_size`` at a time)
 are :class:`tasks.speech.classification.AudioClassificationTask`'s.
@@ -41,7 +42,7 @@ from torch import Tensor
 
 from ..base import DatasetError, DatasetNotFoundError, Option, files_fingerprint, register_task
 from .classification import AudioClassificationTask, Clip
-from .features import SAMPLE_RATE, WINDOW
+from .features import SAMPLE_RATE, WINDOW, require_soundfile
 from .synth import SPEECH_COMMANDS_WORDS
 
 VERSION = "speech_commands_v0.02"
@@ -110,6 +111,7 @@ class SpeechCommands(AudioClassificationTask):
             raise DatasetNotFoundError(
                 f"speech_commands: no dataset under {self.folder}; add --download to fetch it (2.3 GB), "
                 f"or point --data-dir at the folder that holds {ARCHIVE_FOLDER}/")
+        require_soundfile(self.name)  # before a 2.3 GB download that could not be read
         if self.download:
             self.data_dir.mkdir(parents=True, exist_ok=True)
         rows = {split: self._subset(subset) for split, subset in SUBSETS.items()}
@@ -184,6 +186,7 @@ class AudioFolder(AudioClassificationTask):
         if not root.is_dir():
             raise DatasetNotFoundError(f"audio_folder: no folder {root}; point --data-dir at a folder of class "
                                        f"folders of wav files (ROOT/<class>/*.wav or ROOT/train/<class>/*.wav)")
+        require_soundfile(self.name)
         train_dir, val_dir, test_dir = root / "train", root / "val", root / "test"
         if train_dir.is_dir() and (val_dir.is_dir() or test_dir.is_dir()):
             files, labels, self.classes = self._scan_training(train_dir)

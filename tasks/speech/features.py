@@ -12,6 +12,7 @@ turns it off.
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
 from typing import Iterator
 
 import numpy as np
@@ -112,13 +113,23 @@ def normalise(features: dict[str, Tensor], lengths: dict[str, Tensor] | None = N
             part.sub_(mean.float()).div_(std).mul_(real)
 
 
+def require_soundfile(task: str = "speech") -> ModuleType:
+    """The ``soundfile`` module, which reads the sound files of ``speech_commands`` and ``audio_folder``
+    (the synthetic tasks read their own wavs without it); a one-line DatasetError saying how to install
+    it where it cannot be imported."""
+    try:
+        import soundfile
+    except (ImportError, OSError) as exc:  # OSError: soundfile found no libsndfile
+        why = "" if getattr(exc, "name", None) == "soundfile" else f" ({exc})"
+        raise DatasetError(f"{task} needs soundfile{why}: pip install soundfile "
+                           "(or pip install -e '.[speech]')") from None
+    return soundfile
+
+
 def read_wav(path: Path, task: str = "speech") -> Tensor:
     """A sound file -> float32 mono waveform (n,) at 16 kHz: channels averaged, other rates resampled
     (torchaudio). A file soundfile cannot read is a DatasetError that names it."""
-    try:
-        import soundfile as sf
-    except ImportError:
-        raise DatasetError(f"{task} needs the speech extra (soundfile is missing): pip install -e '.[speech]'") from None
+    sf = require_soundfile(task)
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)  # (n, channels)
     except (RuntimeError, OSError, ValueError, TypeError) as e:  # sf.LibsndfileError is a RuntimeError

@@ -2,7 +2,8 @@
 
 This module makes a small keyword-spotting data set without any download: each word of
 :data:`SPEECH_COMMANDS_WORDS` is spoken by many espeak-ng voices (accent x voice variant), placed
-in a 1-second 16 kHz clip, and written as PCM_16 wav files with a manifest.
+in a 1-second 16 kHz clip, and written as PCM_16 wav files with a manifest (by the standard library's
+``wave``: :func:`write_pcm16` and :func:`read_pcm16`, so the synthetic tasks need no soundfile).
 
 Public API
 ----------
@@ -12,6 +13,7 @@ Public API
   cached in ``out_dir`` and regenerated (with a warning) when the cache is incomplete or corrupt.
 * :func:`generate_digit_strings` ``(out_dir, n_per_voice, seed, ...) -> list[dict]``: strings of 1-7 spoken
   digits ("three one four") in clips of their own length, cached the same way.
+* :func:`write_pcm16` ``(path, clip)`` and :func:`read_pcm16` ``(path) -> (int16 samples, rate)``: the wav files.
 * :class:`KeywordClips` and :class:`DigitStrings`: the items of those two kinds of data set, in their fixed
   order (chosen by the configuration's ``"kind"`` in :data:`GENERATORS`).
 * :data:`VOICES`, :data:`TRAIN_VOICES`, :data:`TEST_VOICES`, :func:`voice_split`, :func:`verify_voices`.
@@ -26,7 +28,7 @@ fresh process is bit-identical from run to run, so :func:`generate_dataset` synt
 order in a *fresh worker process* (this file run as a script): the files do not depend on what the calling
 process did before.  :func:`synthesize` called directly is deterministic only given the same call history.
 
-The module imports only numpy, scipy, soundfile and espeakng_loader (no torch), so the worker starts fast.
+The module imports only numpy, scipy and espeakng_loader (no torch), so the worker starts fast.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ import sys
 import threading
 import uuid
 import warnings
+import wave
 import zlib
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -283,6 +286,31 @@ DIGIT_FIELDS = ["path", "text", "voice", "split", "rate", "pitch", "offset", "no
 SILENCE_RANGE = (800, 4800)      # samples of silence before and after a digit string (50-300 ms)
 
 
+def write_pcm16(path: Path, clip: np.ndarray) -> None:
+    """A float32 clip in [-1, 1] -> a 16 kHz mono PCM_16 wav file at ``path``, byte for byte the file
+    that ``soundfile.write(path, clip, 16000, subtype="PCM_16")`` (libsndfile 1.2) writes: each sample
+    is the top 16 bits of rint(x * 2**31) clipped to int32 (tests/test_speech_synth.py compares them)."""
+    wide = np.rint(np.asarray(clip, dtype=np.float32).astype(np.float64) * 2.0 ** 31)  # exact: a float32 times 2**31
+    samples = (np.clip(wide, -2.0 ** 31, 2.0 ** 31 - 1).astype(np.int64) >> 16).astype("<i2")
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(SAMPLE_RATE)
+        f.writeframes(samples.tobytes())
+
+
+def read_pcm16(path: Path) -> tuple[np.ndarray, int]:
+    """A PCM_16 wav file -> (int16 samples, (n,) or (n, channels), its sample rate). ``wave.Error``,
+    ``EOFError`` or ``ValueError`` for a file that is not one (soundfile's ``read(dtype="int16")`` on
+    the files :func:`write_pcm16` writes; divided by 32768, its float32 ``read``)."""
+    with wave.open(str(path), "rb") as f:
+        if f.getsampwidth() != 2:
+            raise ValueError(f"{8 * f.getsampwidth()}-bit samples, not 16-bit PCM")
+        channels, rate = f.getnchannels(), f.getframerate()
+        data = np.frombuffer(f.readframes(f.getnframes()), dtype="<i2")
+    return (data if channels == 1 else data.reshape(-1, channels)), rate
+
+
 def _item_rng(seed: int, word: str, voice: str, k: int) -> np.random.Generator:
     """Per-item parameters depend only on (seed, word, voice, k), not on the other words or voices."""
     return np.random.default_rng([seed, zlib.crc32(word.encode()), zlib.crc32(voice.encode()), k])
@@ -316,11 +344,10 @@ class _Generator(ABC):
 
     def write(self, tmp: Path) -> list[dict]:
         """Synthesise every item in its fixed order, write wavs + manifests into ``tmp``."""
-        import soundfile as sf
         rows = []
         for row, clip in self.items():
             (tmp / row["path"]).parent.mkdir(parents=True, exist_ok=True)
-            sf.write(str(tmp / row["path"]), clip, SAMPLE_RATE, subtype="PCM_16")
+            write_pcm16(tmp / row["path"], clip)
             rows.append(row)
         with open(tmp / MANIFEST_CSV, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=self.fields)
@@ -418,7 +445,6 @@ def _generate_into(tmp: Path, config: dict) -> list[dict]:
 
 def _cache_problem(out_dir: Path, config: dict) -> str | None:
     """Why ``out_dir`` is not a complete, valid cache for ``config`` (None when it is)."""
-    import soundfile as sf
     path = out_dir / MANIFEST
     if not out_dir.exists():
         return "missing"
@@ -439,7 +465,7 @@ def _cache_problem(out_dir: Path, config: dict) -> str | None:
         return f"{on_disk} wav files and {len(rows)} manifest rows, expected {expected}"
     for row in rows:
         try:
-            data, sr = sf.read(str(out_dir / row["path"]), dtype="int16")
+            data, sr = read_pcm16(out_dir / row["path"])
         except Exception as e:  # noqa: BLE001 - any decoding error means a corrupt file
             return f"unreadable wav {row['path']} ({type(e).__name__}: {e})"
         if sr != SAMPLE_RATE or not generator.wav_ok(data):

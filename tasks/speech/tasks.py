@@ -11,15 +11,16 @@ not hear.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from ..base import DatasetError, Option, register_task
 from . import synth as ss
 from .classification import AudioClassificationTask, Clip
-from .features import read_wav
 from .transcription import TranscriptionTask
 
 
@@ -43,9 +44,17 @@ def split_by_voice(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]
 def require_synthesis(task: str) -> None:
     """DatasetError naming the missing package when the offline synthesiser cannot run."""
     import importlib.util
-    for module in ("espeakng_loader", "scipy", "soundfile"):
+    for module in ("espeakng_loader", "scipy"):
         if importlib.util.find_spec(module) is None:
             raise DatasetError(f"{task} needs the speech extra ({module} is missing): pip install -e '.[speech]'")
+
+
+def read_clip(path: Path) -> Tensor:
+    """One of the synthesiser's wav files (16 kHz mono PCM_16) -> float32 waveform (n,): its samples
+    / 32768, as soundfile reads them, but read by ``synth.read_pcm16`` (the standard library's
+    ``wave``), so the synthetic tasks need no soundfile."""
+    samples, _ = ss.read_pcm16(path)
+    return torch.from_numpy(samples.astype(np.float32) / np.float32(32768))
 
 
 def synth_recipe(generator: type) -> dict[str, Any]:
@@ -70,6 +79,9 @@ class SynthCommands(AudioClassificationTask):
 
     def data_fingerprint(self) -> dict[str, Any]:
         return synth_recipe(ss.KeywordClips)
+
+    def read_audio(self, path: Path) -> Tensor:
+        return read_clip(path)
 
     def _manifest(self) -> dict[str, tuple[list[Clip], Tensor]]:
         require_synthesis(self.name)
@@ -99,5 +111,5 @@ class SynthDigits(TranscriptionTask):
         n = self.opts["utterances_per_voice"]
         root = self.data_dir / "synth_digits" / f"n{n}_seed{self.opts['seed']}"
         rows = ss.generate_digit_strings(root, n, self.opts["seed"])
-        return {split: ([read_wav(root / r["path"], self.name) for r in items], [r["text"] for r in items])
+        return {split: ([read_clip(root / r["path"]) for r in items], [r["text"] for r in items])
                 for split, items in split_by_voice(rows).items()}
