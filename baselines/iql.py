@@ -101,10 +101,10 @@ class IQL(nn.Module):
 
     def forward(self, returns_to_go: Tensor | None, states: Tensor, actions: Tensor | None = None,
                 timesteps: Tensor | None = None, mask: Tensor | None = None,
-                transitions: tuple[Tensor, Tensor, Tensor] | None = None) -> Tensor:
+                transitions: tuple[Tensor, ...] | None = None) -> Tensor:
         """The Decision Transformer's signature; only states (B, K, state_dim) are read.
         Returns (B, K, act_dim): the policy's mean action (tanh), or its logits when discrete.
-        With ``transitions`` = (rewards, next_states, terminals) for N (state, action) rows, the training
+        With ``transitions`` = (rewards, next_states, terminals[, real]) for N (state, action) rows, the training
         loss instead (``td_loss``): through ``forward``, so that DDP and torch.compile see the step."""
         if transitions is not None:
             return self.td_loss(states, actions, *transitions)
@@ -116,14 +116,17 @@ class IQL(nn.Module):
         if self.discrete:
             return (F.log_softmax(self.actor(states), -1) * actions).sum(-1)
         std = self.log_std.clamp(LOG_STD_MIN, LOG_STD_MAX).exp()
-        return torch.distributions.Normal(torch.tanh(self.actor(states)), std).log_prob(actions).sum(-1)
+        mean = torch.tanh(self.actor(states))  # validate_args off: its support check reads a value back
+        return torch.distributions.Normal(mean, std, validate_args=False).log_prob(actions).sum(-1)
 
     # ----------------------------------------------------------------------------- the loss
     def td_loss(self, states: Tensor, actions: Tensor, rewards: Tensor, next_states: Tensor,
-                terminals: Tensor) -> Tensor:
+                terminals: Tensor, real: Tensor | None = None) -> Tensor:
         """One IQL step on N transitions: states (N, S), actions (N, A) (one-hot when discrete, in
         [-1, 1] when continuous), rewards (N,) (scaled by the task), next_states (N, S), terminals (N,)
-        (1 where the episode truly ended: no bootstrap). The sum of the value, critic and policy losses."""
+        (1 where the episode truly ended: no bootstrap); ``real`` (N,), 1 for a transition and 0 for
+        padding, which every mean then leaves out (a fixed N: no data-dependent shapes, no host sync).
+        The sum of the value, critic and policy losses."""
         self.update_target()
         with torch.no_grad():
             target_q = torch.minimum(self._q("q1", states, actions, True), self._q("q2", states, actions, True))
@@ -131,12 +134,17 @@ class IQL(nn.Module):
             td_target = rewards + self.discount * (1.0 - terminals.float()) * next_v
         v = self.value(states).squeeze(-1)
         u = target_q - v
-        value_loss = (torch.abs(self.expectile - (u < 0).float()) * u.square()).mean()
-        q_loss = (F.mse_loss(self._q("q1", states, actions, False), td_target)
-                  + F.mse_loss(self._q("q2", states, actions, False), td_target)) / 2
+        value_loss = _mean(torch.abs(self.expectile - (u < 0).float()) * u.square(), real)
+        q_loss = (_mean((self._q("q1", states, actions, False) - td_target).square(), real)
+                  + _mean((self._q("q2", states, actions, False) - td_target).square(), real)) / 2
         weight = torch.exp(self.beta * u.detach()).clamp(max=EXP_ADV_MAX)
-        policy_loss = -(weight * self.log_prob(states, actions)).mean()
+        policy_loss = -_mean(weight * self.log_prob(states, actions), real)
         return value_loss + q_loss + policy_loss
+
+
+def _mean(values: Tensor, real: Tensor | None) -> Tensor:
+    """The mean of ``values`` (N,) over the rows where ``real`` is 1 (all rows without it)."""
+    return values.mean() if real is None else (values * real).sum() / real.sum()
 
 
 # CORL's hyperparameters (locomotion): settable with --model-opt, e.g. expectile=0.9 (its antmaze value).

@@ -64,7 +64,7 @@ class DecisionTransformer(TrajectoryModel):
             nn.init.normal_(block.mlp.fc2.weight, std=0.02 / math.sqrt(2 * num_layers))
 
     def trunk(self, x: Tensor, mask: Tensor) -> Tensor:  # (B, 3K, H), (B, 3K) -> (B, 3K, H)
-        pad = None if bool(mask.all()) else ~mask  # no mask tensor: SDPA may use its causal kernels
+        pad = ~mask  # always passed: asking whether it masks anything would read a value back to the host
         for block in self.blocks:
             x = block(x, causal=True, key_padding_mask=pad)
         return self.ln_f(x)

@@ -102,7 +102,7 @@ class CharLMTask(Task):
 
     def _windows(self, data: Tensor, starts: Tensor) -> Batch:
         span = starts[:, None] + torch.arange(self.opts["block_size"] + 1)  # (B, T+1)
-        w = data[span.to(data.device)].long()
+        w = data[span.to(data.device, non_blocking=True)].long()  # no stream sync: a fresh host tensor
         return w[:, :-1], w[:, 1:]  # inputs, next characters
 
     def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:

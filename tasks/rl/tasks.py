@@ -1,6 +1,11 @@
 """Offline reinforcement learning: learn from a fixed dataset of episodes, evaluate by rolling the
 policy out in the real gymnasium environment.
 
+The tasks are registered without gymnasium (``tasks.rl._gym``): the modules that need it
+(``tasks.rl.dataset``, ``tasks.rl.wrappers``) are imported in the methods that load the data, make an
+environment or compute the reference scores, so a task used without gymnasium stops with a one-line
+``DatasetError`` saying how to install it.
+
 Datasets come from ``tasks.rl.dataset``: the behaviour policies of ``tasks.rl.controllers``, of graded
 quality (``expert``, ``medium``, ``mixed`` = random + medium + a few expert episodes, like D4RL's
 medium-replay) for CartPole-v1 (discrete), Pendulum-v1 and MountainCarContinuous-v0 (continuous),
@@ -24,9 +29,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from typing import Any, ClassVar, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Iterator
 
-import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -34,7 +38,10 @@ from scipy.stats import spearmanr
 from torch import Tensor, nn
 
 from ..base import Batch, Budget, ItemLog, Option, Task, register_task
-from .dataset import ENVS, FORMAT_VERSION, default_episodes, load_or_make, reference_scores
+from ._gym import require_gym
+
+if TYPE_CHECKING:
+    import gymnasium as gym
 
 TEST_SEED, VAL_SEED, CURVE_SEED = 10_000, 20_000, 30_000
 
@@ -69,21 +76,26 @@ class OfflineRLTask(Task):
     # ------------------------------------------------------------------------------------- data
     def load_data(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """The flat dataset (``tasks.rl.dataset``'s format) and the environment's facts (an ``ENVS`` entry)."""
+        from .dataset import ENVS, load_or_make  # here, not at the top: it needs gymnasium
         return load_or_make(self.data_dir, self.env_id, self.quality), ENVS[self.env_id]
 
     def make_env(self) -> gym.Env:
-        env = gym.make(self.env_id)
+        from .dataset import make_env
+        from .wrappers import DelayedReward
+        env = make_env(self.env_id)
         return DelayedReward(env) if self.delayed else env
 
     def data_fingerprint(self) -> dict[str, Any]:
         """The generated dataset's recipe: environment, behaviour quality, seed, episodes, the format
         version of ``tasks.rl.dataset`` and the gymnasium that rolled it out."""
+        from .dataset import FORMAT_VERSION, default_episodes
         return {"env_id": self.env_id, "quality": self.quality, "seed": 0,
                 "episodes": default_episodes(self.env_id, self.quality), "format_version": FORMAT_VERSION,
-                "gymnasium": gym.__version__, **({"delayed": True} if self.delayed else {})}
+                "gymnasium": require_gym().__version__, **({"delayed": True} if self.delayed else {})}
 
     def reference_scores(self) -> dict[str, float]:
         """The returns that normalise to 0 (random) and 100 (expert)."""
+        from .dataset import reference_scores
         return reference_scores(self.env_id)
 
     def setup(self) -> None:
@@ -183,15 +195,21 @@ class OfflineRLTask(Task):
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         """Sequence and behaviour-cloning models: the action loss at the real steps. A model with a
-        ``learns_by_td`` (a temporal-difference learner, ``baselines.iql``) gets the real steps as
-        transitions (state, action, scaled reward, next state, terminal) and returns its own objective."""
+        ``learns_by_td`` (a temporal-difference learner, ``baselines.iql``) gets the window's steps as
+        transitions (state, action, scaled reward, next state, terminal, 1 where real) and returns its
+        own objective. Padding is weighted out, never cut out: shapes stay fixed and nothing is read
+        back from the device."""
         rtg, states, actions, timesteps, mask, targets, rewards, next_states, terminals = batch
+        real = mask.flatten().float()  # (B K,)
         if getattr(getattr(model, "module", model), "learns_by_td", False):  # through forward: DDP syncs it
-            return model(None, states[mask], actions[mask], transitions=(rewards[mask], next_states[mask], terminals[mask]))
-        pred = model(rtg, states, actions, timesteps, mask)
+            return model(None, states.flatten(0, 1), actions.flatten(0, 1),
+                         transitions=(rewards.flatten(), next_states.flatten(0, 1), terminals.flatten(), real))
+        pred = model(rtg, states, actions, timesteps, mask).flatten(0, 1)  # (B K, A)
         if self.env_info["discrete"]:
-            return F.cross_entropy(pred[mask], targets[mask].long())
-        return F.mse_loss(pred[mask], targets[mask])
+            per_step = F.cross_entropy(pred, targets.flatten().long(), reduction="none")
+        else:
+            per_step = F.mse_loss(pred, targets.flatten(0, 1), reduction="none").mean(-1)
+        return (per_step * real).sum() / real.sum()
 
     # ------------------------------------------------------------------------------- evaluation
     def eval_batches(self, split: str, batch_size: int) -> Iterable[Batch]:
@@ -289,23 +307,6 @@ def controllability(targets: np.ndarray, achieved: np.ndarray) -> float:
     if np.ptp(targets) == 0 or np.ptp(achieved) == 0:
         return math.nan
     return float(spearmanr(targets, achieved).statistic)
-
-
-class DelayedReward(gym.Wrapper):
-    """The DT paper's delayed-return setting: reward 0 at every step and the episode's whole return at
-    its last step (termination or truncation). The episode's return is unchanged."""
-
-    def reset(self, **kwargs: Any) -> Any:
-        self.pending = 0.0
-        return self.env.reset(**kwargs)
-
-    def step(self, action: Any) -> Any:
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        self.pending += float(reward)
-        if not (terminated or truncated):
-            return obs, 0.0, terminated, truncated, info
-        total, self.pending = self.pending, 0.0
-        return obs, total, terminated, truncated, info
 
 
 SHORT_NAMES = {"CartPole-v1": "cartpole", "Pendulum-v1": "pendulum", "MountainCarContinuous-v0": "mountaincar",
