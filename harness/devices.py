@@ -28,13 +28,23 @@ def resolve_device(name: str) -> str:
 
 
 def set_deterministic(on: bool) -> None:
-    """PyTorch's reproducibility switches: deterministic kernels (erroring where none exists),
-    cuDNN without autotuning; CUBLAS needs a fixed workspace for deterministic matmuls."""
+    """PyTorch's reproducibility switches. Deterministic: deterministic kernels (erroring where none
+    exists), cuDNN without autotuning, full fp32 matmuls; CUBLAS needs a fixed workspace for
+    deterministic matmuls. Otherwise the fast defaults of timm and NVIDIA's recipes: cuDNN autotunes
+    its convolutions (``cudnn.benchmark``) and fp32 matmuls and convolutions on CUDA use TF32 tensor
+    cores (``tf32`` in the records says so; precision fp32 then means fp32 storage, TF32 products)."""
     if on:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(on)
     torch.backends.cudnn.deterministic = on
-    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.benchmark = not on
+    torch.backends.cuda.matmul.allow_tf32 = not on
+    torch.backends.cudnn.allow_tf32 = not on
+
+
+def uses_tf32(device: torch.device, precision: str) -> bool:
+    """Whether a cell's fp32 matmuls ran on TF32 tensor cores (CUDA, fp32, not deterministic)."""
+    return device.type == "cuda" and precision == "fp32" and torch.backends.cuda.matmul.allow_tf32
 
 
 def autocast(device: torch.device, precision: str):
@@ -69,7 +79,7 @@ def use_channels_last(model: nn.Module, device: torch.device, mode: str) -> bool
     return mode == "on" or device.type == "cuda"
 
 
-def hold_data(task: Task, device: torch.device, mode: str) -> bool:
+def hold_data(task: Task, device: torch.device, mode: str, channels_last: bool = False) -> bool:
     """Move the task's in-memory data to the accelerator (batches are then made there, no copy per
     step) where ``mode`` is on, or auto and the data takes at most a quarter of the free memory."""
     if mode == "off" or device.type == "cpu" or not task.held:
@@ -77,7 +87,7 @@ def hold_data(task: Task, device: torch.device, mode: str) -> bool:
     if mode == "auto":
         if device.type != "cuda" or task.data_bytes() > torch.cuda.mem_get_info(device)[0] // 4:
             return False
-    return task.hold_on(device)
+    return task.hold_on(device, channels_last)
 
 
 class PeakMemory:

@@ -28,7 +28,7 @@ from zoo.core import attention_backend
 from zoo.registry import ModelEntry, get_model_entry
 
 from .config import RunConfig, resolve
-from .devices import PeakMemory, autocast, hold_data, on_device, to_device, use_channels_last
+from .devices import PeakMemory, autocast, hold_data, on_device, to_device, use_channels_last, uses_tf32
 from .distributed import SINGLE, STOP_POLL_STEPS, Group
 from .measure import has_unused_parameters, measure_flops, mfu
 from .records import atomic_save, config_hash, device_name, environment
@@ -133,9 +133,9 @@ class CellTrainer:
             torch.manual_seed(self.seed + group.rank)  # the same weights, then dropout/augmentation streams per rank
         task.prepare(model)
         self.param_count = sum(p.numel() for p in model.parameters())
-        self.data_held = hold_data(task, device, config.data_on_device)
-        self.flops = measure_flops(task, model, min(self.micro_batch, 16), device, self.entry.extra_flops)
         self.channels_last = use_channels_last(model, device, config.channels_last)
+        self.data_held = hold_data(task, device, config.data_on_device, self.channels_last)
+        self.flops = measure_flops(task, model, min(self.micro_batch, 16), device, self.entry.extra_flops)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
@@ -331,7 +331,7 @@ class CellTrainer:
             "flops_per_sample": flops, "train_flops_per_sample": train_flops, "peak_mem_mb": self.memory.mb(),
             "target": task.target, "time_to_target_s": state.time_to_target, "resumed_from_step": self.resumed_from,
             "accumulation": self.accumulation, "channels_last": self.channels_last, "data_on_device": self.data_held,
-            "backend": config.backend, "precision": config.precision,
+            "backend": config.backend, "precision": config.precision, "tf32": uses_tf32(self.device, config.precision),
             "config": self.resolved, "config_hash": self.chash,
             **environment(self.device),
             "started": self.started.isoformat(timespec="seconds"),

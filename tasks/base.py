@@ -322,17 +322,22 @@ class Task(ABC):
         """Bytes of the in-memory data that ``hold_on`` would move (0 where the task holds none)."""
         return sum(t.numel() * t.element_size() for t in self._held_tensors())
 
-    def hold_on(self, device: torch.device) -> bool:
+    def hold_on(self, device: torch.device, channels_last: bool = False) -> bool:
         """Move the task's in-memory data (the attributes named in ``held``) to ``device``, so that
-        batches are cut, shuffled and augmented there, with no host-to-device copy per step. True where
-        the task did so; tasks whose batches need the host (rollouts, data-dependent trimming) hold
-        nothing and return False."""
+        batches are cut, shuffled and augmented there, with no host-to-device copy per step; with
+        ``channels_last``, 4-D image tensors once in NHWC, so that batches are cut in the layout the
+        model's convolutions run in (no conversion per step). True where the task did so; tasks whose
+        batches need the host (rollouts, data-dependent trimming) hold nothing and return False."""
         if not self.held:
             return False
+
+        def move(t: Tensor) -> Tensor:
+            nhwc = channels_last and t.dim() == 4
+            return t.to(device, memory_format=torch.channels_last) if nhwc else t.to(device)
+
         for name in self.held:
             value = getattr(self, name)
-            moved = {k: v.to(device) for k, v in value.items()} if isinstance(value, dict) else value.to(device)
-            setattr(self, name, moved)
+            setattr(self, name, {k: move(v) for k, v in value.items()} if isinstance(value, dict) else move(value))
         return True
 
     def _held_tensors(self) -> list[Tensor]:
@@ -509,7 +514,7 @@ class TensorBatches:
         n = len(self.tensors[0])
         order = None
         if self.generator is not None:  # drawn on the CPU generator, then moved once to where the data is
-            order = torch.randperm(n, generator=self.generator).to(self.tensors[0].device)
+            order = torch.randperm(n, generator=self.generator).to(self.tensors[0].device, non_blocking=True)
         for start in range(0, n, self.batch_size):
             if order is None:
                 batch = tuple(t[start:start + self.batch_size] for t in self.tensors)

@@ -83,3 +83,33 @@ def test_channels_last_trains_to_the_same_result(digits):
     assert records["on"]["history"][-1]["train_loss"] == pytest.approx(records["off"]["history"][-1]["train_loss"],
                                                                         rel=1e-4)
     assert records["on"]["metric_value"] == pytest.approx(records["off"]["metric_value"], abs=0.01)
+
+
+def test_fast_defaults_unless_deterministic():
+    from harness.devices import set_deterministic, uses_tf32
+    before = (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+              torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic)
+    try:
+        set_deterministic(False)
+        assert torch.backends.cudnn.benchmark and torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+        assert uses_tf32(torch.device("cuda"), "fp32") and not uses_tf32(torch.device("cuda"), "bf16")
+        assert not uses_tf32(torch.device("cpu"), "fp32")
+        set_deterministic(True)
+        assert not torch.backends.cudnn.benchmark and not torch.backends.cuda.matmul.allow_tf32
+        assert torch.are_deterministic_algorithms_enabled() and not uses_tf32(torch.device("cuda"), "fp32")
+    finally:
+        set_deterministic(False)
+        (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) = before[:3]
+        torch.use_deterministic_algorithms(before[3])
+        torch.backends.cudnn.deterministic = before[4]
+
+
+def test_held_images_are_made_channels_last_once_so_batches_need_no_conversion(digits):
+    from tasks import create_task
+    task = create_task("digits")
+    task.setup()
+    assert task.hold_on(META, channels_last=True) is True
+    assert task.images["train"].is_contiguous(memory_format=torch.channels_last)
+    assert task.labels["train"].device == META
+    images, labels = next(iter(task.train_batches(8, torch.Generator().manual_seed(0))))
+    assert images.is_contiguous(memory_format=torch.channels_last)  # cut and normalised in NHWC already

@@ -678,3 +678,20 @@ def test_digits_training_set_is_normalised(digits_pair):
     ex, ey = _epoch(task.eval_batches("val", 64))
     ex2, _ = _epoch(task.eval_batches("val", 64))
     assert ex.shape == (180, 1, 8, 8) and torch.equal(ex, ex2) and torch.equal(ey, task.labels["val"])
+
+
+def test_batched_crop_and_flip_is_a_random_crop_of_the_padded_image_flipped_or_not():
+    from tasks.vision.tasks import random_crop_flip
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8)
+    out = random_crop_flip(images, padding=2)
+    assert out.shape == images.shape and out.dtype == images.dtype
+    padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
+    flips = offsets = 0
+    for img, src in zip(out, padded):
+        found = [(dy, dx, f) for dy in range(5) for dx in range(5) for f in (False, True)
+                 if torch.equal(img, (src[:, dy:dy + 8, dx:dx + 8].flip(-1) if f else src[:, dy:dy + 8, dx:dx + 8]))]
+        assert found, "every output is a crop of the zero-padded image, flipped or not"
+        flips += found[0][2]
+        offsets += found[0][:2] != (2, 2)
+    assert 16 < flips < 48 and offsets > 40  # per-image draws: about half flipped, most moved

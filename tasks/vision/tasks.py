@@ -45,6 +45,23 @@ def stratified_split(labels: np.ndarray, val: float, test: float, seed: int = 0)
     return {"train": np.sort(train_idx), "val": np.sort(val_idx), "test": np.sort(test_idx)}
 
 
+def random_crop_flip(images: Tensor, padding: int) -> Tensor:
+    """torchvision's ``RandomCrop(size, padding)`` then ``RandomHorizontalFlip()``, drawn per image,
+    for a whole batch (B, C, H, W) at once on its device: zero padding, a uniform offset in
+    [0, 2 * padding] per axis, a flip with probability 1/2; one gather, no per-image Python."""
+    B, C, H, W = images.shape
+    device = images.device
+    padded = torch.nn.functional.pad(images, (padding,) * 4)  # (B, C, H + 2p, W + 2p), zeros
+    dy, dx = torch.randint(0, 2 * padding + 1, (2, B, 1), device=device)
+    flip = torch.rand(B, 1, device=device) < 0.5
+    cols = torch.arange(W, device=device)
+    cols = torch.where(flip, W - 1 - cols, cols) + dx  # (B, W): a flip reads the columns backwards
+    rows = torch.arange(H, device=device) + dy  # (B, H)
+    batch = torch.arange(B, device=device)[:, None, None, None]
+    channel = torch.arange(C, device=device)[None, :, None, None]
+    return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
+
+
 class ImageClassificationTask(ClassificationTask):
     """Images in memory: ``self.images[split]`` uint8 (N, C, H, W), ``self.labels[split]`` int64 (N,).
 
@@ -90,9 +107,8 @@ class ImageClassificationTask(ClassificationTask):
     def _train_transform(self) -> Callable[[Tensor], Tensor]:
         if not self.augment:
             return self._to_float
-        size = self.images["train"].shape[-1]
-        augment = v2.Compose([v2.RandomCrop(size, padding=size // 8), v2.RandomHorizontalFlip()])
-        return lambda x: self._to_float(torch.stack([augment(img) for img in x]))  # per-image draws
+        padding = self.images["train"].shape[-1] // 8
+        return lambda x: self._to_float(random_crop_flip(x, padding))
 
     def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterable[Batch]:
         return TensorBatches((self.images["train"], self.labels["train"]), batch_size,
