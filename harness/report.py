@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -35,7 +36,7 @@ from matplotlib import ticker
 from matplotlib.figure import Figure
 
 
-from . import leaderboard, report_html, report_tuning, studies, verdicts
+from . import leaderboard, report_tuning, studies, verdicts
 from .verdicts import task_class
 from .records import atomic_file, atomic_write_text
 from .report_data import (COST_LABELS, best_lines, columns, cost_points, curves, example_frame, labels,
@@ -200,14 +201,14 @@ def write_report(records: list[dict[str, Any]], out: Path, outcomes: leaderboard
     lines = ["# attention-zoo report", ""]
     if board.empty:
         lines += ["No successful cell records yet: run `python -m harness run DOMAIN` first.", ""]
-        report_html.write_html(out, board, ok, None, [], HOW_TO_READ)
+        _write_html(out, board, ok, None, [])
         return _write_md(out, lines)
     table = verdicts.verdicts(board, outcomes or {}, pairs)
     verdicts.write(table, out / "verdicts.csv")
     finished = max((str(r.get("finished", "")) for r in ok), default="")
     summary = [f"{len(ok)} cell records, {board['domain'].nunique()} domain(s), {len(board)} leaderboard rows; "
                f"latest cell finished {finished} (UTC).", *verdicts.summary_lines(table)]
-    report_html.write_html(out, board, ok, table, summary, HOW_TO_READ)
+    _write_html(out, board, ok, table, summary)
     lines += [summary[0], "", HOW_TO_READ, "", "## Transformers vs baselines", "", *summary[1:], ""]
     lines += report_tuning.section(ok, board, outcomes or {}, out, save_png)
     lines += studies.section(board, outcomes or {}, out, save_png)
@@ -242,6 +243,19 @@ def write_report(records: list[dict[str, Any]], out: Path, outcomes: leaderboard
 
 
 # ------------------------------------------------------------------------------------------ helpers
+
+def _write_html(out: Path, board: pd.DataFrame, ok: list[dict[str, Any]], table: pd.DataFrame | None,
+                summary: list[str]) -> None:
+    """report.html (``harness.report_html``); where Plotly or itables is missing (a bare GPU machine
+    that got no wheels), a warning instead: the leaderboards and REPORT.md never depend on it."""
+    try:
+        from . import report_html
+    except ImportError as e:
+        print(f"warning: {out / 'report.html'} not written: {e.name} is not installed (pip install plotly itables)",
+              file=sys.stderr)
+        return
+    report_html.write_html(out, board, ok, table, summary, HOW_TO_READ)
+
 
 def _write_md(out: Path, lines: list[str]) -> Path:
     path = out / "REPORT.md"
