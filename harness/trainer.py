@@ -96,6 +96,8 @@ class TrainState:
     samples: int = 0
     step: int = 0
     time_to_target: float | None = None
+    compile_time: float = 0.0  # --compile: the first step (compilation, warm-up), timed apart from train_time
+    compile_samples: int = 0  # ... and the samples it saw, left out of the throughput
 
 
 class CellTrainer:
@@ -166,7 +168,7 @@ class CellTrainer:
             self.scheduler.load_state_dict(saved["scheduler"])
             self.scaler.load_state_dict(saved["scaler"])
             _set_rng_state(saved["rng"], self.generator)
-            self.state = TrainState(**{k: saved[k] for k in asdict(TrainState())})
+            self.state = TrainState(**{k: saved[k] for k in asdict(TrainState()) if k in saved})
         except Exception as e:  # noqa: BLE001 - a checkpoint that cannot be used is set aside, never fatal
             aside = self.checkpoint.with_name(f"{self.checkpoint.name}.unusable")
             os.replace(self.checkpoint, aside)
@@ -231,6 +233,11 @@ class CellTrainer:
             epoch_steps += 1
             state.step += 1
             bar.update()
+            if state.step == 1 and self.config.compile:  # compilation is not training: time it apart
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                state.compile_time, state.compile_samples = time.perf_counter() - t0, state.samples
+                t0 = time.perf_counter()
             if state.step >= self.total_steps:
                 break
         if self.device.type == "cuda":
@@ -313,7 +320,8 @@ class CellTrainer:
     def record(self, tested: dict[str, Any]) -> dict[str, Any]:
         task, state, config = self.task, self.state, self.config
         flops, train_flops = self.flops
-        per_sec = state.samples / state.train_time if state.train_time else float("nan")
+        timed = state.samples - state.compile_samples
+        per_sec = timed / state.train_time if state.train_time else float("nan")
         utilisation = mfu(train_flops, per_sec, device_name(self.device), device=self.device.type,
                           num_gpus=self.group.world)  # of the GPU's dense bf16 peak; NaN on CPU
         return {
@@ -324,6 +332,7 @@ class CellTrainer:
             "items": tested["items"],  # per-item outcomes: written beside the record (records.write_record)
             "history": state.history, "examples": tested["examples"],
             "param_count": self.param_count, "train_time_s": state.train_time, "eval_time_s": tested["eval_time_s"],
+            "compile_time_s": state.compile_time if config.compile else None,
             "train_samples": state.samples, "train_size": task.num_train_samples(),
             "train_fraction": config.train_fraction, "params_target": config.params_target,
             "train_samples_per_sec": per_sec, "mfu": utilisation if math.isfinite(utilisation) else None,

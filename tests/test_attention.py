@@ -780,3 +780,21 @@ def test_sinusoidal_encoding_rejects_positions_beyond_max_len(offset, length):
     pe = SinusoidalPositionalEncoding(8, max_len=4)
     with pytest.raises((ValueError, IndexError)):
         pe(torch.zeros(2, length, 8), offset=offset)
+
+
+def test_one_cached_query_builds_no_causal_mask(monkeypatch):
+    """A causal query at the cache's last position sees every key: SDPA gets no mask tensor (its flash
+    kernels stay eligible), and the output is the masked computation's."""
+    calls = []
+    sdpa = attn_mod.F.scaled_dot_product_attention
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(attn_mod.F, "scaled_dot_product_attention", spy)
+    q, k, v = rand(2, 4, 1, 8, seed=1), rand(2, 4, 5, 8, seed=2), rand(2, 4, 5, 8, seed=3)
+    got = attn_mod.sdpa_attention(q, k, v, causal=True)
+    assert calls[-1].get("attn_mask") is None and not calls[-1].get("is_causal")
+    want, _ = attn_mod.math_attention(q, k, v, causal=True)
+    torch.testing.assert_close(got, want, **TIGHT)

@@ -161,3 +161,23 @@ def test_registered_factories_forward():
     assert torch.isfinite(loss)
     for size in ("small", "base"):
         zoo.create_model("conformer", {"kind": "transcription", "input_dim": 10, "vocab_size": 7}, size=size)
+
+
+def test_every_transformer_preset_has_a_head_size_that_is_a_multiple_of_8():
+    """bf16 SDPA on a GPU runs its flash and memory-efficient kernels only for such head sizes."""
+    from zoo.registry import get_model_entry
+    for name in ("conformer", "vit", "gpt", "transformer", "decision_transformer"):
+        entry = get_model_entry(name)
+        for size, preset in entry.presets.items():
+            width = next(preset[k] for k in ("d_model", "dim", "hidden_dim", "n_embd", "embed_dim") if k in preset)
+            heads = next(preset[k] for k in ("num_heads", "heads", "n_head") if k in preset)
+            assert width % heads == 0 and (width // heads) % 8 == 0, (name, size, width, heads)
+
+
+def test_position_tables_are_made_once_per_length_and_device():
+    from zoo.core.position import cached_table, relative_sinusoidal_table, sinusoidal_table
+    first = cached_table("relative", 7, 16, torch.device("cpu"), torch.float32)
+    assert cached_table("relative", 7, 16, torch.device("cpu"), torch.float32) is first
+    torch.testing.assert_close(first, relative_sinusoidal_table(7, 16), rtol=0, atol=0)
+    torch.testing.assert_close(cached_table("absolute", 5, 16, torch.device("cpu"), torch.float32),
+                               sinusoidal_table(5, 16), rtol=0, atol=0)

@@ -113,3 +113,37 @@ def test_held_images_are_made_channels_last_once_so_batches_need_no_conversion(d
     assert task.labels["train"].device == META
     images, labels = next(iter(task.train_batches(8, torch.Generator().manual_seed(0))))
     assert images.is_contiguous(memory_format=torch.channels_last)  # cut and normalised in NHWC already
+
+
+def test_compilation_is_timed_apart_from_training(monkeypatch):
+    import time as time_mod
+
+    import harness.trainer as trainer_mod
+    from harness.config import RunConfig
+    from tasks import create_task
+    from zoo.registry import get_model_entry
+
+    class SlowFirstCall(torch.nn.Module):  # stands in for torch.compile: the first forward pays 0.3 s
+        def __init__(self, model):
+            super().__init__()
+            self.model, self.calls = model, 0
+
+        def forward(self, *args, **kwargs):
+            self.calls += 1
+            if self.calls == 1:
+                time_mod.sleep(0.3)
+            return self.model(*args, **kwargs)
+
+    slow_first_call = SlowFirstCall
+
+    monkeypatch.setattr(trainer_mod.torch, "compile", slow_first_call)
+    task = create_task("digits")
+    task.setup()
+    cell = trainer_mod.CellTrainer(task, get_model_entry("vit"), 0, RunConfig(steps=4, batch_size=8, compile=True))
+    cell.setup()
+    cell.train(progress=False)
+    assert cell.state.compile_time >= 0.3 and cell.state.compile_samples == 8
+    assert cell.state.train_time < cell.state.compile_time + 0.25  # the other three steps of a tiny ViT
+    record = cell.record(cell.test())
+    assert record["compile_time_s"] == cell.state.compile_time
+    assert record["train_samples_per_sec"] == pytest.approx(24 / cell.state.train_time)

@@ -159,6 +159,7 @@ def sdpa_attention(
 ) -> Tensor:
     """The same computation through ``F.scaled_dot_product_attention``."""
     T, S = q.shape[2], k.shape[2]
+    causal = causal and T > 1  # one query, the cache's last position, sees every key: no mask to build
     if bias is None and key_padding_mask is None and (not causal or T == S):
         # Only (square) causality: let SDPA apply it itself, keeping the flash kernels eligible.
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=causal)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -58,6 +59,16 @@ def relative_sinusoidal_table(length: int, dim: int, *, device: torch.device | N
     return table.to(dtype)
 
 
+@functools.lru_cache(maxsize=64)
+def cached_table(kind: str, length: int, dim: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """:func:`sinusoidal_table` (``kind`` 'absolute') or :func:`relative_sinusoidal_table` ('relative'),
+    made once per (length, width, device, dtype) and kept on ``device``: a forward pass neither rebuilds
+    it nor copies it from the host. Callers must not modify it in place."""
+    if kind == "absolute":
+        return sinusoidal_table(length, dim).to(device, dtype)
+    return relative_sinusoidal_table(length, dim, device=device, dtype=dtype)
+
+
 def relative_position_index(q_len: int, k_len: int | None = None, device: torch.device | None = None) -> Tensor:
     """Long (q_len, k_len): the row of :func:`relative_sinusoidal_table` (of length max(q_len, k_len))
     holding distance i - j, i.e. ``(L - 1) - (i - j)``. Gathering with it is the exact equivalent of
@@ -94,7 +105,7 @@ class RelativePositionalEncoding(nn.Module):
 
     def position_embeddings(self, length: int, device=None, dtype=torch.float32) -> Tensor:
         """(H, 2L-1, Dh): projected relative sinusoids p, per head."""
-        p = self.linear_pos(relative_sinusoidal_table(length, self.dim, device=device, dtype=dtype))
+        p = self.linear_pos(cached_table("relative", length, self.dim, torch.device(device or "cpu"), dtype))
         return p.view(2 * length - 1, self.num_heads, self.head_dim).transpose(0, 1)
 
     def forward(self, q: Tensor, k: Tensor) -> Tensor:
