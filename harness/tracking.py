@@ -16,6 +16,7 @@ cell and the sweep goes on; it is tried again for the next cell. mlflow and
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import math
@@ -273,10 +274,8 @@ class MLflowTracker:
         try:
             self._log(run_id, record, record_file)
         except Exception:
-            try:
+            with contextlib.suppress(Exception):  # never left RUNNING; the first error is the one reported
                 client.set_terminated(run_id, "KILLED")
-            except Exception:  # noqa: BLE001 - the first error is the one reported
-                pass
             raise
         client.set_terminated(run_id, "FINISHED" if ok else "FAILED",
                               end_time=_ms(_seconds(record.get("finished"))))
