@@ -150,7 +150,7 @@ class LSTMClassifier(nn.Module):
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         h, lengths, _ = self.encoder(x, lengths)  # (B, T', H), zeros at padding
-        pooled = h.sum(1) / lengths.clamp(min=1)[:, None].to(h.dtype)  # (B, H)
+        pooled = h.sum(1) / lengths.clamp(min=1)[:, None].to(h.device, h.dtype, non_blocking=True)  # (B, H)
         return self.head(self.dropout(pooled))
 
 

@@ -77,18 +77,28 @@ class RNNEncoder(nn.Module):
         init_lstm_(self.lstm)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, LSTMState]:
-        B, S, _ = x.shape
-        if lengths is None:
-            out, (h, c) = self.lstm(x)
-        else:  # an empty row would crash packing: give it one (masked) step
-            packed = pack_padded_sequence(x, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
-            out, (h, c) = self.lstm(packed)
-            out, _ = pad_packed_sequence(out, batch_first=True, total_length=S)
+        B = x.shape[0]
+        out, (h, c) = self.lstm(x) if lengths is None else self._packed(x, lengths)
 
         def merge(s: Tensor) -> Tensor:  # (layers * dirs, B, Hd) -> (layers, B, dirs * Hd)
             return s.view(-1, self.num_dirs, B, s.shape[-1]).transpose(1, 2).reshape(-1, B, self.output_dim)
 
         return out, (merge(h), merge(c))
+
+    def _packed(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, LSTMState]:
+        """The LSTM over the rows packed longest first, as ``pack_padded_sequence(enforce_sorted=False)``
+        packs them, and back in the batch's order: the same arithmetic, with the row orders made on the
+        host and copied without blocking (torch's own unsorting copies them with a blocking copy and
+        reads them back). cuDNN takes packed lengths on the host: host lengths (the tasks hand them so,
+        ``Task.on_host``) cost no read-back; lengths on the device are read back here."""
+        lengths = lengths.cpu().clamp(min=1)  # an empty row would crash packing: give it one (masked) step
+        lengths, order = torch.sort(lengths, descending=True)
+        undo = torch.argsort(order)  # the inverse permutation
+        order, undo = order.to(x.device, non_blocking=True), undo.to(x.device, non_blocking=True)
+        packed = pack_padded_sequence(x.index_select(0, order), lengths, batch_first=True)
+        out, (h, c) = self.lstm(packed)  # h, c: (layers * dirs, B, Hd), rows longest first
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+        return out.index_select(0, undo), (h.index_select(1, undo), c.index_select(1, undo))
 
 
 def stack_frames(x: Tensor, lengths: Tensor | None, factor: int) -> tuple[Tensor, Tensor | None]:
@@ -140,8 +150,10 @@ class PyramidalListener(nn.Module):
             x, final = layer(x, lengths)  # (B, T_i, hidden_dim)
         if lengths is None:
             return x, torch.full((B,), x.shape[1], dtype=torch.long, device=x.device), final
-        # zeros at padding, also for a row left without frames (RNNEncoder gives it one junk step)
-        return x.masked_fill(lengths_to_padding_mask(lengths, x.shape[1])[..., None], 0.0), lengths, final
+        # zeros at padding, also for a row left without frames (RNNEncoder gives it one junk step);
+        # the lengths stay where they were given (on the host, for CTC), the mask goes to the device
+        pad = lengths_to_padding_mask(lengths, x.shape[1]).to(x.device, non_blocking=True)
+        return x.masked_fill(pad[..., None], 0.0), lengths, final
 
 
 @contextmanager

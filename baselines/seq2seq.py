@@ -195,9 +195,11 @@ class RNNSeq2Seq(AttentionalEncoderDecoder):
             nn.init.uniform_(self.tgt_embed.weight, -0.1, 0.1)
 
     def encode(self, src: Tensor, src_pad: Tensor | None = None) -> tuple[Tensor, Tensor | None, LSTMState]:
-        """src (B, S), src_pad (B, S) True at (right) padding -> memory (B, S, H), src_pad, decoder state."""
+        """src (B, S), src_pad (B, S) True at (right) padding -> memory (B, S, H), src_pad, decoder state.
+        A host ``src_pad`` gives the encoder host lengths to pack by; its copy goes to the device."""
         lengths = None if src_pad is None else (~src_pad).sum(1)
         memory, final = self.encoder(self.dropout(self.src_embed(src)), lengths)
+        src_pad = None if src_pad is None else src_pad.to(memory.device, non_blocking=True)
         return memory, src_pad, self.bridge(final)
 
 
@@ -247,10 +249,13 @@ class ListenAttendSpell(AttentionalEncoderDecoder):
         nn.init.uniform_(self.tgt_embed.weight, -0.1, 0.1)
 
     def encode(self, feats: Tensor, feat_pad: Tensor | None = None) -> tuple[Tensor, Tensor | None, LSTMState]:
-        """feats (B, T, F), feat_pad (B, T) -> memory (B, T', H), its padding (B, T'), speller state."""
+        """feats (B, T, F), feat_pad (B, T) -> memory (B, T', H), its padding (B, T'), speller state.
+        A host ``feat_pad`` gives the listener host lengths to pack by; the memory's padding goes to
+        the device."""
         lengths = None if feat_pad is None else (~feat_pad).sum(1)
         memory, out_lengths, final = self.listener(feats, lengths)
-        memory_pad = None if feat_pad is None else lengths_to_padding_mask(out_lengths, memory.shape[1])
+        memory_pad = None if feat_pad is None else lengths_to_padding_mask(out_lengths, memory.shape[1]).to(
+            memory.device, non_blocking=True)
         return memory, memory_pad, self.bridge(final)
 
 

@@ -56,19 +56,23 @@ def autocast(device: torch.device, precision: str):
     return contextlib.nullcontext()
 
 
-def to_device(batch: Batch, device: torch.device, channels_last: bool = False) -> Batch:
-    """A batch on ``device`` (a no-op for tensors already there); with ``channels_last``, image
-    batches (float, 4-D) in NHWC, the layout the model's convolutions then run in."""
-    batch = tuple(t.to(device, non_blocking=True) for t in batch)
+def to_device(batch: Batch, device: torch.device, channels_last: bool = False, on_host: Iterable[int] = ()) -> Batch:
+    """A batch on ``device`` (a no-op for tensors already there), copied without blocking, but for
+    the positions ``on_host`` (the task's lengths, read there) and ``None``s; with ``channels_last``,
+    image batches (float, 4-D) in NHWC, the layout the model's convolutions then run in."""
+    keep = set(on_host)
+    batch = tuple(t if t is None or i in keep else t.to(device, non_blocking=True) for i, t in enumerate(batch))
     if channels_last:
-        batch = tuple(t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 and t.is_floating_point()
-                      else t for t in batch)
+        batch = tuple(t.contiguous(memory_format=torch.channels_last)
+                      if t is not None and t.dim() == 4 and t.is_floating_point() else t for t in batch)
     return batch
 
 
-def on_device(batches: Iterable[Batch], device: torch.device, channels_last: bool = False) -> Iterator[Batch]:
+def on_device(batches: Iterable[Batch], device: torch.device, channels_last: bool = False,
+              on_host: Iterable[int] = ()) -> Iterator[Batch]:
+    keep = tuple(on_host)
     for batch in batches:
-        yield to_device(batch, device, channels_last)
+        yield to_device(batch, device, channels_last, keep)
 
 
 def use_channels_last(model: nn.Module, device: torch.device, mode: str) -> bool:

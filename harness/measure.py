@@ -24,7 +24,8 @@ FlopCorrection = Callable[[nn.Module], ContextManager[Callable[[], int]]]
 
 def probe_batch(task: Task, batch_size: int, device: torch.device) -> Batch:
     """A training batch drawn from its own generator, so that no random stream of the cell moves."""
-    return to_device(next(iter(task.train_batches(batch_size, torch.Generator().manual_seed(0)))), device)
+    return to_device(next(iter(task.train_batches(batch_size, torch.Generator().manual_seed(0)))), device,
+                     on_host=task.on_host)
 
 
 @contextlib.contextmanager

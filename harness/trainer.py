@@ -68,7 +68,7 @@ def evaluate(task: Task, model: nn.Module, split: str, batch_size: int, device: 
              precision: str, channels_last: bool = False, items: ItemLog | None = None) -> dict[str, float]:
     model.eval()
     with torch.no_grad(), autocast(device, precision):
-        batches = on_device(task.eval_batches(split, batch_size), device, channels_last)
+        batches = on_device(task.eval_batches(split, batch_size), device, channels_last, task.on_host)
         return task.evaluate(model, batches) if items is None else task.evaluate(model, batches, items)
 
 
@@ -220,7 +220,7 @@ class CellTrainer:
             if micro % accumulation == 0 and self._stop_now():
                 stopped = True
                 break
-            batch = to_device(batch, self.device, self.channels_last)
+            batch = to_device(batch, self.device, self.channels_last, self.task.on_host)
             with autocast(self.device, self.config.precision):
                 loss = self.task.loss(self.train_net, batch) * weight  # weight 1.0 but in DDP (harness.distributed)
             self.scaler.scale(loss / accumulation).backward()

@@ -40,6 +40,13 @@ recipe of generated data) for the cell's configuration hash.
 ``evaluate`` fills an ``ItemLog`` when it is given one (the harness does, for the headline split):
 the per-item outcomes that the headline metric is computed from, so that two models can be compared
 item by item (``harness compare``). Their metric is ``sum(value) / sum(weight)``.
+
+A batch is a tuple of tensors that the harness moves to the device, but for the positions a task
+names in ``on_host``: lengths (and the padding masks made from them) that stay on the host, where
+cuDNN's packed sequences and CTC read them, so that a training step never waits to read them back.
+A model given host lengths or a host mask moves what the device needs of them itself, without
+blocking (``.to(device, non_blocking=True)``); one given them on the device still works, with a
+read-back. ``None`` in a batch (no padding mask, where no row is padded) stays ``None``.
 """
 
 from __future__ import annotations
@@ -69,7 +76,7 @@ KINDS: dict[str, str] = {
     "offline_rl": "(returns-to-go, states, actions, timesteps, mask) -> actions",
 }
 
-Batch = tuple[Tensor, ...]
+Batch = tuple[Tensor | None, ...]
 
 
 class DatasetError(RuntimeError):
@@ -239,6 +246,7 @@ class Task(ABC):
     options: ClassVar[dict[str, Option | Any]] = {}  # task-specific options: an Option, or a plain default
     data_version: ClassVar[int] = 1  # bump when the task's data (its recipe, generator or split) changes
     held: ClassVar[tuple[str, ...]] = ()  # attributes (tensors, or dicts of them) that ``hold_on`` may move
+    on_host: ClassVar[tuple[int, ...]] = ()  # positions in a batch that stay on the host when it moves
 
     def __init__(self, data_dir: str | Path = "data", download: bool = False, train_fraction: float = 1.0,
                  **options: Any) -> None:

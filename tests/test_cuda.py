@@ -61,3 +61,24 @@ def test_the_fast_path_holds_data_on_the_gpu_and_trains_cnns_channels_last():
     batch = next(iter(task.train_batches(8, torch.Generator().manual_seed(0))))
     assert all(t.device.type == "cuda" for t in batch)
     assert 0 <= record["metric_value"] <= 1
+
+
+def test_packed_lstms_take_host_lengths_on_cuda():
+    """A bidirectional LSTM packed by host lengths (the tasks keep them there, ``Task.on_host``) on CUDA
+    gives what it gives on the CPU, and a seq2seq cell whose source mask stays on the host trains."""
+    import baselines  # noqa: F401
+    from baselines.rnn import RNNEncoder
+    from harness.config import RunConfig
+    from harness.trainer import run_cell
+    from tasks import create_task
+    torch.manual_seed(0)
+    encoder = RNNEncoder(5, 8, 2)
+    x, lengths = torch.randn(4, 9, 5), torch.tensor([9, 2, 0, 6])
+    out, (h, c) = encoder(x, lengths)
+    out_gpu, (h_gpu, c_gpu) = encoder.cuda()(x.cuda(), lengths)
+    for ours, theirs in ((out_gpu, out), (h_gpu, h), (c_gpu, c)):
+        torch.testing.assert_close(ours.cpu(), theirs, atol=1e-5, rtol=1e-5)
+    task = create_task("reverse")
+    task.setup()
+    record = run_cell(task, "lstm_seq2seq", 0, RunConfig(steps=5, device="cuda", precision="bf16"), progress=False)
+    assert record["device"] == "cuda" and 0 <= record["metric_value"] <= 1

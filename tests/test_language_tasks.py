@@ -112,8 +112,12 @@ def test_seq2seq_encoding(reverse):
     assert reverse.decode(src[0].tolist()) == source and reverse.decode(tgt[0, 1:].tolist()) == target == source[::-1]
     assert tgt[0, 0] == BOS and tgt[0, len(target) + 1] == EOS and (tgt[0, len(target) + 2:] == PAD).all()
     assert reverse.spec["max_src_len"] == 25 and reverse.eval_splits == ("test", "long")
-    s, t = Seq2SeqTask._trim((src[:4], tgt[:4]))
+    s, t, pad = Seq2SeqTask._trim((src[:4], tgt[:4]))
     assert s.shape[1] == max(len(p[0]) for p in reverse.pairs["test"][:4])
+    assert torch.equal(pad, s == PAD) and pad.any()  # the source mask, made on the host with the batch
+    longest = max(range(len(src)), key=lambda i: len(reverse.pairs["test"][i][0]))
+    s, _, pad = Seq2SeqTask._trim((src[[longest, longest]], tgt[[longest, longest]]))
+    assert pad is None and (s != PAD).all()  # nothing padded: no mask for the attention kernels
     assert create_task("dates").eval_splits == ("test", "long")  # until setup finds no long split
     dates = create_task("dates")
     dates.setup()

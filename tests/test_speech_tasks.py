@@ -16,7 +16,7 @@ from conftest import assert_items_reproduce
 import baselines  # noqa: F401
 import zoo
 from tasks import speech
-from tasks.speech import LogMel, SpecAugment, log_mel_features, normalise, split_by_voice, validation_voices
+from tasks.speech import SpecAugment, log_mel_features, normalise, split_by_voice, validation_voices
 from zoo.core.decoding import ctc_beam_search, ctc_greedy_decode, ctc_prefix_beam_search
 
 pytest.importorskip("espeakng_loader")  # the synthetic tasks need no soundfile (tests/test_optional_deps.py)

@@ -18,8 +18,9 @@ Position modes (``position=``):
     Transformer-XL relative self-attention (ESPnet ``rel_selfattn``): scores
     ((q + u) k^T + (q + v) p_{i-j}^T) / sqrt(d). The attention itself is the shared core's
     :class:`~zoo.core.MultiHeadAttention`; the relative terms are handed to it as its additive
-    ``bias`` by :class:`~zoo.core.position.RelativePositionalEncoding` (see there: the core scales
-    q k^T by 1/sqrt(d), the bias is scaled the same way, the u-term is folded into the same bias).
+    ``bias`` by :class:`~zoo.core.position.RelativePositionalEncoding`, a function of the core's own
+    projected q and k (see there: the core scales q k^T by 1/sqrt(d), the bias is scaled the same
+    way, the u-term is folded into the same bias).
     Unlike WeNet (which drops ``rel_shift`` and attends with positions for all (i, j) pairs of a
     (2T-1) table), the (2T-1) table is indexed properly: key j of query i gets distance i - j.
 ``"absolute"``
@@ -151,18 +152,6 @@ class ConformerBlock(nn.Module):
         self.convolution_first = convolution_first
         self.mask_conv_padding = mask_conv_padding
 
-    def attention_bias(self, h: Tensor) -> Tensor | None:
-        """The relative-position additive bias (B, H, T, T) for the normed input h, or None.
-
-        q and k are recomputed here from the attention's own packed projection (the core computes
-        them again inside; the bias needs them before the call)."""
-        if self.rel_pos is None:
-            return None
-        E = self.attn.dim
-        w, b = self.attn.in_proj.weight, self.attn.in_proj.bias
-        q, k = F.linear(h, w[: 2 * E], None if b is None else b[: 2 * E]).chunk(2, dim=-1)
-        return self.rel_pos(self.attn._heads(q), self.attn._heads(k))
-
     def _conv(self, x: Tensor, padding_mask: Tensor | None) -> Tensor:
         return x + self.conv(x, padding_mask if self.mask_conv_padding else None)
 
@@ -171,7 +160,7 @@ class ConformerBlock(nn.Module):
         if self.convolution_first:
             x = self._conv(x, padding_mask)
         h = self.attn_norm(x)
-        x = x + self.attn_dropout(self.attn(h, key_padding_mask=padding_mask, bias=self.attention_bias(h)))
+        x = x + self.attn_dropout(self.attn(h, key_padding_mask=padding_mask, bias=self.rel_pos))  # rel_pos(q, k)
         if not self.convolution_first:
             x = self._conv(x, padding_mask)
         x = x + 0.5 * self.ffn2(x)
@@ -209,6 +198,7 @@ class ConformerEncoder(nn.Module):
             for _ in range(num_layers))
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        padded = lengths is not None  # without lengths no frame is padding: no mask, unmasked kernels
         if lengths is None:
             lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.long, device=x.device)
         if self.frontend is not None:
@@ -218,7 +208,10 @@ class ConformerEncoder(nn.Module):
             if self.position == "absolute":  # ... and abs_pos adds the fixed sinusoids
                 x = x + cached_table("absolute", x.shape[1], self.d_model, x.device, x.dtype)
             x = self.dropout(x)
-        padding_mask = lengths_to_padding_mask(lengths, x.shape[1])
+        # lengths stay where they were given (on the host, for CTC: Task.on_host); the mask goes to x
+        padding_mask = None
+        if padded:
+            padding_mask = lengths_to_padding_mask(lengths, x.shape[1]).to(x.device, non_blocking=True)
         for block in self.blocks:
             x = block(x, padding_mask)
         return x, lengths
@@ -279,8 +272,8 @@ class ConformerClassifier(nn.Module):
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         h, lengths = self.encoder(x, lengths)
-        keep = ~lengths_to_padding_mask(lengths, h.shape[1])
-        pooled = (h * keep[..., None]).sum(1) / lengths.clamp(min=1)[:, None].to(h.dtype)
+        keep = ~lengths_to_padding_mask(lengths, h.shape[1]).to(h.device, non_blocking=True)
+        pooled = (h * keep[..., None]).sum(1) / lengths.clamp(min=1)[:, None].to(h.device, h.dtype, non_blocking=True)
         return self.head(pooled)
 
 

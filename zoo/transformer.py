@@ -75,10 +75,12 @@ class EncoderDecoderTransformer(Seq2SeqDecoder, nn.Module):
         return self.head(self.dec_norm(x))
 
     def forward(self, src: Tensor, src_pad: Tensor | None, tgt_in: Tensor) -> Tensor:
+        src_pad = _on(src_pad, src.device)
         return self.decode(tgt_in, self.encode(src, src_pad), src_pad)
 
     # incremental decoding: see zoo.core.decoding
     def init_state(self, src: Tensor, src_pad: Tensor | None) -> dict[str, Any]:
+        src_pad = _on(src_pad, src.device)
         return {"memory": self.encode(src, src_pad), "src_pad": src_pad, "offset": 0,
                 "self": [KVCache() for _ in self.decoder], "cross": [KVCache() for _ in self.decoder]}
 
@@ -96,6 +98,11 @@ class EncoderDecoderTransformer(Seq2SeqDecoder, nn.Module):
             state["src_pad"] = state["src_pad"].index_select(0, index)
         for cache in state["self"] + state["cross"]:
             cache.reorder(index)
+
+
+def _on(mask: Tensor | None, device: torch.device) -> Tensor | None:
+    """A padding mask given on the host (``Task.on_host``), copied to ``device`` without blocking."""
+    return None if mask is None else mask.to(device, non_blocking=True)
 
 
 def gpt2_blocks_state(sd: dict[str, Tensor], n_layer: int, hf_prefix: str = "") -> dict[str, Tensor]:

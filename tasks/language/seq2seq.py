@@ -76,11 +76,16 @@ class Seq2SeqTask(DecodedExamples, Task):
     def num_train_samples(self) -> int:
         return len(self.pairs["train"])
 
+    on_host = (2,)  # the source padding: the LSTM encoder packs its rows by the lengths read from it
+
     @staticmethod
     def _trim(batch: Batch) -> Batch:
-        """Cut the columns that are padding in every row of the batch."""
+        """(src, tgt) -> (src, tgt, src_pad): the columns that are padding in every row cut, and the
+        source's padding mask (True at padding), made on the host and None where no row is padded."""
         src, tgt = batch
-        return src[:, :int((src != PAD).sum(1).max())], tgt[:, :int((tgt != PAD).sum(1).max())]
+        src = src[:, :int((src != PAD).sum(1).max())]
+        src_pad = src == PAD
+        return src, tgt[:, :int((tgt != PAD).sum(1).max())], src_pad if bool(src_pad.any()) else None
 
     def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:
         return map(self._trim, TensorBatches(self.tensors["train"], batch_size, generator=generator))
@@ -89,17 +94,17 @@ class Seq2SeqTask(DecodedExamples, Task):
         return map(self._trim, TensorBatches(self.tensors[split], batch_size))
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
-        src, tgt = batch
-        logits = model(src, src == PAD, tgt[:, :-1])  # teacher forcing
+        src, tgt, src_pad = batch
+        logits = model(src, src_pad, tgt[:, :-1])  # teacher forcing
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt[:, 1:].reshape(-1), ignore_index=PAD,
                                label_smoothing=self.opts["label_smoothing"])
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, batches: Iterable[Batch], items: ItemLog | None = None) -> dict[str, float]:
         exact = tokens_right = tokens = rows = 0
-        for src, tgt in batches:
+        for src, tgt, src_pad in batches:
             gold = tgt[:, 1:]  # (B, L): target then EOS then PAD
-            pred = model.generate(src, src == PAD, max_len=gold.shape[1])
+            pred = model.generate(src, src_pad, max_len=gold.shape[1])
             pred = F.pad(pred, (0, gold.shape[1] - pred.shape[1]), value=PAD)[:, :gold.shape[1]]
             real = gold != PAD
             right = (pred == gold) & real

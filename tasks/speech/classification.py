@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Iterable
 import torch
 from torch import Tensor
 
-from ..base import Batch, Budget, ClassificationTask, Option, TensorBatches
+from ..base import Batch, Budget, ClassificationTask, TensorBatches
 from .features import N_MELS, SAMPLE_RATE, SPEC_AUGMENT, SpecAugment, fit_length, log_mel_features, normalise, read_wav
 
 

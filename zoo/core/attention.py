@@ -18,14 +18,15 @@ Choose the backend per call (``attn(x, backend="math")``), or for everything ins
 
 Mask conventions (the same as ``torch.nn.MultiheadAttention``): ``key_padding_mask`` is a bool
 tensor (B, S) that is True where a key is padding and must be ignored; ``bias`` is a float tensor
-broadcastable to (B, H, T, S) that is added to the attention scores.
+broadcastable to (B, H, T, S) that is added to the attention scores, or a function of the projected
+queries and keys that returns one (relative positions: made from the same q and k the scores are).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -221,7 +222,7 @@ class MultiHeadAttention(nn.Module):
         *,
         causal: bool = False,
         key_padding_mask: Tensor | None = None,
-        bias: Tensor | None = None,
+        bias: Tensor | Callable[[Tensor, Tensor], Tensor] | None = None,
         cache: KVCache | None = None,
         backend: str | None = None,
         return_weights: bool = False,
@@ -231,7 +232,9 @@ class MultiHeadAttention(nn.Module):
         causal: query i only sees keys up to its own position (positions count from the start of
             the cache, so causal decoding one token at a time needs no mask at all).
         key_padding_mask: bool (B, S_total), True at keys to ignore (cached keys included).
-        bias: float, broadcastable to (B, H, T, S_total), added to the scores.
+        bias: float, broadcastable to (B, H, T, S_total), added to the scores; or a function
+            ``bias(q (B, H, T, Dh), k (B, H, S_total, Dh))`` returning one, called with this call's
+            own projections (no second matmul for a bias that depends on them).
         cache: a :class:`KVCache` for incremental decoding (updated in place).
         backend: 'sdpa' or 'math'; None uses the current default (see :func:`attention_backend`).
         return_weights: also return the attention weights (B, H, T, S); uses the math backend.
@@ -253,6 +256,8 @@ class MultiHeadAttention(nn.Module):
                 k, v = (self._heads(t) for t in kv.chunk(2, dim=-1))
                 if cache is not None:
                     cache.append(k, v)
+        if callable(bias):
+            bias = bias(q, k)
         dropout_p = self.dropout if self.training else 0.0
         masks = dict(causal=causal, key_padding_mask=key_padding_mask, bias=bias, dropout_p=dropout_p)
         if backend == "math" or return_weights:
