@@ -427,28 +427,36 @@ class ItemLog:
         self._count = 0
 
     def add(self, value: Any, weight: Any = None, item: Any = None, **extra: Any) -> None:
-        value = np.asarray(_host(value), dtype=np.float64).reshape(-1)
+        """One batch's items. Tensors are kept where they are (on the device) until ``columns``, so
+        that an evaluation reads them back once at its end, not once per batch."""
+        value = _flat(value)
         n = len(value)
-        columns = {"item": np.arange(self._count, self._count + n) if item is None else _host(item),
-                   "value": value, "weight": np.ones(n) if weight is None else _host(weight), **extra}
+        columns = {"item": np.arange(self._count, self._count + n) if item is None else item,
+                   "value": value, "weight": np.ones(n) if weight is None else weight, **extra}
         if self._columns and set(columns) != set(self._columns):
             raise ValueError(f"ItemLog.add: columns {sorted(columns)} differ from the first batch's {sorted(self._columns)}")
         for name, column in columns.items():
-            column = np.asarray(_host(column)).reshape(-1)
+            column = _flat(column)
             if len(column) != n:
                 raise ValueError(f"ItemLog.add: column {name!r} has {len(column)} entries for {n} items")
             self._columns.setdefault(name, []).append(column)
         self._count += n
 
     def columns(self) -> dict[str, np.ndarray]:
-        out = {name: np.concatenate(parts) for name, parts in self._columns.items()}
+        out = {name: np.concatenate([_host(part) for part in parts]) for name, parts in self._columns.items()}
         out["item"] = out["item"].astype(np.int64)
+        out["value"] = out["value"].astype(np.float64)
         out["weight"] = out["weight"].astype(np.float64)
         return out
 
 
-def _host(x: Any) -> Any:
-    return x.detach().cpu().numpy() if isinstance(x, Tensor) else x
+def _flat(x: Any) -> Any:
+    """A 1-D view of a tensor (detached, where it is) or array."""
+    return x.detach().reshape(-1) if isinstance(x, Tensor) else np.asarray(x).reshape(-1)
+
+
+def _host(x: Any) -> np.ndarray:
+    return x.cpu().numpy() if isinstance(x, Tensor) else x
 
 
 def items_metric(columns: dict[str, np.ndarray]) -> float:
@@ -486,18 +494,17 @@ class ClassificationTask(Task):
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, batches: Iterable[Batch], items: ItemLog | None = None) -> dict[str, float]:
-        n = correct1 = correct5 = 0
-        loss_sum = 0.0
+        n, sums = 0, 0  # sums: (loss, top-1 hits, top-5 hits) in float64 on the device, read at the end
         for x, y in batches:
             logits = model(x).float()
-            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
             top = logits.topk(min(5, logits.shape[1]), dim=1).indices  # (B, k)
             hits = top == y[:, None]
-            correct1 += hits[:, 0].sum().item()
-            correct5 += hits.any(dim=1).sum().item()
+            sums = sums + torch.stack([F.cross_entropy(logits, y, reduction="sum").double(),
+                                       hits[:, 0].sum().double(), hits.any(dim=1).sum().double()])
             n += y.numel()
             if items is not None:  # per example: correct or not, the predicted and the true label
                 items.add(hits[:, 0], pred=top[:, 0], label=y)
+        loss_sum, correct1, correct5 = sums.tolist()
         metrics = {"top1": correct1 / n, "loss": loss_sum / n}
         if self.spec["num_classes"] > 5:
             metrics["top5"] = correct5 / n

@@ -44,9 +44,9 @@ import zoo  # noqa: F401
 from baselines.rnn import PyramidalListener, RNNEncoder
 from harness.config import RunConfig
 from harness.devices import to_device
-from harness.trainer import CellTrainer
-from tasks.base import create_task, get_task_class
-from zoo.registry import get_model_entry
+from harness.trainer import CellTrainer, evaluate
+from tasks.base import ItemLog, create_task, get_task_class
+from zoo.registry import create_model, get_model_entry
 
 aten = torch.ops.aten
 READ_BACK = {aten._local_scalar_dense, aten.nonzero, aten.masked_select, aten._unique, aten._unique2,
@@ -93,14 +93,19 @@ def _allowed() -> bool:
 class SyncCounter(TorchDispatchMode):
     """Records each op that would make the host wait for a CUDA device, and tags host tensors."""
 
-    def __init__(self) -> None:
+    def __init__(self, stalls_only: bool = False) -> None:
         super().__init__()
         self.found: list[str] = []
         self.host = False  # True while the code runs on host data (a batch cut before it is moved)
+        # stalls_only: count a read-back only where device work was queued since the last one (a second
+        # read-back right after the first waits for nothing but its own copy)
+        self.stalls_only, self.queued, self.reading = stalls_only, False, False
 
     def note(self, what: str) -> None:
-        if not self.host and not _allowed():
-            self.found.append(f"{what} at {_where()}")
+        if self.host or _allowed() or (self.stalls_only and not self.queued):
+            return
+        self.found.append(f"{what} at {_where()}")
+        self.queued = False
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -122,6 +127,9 @@ class SyncCounter(TorchDispatchMode):
         where = ("host" if self.host else "open" if not places else "device" if "device" in places
                  else "host" if "host" in places else "open")
         tag(tree_leaves(out), where)
+        # device work that a later read-back waits for: a kernel on device data (not a view, not the
+        # read-back's own copy)
+        self.queued |= where != "host" and packet not in READ_BACK and not func.is_view and not self.reading
         for i in HOST_OUTPUTS.get(packet, ()):
             tag([out[i]])
         return out
@@ -136,7 +144,11 @@ def counting(counter: SyncCounter):
         def call(self, *args, **kwargs):
             if not on_host(self):
                 counter.note(f"Tensor.{name}")
-            return originals[name](self, *args, **kwargs)
+            counter.reading = True
+            try:
+                return originals[name](self, *args, **kwargs)
+            finally:
+                counter.reading = False
         return call
 
     def cuda(self, *args, **kwargs):
@@ -270,3 +282,32 @@ def test_the_counter_sees_lengths_read_back_and_blocking_copies():
     moved = []
     assert _count(lambda: moved.append(to_device((host_lengths,), x.device))) == []
     assert not on_host(moved[0][0]), "a moved tensor is device data"
+
+
+EVAL_CELLS = [cell for cell in CELLS if get_task_class(cell[0]).domain != "rl"]
+
+
+@pytest.mark.parametrize("task_name,model", EVAL_CELLS)
+def test_evaluation_waits_for_the_device_at_most_once_per_batch(task_name, model):
+    """The harness's evaluation of a split (metrics and per-item outcomes) reads back at most once per
+    batch, and once at the end. Offline RL is not here: its evaluation is rollouts, where each action
+    goes to the environment on the host, one read-back per environment step by nature."""
+    if task_name not in _tasks:
+        _tasks[task_name] = create_task(task_name)
+        _tasks[task_name].setup()
+    task = _tasks[task_name]
+    net = create_model(model, task.spec, "tiny")
+    if not task.held:  # a task that holds nothing on the device keeps its data on the host
+        tag([t for v in vars(task).values() for t in (v.values() if isinstance(v, dict) else [v])])
+    counter = SyncCounter(stalls_only=True)
+    # three validation batches, cut on the host as the harness cuts them
+    host_batches = [tuple(t if t is None else tag([t])[0] for t in batch)
+                    for batch in list(task.eval_batches("val", 8))[:3]]
+    evaluated = _Batches(task, None, counter)
+    evaluated.eval_batches = lambda split, batch_size: iter(host_batches)
+    items = ItemLog()
+    with counting(counter):
+        metrics = evaluate(evaluated, net, "val", 8, torch.device("cpu"), "fp32", items=items)
+        columns = items.columns()
+    assert metrics and len(columns["value"]) == sum(len(b[0]) for b in host_batches)
+    assert len(counter.found) <= len(host_batches) + 1, "\n".join(counter.found)

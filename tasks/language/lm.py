@@ -130,15 +130,15 @@ class CharLMTask(Task):
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, batches: Iterable[Batch], items: ItemLog | None = None) -> dict[str, float]:
-        total, count = 0.0, 0
+        total, count = 0, 0  # total: float64 on the device, read once at the end
         for x, y in batches:
             logits = model(x).float()
             nll = F.cross_entropy(logits.transpose(1, 2), y, reduction="none").double().sum(1)  # (B,) per window
-            total += nll.sum().item()
+            total = total + nll.sum()
             count += y.numel()
             if items is not None:  # per window: its summed loss over its tokens
                 items.add(nll, weight=torch.full_like(nll, y.shape[1]))
-        loss = total / count
+        loss = float(total) / count
         return {"loss": loss, "bpc": loss / LN2, "perplexity": float(np.exp(loss))}
 
     def examples(self, model: nn.Module, device: torch.device, seed: int) -> dict[str, Any]:

@@ -101,7 +101,7 @@ class Seq2SeqTask(DecodedExamples, Task):
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, batches: Iterable[Batch], items: ItemLog | None = None) -> dict[str, float]:
-        exact = tokens_right = tokens = rows = 0
+        sums, rows = 0, 0  # sums: (exact rows, tokens right, tokens) on the device, read at the end
         for src, tgt, src_pad in batches:
             gold = tgt[:, 1:]  # (B, L): target then EOS then PAD
             pred = model.generate(src, src_pad, max_len=gold.shape[1])
@@ -109,12 +109,11 @@ class Seq2SeqTask(DecodedExamples, Task):
             real = gold != PAD
             right = (pred == gold) & real
             exact_rows = right.sum(1) == real.sum(1)  # (B,)
-            exact += exact_rows.sum().item()
-            tokens_right += right.sum().item()
-            tokens += real.sum().item()
+            sums = sums + torch.stack([exact_rows.sum(), right.sum(), real.sum()])
             rows += len(src)
             if items is not None:  # per example: exact or not, and its tokens right out of its tokens
                 items.add(exact_rows, tokens_right=right.sum(1), tokens=real.sum(1))
+        exact, tokens_right, tokens = sums.tolist()
         return {"exact_match": exact / rows, "token_accuracy": tokens_right / tokens}
 
     def decode(self, ids: Iterable[int]) -> str:

@@ -23,6 +23,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+STOP_CHECK = 16  # decoding steps between two looks at whether every row has ended
+
+
+def _may_stop(step: int) -> bool:
+    """Whether to read back, after ``step``, if every row has ended: every ``STOP_CHECK`` steps, not
+    every step, so that the host queues a batch's decoding steps without waiting for each (a row that
+    has ended only adds PAD, so stopping later changes no output, only its trailing PAD columns)."""
+    return step % STOP_CHECK == STOP_CHECK - 1
+
+
 @torch.no_grad()
 def greedy_decode(model, src: Tensor, src_pad: Tensor | None, max_len: int, bos: int, eos: int,
                   pad: int = 0) -> Tensor:
@@ -32,12 +42,12 @@ def greedy_decode(model, src: Tensor, src_pad: Tensor | None, max_len: int, bos:
     tokens = torch.full((B,), bos, dtype=torch.long, device=src.device)
     done = torch.zeros(B, dtype=torch.bool, device=src.device)
     out = []
-    for _ in range(max_len):
+    for step in range(max_len):
         tokens = model.decode_step(state, tokens).argmax(-1)
         tokens = tokens.masked_fill(done, pad)
         out.append(tokens)
         done |= tokens == eos
-        if bool(done.all()):
+        if _may_stop(step) and bool(done.all()):
             break
     return torch.stack(out, dim=1) if out else tokens.new_empty(B, 0)
 
@@ -56,7 +66,7 @@ def beam_search(model, src: Tensor, src_pad: Tensor | None, max_len: int, bos: i
     finished = torch.zeros(B, K, dtype=torch.bool, device=device)
     history = torch.empty(B, K, 0, dtype=torch.long, device=device)
     lengths = torch.zeros(B, K, device=device)
-    for _ in range(max_len):
+    for step in range(max_len):
         logp = model.decode_step(state, tokens).float().log_softmax(-1)  # (B*K, V)
         V = logp.shape[-1]
         logp = logp.view(B, K, V)
@@ -77,7 +87,7 @@ def beam_search(model, src: Tensor, src_pad: Tensor | None, max_len: int, bos: i
         rows = (torch.arange(B, device=device)[:, None] * K + beam).reshape(-1)
         model.reorder_state(state, rows)
         tokens = token.reshape(-1)
-        if bool(finished.all()):
+        if _may_stop(step) and bool(finished.all()):
             break
     best = (scores / ((5.0 + lengths) / 6.0) ** length_penalty).argmax(-1)  # (B,)
     return history[torch.arange(B, device=device), best]
