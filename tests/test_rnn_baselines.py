@@ -281,6 +281,9 @@ def test_seq2seq_overfits_reversal_to_exact_match(reversal):
     out = model.generate(src, src_pad, max_len=10)
     assert model.training  # the mode is restored
     assert torch.equal(out, tgt), f"loss {loss:.4f}\n{out}\n{tgt}"
+    # a long budget: decoding looks for the end after 64 steps, stops, and cuts the PAD columns
+    assert torch.equal(model.generate(src, src_pad, max_len=500), tgt)
+    assert torch.equal(model.generate(src, src_pad, max_len=500, beam_size=2), tgt)
 
 
 def test_seq2seq_beam_search_ends_in_eos_then_pad(reversal):

@@ -23,14 +23,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-STOP_CHECK = 16  # decoding steps between two looks at whether every row has ended
+def _long_run_check(step: int) -> bool:
+    """Whether a decoding looks, after ``step``, whether every row has ended: only a long one, after
+    steps 63, 127, 255, ... (so at most twice the steps needed). Up to 64 steps the host queues them
+    all without waiting; the one read-back is the length to keep, at the end."""
+    return step >= 63 and step & (step + 1) == 0
 
 
-def _may_stop(step: int) -> bool:
-    """Whether to read back, after ``step``, if every row has ended: every ``STOP_CHECK`` steps, not
-    every step, so that the host queues a batch's decoding steps without waiting for each (a row that
-    has ended only adds PAD, so stopping later changes no output, only its trailing PAD columns)."""
-    return step % STOP_CHECK == STOP_CHECK - 1
+def _mark_end(ended_at: Tensor, all_done: Tensor, step: int) -> Tensor:
+    """The step count after which every row had ended (``max_len`` while some row runs), on the device."""
+    return torch.where(all_done & (ended_at > step + 1), step + 1, ended_at)
 
 
 @torch.no_grad()
@@ -41,15 +43,17 @@ def greedy_decode(model, src: Tensor, src_pad: Tensor | None, max_len: int, bos:
     state = model.init_state(src, src_pad)
     tokens = torch.full((B,), bos, dtype=torch.long, device=src.device)
     done = torch.zeros(B, dtype=torch.bool, device=src.device)
+    ended_at = torch.tensor(max_len, device=src.device)
     out = []
-    for step in range(max_len):
+    for step in range(max_len):  # a row that has ended only adds PAD, cut off below
         tokens = model.decode_step(state, tokens).argmax(-1)
         tokens = tokens.masked_fill(done, pad)
         out.append(tokens)
         done |= tokens == eos
-        if _may_stop(step) and bool(done.all()):
+        ended_at = _mark_end(ended_at, done.all(), step)
+        if _long_run_check(step) and int(ended_at) <= step + 1:
             break
-    return torch.stack(out, dim=1) if out else tokens.new_empty(B, 0)
+    return torch.stack(out, dim=1)[:, :int(ended_at)] if out else tokens.new_empty(B, 0)
 
 
 @torch.no_grad()
@@ -66,7 +70,8 @@ def beam_search(model, src: Tensor, src_pad: Tensor | None, max_len: int, bos: i
     finished = torch.zeros(B, K, dtype=torch.bool, device=device)
     history = torch.empty(B, K, 0, dtype=torch.long, device=device)
     lengths = torch.zeros(B, K, device=device)
-    for step in range(max_len):
+    ended_at = torch.tensor(max_len, device=device)
+    for step in range(max_len):  # an ended hypothesis only adds PAD, cut off below
         logp = model.decode_step(state, tokens).float().log_softmax(-1)  # (B*K, V)
         V = logp.shape[-1]
         logp = logp.view(B, K, V)
@@ -87,10 +92,11 @@ def beam_search(model, src: Tensor, src_pad: Tensor | None, max_len: int, bos: i
         rows = (torch.arange(B, device=device)[:, None] * K + beam).reshape(-1)
         model.reorder_state(state, rows)
         tokens = token.reshape(-1)
-        if _may_stop(step) and bool(finished.all()):
+        ended_at = _mark_end(ended_at, finished.all(), step)
+        if _long_run_check(step) and int(ended_at) <= step + 1:
             break
     best = (scores / ((5.0 + lengths) / 6.0) ** length_penalty).argmax(-1)  # (B,)
-    return history[torch.arange(B, device=device), best]
+    return history[torch.arange(B, device=device), best][:, :int(ended_at)]
 
 
 def sample_next(logits: Tensor, temperature: float = 1.0, top_k: int | None = None,
