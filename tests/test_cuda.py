@@ -82,3 +82,28 @@ def test_packed_lstms_take_host_lengths_on_cuda():
     task.setup()
     record = run_cell(task, "lstm_seq2seq", 0, RunConfig(steps=5, device="cuda", precision="bf16"), progress=False)
     assert record["device"] == "cuda" and 0 <= record["metric_value"] <= 1
+
+
+@pytest.mark.parametrize("name", ["conformer", "bilstm_ctc", "las"])
+def test_transcription_losses_take_host_lengths_on_cuda(name):
+    """The transcription loss with the batch as the harness moves it (features and targets on the GPU,
+    frames and target lengths on the host: ``Task.on_host``) runs forward and backward in bf16, and
+    gives what the same batch gives on the CPU in fp32 (within bf16's tolerance)."""
+    import baselines  # noqa: F401
+    from tasks.speech.transcription import TranscriptionTask
+    from zoo import create_model
+    spec = {"kind": "transcription", "modality": "audio", "input_dim": 40, "vocab_size": 12, "blank_id": 0,
+            "pad_id": 0, "bos_id": 1, "eos_id": 2, "max_tgt_len": 6, "max_frames": 96}
+    torch.manual_seed(0)
+    model = create_model(name, spec, "tiny").eval()
+    g = torch.Generator().manual_seed(0)
+    feats, frames = torch.randn(4, 96, 40, generator=g), torch.tensor([96, 70, 51, 88])
+    targets, target_lengths = torch.randint(3, 12, (4, 5), generator=g), torch.tensor([5, 3, 4, 2])
+    targets[torch.arange(5)[None, :] >= target_lengths[:, None]] = 0
+    cpu_loss = TranscriptionTask.loss(None, model, (feats, frames, targets, target_lengths))
+    model.cuda()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = TranscriptionTask.loss(None, model, (feats.cuda(), frames, targets.cuda(), target_lengths))
+    loss.backward()
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
+    torch.testing.assert_close(loss.float().cpu(), cpu_loss, atol=0.05, rtol=0.05)
