@@ -167,14 +167,29 @@ def counting(counter: SyncCounter):
         return tag([copy], "device")[0]
 
     patches = {"tolist": reading("tolist"), "numpy": reading("numpy"), "cpu": reading("cpu"), "to": to, "cuda": cuda}
+    factories = {name: getattr(torch, name) for name in ("tensor", "as_tensor")}
+
+    def from_host_data(name):
+        def call(data, *args, **kwargs):
+            # host data (a number, a list, an array) made into a tensor on a named device: a blocking copy
+            if (kwargs.get("device") is not None and not isinstance(data, torch.Tensor)
+                    and _ours(sys._getframe(1).f_code.co_filename)):
+                counter.note(f"torch.{name}(host data, device=...) (a blocking copy)")
+            return factories[name](data, *args, **kwargs)
+        return call
+
     for name, patch in patches.items():
         setattr(torch.Tensor, name, patch)
+    for name in factories:
+        setattr(torch, name, from_host_data(name))
     try:
         with counter:
             yield counter
     finally:
         for name, original in originals.items():
             setattr(torch.Tensor, name, original)
+        for name, original in factories.items():
+            setattr(torch, name, original)
 
 
 def _names_device(args: tuple, kwargs: dict) -> bool:
@@ -279,6 +294,8 @@ def test_the_counter_sees_lengths_read_back_and_blocking_copies():
     # (a blocking copy counts where the project's code makes it: code compiled as if it were a module of ours)
     blocking = compile("t.to(d)", str(ROOT / "harness" / "probe.py"), "eval")
     assert any("non_blocking" in f for f in _count(lambda: eval(blocking, {"t": host_lengths, "d": x.device})))
+    made = compile("torch.tensor(3, device=d)", str(ROOT / "harness" / "probe.py"), "eval")
+    assert any("blocking copy" in f for f in _count(lambda: eval(made, {"torch": torch, "d": x.device})))
     moved = []
     assert _count(lambda: moved.append(to_device((host_lengths,), x.device))) == []
     assert not on_host(moved[0][0]), "a moved tensor is device data"

@@ -43,7 +43,7 @@ def greedy_decode(model, src: Tensor, src_pad: Tensor | None, max_len: int, bos:
     state = model.init_state(src, src_pad)
     tokens = torch.full((B,), bos, dtype=torch.long, device=src.device)
     done = torch.zeros(B, dtype=torch.bool, device=src.device)
-    ended_at = torch.tensor(max_len, device=src.device)
+    ended_at = torch.full((), max_len, device=src.device)  # a fill on the device, not a copy from the host
     out = []
     for step in range(max_len):  # a row that has ended only adds PAD, cut off below
         tokens = model.decode_step(state, tokens).argmax(-1)
@@ -70,7 +70,7 @@ def beam_search(model, src: Tensor, src_pad: Tensor | None, max_len: int, bos: i
     finished = torch.zeros(B, K, dtype=torch.bool, device=device)
     history = torch.empty(B, K, 0, dtype=torch.long, device=device)
     lengths = torch.zeros(B, K, device=device)
-    ended_at = torch.tensor(max_len, device=device)
+    ended_at = torch.full((), max_len, device=device)
     for step in range(max_len):  # an ended hypothesis only adds PAD, cut off below
         logp = model.decode_step(state, tokens).float().log_softmax(-1)  # (B*K, V)
         V = logp.shape[-1]
