@@ -45,7 +45,8 @@ A batch is a tuple of tensors that the harness moves to the device, but for the 
 names in ``on_host``: lengths (and the padding masks made from them) that stay on the host, where
 cuDNN's packed sequences and CTC read them, so that a training step never waits to read them back.
 A model given host lengths or a host mask moves what the device needs of them itself, without
-blocking (``.to(device, non_blocking=True)``); one given them on the device still works, with a
+blocking (``.to(device, non_blocking=True)``), and a CTC model returns its output lengths where its
+input lengths were (on the host, for the loss); one given them on the device still works, with a
 read-back. ``None`` in a batch (no padding mask, where no row is padded) stays ``None``.
 """
 
