@@ -254,8 +254,9 @@ class ListenAttendSpell(AttentionalEncoderDecoder):
         the device."""
         lengths = None if feat_pad is None else (~feat_pad).sum(1)
         memory, out_lengths, final = self.listener(feats, lengths)
-        memory_pad = None if feat_pad is None else lengths_to_padding_mask(out_lengths, memory.shape[1]).to(
-            memory.device, non_blocking=True)
+        memory_pad = None
+        if feat_pad is not None:
+            memory_pad = lengths_to_padding_mask(out_lengths, memory.shape[1]).to(memory.device, non_blocking=True)
         return memory, memory_pad, self.bridge(final)
 
 

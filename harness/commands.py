@@ -55,7 +55,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     path = report.write_report(records, args.out, outcomes, args.pair)
     table = leaderboard.read_csv(args.out / "verdicts.csv")
     print("\n".join([*verdicts.run_lines(table), ""]) if not table.empty else "", end="")
-    print(f"wrote {path}, {args.out / 'report.html'} and {args.out / 'verdicts.csv'} (plots in {args.out / 'plots'})")
+    print(f"wrote {report.written(path)} and {args.out / 'verdicts.csv'} (plots in {args.out / 'plots'})")
     return 0
 
 

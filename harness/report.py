@@ -244,17 +244,33 @@ def write_report(records: list[dict[str, Any]], out: Path, outcomes: leaderboard
 
 # ------------------------------------------------------------------------------------------ helpers
 
+def _html_module() -> Any:
+    """``harness.report_html``, or the ImportError that says which of Plotly and itables is missing."""
+    try:
+        from . import report_html
+    except ImportError as e:
+        return e
+    return report_html
+
+
 def _write_html(out: Path, board: pd.DataFrame, ok: list[dict[str, Any]], table: pd.DataFrame | None,
                 summary: list[str]) -> None:
     """report.html (``harness.report_html``); where Plotly or itables is missing (a bare GPU machine
     that got no wheels), a warning instead: the leaderboards and REPORT.md never depend on it."""
-    try:
-        from . import report_html
-    except ImportError as e:
-        print(f"warning: {out / 'report.html'} not written: {e.name} is not installed (pip install plotly itables)",
-              file=sys.stderr)
+    module = _html_module()
+    if isinstance(module, ImportError):
+        print(f"warning: {out / 'report.html'} not written: {module.name} is not installed (pip install plotly "
+              "itables)", file=sys.stderr)
         return
-    report_html.write_html(out, board, ok, table, summary, HOW_TO_READ)
+    module.write_html(out, board, ok, table, summary, HOW_TO_READ)
+
+
+def written(report_md: Path) -> str:
+    """What ``write_report`` wrote, for the line that says so: REPORT.md, and report.html beside it
+    where it could be written."""
+    if isinstance(_html_module(), ImportError):
+        return str(report_md)
+    return f"{report_md} and {report_md.parent / 'report.html'}"
 
 
 def _write_md(out: Path, lines: list[str]) -> Path:

@@ -172,10 +172,7 @@ def leaderboard_table(rows: pd.DataFrame, records: list[dict[str, Any]], table_i
     """A domain's leaderboard rows as a DataTable: the report's columns, numbers rounded for reading
     (sorting stays numeric), ties shown as '=N' in ``tie`` and a ``records`` column of links."""
     shown = columns(rows)
-    frame = rows[shown].copy()
-    for column in shown:
-        if column not in ("rank",) and pd.api.types.is_float_dtype(frame[column]):
-            frame[column] = frame[column].map(lambda v: float(f"{v:.4g}") if math.isfinite(v) else None)
+    frame = _rounded(rows[shown], keep=("rank",))
     frame.insert(shown.index("rank") + 1 if "rank" in shown else 0, "tie",
                  ["=" if leaderboard._is_true(t) else "" for t in rows.get("rank_tie", [False] * len(rows))])
     links = record_links(records)
@@ -196,11 +193,18 @@ def record_links(records: list[dict[str, Any]]) -> dict[tuple, str]:
 
 
 def verdict_table(table: pd.DataFrame) -> str:
-    frame = table[[c for c in VERDICT_COLUMNS if c in table.columns]].copy()
-    for column in frame.columns:
-        if pd.api.types.is_float_dtype(frame[column]):
-            frame[column] = frame[column].map(lambda v: float(f"{v:.4g}") if math.isfinite(v) else None)
+    frame = _rounded(table[[c for c in VERDICT_COLUMNS if c in table.columns]])
     return to_html_datatable(frame, table_id="verdict_table", **TABLE_OPTIONS)
+
+
+def _rounded(frame: pd.DataFrame, keep: tuple[str, ...] = ()) -> pd.DataFrame:
+    """A copy with every float column but ``keep`` at 4 significant digits (still numbers, so that
+    sorting stays numeric; NaN as empty)."""
+    frame = frame.copy()
+    for column in frame.columns:
+        if column not in keep and pd.api.types.is_float_dtype(frame[column]):
+            frame[column] = frame[column].map(lambda v: float(f"{v:.4g}") if math.isfinite(v) else None)
+    return frame
 
 
 # ------------------------------------------------------------------------------------- the page

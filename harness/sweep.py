@@ -260,6 +260,7 @@ def run_sweep(args: argparse.Namespace) -> int:
         tune.check_args(args)
     device = resolve_device(args.device) if args.executor != "ray" else ray_device(args)
     group = distributed.init(device) if args.ddp else distributed.SINGLE
+    plan: Plan | None = None
     try:
         plan = make_plan(args, device, group)
         check_writable(args.out, output_folders(plan))
@@ -274,7 +275,7 @@ def run_sweep(args: argparse.Namespace) -> int:
         plan.log(_plan_line(plan, len(plan.cells()), len(todo)))
         return _execute(plan, records, todo)
     finally:
-        if "plan" in locals():
+        if plan is not None:
             plan.trackers.close()
         if args.ddp:
             distributed.shutdown()
@@ -435,4 +436,4 @@ def publish(records: list[dict[str, Any]], out: Path, domain: str) -> None:
     print(leaderboard.to_text(new))
     print("\n".join(["", *verdicts.run_lines(verdicts.verdicts(new, outcomes))]))
     print(f"\nwrote {path} (and .md); records in {out / 'runs' / domain}")
-    print(f"wrote {report_path} and {out / 'report.html'} (plots in {out / 'plots'})")
+    print(f"wrote {report.written(report_path)} (plots in {out / 'plots'})")

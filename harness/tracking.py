@@ -123,12 +123,6 @@ class Trackers:
         for tracker in self.trackers:
             _guarded(tracker, tracker.close, f"cannot close {tracker.where}", "the records are kept")
 
-    def __enter__(self) -> Trackers:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
 
 def _guarded(tracker: Any, call: Callable[[], None], what: str, kept: str) -> None:
     """``call()``; an exception becomes one warning line on stderr."""

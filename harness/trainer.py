@@ -98,8 +98,8 @@ class TrainState:
     time_to_target: float | None = None
     # the first step on CUDA or under --compile (compilation, cuDNN autotuning, lazy kernel loading),
     # timed apart from train_time, and the samples it saw, left out of the throughput
-    compile_time: float = 0.0
-    compile_samples: int = 0
+    warmup_time: float = 0.0
+    warmup_samples: int = 0
 
 
 class CellTrainer:
@@ -241,7 +241,7 @@ class CellTrainer:
             if state.step == 1 and self.warm_up_apart:
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
-                state.compile_time, state.compile_samples = time.perf_counter() - t0, state.samples
+                state.warmup_time, state.warmup_samples = time.perf_counter() - t0, state.samples
                 t0 = time.perf_counter()
             if state.step >= self.total_steps:
                 break
@@ -325,7 +325,7 @@ class CellTrainer:
     def record(self, tested: dict[str, Any]) -> dict[str, Any]:
         task, state, config = self.task, self.state, self.config
         flops, train_flops = self.flops
-        timed = state.samples - state.compile_samples
+        timed = state.samples - state.warmup_samples
         per_sec = timed / state.train_time if state.train_time else float("nan")
         utilisation = mfu(train_flops, per_sec, device_name(self.device), device=self.device.type,
                           num_gpus=self.group.world)  # of the GPU's dense bf16 peak; NaN on CPU
@@ -337,8 +337,8 @@ class CellTrainer:
             "items": tested["items"],  # per-item outcomes: written beside the record (records.write_record)
             "history": state.history, "examples": tested["examples"],
             "param_count": self.param_count, "train_time_s": state.train_time, "eval_time_s": tested["eval_time_s"],
-            "compile_time_s": state.compile_time if config.compile else None,
-            "warmup_time_s": state.compile_time if self.warm_up_apart else None,
+            "compile_time_s": state.warmup_time if config.compile else None,
+            "warmup_time_s": state.warmup_time if self.warm_up_apart else None,
             "train_samples": state.samples, "train_size": task.num_train_samples(),
             "train_fraction": config.train_fraction, "params_target": config.params_target,
             "train_samples_per_sec": per_sec, "mfu": utilisation if math.isfinite(utilisation) else None,

@@ -14,7 +14,10 @@
 #
 # A lent machine has torch, torchvision, torchaudio, pandas, scikit-learn and timm but no internet,
 # and lacks plotly and itables (report.html) and gymnasium and soundfile (not needed here). Wheels in
-# .whl/ (scripts/gpu_wheels.sh downloads them) are installed into /tmp/site first when present.
+# .whl/ are installed into /tmp/site first when present; fetch them here for the machine's Python 3.12
+# and carry the folder (the device tool's carry: [".whl"]):
+#   python -m pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl plotly narwhals itables
+# (pure-Python wheels; the machine already has their other needs: packaging, pandas, numpy)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"

@@ -114,8 +114,18 @@ def test_figures_hover_names_the_model_seeds_value_and_interval():
 
 
 def test_no_records_still_writes_a_page(tmp_path):
-    report.write_report([], tmp_path)
+    path = report.write_report([], tmp_path)
     assert "No successful cell records yet" in (tmp_path / "report.html").read_text()
+    assert report.written(path) == f"{path} and {tmp_path / 'report.html'}"
+
+
+def test_without_plotly_the_report_warns_and_does_not_claim_the_page(tmp_path, monkeypatch, capsys):
+    missing = ImportError("No module named 'plotly'", name="plotly")
+    monkeypatch.setattr(report, "_html_module", lambda: missing)
+    path = report.write_report([], tmp_path)
+    assert path.is_file() and not (tmp_path / "report.html").exists()
+    assert "report.html not written: plotly is not installed" in capsys.readouterr().err
+    assert report.written(path) == str(path)  # the "wrote ..." line names REPORT.md only
 
 
 # --------------------------------------------------------------------------------- in a browser
