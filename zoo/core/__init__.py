@@ -7,10 +7,11 @@ from .attention import (BACKENDS, KVCache, MultiHeadAttention, attention_backend
                         lengths_to_padding_mask, math_attention, sdpa_attention, set_backend)
 from .layers import DecoderBlock, EncoderBlock, FeedForward
 from .position import LearnedPositionalEmbedding, SinusoidalPositionalEncoding, sinusoidal_table
+from .ssm import MambaMixer, SSMCache
 
 __all__ = [
     "BACKENDS", "KVCache", "MultiHeadAttention", "attention_backend", "causal_mask", "get_backend",
     "lengths_to_padding_mask",
     "math_attention", "sdpa_attention", "set_backend", "DecoderBlock", "EncoderBlock", "FeedForward",
-    "LearnedPositionalEmbedding", "SinusoidalPositionalEncoding", "sinusoidal_table",
+    "LearnedPositionalEmbedding", "SinusoidalPositionalEncoding", "sinusoidal_table", "MambaMixer", "SSMCache",
 ]
