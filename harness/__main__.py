@@ -1,5 +1,9 @@
 import sys
 
-from .cli import main
+try:
+    from .cli import main  # imports torch and the rest: seconds, in which a Ctrl-C is one line, not a traceback
+except KeyboardInterrupt:
+    sys.stderr.write("\nharness: interrupted while starting\n")
+    sys.exit(130)
 
 sys.exit(main())

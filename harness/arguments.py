@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any, Callable
 
 from zoo.sizing import parse_param_count
@@ -63,6 +64,13 @@ def names(text: str) -> list[str]:
     if not items:
         raise argparse.ArgumentTypeError("expected a comma-separated list of names")
     return items
+
+
+def folder(text: str) -> Path:
+    """A folder to write results to; empty text is refused (it would mean the current directory)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected a folder, got {text!r} (for the current folder, give '.')")
+    return Path(text)
 
 
 def key_value(text: str) -> tuple[str, str]:

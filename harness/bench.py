@@ -48,7 +48,7 @@ from zoo.core import MultiHeadAttention
 from zoo.reference import Reference
 from zoo.registry import get_model_entry, list_models
 
-from .arguments import positive_int
+from .arguments import folder, positive_int
 from .devices import PeakMemory, autocast, resolve_device
 from .errors import UsageError
 from .measure import bf16_peak, mfu
@@ -297,7 +297,7 @@ def add_parser(sub: Any) -> None:
                        help="attention sequence lengths (default 64..1024 on CPU, 64..4096 on CUDA)")
     bench.add_argument("--skip", default="", help="comma-separated: attention, models, or a pair name (e.g. gpt)")
     bench.add_argument("--compile", action="store_true", help="torch.compile both sides of every pair")
-    bench.add_argument("--out", type=Path, default=Path("results"), help="results directory (default results/)")
+    bench.add_argument("--out", type=folder, default=Path("results"), help="results directory (default results/)")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

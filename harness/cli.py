@@ -4,6 +4,7 @@ and the dispatch; the work is in sweep.py, suite.py, commands.py and bench.py)."
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from pathlib import Path
@@ -14,12 +15,12 @@ from zoo.core import BACKENDS
 from zoo.registry import SIZES
 
 from . import bench, executors
-from .arguments import (fractions, key_value, model_pair, names, non_negative_float, non_negative_int, param_targets,
-                        positive_float, positive_int, probability)
+from .arguments import (folder, fractions, key_value, model_pair, names, non_negative_float, non_negative_int,
+                        param_targets, positive_float, positive_int, probability)
 from .commands import cmd_compare, cmd_examples, cmd_list, cmd_report
 from .errors import USER_ERRORS, UsageError
 from .suite import suite_plans
-from .sweep import run_sweep
+from .sweep import check_writable, run_sweeps
 
 
 class Parser(argparse.ArgumentParser):
@@ -28,12 +29,20 @@ class Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+class TableParser(Parser):
+    """The parser of a suite's [[run]] tables: an error is raised (a UsageError), so that the suite's
+    message can name the file and the table."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
 def _default_data_dir() -> str:
     return os.environ.get("ATTENTION_ZOO_DATA", "data")
 
 
-def build_parser() -> Parser:
-    parser = Parser(prog="python -m harness", description="Train, compare and list the models of attention-zoo.")
+def build_parser(parser_class: type[Parser] = Parser) -> Parser:
+    parser = parser_class(prog="python -m harness", description="Train, compare and list the models of attention-zoo.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{run,tune,list,report,compare,examples,bench}")
     _add_run(sub)
     ls = sub.add_parser("list", help="list models, tasks or domains")
@@ -42,11 +51,11 @@ def build_parser() -> Parser:
     ls.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="import MODULE first")
 
     report = sub.add_parser("report", help="rebuild the leaderboards, verdicts and REPORT.md from the records")
-    report.add_argument("--out", type=Path, default=Path("results"), help="results directory (default results/)")
+    report.add_argument("--out", type=folder, default=Path("results"), help="results directory (default results/)")
     report.add_argument("--pair", type=model_pair, action="append", default=[], metavar="A,B",
                         help="also test model A against model B on every task that has both (repeatable)")
     compare = sub.add_parser("compare", help="paired test of two models on one task, from the records",
-                             description="The difference of the headline metric (A - B) with its 95%% interval, "
+                             description="The difference of the headline metric (A - B) with its 95% interval, "
                                          "p-value and minimum detectable effect, from the per-item outcomes of "
                                          "the records: a paired test over seeds and test items.")
     compare.add_argument("task", help="a task name, e.g. digits")
@@ -56,12 +65,12 @@ def build_parser() -> Parser:
     compare.add_argument("--tuning", help="the tuning of both models' records, e.g. tpe-8 (default: 'default' "
                                           "where both have it, else the one they share)")
     compare.add_argument("--alpha", type=probability, default=0.05, help="the test's level (default 0.05)")
-    compare.add_argument("--out", type=Path, default=Path("results"), help="results directory (default results/)")
+    compare.add_argument("--out", type=folder, default=Path("results"), help="results directory (default results/)")
     compare.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="import MODULE first")
     examples = sub.add_parser("examples", help="show what trained models produced (LM samples, decoded inputs)")
     examples.add_argument("--task", default="*", help="task name or wildcard (default: all)")
     examples.add_argument("--model", default="*", help="model name or wildcard (default: all)")
-    examples.add_argument("--out", type=Path, default=Path("results"), help="results directory (default results/)")
+    examples.add_argument("--out", type=folder, default=Path("results"), help="results directory (default results/)")
     bench.add_parser(sub)
     return parser
 
@@ -132,7 +141,7 @@ def _run_options(run: argparse.ArgumentParser) -> None:
                      help="a task option, e.g. image_size=64 for image_folder (repeatable)")
     run.add_argument("--model-opt", type=key_value, action="append", default=[], metavar="KEY=VALUE",
                      help="a model config override, e.g. depth=6 (repeatable; numbers are parsed)")
-    run.add_argument("--out", type=Path, default=Path("results"), help="results directory (default results/)")
+    run.add_argument("--out", type=folder, default=Path("results"), help="results directory (default results/)")
     run.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                      help="import MODULE first, so that the models it registers can run (repeatable)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -171,25 +180,51 @@ def _add_where(run: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """``run`` and ``tune``: every sweep the command line (or the suite) asks for, all of them planned and
+    checked before any trains (``sweep.run_sweeps``)."""
     if args.config is not None:
         if args.domain is not None:
             raise UsageError(f"give a DOMAIN or --config, not both (got {args.domain!r} and {args.config})")
-        return max(cmd_run(run_args) for run_args in suite_plans(args.config, args, build_parser()))
+        tables = suite_plans(args.config, args, build_parser(TableParser))
+        return run_sweeps([(f"--config {args.config}, [[run]] {i}", sweeps(t)) for i, t in enumerate(tables, 1)])
     if args.domain is None:
         raise UsageError("run needs a DOMAIN (e.g. vision, or all) or --config SUITE.toml")
+    return run_sweeps([("", sweeps(args))])
+
+
+def sweeps(args: argparse.Namespace) -> list[argparse.Namespace]:
+    """One command's sweeps: each domain (``all``: every one), each --params and --train-fraction point."""
     domains = tasks_pkg.list_domains() if args.domain == "all" else [args.domain]
-    return max(run_sweep(argparse.Namespace(**{**vars(args), "domain": d, "params": p, "train_fraction": f}))
-               for d in domains for p in args.params or [None] for f in args.train_fraction or [None])
+    return [argparse.Namespace(**{**vars(args), "domain": d, "params": p, "train_fraction": f})
+            for d in domains for p in args.params or [None] for f in args.train_fraction or [None]]
 
 
-COMMANDS = {"run": cmd_run, "tune": cmd_run, "list": cmd_list, "report": cmd_report, "compare": cmd_compare, "examples": cmd_examples,
-            "bench": bench.cmd_bench}
+def cmd_report_checked(args: argparse.Namespace) -> int:
+    """``report``: where --out exists, it must take files (a one-line error before anything is read)."""
+    if args.out.is_dir():
+        check_writable(args.out)
+    return cmd_report(args)
+
+
+COMMANDS = {"run": cmd_run, "tune": cmd_run, "list": cmd_list, "report": cmd_report_checked, "compare": cmd_compare,
+            "examples": cmd_examples, "bench": bench.cmd_bench}
+CANNOT_WRITE = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """The command line: 0 on success, 1 where a cell failed or a file could not be written, 2 for bad
+    input (one line), 130 when interrupted."""
     try:
+        args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except USER_ERRORS as e:
         print(f"harness: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\nharness: interrupted", file=sys.stderr)
+        return 130
+    except OSError as e:
+        if e.errno not in CANNOT_WRITE:
+            raise
+        print(f"harness: error: cannot write {e.filename or 'a file'} ({e.strerror or e})", file=sys.stderr)
+        return 1

@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import threading
+import time
 from abc import ABC, abstractmethod
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.connection import wait as mp_wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -38,6 +42,7 @@ from .trial import TrialSlot, run_trial
 
 EXECUTORS = ("local", "ray")
 POLL_S = 0.5  # how often a waiting driver looks for a stop request
+STOP_WAIT_S = 300.0  # how long the workers of a pool that a dying worker broke get to checkpoint and end
 
 
 @dataclass(frozen=True)
@@ -111,11 +116,26 @@ def execute(cell: Cell) -> dict[str, Any] | None:
         return None
 
 
-def _init_process_worker(stop: Any) -> None:
+_ANNOUNCE: Any = None  # a --jobs worker's queue to the driver: which cell it starts
+
+
+def _execute_announced(index: int, cell: Cell) -> dict[str, Any] | None:
+    """``execute`` in a --jobs worker, which first tells the driver that it runs cell ``index`` (so that
+    the driver knows which cell a worker that dies was running)."""
+    if stop_requested():  # the pool is being taken down (a stop, or another worker died): start nothing new
+        return None
+    if _ANNOUNCE is not None:
+        _ANNOUNCE.put((index, os.getpid()))
+    return execute(cell)
+
+
+def _init_process_worker(stop: Any, announce: Any = None) -> None:
     """A --jobs worker ignores Ctrl-C (the terminal sends it to the whole process group): the driver
     decides, and sets ``stop``, which makes the running cell checkpoint and return. A SIGTERM sent to
-    the worker itself (a batch scheduler ending the job's processes) does the same."""
-    import signal
+    the worker itself (a batch scheduler ending the job's processes, or the driver taking down a pool
+    that another worker broke by dying) does the same."""
+    global _ANNOUNCE
+    _ANNOUNCE = announce
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda signum, frame: request_stop())
 
@@ -126,6 +146,35 @@ def _init_process_worker(stop: Any) -> None:
 
 
 # ------------------------------------------------------------------------------------ the executors
+
+class WorkerDied(RuntimeError):
+    """A ``--jobs`` worker process ended while it ran a cell (killed, out of memory, a segfault, ``os._exit``)."""
+
+
+def death(exitcode: int | None) -> str:
+    """How a worker process ended, in words: 'exit code 3', 'signal SIGKILL (killed, e.g. out of memory)'."""
+    if exitcode is None:
+        return "an exit status that could not be read"
+    if exitcode >= 0:
+        return f"exit code {exitcode}"
+    try:
+        name = signal.Signals(-exitcode).name
+    except ValueError:
+        name = str(-exitcode)
+    return f"signal {name}" + (" (killed, e.g. by the out-of-memory killer)" if -exitcode == signal.SIGKILL else "")
+
+
+def blame(running: dict[int, int], exitcodes: dict[int, int | None]) -> tuple[list[int], list[int]]:
+    """After a worker died: (the cells that surely killed it, the cells to rerun alone to find out), from
+    ``running`` (cell index -> the pid of the worker that ran it) and each worker's exit code (0: it
+    ended cleanly when the pool was taken down; None: unknown). One worker that died: its cell. None
+    or several, or one that cannot be told: every running cell is rerun alone, once."""
+    died = [i for i, pid in running.items() if exitcodes.get(pid) != 0]
+    if len(died) == 1 and exitcodes.get(running[died[0]]) is not None:
+        return died, []
+    return [], sorted(running)
+
+
 
 class Executor(ABC):
     """Runs cells and yields ``(cell, record)`` as each finishes (a 'failed' record where a cell failed
@@ -171,44 +220,138 @@ class LocalExecutor(Executor):
 
 
 class ProcessExecutor(Executor):
-    """``--jobs N``: N worker processes on this machine (spawned, so CUDA and OpenMP start clean)."""
+    """``--jobs N``: N worker processes on this machine (spawned, so CUDA and OpenMP start clean).
+
+    A worker that dies (killed, out of memory, a segfault, ``os._exit`` in a plugin) breaks the pool.
+    The cell it ran is recorded failed, saying how the worker ended; the pool is started again and the
+    other cells, running or waiting, run again (a running one continues from the checkpoint it saved
+    when the pool stopped it). Where it cannot be told which running cell killed the pool, each runs
+    again alone, once, and only one that kills its worker again is recorded failed."""
 
     name = "processes"
 
     def __init__(self, jobs: int) -> None:
         import multiprocessing
-        context = multiprocessing.get_context("spawn")
+        self.context = multiprocessing.get_context("spawn")
         self.slots = jobs
-        self.stop = context.Event()
-        self.pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_process_worker,
-                                        initargs=(self.stop,))
+        self.stop = self.context.Event()
+        self.announce: Any = None  # (cell index, worker pid) as each cell starts: a new queue per pool
+        self.pool: ProcessPoolExecutor | None = None
+        self.rounds_lost = 0  # pools that broke with no cell running: a worker that cannot start
+
+    def _new_pool(self, jobs: int) -> ProcessPoolExecutor:
+        self.announce = self.context.SimpleQueue()  # (one a worker killed while it wrote could stay locked)
+        self.pool = ProcessPoolExecutor(jobs, mp_context=self.context, initializer=_init_process_worker,
+                                        initargs=(self.stop, self.announce))
+        return self.pool
 
     def run(self, cells: list[Cell], tasks: dict[str, Task]) -> Iterator[tuple[Cell, dict[str, Any]]]:
-        futures: dict[Future, Cell] = {self.pool.submit(execute, cell): cell for cell in cells}
-        remaining = set(futures)
+        todo, alone = list(enumerate(cells)), []
+        while todo or alone:
+            if alone:
+                batch, jobs = [alone.pop(0)], 1
+            else:
+                batch, jobs, todo = todo, self.slots, []
+            broken = yield from self._round(batch, jobs, tasks)
+            if broken is None:
+                continue
+            died, again, suspects = broken
+            for cell, how in died:
+                yield cell, self.failed(cell, tasks, WorkerDied(f"its worker process died ({how}) while it ran this "
+                                                                f"cell"))
+            todo, alone = again + todo, alone + suspects
+
+    def _round(self, batch: list[tuple[int, Cell]], jobs: int, tasks: dict[str, Task]) -> Iterator:
+        """Run ``batch`` on a fresh pool of ``jobs`` workers, yielding what finishes; return None, or
+        where a worker died, (the cells that killed it with how it ended, the cells to run again, the
+        cells to rerun alone)."""
+        pool = self._new_pool(jobs)
+        futures: dict[Future, tuple[int, Cell]] = {pool.submit(_execute_announced, i, c): (i, c) for i, c in batch}
+        remaining, started, finished = set(futures), {}, set()
         while remaining:
             done, remaining = wait(remaining, timeout=POLL_S, return_when=FIRST_COMPLETED)
+            self._drain(started)
+            finished |= {futures[f][0] for f in done if not isinstance(f.exception(), BrokenProcessPool)}
             yield from self._results(done, futures, tasks)
+            if any(isinstance(f.exception(), BrokenProcessPool) for f in done):
+                exitcodes = self._take_down(pool, started)
+                late = [f for f in futures if f.done() and not f.cancelled() and f.exception() is None
+                        and futures[f][0] not in finished]
+                finished |= {futures[f][0] for f in late}  # results that came back before the pool broke
+                yield from self._results(late, futures, tasks)
+                return self._blame(batch, started, finished, exitcodes)
             if stop_requested() and remaining:
                 self.stop.set()  # running cells checkpoint and return None; queued ones never start
                 for future in remaining:
                     future.cancel()
                 yield from self._results([f for f in remaining if not f.cancelled()], futures, tasks)
                 raise StopRequested(f"stopped with {len(remaining)} cell(s) unfinished")
+        pool.shutdown(wait=True)
+        return None
 
-    def _results(self, done: Iterable[Future], futures: dict[Future, Cell],
+    def _drain(self, started: dict[int, int]) -> None:
+        while not self.announce.empty():
+            index, pid = self.announce.get()
+            started[index] = pid
+
+    def _take_down(self, pool: ProcessPoolExecutor, started: dict[int, int]) -> dict[int, int | None]:
+        """A broken pool's end: its other workers stop (a running cell checkpoints), and how each ended
+        (pid -> exit code; 0 for one that had to be killed after ``STOP_WAIT_S``: it did not die of itself)."""
+        processes = dict(getattr(pool, "_processes", None) or {})  # pid -> Process (how each worker ended)
+        killed = _stop_workers(processes, STOP_WAIT_S)
+        pool.shutdown(wait=True)
+        self._drain(started)
+        return {pid: (0 if pid in killed else p.exitcode) for pid, p in processes.items()}
+
+    def _blame(self, batch: list[tuple[int, Cell]], started: dict[int, int], finished: set[int],
+               exitcodes: dict[int, int | None]) -> tuple[list, list, list]:
+        """Which cell killed the pool (``blame``), and which run again, on a new pool or alone."""
+        running = {i: pid for i, pid in started.items() if i not in finished}
+        cells = dict(batch)
+        self.rounds_lost = 0 if running else self.rounds_lost + 1
+        if self.rounds_lost >= 2:  # workers that die before any cell starts: nothing would ever run
+            return [(cell, "before it started the cell, twice") for i, cell in batch if i not in finished], [], []
+        culprits, suspects = (list(running), []) if len(running) == 1 else blame(running, exitcodes)
+        died = [(cells[i], death(exitcodes.get(running[i]))) for i in culprits]
+        again = [(i, c) for i, c in batch if i not in finished and i not in culprits and i not in suspects]
+        for cell, how in died:
+            rerun = f"; {len(again)} other cell(s) run again on new workers" if again else ""
+            print(f"harness: a worker process died ({how}) running {cell.name}{rerun}", file=sys.stderr)
+        if suspects:
+            print(f"harness: a worker process died while {len(suspects)} cells ran; each runs again alone to find "
+                  f"which one killed it", file=sys.stderr)
+        return died, again, [(i, cells[i]) for i in suspects]
+
+    def _results(self, done: Iterable[Future], futures: dict[Future, tuple[int, Cell]],
                  tasks: dict[str, Task]) -> Iterator[tuple[Cell, dict[str, Any]]]:
         for future in done:
-            cell = futures[future]
+            cell = futures[future][1]
             try:
                 record = future.result()
-            except Exception as e:  # noqa: BLE001 - a worker that died (killed, out of memory) fails its cell
+            except BrokenProcessPool:  # the cell did not finish: it runs again (or, its worker died, is blamed)
+                continue
+            except Exception as e:  # noqa: BLE001 - a result that could not come back fails its cell
                 record = self.failed(cell, tasks, e)
             if record is not None:
                 yield cell, record
 
     def close(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        self.pool = None
+
+
+def _stop_workers(processes: dict[int, Any], timeout: float) -> set[int]:
+    """Wait up to ``timeout`` seconds for the workers of a broken pool to end (the pool asked them to
+    stop: a running cell checkpoints at its next step); kill those still running. Returns their pids."""
+    deadline = time.monotonic() + timeout
+    alive = [p for p in processes.values() if p.is_alive()]
+    while alive and time.monotonic() < deadline:
+        mp_wait([p.sentinel for p in alive], timeout=max(0.0, deadline - time.monotonic()))
+        alive = [p for p in alive if p.is_alive()]
+    for p in alive:
+        p.kill()
+    return {p.pid for p in alive}
 
 
 class RayExecutor(Executor):

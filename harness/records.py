@@ -50,8 +50,11 @@ def atomic_write(path: Path, data: str | bytes) -> None:
         f.write(data)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, text)
+def atomic_write_text(path: Path, text: str) -> Path:
+    """Write a derived file (a leaderboard, a report, a verdicts table) all-or-nothing; where its folder
+    cannot take it (a full disk, a folder turned read-only) it is rescued (``write_or_rescue``), with a
+    warning saying where. Returns the path written."""
+    return write_or_rescue(path, text)
 
 
 def atomic_save(path: Path, obj: Any) -> None:
@@ -62,9 +65,18 @@ def atomic_save(path: Path, obj: Any) -> None:
 
 @contextlib.contextmanager
 def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock (fcntl.flock on ``path``, created if need be), held for the block."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
+    """An exclusive lock (fcntl.flock on ``path``, created if need be), held for the block. Where the
+    lock file cannot be opened (a folder turned read-only) the block runs without it, with a warning:
+    what it writes is rescued where it cannot be written (``write_or_rescue``)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a")
+    except OSError as e:
+        print(f"warning: cannot open the lock file {path} ({e.strerror or e}); going on without the lock",
+              file=sys.stderr)
+        yield
+        return
+    with handle:
         try:
             import fcntl
         except ImportError:  # not POSIX: no lock, atomic writes only
@@ -75,6 +87,53 @@ def file_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class CellLock:
+    """A cell claimed by this process (``claim_cell``): released (and its lock file removed) once the
+    cell's record is written. ``handle`` None: held without a lock file (none could be made)."""
+
+    def __init__(self, path: Path, handle: IO | None) -> None:
+        self.path, self.handle = path, handle
+
+    def release(self) -> None:
+        if self.handle is None:
+            return
+        with contextlib.suppress(OSError):  # removed while held: whoever opens it next locks a new file
+            self.path.unlink(missing_ok=True)
+        self.handle.close()
+        self.handle = None
+
+
+def claim_cell(path: Path) -> CellLock | None:
+    """Claim a cell for this process: a non-blocking exclusive lock on ``path`` (a ``.lock`` file beside
+    its checkpoint). None where another process holds it (the same sweep started twice: that process
+    trains the cell and publishes it). Where no lock file can be made, the cell is claimed without one."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no per-cell locks
+        return CellLock(path, None)
+    for _ in range(3):
+        try:
+            handle = open(path, "a")
+        except OSError:
+            return CellLock(path, None)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return None
+        except OSError:  # a file system without locks
+            handle.close()
+            return CellLock(path, None)
+        try:
+            same = os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino
+        except OSError:
+            same = False
+        if same:
+            return CellLock(path, handle)
+        handle.close()  # its holder released and removed it as we opened it: lock the new file
+    return None
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -212,12 +271,52 @@ def write_record(path: Path, record: dict[str, Any]) -> Path:
     return write_or_rescue(path, json.dumps(record, indent=2, sort_keys=False) + "\n")
 
 
+ITEM_COLUMNS = ("item", "value", "weight")  # what every per-item file holds (tasks add columns)
+
+
+def set_aside(path: Path, problem: str, consequence: str) -> None:
+    """Rename a project file that cannot be used to ``<name>.unusable``, with a one-line warning: the
+    ``problem`` (naming the file), where it went and the ``consequence`` (a folder that cannot take the
+    rename leaves the file where it is)."""
+    aside = path.with_name(f"{path.name}.unusable")
+    try:
+        os.replace(path, aside)
+        where = f"set aside as {aside.name}"
+    except OSError as e:
+        where = f"it could not be set aside ({e.strerror or e})"
+    print(f"warning: {problem}; {where}, {consequence}", file=sys.stderr)
+
+
 def read_items(record_file: Path, record: dict[str, Any]) -> dict[str, np.ndarray] | None:
-    """The per-item outcomes of the record stored at ``record_file``, or None where it has none."""
+    """The per-item outcomes of the record stored at ``record_file``, or None where it has none. A
+    per-item file that is missing or cannot be read (truncated, not a zip, an array missing) is None
+    too, with a warning naming it; a damaged one is set aside as ``*.unusable``, and its cell counts as
+    not done (``items_readable``), so that the next run trains it again."""
     if not record.get("items_file"):
         return None
-    with np.load(record_file.parent / record["items_file"], allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
+    path = record_file.parent / record["items_file"]
+    if not path.exists():
+        print(f"warning: the per-item file {path} of {record_file.name} is missing; its cell counts as not done "
+              f"(a rerun trains it again)", file=sys.stderr)
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            columns = {k: data[k] for k in data.files}
+        missing = [c for c in ITEM_COLUMNS if c not in columns]
+        if missing:
+            raise ValueError(f"no array {', '.join(missing)}")
+    except Exception as e:  # noqa: BLE001 - BadZipFile, EOFError, zlib.error, ValueError, OSError: damage, never fatal
+        reason = " ".join(str(e).split())[:200] or type(e).__name__
+        set_aside(path, f"{path} cannot be read ({type(e).__name__}: {reason})",
+                  "its cell counts as not done (a rerun trains it again)")
+        return None
+    return columns
+
+
+def items_readable(record_file: Path, record: dict[str, Any]) -> bool:
+    """Whether a finished record's per-item outcomes can be read, where it names a per-item file (a
+    record written before they were kept names none, and stays done)."""
+    return not record.get("items_file") or read_items(record_file, record) is not None
 
 
 def rescue_dir() -> Path:
@@ -268,23 +367,22 @@ def latest_config(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def load_outcomes(found: list[tuple[Path, dict[str, Any]]]) -> dict[tuple, Outcomes]:
     """Per (domain, task, model, size, tuning): the per-item outcomes of its seeds (latest configuration), as
     ``stats.Outcomes``, from ``read_record_files``; rows whose records keep no per-item file (written
-    before they were kept) are left out, with a warning naming one of them."""
+    before they were kept) are left out, with a warning naming one of them, and so are rows with a
+    per-item file that cannot be read (``read_items`` warns and sets it aside)."""
     files = {id(record): path for path, record in found}
     seeds: dict[tuple, list[tuple[int, dict[str, np.ndarray]]]] = {}
-    missing = []
+    missing, damaged = [], set()
     for record in latest_config([r for _, r in found if r.get("status") == "ok"]):
         key = key_of(record)
-        try:
-            columns = read_items(files[id(record)], record)
-        except (OSError, ValueError, KeyError) as e:
-            print(f"warning: unreadable per-item file of {files[id(record)]} ({e})", file=sys.stderr)
-            columns = None
-        if columns is None:
+        columns = read_items(files[id(record)], record)  # a damaged file: warned about and set aside there
+        if columns is None and record.get("items_file"):
+            damaged.add(key)
+        elif columns is None:
             missing.append(key)
         seeds.setdefault(key, []).append((record["seed"], columns))
     out = {}
     for key, runs in seeds.items():
-        if key in missing:
+        if key in missing or key in damaged:
             continue
         runs.sort(key=lambda run: run[0])
         try:

@@ -15,7 +15,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from .errors import UsageError
+from .errors import USER_ERRORS, UsageError
 from .sweep import resolve_tasks
 
 # flags a suite's [[run]] table may set (TOML keys use underscores), and those the command line passes on
@@ -67,12 +67,18 @@ def suite_runs(path: Path) -> list[list[str]]:
 
 def suite_plans(path: Path, args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[argparse.Namespace]:
     """Each [[run]] of the suite as the arguments of 'python -m harness run ...', with this command
-    line's --out, --data-dir, --device, --quiet, --force ... passed on. Unknown names fail here,
-    before anything runs."""
+    line's --out, --data-dir, --device, --quiet, --force ... passed on. ``parser`` raises a UsageError
+    where a table's value is bad (``cli.TableParser``); that and unknown names fail here, before
+    anything runs, naming the file and the table (the rest is checked when every run is planned)."""
     passed = {k: getattr(args, k) for k in PASSED_ON}
     plans = []
-    for argv in suite_runs(path):
-        run_args = parser.parse_args(["run", *argv])
+    for i, argv in enumerate(suite_runs(path), 1):
+        try:
+            run_args = parser.parse_args(["run", *argv])
+            if run_args.domain != "all":
+                resolve_tasks(run_args.domain, run_args.tasks)
+        except USER_ERRORS as e:  # the parser raises: the message names the file and the table
+            raise UsageError(f"--config {path}, [[run]] {i}: {e}") from None
         for key, value in passed.items():
             if key == "plugin":
                 run_args.plugin = list(dict.fromkeys([*run_args.plugin, *value]))
@@ -80,8 +86,6 @@ def suite_plans(path: Path, args: argparse.Namespace, parser: argparse.ArgumentP
                 setattr(run_args, key, getattr(run_args, key) or value)
             elif value != parser.get_default(key):  # given on this command line: it wins
                 setattr(run_args, key, value)
-        if run_args.domain != "all":
-            resolve_tasks(run_args.domain, run_args.tasks)
         plans.append(run_args)
     print(f"harness: suite {path} ({len(plans)} run(s))", file=sys.stderr)
     return plans

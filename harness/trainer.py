@@ -8,7 +8,6 @@ together; :func:`attempt_cell` turns a failure into a 'failed' record.
 from __future__ import annotations
 
 import math
-import os
 import random
 import sys
 import time
@@ -16,7 +15,7 @@ import traceback
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -31,7 +30,7 @@ from .config import RunConfig, resolve
 from .devices import PeakMemory, autocast, hold_data, on_device, to_device, use_channels_last, uses_tf32
 from .distributed import SINGLE, STOP_POLL_STEPS, Group
 from .measure import has_unused_parameters, measure_flops, mfu
-from .records import atomic_save, config_hash, device_name, environment
+from .records import atomic_save, config_hash, device_name, environment, set_aside
 from .stopping import StopRequested, stop_requested
 
 
@@ -74,16 +73,29 @@ def evaluate(task: Task, model: nn.Module, split: str, batch_size: int, device: 
 
 def _rng_state(generator: torch.Generator) -> dict[str, Any]:
     np_state = np.random.get_state()
+    cuda = {"cuda": torch.cuda.get_rng_state_all()} if torch.cuda.is_available() and torch.cuda.is_initialized() else {}
     return {"torch": torch.get_rng_state(), "generator": generator.get_state(), "python": random.getstate(),
-            "numpy": (np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:])}
+            "numpy": (np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]), **cuda}
 
 
-def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
-    torch.set_rng_state(state["torch"])
-    generator.set_state(state["generator"])
+def _set_global_rng(state: dict[str, Any]) -> None:
+    """torch's (CPU and CUDA), Python's and NumPy's global streams as ``_rng_state`` saved them."""
+    torch.set_rng_state(state["torch"].cpu())  # (a checkpoint loaded onto a GPU brings them there)
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
     random.setstate(state["python"])
     name, keys, *rest = state["numpy"]
-    np.random.set_state((name, keys.numpy(), *rest))
+    np.random.set_state((name, keys.cpu().numpy(), *rest))
+
+
+def _checkpoint_problem(e: BaseException) -> str:
+    """Why a checkpoint could not be restored, in one line: torch's own words without its advice to
+    load with ``weights_only=False`` (which would run whatever code the file holds: never here)."""
+    text = str(e).strip()
+    if "WeightsUnpickler error:" in text:  # torch's safe loader: keep what it could not read
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    lines = [line.strip() for line in text.splitlines() if line.strip() and "weights_only" not in line]
+    return f"{type(e).__name__}: {lines[0][:300]}" if lines else type(e).__name__
 
 
 @dataclass
@@ -100,6 +112,14 @@ class TrainState:
     # timed apart from train_time, and the samples it saw, left out of the throughput
     warmup_time: float = 0.0
     warmup_samples: int = 0
+    # where a stop in mid-epoch left the epoch, so that the resumed cell sees the same samples in the
+    # same order: the shuffle generator's state when the epoch began, the micro-batches trained since,
+    # the epoch's loss sum and steps so far, and the first step whose loss was not finite (-1: none)
+    epoch_rng: torch.Tensor | None = None
+    epoch_micro: int = 0
+    epoch_loss: torch.Tensor | None = None
+    epoch_steps: int = 0
+    first_bad_step: torch.Tensor | None = None
 
 
 class CellTrainer:
@@ -123,6 +143,8 @@ class CellTrainer:
         self.state = TrainState()
         self.observe: Callable[[dict[str, Any]], None] | None = None  # sees each validation row (harness.trial)
         self.resumed_from: int | None = None
+        self.resume_rng: dict[str, Any] | None = None  # the global streams to set once a mid-epoch resume caught up
+        self.save_failed = False  # a checkpoint that could not be written is warned about once
         self.name = f"{task.name}/{entry.name} seed {seed}"
         # warm-up is not training: on CUDA (autotuning, lazy loading) and under --compile the first
         # step is timed apart (warmup_time_s); on the CPU it is an ordinary step
@@ -172,25 +194,33 @@ class CellTrainer:
             self.optimizer.load_state_dict(saved["optimizer"])
             self.scheduler.load_state_dict(saved["scheduler"])
             self.scaler.load_state_dict(saved["scaler"])
-            _set_rng_state(saved["rng"], self.generator)
+            self.generator.set_state(saved["rng"]["generator"].cpu())
+            _set_global_rng(saved["rng"])
             self.state = TrainState(**{k: saved[k] for k in asdict(TrainState()) if k in saved})
         except Exception as e:  # noqa: BLE001 - a checkpoint that cannot be used is set aside, never fatal
-            aside = self.checkpoint.with_name(f"{self.checkpoint.name}.unusable")
-            os.replace(self.checkpoint, aside)
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            print(f"warning: checkpoint {self.checkpoint} cannot be restored ({type(e).__name__}: {reason[:300]}); "
-                  f"set aside as {aside.name}, the cell starts afresh", file=sys.stderr)
+            set_aside(self.checkpoint, f"checkpoint {self.checkpoint} cannot be restored ({_checkpoint_problem(e)})",
+                      "the cell starts afresh")
             return False
         self.resumed_from = self.state.step
+        self.resume_rng = saved["rng"] if self.state.epoch_rng is not None else None
         return True
 
     def save(self) -> None:
-        if self.checkpoint is not None:
+        """Checkpoint the cell. A write that fails (a full disk, a read-only folder) never fails the cell:
+        one warning, and it trains on without a checkpoint (an interruption would restart it)."""
+        if self.checkpoint is None:
+            return
+        try:
             atomic_save(self.checkpoint, {"config_hash": self.chash, "model": self.model.state_dict(),
                                           "optimizer": self.optimizer.state_dict(),
                                           "scheduler": self.scheduler.state_dict(),
                                           "scaler": self.scaler.state_dict(), "rng": _rng_state(self.generator),
                                           **asdict(self.state)})
+        except OSError as e:
+            if not self.save_failed:
+                print(f"warning: cannot write the checkpoint {self.checkpoint} ({e.strerror or e}); {self.name} "
+                      f"trains on without one", file=sys.stderr)
+            self.save_failed = True
 
     # ---------------------------------------------------------------------------------- train
 
@@ -210,32 +240,64 @@ class CellTrainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
 
+    def _epoch_batches(self) -> Iterator[tuple[Any, float]]:
+        """This epoch's training batches. A new epoch notes the shuffle generator's state first; a cell
+        resumed in mid-epoch draws the epoch again from the state it began with, passes over the
+        micro-batches it trained before it stopped (so the same samples come next, in the same order),
+        and then sets the global random streams (dropout, augmentation) to where they were at the stop."""
+        state = self.state
+        resumed = state.epoch_rng is not None  # a checkpoint taken in mid-epoch
+        if resumed:
+            self.generator.set_state(state.epoch_rng.cpu())
+        else:
+            state.epoch_rng, state.epoch_micro, state.epoch_steps = self.generator.get_state(), 0, 0
+            state.epoch_loss = torch.zeros((), device=self.device)
+            state.first_bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
+        batches = iter(self.group.shard(self.task.train_batches(self.micro_batch, self.generator)))
+        if resumed:
+            for _ in range(state.epoch_micro):
+                next(batches, None)
+            if self.resume_rng is not None:
+                _set_global_rng(self.resume_rng)
+                self.resume_rng = None
+        return batches
+
+    def _train_micro_batch(self, batch: Any, weight: float) -> None:
+        """Forward and backward of one micro-batch; its loss joins the epoch's sum on the device, and the
+        first step whose loss is not finite is noted there too (no host sync: read at the epoch's end)."""
+        state = self.state
+        batch = to_device(batch, self.device, self.channels_last, self.task.on_host)
+        with autocast(self.device, self.config.precision):
+            loss = self.task.loss(self.train_net, batch) * weight  # weight 1.0 but in DDP (harness.distributed)
+        self.scaler.scale(loss / self.accumulation).backward()
+        loss = loss.detach()
+        state.epoch_loss += loss / self.accumulation
+        bad = ~torch.isfinite(loss) & (state.first_bad_step < 0)
+        state.first_bad_step = torch.where(bad, state.step + 1, state.first_bad_step)
+        state.samples += len(batch[0])
+        state.epoch_micro += 1
+
     def train_epoch(self, bar: tqdm) -> float:
         """One pass over the training data (or what is left of the budget): its mean training loss.
-        A stop request in mid-epoch saves the checkpoint and raises :class:`StopRequested` (one at
-        the epoch's end waits for its validation)."""
+        A stop request in mid-epoch saves the checkpoint (with the position in the epoch) and raises
+        :class:`StopRequested` (one at the epoch's end waits for its validation)."""
         state, accumulation = self.state, self.accumulation
         self.model.train()
-        epoch_loss = torch.zeros((), device=self.device)
-        epoch_steps = micro = 0
         t0 = time.perf_counter()
         self.optimizer.zero_grad(set_to_none=True)
-        stopped = False
-        for batch, weight in self.group.shard(self.task.train_batches(self.micro_batch, self.generator)):
-            if micro % accumulation == 0 and self._stop_now():
+        stopped, batches = False, self._epoch_batches()
+        while True:
+            if state.epoch_micro % accumulation == 0 and self._stop_now():  # before the next batch is drawn
                 stopped = True
                 break
-            batch = to_device(batch, self.device, self.channels_last, self.task.on_host)
-            with autocast(self.device, self.config.precision):
-                loss = self.task.loss(self.train_net, batch) * weight  # weight 1.0 but in DDP (harness.distributed)
-            self.scaler.scale(loss / accumulation).backward()
-            epoch_loss += loss.detach() / accumulation
-            state.samples += len(batch[0])
-            micro += 1
-            if micro % accumulation:
+            drawn = next(batches, None)
+            if drawn is None:
+                break
+            self._train_micro_batch(*drawn)
+            if state.epoch_micro % accumulation:
                 continue
             self._optimizer_step()
-            epoch_steps += 1
+            state.epoch_steps += 1
             state.step += 1
             bar.update()
             if state.step == 1 and self.warm_up_apart:
@@ -251,16 +313,21 @@ class CellTrainer:
         if stopped:
             self.save()
             raise StopRequested(f"{self.name} stopped at step {state.step}")
-        if epoch_steps == 0:
+        if state.epoch_steps == 0:
             raise RuntimeError(f"task {self.task.name!r} yielded no training batch")
-        return self.epoch_mean_loss(epoch_loss, epoch_steps)
+        loss = self.epoch_mean_loss(state.epoch_loss, state.epoch_steps)
+        state.epoch_rng, state.epoch_micro, state.epoch_loss, state.first_bad_step = None, 0, None, None
+        return loss
 
     def epoch_mean_loss(self, epoch_loss: torch.Tensor, steps: int) -> float:
         """The epoch's mean training loss (over the processes training together): the one host sync
-        of an epoch; the steps themselves never wait for the device (tests/test_host_syncs.py)."""
+        of an epoch; the steps themselves never wait for the device (tests/test_host_syncs.py). A loss
+        that is not finite names the step where it first was (noted on the device, read only then)."""
         train_loss = self.group.mean(epoch_loss / max(1, steps)).item()
         if not math.isfinite(train_loss):
-            raise TrainingDiverged(f"training loss became {train_loss} at step {self.state.step}")
+            first = int(self.state.first_bad_step.item()) if self.state.first_bad_step is not None else -1
+            where = f"at step {first}" if first > 0 else f"in the epoch that ended at step {self.state.step}"
+            raise TrainingDiverged(f"training loss became {train_loss} {where}")
         return train_loss
 
     def end_epoch(self, train_loss: float, bar: tqdm) -> None:
@@ -354,8 +421,17 @@ class CellTrainer:
         }
 
     def remove_checkpoint(self) -> None:
-        if self.checkpoint is not None:
-            self.checkpoint.unlink(missing_ok=True)
+        """Delete the finished cell's checkpoint, where there is one; one that cannot be deleted (a folder
+        turned read-only) is left with a warning: the cell's record says it is done, so nothing reads it."""
+        if self.checkpoint is None or not self.checkpoint.exists():
+            return
+        try:
+            self.checkpoint.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            print(f"warning: cannot delete the finished cell's checkpoint {self.checkpoint} ({e.strerror or e})",
+                  file=sys.stderr)
 
 
 def run_cell(task: Task, model_name: str, seed: int, config: RunConfig, *, progress: bool = True,

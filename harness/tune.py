@@ -51,6 +51,23 @@ def storage_url(args: argparse.Namespace) -> str:
     return args.storage or f"sqlite:///{(Path(args.out) / DB_NAME).resolve()}"
 
 
+def check_storage(args: argparse.Namespace) -> None:
+    """The studies' database opens (before any training): a URL of no known kind, a folder that does not
+    exist, or a file that is not a database is a one-line UsageError naming it. A damaged default
+    database is not replaced: its finished trials may be all that is left of hours of tuning."""
+    url = storage_url(args)
+    try:
+        trials.storage(url)
+    except Exception as e:  # noqa: BLE001 - SQLAlchemy's errors, a missing driver: all bad input here
+        reason = " ".join(str(getattr(e, "orig", None) or e).split())[:200] or type(e).__name__
+        path = Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
+        where = f"--storage {url}" if args.storage else str(path)
+        hint = ("; move the file aside to start the studies afresh, or give another --storage"
+                if path is not None and path.is_file() else "")
+        raise UsageError(f"{where}: cannot open it as the studies' database ({type(e).__name__}: {reason})"
+                         f"{hint}") from None
+
+
 def check_args(args: argparse.Namespace) -> None:
     """Flags that would fix what tuning chooses, or run trials where they cannot be, are refused."""
     fixed = [flag for flag, value in (("--lr", args.lr), ("--weight-decay", args.weight_decay)) if value is not None]

@@ -97,7 +97,8 @@ class Option:
     the values it accepts and a line of help. ``minimum``/``maximum`` are inclusive bounds, ``above``/
     ``below`` exclusive ones, ``choices`` the only values allowed. ``parse`` turns a given value (the
     text of ``--task-opt``, or a TOML/Python value) into the option's type, or raises ValueError with
-    what is accepted and what was given. A bool reads true/false, 1/0, yes/no, on/off."""
+    what is accepted and what was given. A bool reads true/false, 1/0, yes/no, on/off; an int option
+    takes integers only ('1000000', not '1e6' or '5.0': equal configurations are spelled, and hash, alike)."""
 
     default: Any
     _: KW_ONLY
@@ -153,8 +154,6 @@ class Option:
             number = float(text if text is not None else value)
             if kind is float and math.isfinite(number):
                 return number
-            if kind is int and number.is_integer():  # 1e6, 5.0: whole numbers
-                return int(number)
         elif kind is str:
             if isinstance(value, str):
                 return value
@@ -232,6 +231,7 @@ class Task(ABC):
     higher_is_better: ClassVar[bool] = True
     target: ClassVar[float | None] = None  # a validation value of the metric worth reaching: time_to_target_s
     offline: ClassVar[bool] = False  # data on every machine (shipped or generated), no download
+    local_data: ClassVar[bool] = False  # the user's own files, named by --data-dir (no download either)
     default: ClassVar[bool] = False  # part of `harness run DOMAIN` when no --tasks is given
     budget: ClassVar[Budget] = Budget(epochs=1)
     description: ClassVar[str] = ""

@@ -30,6 +30,16 @@ def files(root: Path) -> dict[str, str | bytes]:
         "missing_dep_plugin.py": "import no_such_package_xyz\n",
         "exit_plugin.py": "import sys\nsys.exit(3)\n",
         "empty.txt": "",
+        "binary.txt": b"caf\xc3\xa9 \xff\xfe\x00\x01" * 64,  # UTF-8 up to byte 6, then not
+        "typo2.toml": "[[run]]\ndomain = 'vision'\nmodels = ['resnet']\nsteps = 2\nseeds = 1\n\n"
+                      "[[run]]\ndomain = 'vision'\nmodels = ['vti']\n",
+        "value2.toml": "[[run]]\ndomain = 'vision'\nmodels = ['resnet']\nsteps = 2\nseeds = 1\n\n"
+                       "[[run]]\ndomain = 'vision'\nepochs = 0\n",
+        "dup_plugin.py": "from zoo.registry import register_model\n"
+                         "@register_model('vit', family='transformer', kinds='classification')\n"
+                         "def vit(spec):\n    return None\n",
+        "garbage.db": b"this is not an SQLite database\n" * 8,
+        "garbage_out/tuning.db": b"SQLite format 3\x00 and then nothing that SQLite can read" * 8,
     }
 
 
@@ -56,14 +66,27 @@ def where(tmp_path, monkeypatch):
         for i in range(6):
             Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(tmp_path / f"zero/{cls}/{i}.png")
     (tmp_path / "zero/cat/empty.png").write_bytes(b"")
+    _silent_clip(tmp_path / "silent_clip")
     (tmp_path / "blocked").mkdir()
     (tmp_path / "blocked/runs").write_text("a file where the run wants its records folder")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(registry, "_MODELS", dict(registry._MODELS))
-    for module in ("raises_plugin", "syntax_plugin", "missing_dep_plugin", "exit_plugin"):
+    for module in ("raises_plugin", "syntax_plugin", "missing_dep_plugin", "exit_plugin", "dup_plugin"):
         monkeypatch.delitem(sys.modules, module, raising=False)
     return tmp_path
 
+
+def _silent_clip(root: Path) -> None:
+    """Two classes of short wav clips, one of them with no samples at all."""
+    sf = pytest.importorskip("soundfile")
+    for cls in ("cat", "dog"):
+        (root / cls).mkdir(parents=True)
+        for k in range(10):
+            sf.write(root / cls / f"clip_{k}.wav", np.full(1600, 0.01 * (k + 1)), 16000, subtype="PCM_16")
+    sf.write(root / "dog" / "empty.wav", np.zeros(0), 16000, subtype="PCM_16")
+
+
+TUNE = ["tune", "vision", "--models", "resnet", "--trials", "1", *FAST]
 
 # (argv with T for the temporary folder, what the one line must say)
 BAD = [
@@ -152,6 +175,31 @@ BAD = [
     (["run", "vision", "--ray-address", "auto"], "--ray-address is for --executor ray"),
     (["run", "vision", "--executor", "ray", "--jobs", "2"], "--jobs is for the local executor"),
     (["run", "vision", "--ddp"], "--ddp needs the processes that torchrun starts"),
+    # issue 29: caught before any training, with the file, table, task or value named
+    (["run", "vision", "--out", ""], "argument --out: expected a folder, got ''"),
+    (["report", "--out", ""], "argument --out: expected a folder, got ''"),
+    (["run", "vision", "--models", "vit", "--model-opt", "depth=2.0"], "depth must be an integer >= 1, got 2.0"),
+    (["run", "vision", "--models", "resnet", "--model-opt", "width=1e3"], "width must be an integer >= 1, got 1000.0"),
+    (["run", "language", "--tasks", "pystdlib", "--task-opt", "eval_chars=1e6"],
+     "eval_chars must be an integer >= 1, got 1e6"),
+    (["run", "vision", "--params", "200k,5"], "to 5 parameters"),
+    (["run", "vision", "--seed-start", "4294967296"], "seeds must be integers in [0, 4294967295]"),
+    (["run", "--config", "T/typo2.toml"], "typo2.toml, [[run]] 2: unknown model 'vti'; did you mean: vit?"),
+    (["run", "--config", "T/value2.toml"], "value2.toml, [[run]] 2: argument --epochs: expected a positive integer"),
+    (["run", "language", "--task-opt", "pystdlb.block_size=64"], "unknown task 'pystdlb'; did you mean: pystdlib?"),
+    (["run", "language", "--task-opt", "pystdlib.block_sz=64"], "task 'pystdlib' has no option 'block_sz'"),
+    (["run", "vision", "--task-opt", "pystdlib.block_size=64"], "that task is not among the tasks this run trains"),
+    (["run", "language", "--tasks", "text_file", "--data-dir", "T/binary.txt"],
+     "binary.txt is not UTF-8 text (byte 6: invalid start byte)"),
+    (["run", "speech", "--tasks", "audio_folder", "--data-dir", "T/silent_clip"], "empty.wav holds no audio (0 samples)"),
+    (["run", "vision", "--plugin", "dup_plugin"], "dup_plugin registers model 'vit', which is already registered"),
+    (["examples", "--task", "digts"], "unknown task 'digts'; did you mean: digits"),
+    (["examples", "--task", "nosuchtask", "--out", "T/nothing_here"], "unknown task 'nosuchtask'"),
+    (["examples", "--model", "vti", "--out", "T/nothing_here"], "unknown model 'vti'; did you mean: vit?"),
+    ([*TUNE, "--out", "T/results", "--storage", "foo://bar"], "--storage foo://bar: cannot open it as the studies'"),
+    ([*TUNE, "--out", "T/results", "--storage", "sqlite:////nonexistent/x.db"], "unable to open database file"),
+    ([*TUNE, "--out", "T/results", "--storage", "sqlite:///T/garbage.db"], "garbage.db: cannot open it as the studies"),
+    ([*TUNE, "--out", "T/garbage_out"], "garbage_out/tuning.db: cannot open it as the studies' database"),
 ]
 
 
@@ -194,3 +242,55 @@ def test_a_cell_that_fails_is_recorded_and_the_sweep_goes_on(where, capsys):
     failed = [json.loads(p.read_text()) for p in runs.glob("crash_model-*.failed.json")]
     assert len(failed) == 1 and "crashes in forward" in failed[0]["reason"]
     assert [json.loads(p.read_text())["status"] for p in runs.glob("resnet-*.json")] == ["ok"]
+
+
+# ------------------------------------------------------------------------------------------------
+# issue 29: every sweep of a command checked before any trains; clearer messages
+# ------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def planned(monkeypatch):
+    """The sweeps a command would run, in order, with nothing trained: ``run_plan`` only notes its plan."""
+    import harness.sweep as sweep
+    ran = []
+    monkeypatch.setattr(sweep, "run_plan", lambda plan: ran.append(plan) or 0)
+    return ran
+
+
+def test_run_all_checks_every_domain_before_any_trains(planned, tmp_path, capsys, monkeypatch):
+    import tasks
+    monkeypatch.setattr(tasks, "list_domains", lambda: ["vision", "language"])
+    argv = ["run", "all", "--out", str(tmp_path), *FAST]
+    code = main([*argv, "--task-opt", "pystdlib.block_size=0"])  # bad for the second domain only
+    err = capsys.readouterr().err
+    assert code == 2 and planned == [] and "block_size must be an integer >= 1, got 0" in err, err
+    # an option that some task of the run takes is no error for the domains without it
+    monkeypatch.setattr(tasks, "list_domains", lambda: ["language", "vision"])
+    assert main([*argv, "--task-opt", "block_size=64", "--task-opt", "reverse.label_smoothing=0.2"]) == 0
+    plans = {plan.args.domain: plan for plan in planned}
+    assert list(plans) == ["language", "vision"]
+    language = plans["language"].tasks
+    assert language["pystdlib"].opts["block_size"] == 64 and language["reverse"].opts["label_smoothing"] == 0.2
+    assert language["sort"].opts["label_smoothing"] == 0.0  # named for reverse alone
+
+
+def test_seeds_beyond_32_bits_are_refused_up_front(where, capsys):
+    code = main(["run", "vision", "--seeds", "2", "--seed-start", "4294967295", "--steps", "2", "--quiet",
+                 "--out", str(where / "results")])
+    err = capsys.readouterr().err
+    assert code == 2 and "seeds must be integers in [0, 4294967295]" in err and not list(where.rglob("*.json"))
+
+
+def test_list_tasks_says_which_read_your_own_data(capsys):
+    assert main(["list", "tasks"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    for name in ("text_file", "image_folder", "audio_folder"):
+        assert "your data" in rows[name] and "download" not in rows[name].split(name, 1)[1][:60], rows[name]
+    assert "--task-opt dataset=" in rows["minari"] and "--dataset " not in rows["minari"]
+
+
+def test_compare_help_shows_one_percent_sign(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["compare", "--help"])
+    out = capsys.readouterr().out
+    assert stop.value.code == 0 and "95% interval" in " ".join(out.split()) and "%%" not in out

@@ -155,3 +155,45 @@ def test_an_unreachable_ray_cluster_is_a_one_line_error(tmp_path, capsys, monkey
                      "--ray-address", "10.0.0.9:6379", "--out", str(tmp_path)], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 2, err  # the plan line, then the error
     assert "--ray-address 10.0.0.9:6379: cannot join that Ray cluster (Failed to connect" in err
+
+
+def write_dying_plugin(tmp_path: Path, module: str, dies: str) -> str:
+    """A plugin model whose worker process dies (``dies``: os._exit, a SIGKILL) when it first runs."""
+    (tmp_path / f"{module}.py").write_text(
+        "import os\nimport signal\nfrom torch import nn\nfrom zoo.registry import register_model\n"
+        "class Dies(nn.Module):\n"
+        "    def __init__(self, spec):\n        super().__init__()\n"
+        "        self.fc = nn.Linear(64, spec['num_classes'])\n"
+        f"    def forward(self, x):\n        {dies}\n"
+        "@register_model('dying_cnn', family='baseline', kinds='classification', modalities='image')\n"
+        "def dying_cnn(spec, size='tiny'):\n    return Dies(spec)\n")
+    return module
+
+
+def test_a_worker_that_dies_fails_its_cell_alone(tmp_path, capsys, monkeypatch):
+    """--jobs 2: the cell whose worker was killed (as the out-of-memory killer does: SIGKILL) is recorded
+    failed, saying how; the pool is started again and the healthy cell finishes; nothing else is
+    recorded FAILED. (An exit code, os._exit in a plugin, takes the same path: ``death`` words both.)"""
+    dies, said = "os.kill(os.getpid(), signal.SIGKILL)", "signal SIGKILL"
+    import zoo.registry as registry
+    monkeypatch.setattr(registry, "_MODELS", dict(registry._MODELS))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    plugin = write_dying_plugin(tmp_path, "dying_plugin", dies)
+    code, err = run(["run", "vision", "--models", "resnet,dying_cnn", "--seeds", "1", "--steps", "3", "--quiet",
+                     "--jobs", "2", "--cpus-per-cell", "1", "--plugin", plugin, "--out", str(tmp_path / "out")], capsys)
+    assert code == 1 and "1 of 2 cells failed" in err and "Traceback" not in err, err
+    assert f"a worker process died ({said}" in err and "running digits/dying_cnn seed 0" in err
+    dead = json.loads(record_file(tmp_path / "out/runs/vision/digits/dying_cnn-tiny-seed0.json", failed=True).read_text())
+    assert dead["reason"].startswith(f"WorkerDied: its worker process died ({said}")
+    good = json.loads(record_file(tmp_path / "out/runs/vision/digits/resnet-tiny-seed0.json").read_text())
+    assert good["status"] == "ok" and not list((tmp_path / "out/runs").rglob("resnet-*.failed.json"))
+
+
+def test_which_cell_killed_the_pool():
+    from harness.executors import blame, death
+    assert blame({0: 11, 1: 12}, {11: 0, 12: 3}) == ([1], [])  # one worker died: its cell
+    assert blame({0: 11, 1: 12}, {11: -9, 12: 3}) == ([], [0, 1])  # both died: each reruns alone to find out
+    assert blame({0: 11, 1: 12}, {11: 0, 12: None}) == ([], [0, 1])  # how it ended is unknown: the same
+    assert blame({0: 11, 1: 12}, {11: 0, 12: 0}) == ([], [0, 1])  # no worker known to have died
+    assert death(3) == "exit code 3" and death(-11) == "signal SIGSEGV"
+    assert death(-9).startswith("signal SIGKILL (killed")

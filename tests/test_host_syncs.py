@@ -55,6 +55,7 @@ READ_BACK = {aten._local_scalar_dense, aten.nonzero, aten.masked_select, aten._u
 HOST_OUTPUTS = {aten._pack_padded_sequence: (1,), aten._pad_packed_sequence: (1,)}
 ALLOWED = {"epoch_mean_loss"}  # the trainer's one read-back per epoch
 ROOT = Path(__file__).resolve().parents[1]
+PROJECT = ("zoo", "baselines", "tasks", "harness")  # the project's packages
 TAG = "_zoo_place"  # "host" or "open" (a factory's output); no tag: on the device
 
 
@@ -76,14 +77,41 @@ def tag(tensors, where: str = "host"):
     return tensors
 
 
-def _ours(filename: str) -> bool:
-    return filename.startswith(str(ROOT)) and "/tests/" not in filename
+def _package(frame) -> str:
+    """The top-level package of the module that ``frame`` runs, as the import system names it."""
+    return (frame.f_globals.get("__name__") or "").partition(".")[0]
+
+
+def _ours(frame) -> bool:
+    """Whether ``frame`` runs the project's code: its module belongs to one of the project's packages
+    (by the import system, not by the folder: a virtual environment inside the clone is not ours)."""
+    return _package(frame) in PROJECT
+
+
+def _counted(frame) -> bool:
+    """Whether a blocking copy made in ``frame`` counts: made by the project's code, or by a library
+    that the project's code called (torchvision's transforms, say); torch's own moves are torch's."""
+    if _ours(frame):
+        return True
+    if _package(frame) == "torch":
+        return False
+    outer = frame.f_back
+    while outer is not None and not _ours(outer):
+        outer = outer.f_back
+    return outer is not None
 
 
 def _where() -> str:
-    """The innermost frame of the project's own code that led here."""
-    frames = [f for f in traceback.extract_stack() if _ours(f.filename)]
-    return f"{Path(frames[-1].filename).relative_to(ROOT)}:{frames[-1].lineno} {frames[-1].line}" if frames else "?"
+    """The innermost frame of the project's own code that led here (and the library line it called)."""
+    frame, inner = sys._getframe(1), None
+    while frame is not None and not _ours(frame):
+        inner, frame = frame, frame.f_back
+    if frame is None:
+        return "?"
+    here = f"{frame.f_globals['__name__']}:{frame.f_lineno}"
+    called = f" -> {inner.f_globals.get('__name__')}:{inner.f_lineno}" if inner is not None and not _ours(inner) \
+        and _package(inner) not in ("torch", "test_host_syncs", "contextlib") else ""
+    return here + called
 
 
 def _allowed() -> bool:
@@ -161,7 +189,7 @@ def counting(counter: SyncCounter):
             return out  # a conversion, or device data staying where it is
         # host data copied to the device; torch's own moves (clip_grad_norm_ gathering norms on one
         # device) are no copy here, the project's blocking ones are
-        if not kwargs.get("non_blocking", False) and _ours(sys._getframe(1).f_code.co_filename):
+        if not kwargs.get("non_blocking", False) and _counted(sys._getframe(1)):
             counter.note("Tensor.to(device) without non_blocking")
         copy = out.clone()
         return tag([copy], "device")[0]
@@ -173,7 +201,7 @@ def counting(counter: SyncCounter):
         def call(data, *args, **kwargs):
             # host data (a number, a list, an array) made into a tensor on a named device: a blocking copy
             if (kwargs.get("device") is not None and not isinstance(data, torch.Tensor)
-                    and _ours(sys._getframe(1).f_code.co_filename)):
+                    and _counted(sys._getframe(1))):
                 counter.note(f"torch.{name}(host data, device=...) (a blocking copy)")
             return factories[name](data, *args, **kwargs)
         return call
@@ -291,11 +319,17 @@ def test_the_counter_sees_lengths_read_back_and_blocking_copies():
     # a value read back from device data, a blocking copy of host data; the non-blocking copy is fine
     assert any("_local_scalar_dense" in f for f in _count(lambda: bool(device_lengths.max() > 3)))
     assert _count(lambda: bool(host_lengths.max() > 3)) == []
-    # (a blocking copy counts where the project's code makes it: code compiled as if it were a module of ours)
-    blocking = compile("t.to(d)", str(ROOT / "harness" / "probe.py"), "eval")
-    assert any("non_blocking" in f for f in _count(lambda: eval(blocking, {"t": host_lengths, "d": x.device})))
-    made = compile("torch.tensor(3, device=d)", str(ROOT / "harness" / "probe.py"), "eval")
-    assert any("blocking copy" in f for f in _count(lambda: eval(made, {"torch": torch, "d": x.device})))
+    # (a blocking copy counts where the project's code makes it: code run as if it were a module of ours)
+    ours = {"__name__": "harness.probe"}
+    assert any("non_blocking" in f for f in _count(lambda: eval("t.to(d)", {**ours, "t": host_lengths, "d": x.device})))
+    made = "torch.tensor(3, device=d)"
+    assert any("blocking copy" in f for f in _count(lambda: eval(made, {**ours, "torch": torch, "d": x.device})))
+    assert _count(lambda: eval(made, {"__name__": "elsewhere", "torch": torch, "d": x.device})) == []
+    # ... or a library it calls: torchvision's Normalize makes its constants on the device at every call
+    from torchvision.transforms import v2
+    normalize = "v2.Normalize([0.5], [0.2])(images)"
+    images = torch.rand(2, 1, 4, 4)
+    assert any("blocking copy" in f for f in _count(lambda: eval(normalize, {**ours, "v2": v2, "images": images})))
     moved = []
     assert _count(lambda: moved.append(to_device((host_lengths,), x.device))) == []
     assert not on_host(moved[0][0]), "a moved tensor is device data"

@@ -133,7 +133,6 @@ def test_fitted_widths_validate():
 
 
 @pytest.mark.parametrize("name, key, value, expected", [
-    ("vit", "dim", 96.0, 96),  # an integral float (--model-opt dim=96.0) is that integer
     ("vit", "dropout", 0, 0.0),  # an int where a number goes
     ("vit", "patch_size", 2, 2),
     ("vit", "patch_size", None, None),

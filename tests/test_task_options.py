@@ -90,8 +90,8 @@ def test_defaults_keep_their_values_and_types_and_every_option_is_declared(tmp_p
 
 
 def test_good_values_parse_to_the_options_type(tmp_path):
-    assert create_task("pystdlib", block_size="256", eval_chars="1e6").opts == {"block_size": 256,
-                                                                                "eval_chars": 1_000_000}
+    assert create_task("pystdlib", block_size="256", eval_chars="1000000").opts == {"block_size": 256,
+                                                                                    "eval_chars": 1_000_000}
     assert create_task("reverse", label_smoothing="0.1").opts == {"label_smoothing": 0.1}
     assert create_task("reverse", label_smoothing=0).opts["label_smoothing"] == 0.0
     assert create_task("speech_commands", data_dir=tmp_path, labels="12").opts["labels"] == 12
@@ -122,8 +122,8 @@ def test_option_declaration_reads_its_ranges():
     assert Option(5, minimum=1, maximum=9).accepted() == "an integer in [1, 9]"
     assert Option(35, choices=(35, 12)).accepted() == "one of 35, 12"
     assert Option(True).accepted() == "true or false" and Option("a").accepted() == "a string"
-    assert Option(1, minimum=1).parse(5.0) == 5
-    for bad in (True, 5.5, "x", None, [1]):
+    assert Option(1, minimum=1).parse(5) == 5 and Option(1, minimum=1).parse(" 5 ") == 5
+    for bad in (True, 5.5, 5.0, "5.0", "1e6", "x", None, [1]):
         with pytest.raises(ValueError, match="must be an integer >= 1"):
             Option(1, minimum=1).parse(bad)
 

@@ -2,8 +2,9 @@
 accepts, so that ``ModelEntry.config`` can refuse a bad value (``--model-opt depth=0``) before anything
 is built, in one line that names the key, what it accepts and what it got.
 
-A key's type is its presets' value's: an int key takes integers (an integral float such as 64.0 is
-that int; bools, other floats and strings are refused), a float key takes ints or floats (finite ones),
+A key's type is its presets' value's: an int key takes integers (floats, even integral ones such as 64.0
+or 1e3, bools and strings are refused: equal configurations are spelled, and hash, alike), a float key
+takes ints or floats (finite ones, given as floats, so that 0 and 0.0 are the same value),
 a bool key takes bools, a str key takes strings (those in its ``choices`` where declared), a tuple key
 takes a tuple or list of such items. A key whose preset value is None is derived by the model (e.g.
 ``mlp_dim=None``: 4 x the width): it takes None, or an integer (a number where its declared bounds are
@@ -87,14 +88,10 @@ DROPOUT = Range(0.0, 1.0, max_open=True)  # a probability of dropping: 1 would d
 
 
 def _integer(value: Any) -> int | None:
-    """``value`` as an int (an integral float too), or None when it is not a whole number (bools are not)."""
-    if isinstance(value, bool):
+    """``value`` as an int, or None when it is not an integer (bools and floats, integral ones too, are not)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         return None
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return None
+    return int(value)
 
 
 def _number(value: Any) -> float | None:
@@ -140,8 +137,8 @@ class Option:
         return " ".join(filter(None, (one, bounds)))
 
     def check(self, key: str, value: Any) -> Any:
-        """``value`` as the model takes it (an integral float as an int, an int as a float where a number
-        goes); ValueError "KEY must be ACCEPTED, got VALUE" when it is not accepted."""
+        """``value`` as the model takes it (an int as a float where a number goes); ValueError "KEY must be
+        ACCEPTED, got VALUE" when it is not accepted (a float where an integer goes, 2.0 too)."""
         ok, converted = self._convert(value)
         if not ok:
             raise ValueError(f"{key} must be {self.accepted()}, got {value!r}")

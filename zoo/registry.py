@@ -207,7 +207,8 @@ def register_model(name: str | None = None, *, family: str, kinds: str | tuple[s
     def decorate(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         key = name or factory.__name__
         if key in _MODELS:
-            raise RegistryError(f"model {key!r} is already registered (by {_MODELS[key].factory.__module__})")
+            raise RegistryError(f"{factory.__module__} registers model {key!r}, which is already registered (by "
+                                f"{_MODELS[key].factory.__module__}); give it another name")
         doc = description if description is not None else (factory.__doc__ or "").strip().split("\n")[0]
         _MODELS[key] = ModelEntry(key, factory, family, tuple(kinds), doc, dict(defaults),
                                   {s: dict(d) for s, d in (size_defaults or {}).items()},

@@ -232,6 +232,7 @@ class TinyShakespeare(CharLMTask):
 class TextFile(CharLMTask):
     name = "text_file"
     description = "your own text file as a character corpus (--data-dir PATH/TO/FILE), 90/10 split"
+    local_data = True
 
     def _source(self) -> str:
         return str(self.data_dir)
@@ -243,8 +244,14 @@ class TextFile(CharLMTask):
         if not self.data_dir.is_file():
             raise DatasetNotFoundError(f"text_file: {self.data_dir} is not a file; pass --data-dir PATH/TO/FILE.txt")
         try:
-            text = self.data_dir.read_text(encoding="utf-8", errors="replace")
+            text = self.data_dir.read_bytes().decode("utf-8")
         except OSError as e:
             raise DatasetError(f"text_file: cannot read {self.data_dir} ({e.strerror or e})") from None
+        except UnicodeDecodeError as e:  # a binary file would train on replacement characters: refused
+            raise DatasetError(f"text_file: {self.data_dir} is not UTF-8 text (byte {e.start}: {e.reason}); "
+                               f"text_file reads UTF-8 text files only") from None
+        if "\0" in text:
+            raise DatasetError(f"text_file: {self.data_dir} is not text (a NUL byte at character {text.index(chr(0))}); "
+                               f"text_file reads UTF-8 text files only")
         n = int(len(text) * 0.9)
         return text[:n], text[n:]

@@ -147,8 +147,8 @@ class MinariTask(OfflineRLTask):
     domain = "rl"
     offline = False
     default = False
-    description = ("a Minari dataset (--dataset ID, e.g. mujoco/hopper/medium-v0) rolled out in its recovered "
-                   f"environment; needs {INSTALL_HINT}, --download fetches it")
+    description = ("a Minari dataset (--task-opt dataset=ID, e.g. mujoco/hopper/medium-v0) rolled out in its "
+                   f"recovered environment; needs {INSTALL_HINT}, --download fetches it")
     options = {"dataset": Option("mujoco/hopper/medium-v0", help="the Minari dataset id"), **OfflineRLTask.options}
     random_episodes: ClassVar[int] = 5  # random-policy episodes for the reference score (no ref_min_score)
 

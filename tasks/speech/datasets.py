@@ -168,6 +168,7 @@ class AudioFolder(AudioClassificationTask):
 
     name = "audio_folder"
     description = "your own wav files in class folders (--data-dir PATH); mono 16 kHz, clip_seconds long"
+    local_data = True
     options = {**AudioClassificationTask.options, "clip_seconds": Option(
         1.0, minimum=WINDOW / SAMPLE_RATE, help="seconds every clip is padded or cropped to (at least one 25 ms window)")}
 

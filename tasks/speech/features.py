@@ -128,12 +128,14 @@ def require_soundfile(task: str = "speech") -> ModuleType:
 
 def read_wav(path: Path, task: str = "speech") -> Tensor:
     """A sound file -> float32 mono waveform (n,) at 16 kHz: channels averaged, other rates resampled
-    (torchaudio). A file soundfile cannot read is a DatasetError that names it."""
+    (torchaudio). A file soundfile cannot read, or one with no samples, is a DatasetError that names it."""
     sf = require_soundfile(task)
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)  # (n, channels)
     except (RuntimeError, OSError, ValueError, TypeError) as e:  # sf.LibsndfileError is a RuntimeError
         raise DatasetError(f"{task}: cannot read {path} as audio ({e})") from None
+    if len(data) == 0:  # not a silent clip: a file with nothing in it
+        raise DatasetError(f"{task}: {path} holds no audio (0 samples); remove it or record it again")
     wave = torch.from_numpy(np.ascontiguousarray(data[:, 0] if data.shape[1] == 1 else data.mean(axis=1)))
     if rate != SAMPLE_RATE:
         from torchaudio.functional import resample

@@ -10,7 +10,9 @@
   empty, or a file that is not an image is a ``DatasetError`` at ``setup``.
 
 Images are held in memory as uint8 tensors and batched without a DataLoader; each batch is converted
-to float and normalised on the fly (and augmented, for training, where the task says so).
+to float and normalised on the fly (and augmented, for training, where the task says so), with the
+normalisation's mean and std held as tensors beside the images (moved to the device with them), so
+that a training step makes no host-to-device copy of them.
 """
 
 from __future__ import annotations
@@ -65,14 +67,15 @@ def random_crop_flip(images: Tensor, padding: int) -> Tensor:
 class ImageClassificationTask(ClassificationTask):
     """Images in memory: ``self.images[split]`` uint8 (N, C, H, W), ``self.labels[split]`` int64 (N,).
 
-    Subclasses fill ``images``, ``labels``, ``classes``, ``mean`` and ``std`` in ``_load``.
+    Subclasses fill ``images``, ``labels``, ``classes``, ``mean`` and ``std`` in ``_load``; ``setup`` then
+    makes ``norm`` (the mean and std as (C, 1, 1) tensors on the pixel scale), held with the images.
     ``augment`` turns on random crop (padding H/8) and horizontal flip for training batches.
     """
 
     domain = "vision"
     modality = "image"
     augment: ClassVar[bool] = False
-    held = ("images", "labels")
+    held = ("images", "labels", "norm")
     max_value: ClassVar[float] = 255.0
     mean: tuple[float, ...] = (0.5,)  # per channel, on the 0..1 scale; subclasses set their own
     std: tuple[float, ...] = (0.5,)
@@ -82,12 +85,13 @@ class ImageClassificationTask(ClassificationTask):
         self.images: dict[str, Tensor] = {}
         self.labels: dict[str, Tensor] = {}
         self.classes: list[str] = []
+        self.norm: dict[str, Tensor] = {}
 
     def setup(self) -> None:
         if not self.images:
             self._load()
-            self._norm = v2.Normalize([m * self.max_value for m in self.mean],
-                                      [s * self.max_value for s in self.std])
+            self.norm = {"mean": torch.tensor([m * self.max_value for m in self.mean]).view(-1, 1, 1),
+                         "std": torch.tensor([s * self.max_value for s in self.std]).view(-1, 1, 1)}
 
     @abstractmethod
     def _load(self) -> None:
@@ -102,7 +106,7 @@ class ImageClassificationTask(ClassificationTask):
         return len(self.labels["train"])
 
     def _to_float(self, x: Tensor) -> Tensor:  # uint8/float (B, C, H, W) -> normalised float
-        return self._norm(x.float())
+        return (x.float() - self.norm["mean"]) / self.norm["std"]  # torchvision's Normalize, constants held
 
     def _train_transform(self) -> Callable[[Tensor], Tensor]:
         if not self.augment:
@@ -228,6 +232,7 @@ class CIFAR10(TorchvisionTask):
 class ImageFolder(ImageClassificationTask):
     name = "image_folder"
     description = "your own images in class folders (--data-dir PATH); resized to image_size"
+    local_data = True
     options = {"image_size": Option(32, minimum=1, help="pixels of the side every image is resized and "
                                                           "centre-cropped to")}
     budget = Budget(epochs=30, batch_size=64)
