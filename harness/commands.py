@@ -8,8 +8,10 @@ import argparse
 import fnmatch
 from pathlib import Path
 
+import pandas as pd
+
 import tasks as tasks_pkg
-from zoo.registry import get_model_entry, list_models
+from zoo.registry import SIZES, get_model_entry, list_models
 
 from . import leaderboard, report, stats, verdicts
 from .errors import UsageError
@@ -32,7 +34,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         width = max((len(n) for n in found), default=0)
         for name in found:
             c = tasks_pkg.get_task_class(name)
-            flags = ("offline" if c.offline else "download") + (", default" if c.default else "")
+            flags = ("offline" if c.offline else "your data" if c.local_data else "download") + \
+                (", default" if c.default else "")
             print(f"{name:<{width}}  {c.domain:<8} {serves(c):<26} {flags:<17} {c.description}")
     else:
         for name in tasks_pkg.list_domains():
@@ -42,7 +45,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    found = read_record_files(args.out / "runs")
+    found = leaderboard.current(read_record_files(args.out / "runs"), leaderboard.shown_configs(args.out))
     records = [r for _, r in found]
     if not records:
         raise UsageError(f"no records under {args.out / 'runs'}; run 'python -m harness run DOMAIN' first")
@@ -52,30 +55,66 @@ def cmd_report(args: argparse.Namespace) -> int:
         path = args.out / f"leaderboard_{domain}.csv"
         leaderboard.write(df, path)
         print(f"{leaderboard.to_text(df)}\n\nwrote {path} (and .md)\n")
-    path = report.write_report(records, args.out, outcomes, args.pair)
-    table = leaderboard.read_csv(args.out / "verdicts.csv")
+    path, table = report.write_reports(records, args.out, outcomes, args.pair)
     print("\n".join([*verdicts.run_lines(table), ""]) if not table.empty else "", end="")
     print(f"wrote {report.written(path)} and {args.out / 'verdicts.csv'} (plots in {args.out / 'plots'})")
     return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    """The paired test of two models on one task, from the records under --out."""
+    """The paired test of two models on one task, from the records under --out: the unadjusted verdict
+    of this test alone and, where the pair is a row of a declared family, the adjusted one that
+    verdicts.csv holds."""
     load_plugins(args.plugin)
     cls = tasks_pkg.get_task_class(args.task)  # an unknown task: a one-line RegistryError naming the known ones
-    found = [(p, r) for p, r in read_record_files(args.out / "runs") if r.get("task") == args.task]
-    outcomes = {k: v for k, v in load_outcomes(found).items() if args.size in (None, k[3])}
+    if args.model_a == args.model_b:
+        raise UsageError(f"compare needs two different models; got {args.model_a!r} twice (a model against itself "
+                         f"is no test)")
+    everything = leaderboard.current(read_record_files(args.out / "runs"), leaderboard.shown_configs(args.out))
+    found = [(p, r) for p, r in everything if r.get("task") == args.task]
+    outcomes = load_outcomes(found)
+    task_range = verdicts.task_bounds(outcomes).get((cls.domain, args.task))
+    size = args.size or _preset_size(outcomes, args.model_a, args.model_b)
+    outcomes = {k: v for k, v in outcomes.items() if size in (None, k[3])}
     tuning = args.tuning or _common_tuning(outcomes, args.model_a, args.model_b)
     outcomes = {k: v for k, v in outcomes.items() if tuning in (None, k[4])}
-    side = [_one(outcomes, found, args.task, model, (args.size, tuning), args.out) for model in (args.model_a, args.model_b)]
+    side = [_one(outcomes, found, args.task, model, (size, tuning), args.out) for model in (args.model_a, args.model_b)]
     try:
         c = stats.compare(side[0], side[1], cls.higher_is_better, args.alpha)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    label = f"{args.task}: {cls.metric_label(cls.metric, cls.higher_is_better)}, records under {args.out / 'runs'}" + \
-        ("" if tuning in (None, DEFAULT_TUNING) else f", tuning {tuning}")
-    print("\n".join(verdicts.describe(c, side[0], side[1], label, cls.report_iqm)))
+    coordinate = size or "its size"
+    coordinate += "" if tuning in (None, DEFAULT_TUNING) else f", tuning {tuning}"
+    label = f"{args.task} ({coordinate}): {cls.metric_label(cls.metric, cls.higher_is_better)}, records under " \
+        f"{args.out / 'runs'}"
+    row = _family_row(everything, args.task, args.model_a, args.model_b, size, tuning)
+    print("\n".join(verdicts.describe(c, side[0], side[1], label, cls.report_iqm, row, task_range)))
     return 0
+
+
+def _preset_size(outcomes: dict, model_a: str, model_b: str) -> str | None:
+    """The size both models have records at: the only one, else the first preset (tiny, small, base)
+    they share, as the headline of verdicts.csv takes; None where that leaves a choice to --size."""
+    sizes = [{k[3] for k in outcomes if k[2] == model} for model in (model_a, model_b)]
+    shared = sizes[0] & sizes[1]
+    if len(shared) == 1:
+        return next(iter(shared))
+    return next((s for s in SIZES if s in shared), None)
+
+
+def _family_row(found: list, task: str, model_a: str, model_b: str, size: str | None,
+                tuning: str | None) -> pd.Series | None:
+    """The verdicts.csv row of this pair (A and B as given, or swapped) at this coordinate, computed from
+    the records as ``report`` computes it; None where no declared family holds the pair."""
+    outcomes = load_outcomes(found)
+    decided = verdicts.table(leaderboard.aggregate([r for _, r in found], outcomes), outcomes)
+    mine = verdicts.rows_for(decided, task, size, tuning or DEFAULT_TUNING)
+    for a, b in ((model_a, model_b), (model_b, model_a)):
+        hit = mine[(mine["model_a"] == a) & (mine["model_b"] == b)]
+        if len(hit):
+            row = hit.iloc[0]
+            return row if a == model_a else verdicts.swapped(row)
+    return None
 
 
 def _common_tuning(outcomes: dict, model_a: str, model_b: str) -> str | None:
@@ -112,7 +151,12 @@ def _one(outcomes: dict, found: list, task: str, model: str, where: tuple[str | 
 
 
 def cmd_examples(args: argparse.Namespace) -> int:
-    records = [r for r in read_records(args.out / "runs") if r.get("examples")
+    if not any(ch in args.task for ch in "*?["):
+        tasks_pkg.get_task_class(args.task)  # an unknown task: a one-line RegistryError with 'did you mean'
+    found = read_records(args.out / "runs")
+    if not any(ch in args.model for ch in "*?[") and args.model not in {r["model"] for r in found}:
+        get_model_entry(args.model)  # neither registered nor in the records: unknown, with 'did you mean'
+    records = [r for r in found if r.get("examples")
                and fnmatch.fnmatchcase(r["task"], args.task) and fnmatch.fnmatchcase(r["model"], args.model)]
     if not records:
         raise UsageError(f"no records with examples for task {args.task!r}, model {args.model!r} under "

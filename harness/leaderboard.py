@@ -5,25 +5,33 @@ seeds, with its uncertainty. The columns (timm's naming style: lower case, units
 
 ======================  =====================================================================
 domain, task            where the row belongs
-model, family, size     the registry name, 'transformer' or 'baseline', the size preset
+model, family, size     the registry name, its family ('transformer', 'ssm', 'baseline', ...: what
+                        the model declares), the size label (preset or grid point)
 tuning                  how lr, weight decay, warm-up and dropout were chosen: 'default' (the
                         model's registered defaults), or the sampler and its trials per model,
                         e.g. 'tpe-8' (``python -m harness tune``; the record keeps the study)
 rank                    1 = best on this task among the rows of the same size (grid point) and
-                        tuning (by metric_mean; equal means share a rank); a plain integer in the CSV
-rank_tie                True when the paired test (``stats.compare``: seeds and test items) finds
-                        no difference at 5% between this model and the one ranked next to it (a
-                        statistical tie); without per-item outcomes, Welch's t over seeds (both
-                        need n >= 2). The Markdown and terminal tables show such a rank as "=2"
+                        tuning (by metric_mean; equal means share a rank), and 1 for every row that
+                        the paired test cannot tell from that leader; a plain integer in the CSV
+rank_tie                True when the paired test (``stats.compare``: seeds and test items; without
+                        per-item outcomes, Welch's t over seeds, both need n >= 2) finds no
+                        difference at 5% between this row and the leader, Holm-adjusted over the
+                        group's tests against the leader (``verdicts.leader_ties``; the leader
+                        itself where some row ties with it). The Markdown and terminal tables show
+                        such a rank as "=1"
 metric                  the headline metric's name (e.g. top1 = test accuracy)
 higher_is_better        the metric's direction
 metric_mean, _std       over seeds (std with ddof=1; empty for one seed)
 metric_ci_low, _high    the 95% interval of the metric: from the per-item outcomes where the
                         records keep them (``stats.interval``: seed and test-item variance; for
-                        0/1 outcomes at least the Wilson interval, so 0% or 100% is no point);
+                        outcomes that are means over items, at least the Wilson interval of the
+                        mean on the range of values the task's items take, so a row at the
+                        ceiling, 100% or every episode at the best return, is never a point);
                         else Student t over seeds, t(0.975, n-1) * std / sqrt(n), empty for one seed
 metric_ci95             half the interval's width
-n_seeds, seeds          how many seeds, and which
+val_metric_mean         the headline metric on the validation split at the end of training, mean
+                        over seeds: what ``verdicts`` chooses the best model of a family on
+n_seeds, seeds          how many seeds, and which (the same seeds as the mean, interval and ties)
 param_count             trainable parameters
 params_target           the --params target the model was fitted to (empty: the size preset)
 train_fraction          the nested, stratified share of the training split (--train-fraction; 1: all)
@@ -48,6 +56,7 @@ lr, weight_decay        the optimiser settings of this model
 warmup_frac, dropout    the share of steps with a linear warm-up; the dropout where it was set
                         (tuned or --model-opt; empty: the size preset's)
 device, device_name     cpu/cuda and the processor or GPU
+num_threads             torch's intra-op threads (CPU float sums differ with it; '1/2' where seeds differ)
 backend, precision      attention backend (sdpa/math) and fp32/bf16
 torch_version           PyTorch that ran
 git_commit              code version ('+dirty': uncommitted changes)
@@ -59,7 +68,9 @@ test_<name>             every other metric the task reports (e.g. test_top5, tes
 
 The interval columns and ``rank``/``rank_tie`` are derived by :func:`rank` from the rows' per-item
 outcomes where given, else from metric_mean, metric_std and n_seeds, so leaderboards written before
-these columns existed gain them when they are read and merged again.
+these columns existed gain them when they are read and merged again. A row is built from the records
+of one configuration (``records.latest_config``): its mean, interval, seeds and ties all come from
+the same seeds.
 """
 
 from __future__ import annotations
@@ -70,26 +81,26 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import t as student_t, ttest_ind_from_stats
+from scipy.stats import t as student_t
 
 from tasks import get_task_class
 from zoo.registry import RegistryError
 
-from . import stats
+from . import stats, verdicts
 from .records import DEFAULT_TUNING, KEY, atomic_write_text, key_of, latest_config
-
-NO_FAMILY = "unknown"  # the family of a record that names none (older runs)
+from .verdicts import NO_FAMILY, Outcomes
 COST = ["flops_per_sample", "train_flops_per_sample", "infer_samples_per_sec", "peak_mem_mb", "time_to_target_s", "mfu"]
 COLUMNS = ["domain", "task", "model", "family", "size", "tuning", "rank", "rank_tie", "metric", "higher_is_better",
-           "metric_mean", "metric_std", "metric_ci95", "metric_ci_low", "metric_ci_high", "n_seeds", "seeds",
+           "metric_mean", "metric_std", "metric_ci95", "metric_ci_low", "metric_ci_high", "val_metric_mean", "n_seeds",
+           "seeds",
            "param_count", "params_target", "train_fraction", "train_size", "train_samples", "flops_per_sample", "train_flops_per_sample", "train_time_s", "train_samples_per_sec",
            "mfu", "infer_samples_per_sec", "peak_mem_mb", "time_to_target_s", "steps", "epochs", "batch_size", "lr",
-           "weight_decay", "warmup_frac", "dropout", "device", "device_name", "backend", "precision", "torch_version", "git_commit",
+           "weight_decay", "warmup_frac", "dropout", "device", "device_name", "num_threads", "backend", "precision", "torch_version", "git_commit",
            "config_hash", "date"]
 SHOWN = ["task", "rank", "model", "family", "size", "tuning", "metric", "metric_mean", "metric_std", "metric_ci95", "n_seeds",
          "param_count", "train_time_s"]
-TIE_NOTE = ("A rank shown as =N: the paired test (over seeds and test items) finds no difference at the 5% level "
-            "between the model and the one ranked next to it, a statistical tie.")
+TIE_NOTE = ("A rank shown as =1: the paired test (over seeds and test items, Holm-adjusted over the tests against "
+            "the leader) cannot tell the model from the leader at the 5% level, a statistical tie with the best.")
 
 
 def _number(value: Any) -> float:
@@ -109,6 +120,17 @@ def _train_size(record: dict[str, Any]) -> float:
     return float(round(samples / epochs)) if math.isfinite(samples) and epochs > 0 else math.nan
 
 
+def _final_validation(record: dict[str, Any]) -> float:
+    """The headline metric on the validation split at the end of training (the last history entry)."""
+    history = record.get("history") or []
+    return _number(history[-1].get(f"val_{record['metric']}")) if history else math.nan
+
+
+def _threads(values: pd.Series) -> str:
+    found = sorted({int(v) for v in values if math.isfinite(_number(v))})
+    return "/".join(map(str, found))
+
+
 def _mean_all(values: pd.Series) -> float:
     """The mean, or NaN as soon as one value is missing (time_to_target_s: every seed must reach it)."""
     return float(values.mean()) if values.notna().all() else math.nan
@@ -122,6 +144,7 @@ def aggregate(records: list[dict[str, Any]], outcomes: Outcomes | None = None) -
         cfg = r["config"]
         rows.append({**dict(zip(KEY, key_of(r))), "family": r.get("family", NO_FAMILY), "metric": r["metric"],
                      "value": r["metric_value"], "higher_is_better": r["higher_is_better"], "seed": r["seed"],
+                     "val": _final_validation(r), "num_threads": r.get("num_threads"),
                      "param_count": r["param_count"], "train_time_s": r["train_time_s"],
                      "params_target": _number(r.get("params_target")),
                      "train_fraction": _number(r.get("train_fraction", 1.0)), "train_size": _train_size(r),
@@ -140,7 +163,8 @@ def aggregate(records: list[dict[str, Any]], outcomes: Outcomes | None = None) -
     df = pd.DataFrame(rows)
     out = df.groupby(KEY, sort=False).agg(
         family=("family", "first"), metric=("metric", "first"), higher_is_better=("higher_is_better", "first"),
-        metric_mean=("value", "mean"), metric_std=("value", "std"), n_seeds=("seed", "nunique"),
+        metric_mean=("value", "mean"), metric_std=("value", "std"), val_metric_mean=("val", "mean"),
+        n_seeds=("seed", "nunique"), num_threads=("num_threads", _threads),
         seeds=("seed", lambda s: " ".join(str(v) for v in sorted(s))), param_count=("param_count", "first"),
         params_target=("params_target", "first"), train_fraction=("train_fraction", "first"),
         train_size=("train_size", "first"), train_samples=("train_samples", "mean"),
@@ -165,55 +189,31 @@ def ci95(std: Any, n: Any) -> float:
     return float(student_t.ppf(0.975, n - 1) * std / math.sqrt(n))
 
 
-def intervals_overlap(low_a: float, high_a: float, low_b: float, high_b: float) -> bool:
-    """Whether two closed intervals share a point; False when either is unknown (NaN)."""
-    if not all(math.isfinite(v) for v in (low_a, high_a, low_b, high_b)):
-        return False
-    return low_a <= high_b and low_b <= high_a
-
-
-Outcomes = dict[tuple, stats.Outcomes]  # per leaderboard row (KEY), its seeds' per-item outcomes
-
-
 def with_intervals(df: pd.DataFrame, outcomes: Outcomes | None = None) -> pd.DataFrame:
     """metric_ci95/_low/_high: from a row's per-item outcomes where there are some (``stats.interval``:
-    seeds and test items, Wilson-widened for 0/1 outcomes, so never a point at 0% or 100%); else
-    Student t over seeds from metric_mean, metric_std and n_seeds (empty for one seed)."""
+    seeds and test items, at least the Wilson interval on the range of the task's item values, so
+    never a point at a ceiling); else Student t over seeds from metric_mean, metric_std and n_seeds
+    (empty for one seed)."""
     outcomes = outcomes or {}
+    bounds = verdicts.task_bounds(outcomes)
     mean = pd.to_numeric(df["metric_mean"], errors="coerce")
     low, high = [], []
     for key, m, std, n in zip(df[KEY].itertuples(index=False, name=None), mean, df["metric_std"], df["n_seeds"]):
         if key in outcomes:
-            bounds = stats.interval(outcomes[key])
+            result = stats.interval(outcomes[key], bounds=verdicts.bounds_of(outcomes[key], bounds.get(key[:2])))
         else:
             half = ci95(std, n)
-            bounds = (m - half, m + half)
-        low.append(bounds[0])
-        high.append(bounds[1])
+            result = (m - half, m + half)
+        low.append(result[0])
+        high.append(result[1])
     low, high = np.asarray(low, dtype=float), np.asarray(high, dtype=float)
     return df.assign(metric_ci95=(high - low) / 2, metric_ci_low=low, metric_ci_high=high)
 
 
-def differs(a: pd.Series, b: pd.Series, outcomes: Outcomes, alpha: float = stats.ALPHA) -> bool | None:
-    """Whether two rows of a task differ at ``alpha``: the paired test (``stats.compare``) on their
-    per-item outcomes; without them, Welch's t over seeds; None where neither can be run."""
-    oa, ob = outcomes.get(tuple(a[k] for k in KEY)), outcomes.get(tuple(b[k] for k in KEY))
-    if oa is not None and ob is not None and np.array_equal(oa.items, ob.items):  # else: other items, use the seeds
-        return bool(stats.compare(oa, ob, bool(a["higher_is_better"])).p_value < alpha)
-    std_a, std_b = _number(a["metric_std"]), _number(b["metric_std"])
-    if a["n_seeds"] < 2 or b["n_seeds"] < 2 or not (math.isfinite(std_a) and math.isfinite(std_b)):
-        return None
-    if std_a == 0 and std_b == 0:
-        return a["metric_mean"] != b["metric_mean"]
-    p = ttest_ind_from_stats(a["metric_mean"], std_a, a["n_seeds"], b["metric_mean"], std_b, b["n_seeds"],
-                             equal_var=False).pvalue
-    return bool(p < alpha)
-
-
 def rank(df: pd.DataFrame, outcomes: Outcomes | None = None) -> pd.DataFrame:
-    """Rank models within each task, size (grid point) and tuning, best first, mark statistical ties,
-    and order the rows so. A tie: the paired test against the model ranked next finds no difference
-    (``differs``)."""
+    """Rank models within each task, size (grid point) and tuning, best first, mark the rows that the
+    paired test cannot tell from the leader (``verdicts.leader_ties``: they share rank 1), and order
+    the rows so."""
     if df.empty:
         return df.reindex(columns=COLUMNS)
     outcomes = outcomes or {}
@@ -226,13 +226,11 @@ def rank(df: pd.DataFrame, outcomes: Outcomes | None = None) -> pd.DataFrame:
     df = df.assign(rank=signed.groupby(board).rank(ascending=False, method="min").astype(int))
     tie = pd.Series(False, index=df.index)
     for _, group in df.groupby(["domain", "task", "size", "tuning"], sort=False):
-        ordered = group.sort_values("rank", kind="stable")
-        for (i, a), (j, b) in zip(ordered.iterrows(), list(ordered.iterrows())[1:]):
-            if differs(a, b, outcomes) is False:
-                tie[i] = tie[j] = True
-    df = df.assign(rank_tie=tie.astype(bool))
+        tie.update(verdicts.leader_ties(group, outcomes))
+    df = df.assign(rank_tie=tie.astype(bool), rank=df["rank"].where(~tie.astype(bool), 1), _order=-signed)
     extra = sorted(c for c in df.columns if c.startswith("test_"))
-    return df.sort_values(["domain", "task", "tuning", "size", "rank", "model"]).reindex(columns=COLUMNS + extra).reset_index(drop=True)
+    return df.sort_values(["domain", "task", "tuning", "size", "_order", "model"]).reindex(
+        columns=COLUMNS + extra).reset_index(drop=True)
 
 
 def replace_rows(existing: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
@@ -264,6 +262,33 @@ def read_csv(path: Path) -> pd.DataFrame:
     if "size" in df.columns and "tuning" not in df.columns:  # written before tuning: every row had the defaults
         df.insert(df.columns.get_loc("size") + 1, "tuning", DEFAULT_TUNING)
     return df
+
+
+def shown_configs(out: Path) -> dict[tuple, str]:
+    """Per row of the leaderboards under ``out`` (those that can be read): the configuration it shows
+    (its ``config_hash``), which a rebuild keeps showing."""
+    chosen: dict[tuple, str] = {}
+    for path in sorted(Path(out).glob("leaderboard_*.csv")):
+        try:
+            df = read_leaderboard(path)
+        except DamagedFile:
+            continue
+        if "config_hash" in df.columns:
+            chosen.update({tuple(map(str, key)): str(h) for key, h in
+                           zip(df[KEY].itertuples(index=False, name=None), df["config_hash"])})
+    return chosen
+
+
+def current(found: list[tuple[Path, dict[str, Any]]], chosen: dict[tuple, str]) -> list[tuple[Path, dict[str, Any]]]:
+    """The successful records each leaderboard row is built from: per (domain, task, model, size,
+    tuning), those of the configuration ``chosen`` names where records of it exist (the one a run just
+    ran, or the one its leaderboard shows), else those of the configuration that finished last. One
+    configuration per row, so its mean, interval, seeds, ties and verdicts come from the same seeds."""
+    ok = [(p, r) for p, r in found if r.get("status") == "ok"]
+    have = {(tuple(map(str, key_of(r))), r["config_hash"]) for _, r in ok}
+    picks = {key: h for key, h in chosen.items() if (key, h) in have}
+    latest = {id(r) for r in latest_config([r for _, r in ok if tuple(map(str, key_of(r))) not in picks])}
+    return [(p, r) for p, r in ok if picks.get(tuple(map(str, key_of(r)))) == r["config_hash"] or id(r) in latest]
 
 
 def read_leaderboard(path: Path) -> pd.DataFrame:

@@ -54,12 +54,16 @@ FAMILY_PALETTE = {  # learning curves: one colour per model, from its family's s
 DPI = 120
 HOW_TO_READ = (
     "How to read: metric values are test-set means over seeds, `±` half the width of their 95% interval (seed "
-    "and test-item variance, at least the Wilson interval for accuracies); a rank shown as `=N` is a statistical "
-    "tie with the model ranked next (a paired test over seeds and test items finds no difference at 5%). The "
-    "verdicts (also in `verdicts.csv`) test A - B with that paired test, Holm-adjusted across the tasks; the MDE "
-    "is the difference it would find with 80% power; a single seed compares trained models, not training "
-    "recipes, so its verdict is provisional. `python -m harness compare TASK A B` gives the detail of one pair. "
-    "Models on the Pareto front (ringed) are those that no other model beats in both metric and cost.")
+    "and test-item variance, at least the Wilson interval on the range of the task's item values, so a row at the "
+    "ceiling is never a point); a rank shown as `=1` is a statistical tie with the leader (the paired test over "
+    "seeds and test items cannot tell the model from the best one at 5%, Holm-adjusted over the tests against "
+    "the leader). The verdicts (also in `verdicts.csv`) compare the best model of each family of models, chosen on "
+    "the validation split, with that paired test; p-values are Holm-adjusted within a declared family (headline: "
+    "one coordinate per task; tuned; one per study; requested pairs), so a study never moves a headline verdict. "
+    "The interval of A - B is unadjusted; the MDE is the difference the test would find with 80% power; a single "
+    "seed compares trained models, not training recipes, so its verdict is provisional. `python -m harness "
+    "compare TASK A B` gives the detail of one pair. Models on the Pareto front (ringed) are those that no other "
+    "model beats in both metric and cost.")
 
 
 # ------------------------------------------------------------------------------------ the figures
@@ -192,9 +196,17 @@ def save_png(fig: Figure, path: Path) -> Path:
 
 def write_report(records: list[dict[str, Any]], out: Path, outcomes: leaderboard.Outcomes | None = None,
                  pairs: Iterable[tuple[str, str]] = ()) -> Path:
-    """Write ``out/REPORT.md``, its plots under ``out/plots/`` and ``out/verdicts.csv`` from cell
-    records (any domains, any number of seeds, old or new) and their per-item ``outcomes``
-    (``records.load_outcomes``; without them every verdict is untested); return REPORT.md's path."""
+    """Write ``out/REPORT.md``, its plots under ``out/plots/``, ``out/verdicts.csv`` and
+    ``out/report.html`` from cell records (any domains, any number of seeds, old or new) and their
+    per-item ``outcomes`` (``records.load_outcomes``; without them every verdict is untested); return
+    REPORT.md's path."""
+    return write_reports(records, out, outcomes, pairs)[0]
+
+
+def write_reports(records: list[dict[str, Any]], out: Path, outcomes: leaderboard.Outcomes | None = None,
+                  pairs: Iterable[tuple[str, str]] = ()) -> tuple[Path, pd.DataFrame]:
+    """:func:`write_report`, also returning the verdict table it wrote (``verdicts.table``), so that
+    the terminal prints the very rows that ``verdicts.csv`` holds."""
     out = Path(out)
     ok = leaderboard.latest_config([r for r in records if r.get("status") == "ok"])
     board = leaderboard.aggregate(ok, outcomes)
@@ -202,16 +214,16 @@ def write_report(records: list[dict[str, Any]], out: Path, outcomes: leaderboard
     if board.empty:
         lines += ["No successful cell records yet: run `python -m harness run DOMAIN` first.", ""]
         _write_html(out, board, ok, None, [])
-        return _write_md(out, lines)
-    table = verdicts.verdicts(board, outcomes or {}, pairs)
+        return _write_md(out, lines), pd.DataFrame(columns=verdicts.COLUMNS)
+    table = verdicts.table(board, outcomes or {}, pairs)
     verdicts.write(table, out / "verdicts.csv")
     finished = max((str(r.get("finished", "")) for r in ok), default="")
     summary = [f"{len(ok)} cell records, {board['domain'].nunique()} domain(s), {len(board)} leaderboard rows; "
                f"latest cell finished {finished} (UTC).", *verdicts.summary_lines(table)]
     _write_html(out, board, ok, table, summary)
-    lines += [summary[0], "", HOW_TO_READ, "", "## Transformers vs baselines", "", *summary[1:], ""]
+    lines += [summary[0], "", HOW_TO_READ, "", "## Verdicts: families of models compared", "", *summary[1:], ""]
     lines += report_tuning.section(ok, board, outcomes or {}, out, save_png)
-    lines += studies.section(board, outcomes or {}, out, save_png)
+    lines += studies.section(board, table, out, save_png)
     for domain, domain_rows in board.groupby("domain", sort=True):
         lines += [f"## {domain}", "", leaderboard.to_markdown(domain_rows, columns(domain_rows)), ""]
         if leaderboard.has_ties(domain_rows):
@@ -239,7 +251,7 @@ def write_report(records: list[dict[str, Any]], out: Path, outcomes: leaderboard
                 lines.append(f"![{task}: {alt}](plots/{name})")
             front = rows[pareto_front(rows["metric_mean"], rows["param_count"], bool(rows["higher_is_better"].iloc[0]))]
             lines += ["", f"Pareto front in (metric, parameters): {', '.join(labels(front)) or '-'}.", ""]
-    return _write_md(out, lines)
+    return _write_md(out, lines), table
 
 
 # ------------------------------------------------------------------------------------------ helpers

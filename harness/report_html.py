@@ -3,7 +3,8 @@
 ``write_html(out, board, records, verdict_table, summary)`` writes ``out/report.html``, which works
 offline (every script and style inline, nothing fetched):
 
-- the transformer-vs-baseline verdicts (``verdicts.verdicts``) as a table;
+- the verdicts (``verdicts.table``) as a table that leads with the answer (task, coordinate, A, B,
+  effect, adjusted p, verdict), every column of verdicts.csv under a "details" switch;
 - per domain its leaderboard as a sortable, searchable table (DataTables through ``itables``), each
   row linking to its cell records (the JSON files under ``out/runs/``, one link per seed);
 - per task what it tests (``Task.about``), the best model, and interactive Plotly figures: the
@@ -36,7 +37,7 @@ from . import leaderboard
 from .records import atomic_write_text, key_of, record_path
 from .report_data import (COST_LABELS, best_lines, columns, cost_points, curves, example_frame, labels,
                           metric_label)
-from .verdicts import task_class
+from .verdicts import coordinate, fmt_p, number, task_class
 
 FAMILY_COLOURS = {"transformer": "#1f77b4", "baseline": "#ff7f0e"}
 MODEL_COLOURS = {"transformer": ["#1f77b4", "#17becf", "#9467bd", "#000080", "#2ca02c"],
@@ -45,8 +46,7 @@ OTHER_COLOUR = "#7f7f7f"
 SYMBOLS = {"transformer": "circle", "baseline": "square"}
 DASHES = {"transformer": "solid", "baseline": "dash"}
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
-VERDICT_COLUMNS = ["task", "tuning", "pair", "metric", "model_a", "size_a", "model_b", "size_b", "metric_a", "metric_b", "diff", "ci_low",
-                   "ci_high", "p_value", "p_holm", "mde", "n_seeds_a", "n_seeds_b", "n_items", "verdict"]
+VERDICT_LEAD = ["task", "coordinate", "A", "B", "A - B [95% CI]", "p (Holm)", "verdict"]  # what a reader needs first
 TABLE_OPTIONS = dict(connected=False, allow_html=True, maxBytes=0, paging=False, classes="display compact nowrap",
                      scrollX=True, format_floats_in_python=False, text_in_header_can_be_selected=False,
                      showIndex=False, display_logo_when_loading=False,  # every row, a search box, click to sort
@@ -193,8 +193,30 @@ def record_links(records: list[dict[str, Any]]) -> dict[tuple, str]:
 
 
 def verdict_table(table: pd.DataFrame) -> str:
-    frame = _rounded(table[[c for c in VERDICT_COLUMNS if c in table.columns]])
-    return to_html_datatable(frame, table_id="verdict_table", **TABLE_OPTIONS)
+    """The verdicts: a table that leads with the answer (task, coordinate, A, B, the effect with its
+    interval, the adjusted p and the verdict), and every column of verdicts.csv in a second table
+    under a "details" switch."""
+    lead = pd.DataFrame({
+        "task": table["task"],
+        "coordinate": [f"{coordinate(r)} [{r['family']}]" for _, r in table.iterrows()],
+        "A": [_side(r, "a") for _, r in table.iterrows()],
+        "B": [_side(r, "b") for _, r in table.iterrows()],
+        "A - B [95% CI]": [f"{r['diff']:+.4f}" + (f" [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]"
+                                                    if math.isfinite(number(r["ci_low"])) else "")
+                           for _, r in table.iterrows()],
+        "p (Holm)": [f"{fmt_p(r['p_holm'])} (of {int(r['family_size'])})" for _, r in table.iterrows()],
+        "verdict": table["verdict"].fillna(""),
+    })[VERDICT_LEAD]
+    every = to_html_datatable(_rounded(table), table_id="verdict_details", **TABLE_OPTIONS)
+    wrapping = {**TABLE_OPTIONS, "classes": "display compact", "scrollX": False}  # fits the page: no sideways scroll
+    return (to_html_datatable(lead, table_id="verdict_table", **wrapping)
+            + f'<details class="note"><summary>every column of verdicts.csv</summary>{every}</details>')
+
+
+def _side(r: pd.Series, side: str) -> str:
+    params = number(r.get(f"params_{side}"))
+    return (f"{r[f'model_{side}']} {r[f'metric_{side}']:.4f} ({r[f'family_{side}']}, n={int(r[f'n_seeds_{side}'])}"
+            + (f", {params / 1e3:,.0f}k" if math.isfinite(params) else "") + ")")
 
 
 def _rounded(frame: pd.DataFrame, keep: tuple[str, ...] = ()) -> pd.DataFrame:
@@ -221,7 +243,7 @@ def write_html(out: Path, board: pd.DataFrame, records: list[dict[str, Any]], ta
     body += ['<nav>' + "".join(f'<a href="#{_slug(d)}">{html.escape(d)}</a>' for d in domains)
              + '<a href="REPORT.md">REPORT.md (tuning and studies)</a></nav>',
              f'<p class="note">{_inline(how_to_read)}</p>',
-             '<h2 id="verdicts">Transformers vs baselines</h2>',
+             '<h2 id="verdicts">Verdicts: families of models compared</h2>',
              *(f"<p>{_inline(line)}</p>" for line in summary  # the prose: the table is the DataTable below
                if line.strip() and not line.lstrip().startswith("|")),
              verdict_table(table) if table is not None and not table.empty else "<p>No verdicts.</p>"]

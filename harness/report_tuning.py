@@ -8,7 +8,9 @@ domain, task, model   the tuned row (size, tuning: e.g. 'tpe-8')
 default_mean          the same model with its defaults (empty where that row is missing)
 tuned_mean            tuned, mean over seeds
 diff, ci_low/high, p  tuned - default, its 95% interval and two-sided p (empty where untested)
-test                  'paired' (the test over seeds and test items), or why it is untested
+p_holm, verdict       Holm-adjusted over every tuned-vs-default row (the 'tuning effect' family of
+                      ``verdicts``), and what it says: '<tuning> better', 'default better' or none
+test                  'seeds and items' (the paired test), or why it is untested
 chosen                the chosen values; chosen_trial the trial, default_won whether it was the defaults
 best_val, default_val the validation metric of the chosen trial and of the defaults' trial
 ====================  ===========================================================================
@@ -23,9 +25,9 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from . import stats
-from .leaderboard import Outcomes
+from . import stats, verdicts
 from .records import DEFAULT_TUNING, KEY, atomic_write_text
+from .verdicts import Outcomes
 
 NAMES = {"lr": "lr", "weight_decay": "wd", "warmup_frac": "warm-up", "dropout": "dropout"}
 PALETTE = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
@@ -67,11 +69,17 @@ def table(board: pd.DataFrame, studies: dict[tuple, dict[str, Any]], outcomes: O
         if default is not None and key in outcomes and tuple(default[k] for k in KEY) in outcomes:
             try:
                 c = stats.compare(outcomes[key], outcomes[tuple(default[k] for k in KEY)], row["higher_is_better"])
-                row.update(diff=c.diff, ci_low=c.ci_low, ci_high=c.ci_high, p_value=c.p_value, test="paired")
+                row.update(diff=c.diff, ci_low=c.ci_low, ci_high=c.ci_high, p_value=c.p_value,
+                           test=verdicts.TESTS[c.recipes])
             except ValueError:  # the two rows were scored on other test items
                 row["test"] = "untested: scored on other test items"
         rows.append(row)
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    judged = verdicts.judge(df.assign(model_a=df["tuning"], model_b=DEFAULT_TUNING, p_value=df.get("p_value"),
+                                      test=df["test"].where(df["test"].isin(verdicts.TESTS.values()), verdicts.TESTS[None])))
+    return df.assign(p_holm=judged["p_holm"].to_numpy(), verdict=judged["verdict"].to_numpy())
 
 
 def plot_history(task: str, studies: list[tuple[str, dict[str, Any]]], metric: str, higher: bool) -> Figure:
@@ -113,17 +121,19 @@ def section(records: list[dict[str, Any]], board: pd.DataFrame, outcomes: Outcom
     lines = ["## Tuning: every model tuned alike, against its defaults", "",
              "Each model had the same number of trials (`tuning` tpe-N: seeded TPE, median pruning, the first trial "
              "its defaults) under the task's budget, selected on the validation split; the chosen configuration "
-             "then trained on the seeds. Tuned - default is the paired test over seeds and test items.", ""]
+             "then trained on the seeds. Tuned - default is the paired test over seeds and test items, Holm-adjusted "
+             "over every tuned model of the report (the 'tuning effect' family).", ""]
     for (domain, task), rows in df.groupby(["domain", "task"], sort=True):
         lines += [f"### {domain} / {task} ({rows['metric'].iloc[0]})", "",
-                  "| model | tuning | default | tuned | tuned - default [95% CI] | p | chosen (trial) | val: defaults -> chosen |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| model | tuning | default | tuned | tuned - default [95% CI] | p | p (Holm) | verdict | chosen (trial) | val: defaults -> chosen |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for _, r in rows.iterrows():
             ci = f" [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]" if _finite(r.get("ci_low")) else ""
             p = f"{r['p_value']:.2g}" if _finite(r.get("p_value")) else "-"
             trial = "the defaults" if r["default_won"] else f"trial {r['chosen_trial']}"
             lines.append(f"| {r['model']} | {r['tuning']} | {_num(r['default_mean'])} | {_num(r['tuned_mean'])} "
-                         f"(n={r['n_seeds']}) | {_signed(r['diff'])}{ci} | {p} | {r['chosen']} ({trial}) | "
+                         f"(n={r['n_seeds']}) | {_signed(r['diff'])}{ci} | {p} | {verdicts.fmt_p(r['p_holm'])} | "
+                         f"{r['verdict']} | {r['chosen']} ({trial}) | "
                          f"{_num(r['default_val'])} -> {_num(r['best_val'])} |")
         chosen = [(r["model"], studies[tuple(r[k] for k in KEY)]) for _, r in rows.iterrows()]
         name = f"{domain}_{task}_tuning.png"

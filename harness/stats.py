@@ -9,18 +9,24 @@ ratio metric (WER, loss per token) is linearised first: item i of seed s counts 
 z_si = m_s + (v_si - m_s w_si) / mean_i(w_si), whose mean over items is m_s. The outcomes of one model
 are a two-way crossed design, z_si = mu + a_s (seed) + b_i (item) + e_si, and for D = M_A - M_B
 
-    Var(D) = s2_A / S_A + s2_B / S_B                    seed-to-seed variance of each model (Welch)
+    Var(D) = V_A / S_A + V_B / S_B                              the per-seed metrics of each model (Welch)
            + max(0, var_i(d_i) - r_A / S_A - r_B / S_B) / n     test-item sampling, paired over items
 
-with s2 the variance of the per-seed metrics, d_i = mean_s z_A,si - mean_s z_B,si the paired item
-difference, and r the seed x item residual variance (two-way ANOVA), which the first two terms
-already count. Each s2 / S is split (ANOVA) into the seed variance, max(0, s2 - r / n) / S with S - 1
-degrees of freedom, and the residual noise r / (S n) with (S - 1)(n - 1): a model whose seeds agree
-is not judged on the few degrees of freedom of its seed-to-seed spread. T = D / sqrt(Var(D)) is referred to Student's t with Welch-Satterthwaite degrees of
-freedom; the 95% interval is D +/- t * SE. With one seed on a side the seed variance is unknown: the
-test is then over test items only (var_i(d_i) / n), a comparison of these trained models and not of
-their training recipes, and the verdict says so. Seeds are not paired (seed s of two models shares
-no randomness worth pairing); items are.
+with V = max(s2, r / n): s2 the variance of the per-seed metrics (S - 1 degrees of freedom), r the
+seed x item residual variance (two-way ANOVA), d_i = mean_s z_A,si - mean_s z_B,si the paired item
+difference. s2 estimates the seed variance plus the residual noise of a per-seed mean, r / n; the
+item term removes that noise, which the seed terms already count. T = D / sqrt(Var(D)) is referred
+to Student's t with Welch-Satterthwaite degrees of freedom, where each seed term keeps its S - 1
+degrees of freedom, also when its seeds agree more closely than the residual noise alone allows
+(s2 < r / n: V is then the noise floor r / n, never less, with S - 1 degrees of freedom, not the
+(S - 1)(n - 1) of the residuals). This is the "never pool" rule for a variance component whose
+estimate falls below its floor (Bancroft 1944; Searle, Casella & McCulloch 1992, ch. 4): pooling the
+seed term into the residuals when seeds happen to agree made the degrees of freedom jump from about
+S - 1 to several hundred and, with 3 seeds and a real seed variance, found false differences in over
+a third of such draws (``scripts/calibration.py`` measures both). The 95% interval is D +/- t * SE.
+With one seed on a side the seed variance is unknown: the test is then over test items only
+(var_i(d_i) / n), a comparison of these trained models and not of their training recipes. Seeds are
+not paired (seed s of two models shares no randomness worth pairing); items are.
 
 The minimum detectable effect (MDE) is the true difference that this test finds with 80% power at
 the chosen level, for these seed and item counts: ncp * SE', where the noncentral t with the test's
@@ -39,6 +45,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Sequence
 
 import numpy as np
@@ -108,7 +115,8 @@ class Outcomes:
 
 @dataclass
 class Comparison:
-    """A vs B on one task: the difference of the headline metric (A - B), its test and verdict."""
+    """A vs B on one task: the difference of the headline metric (A - B), its interval and p-value.
+    What that means (a verdict, a tie) is decided in one place, ``harness.verdicts``."""
 
     a: str
     b: str
@@ -120,7 +128,6 @@ class Comparison:
     p_value: float
     df: float
     se: float
-    mde: float
     n_seeds_a: int
     n_seeds_b: int
     n_items: int
@@ -128,24 +135,10 @@ class Comparison:
     alpha: float = ALPHA
     recipes: bool = True  # False: one seed on a side, so the test compares trained models only
 
-    def better(self) -> str | None:
-        """The better model's name where the test rejects at ``alpha``, else None."""
-        if not self.p_value < self.alpha or self.diff == 0:
-            return None
-        a_higher = self.diff > 0
-        return self.a if a_higher == self.higher_is_better else self.b
-
-    @property
-    def verdict(self) -> str:
-        return verdict_sentence(self.better(), self.recipes)
-
-
-PROVISIONAL = " (provisional: one seed compares trained models, not recipes)"
-
-
-def verdict_sentence(winner: str | None, recipes: bool) -> str:
-    """'vit better', 'no detectable difference', + PROVISIONAL where a side has a single seed."""
-    return (f"{winner} better" if winner else "no detectable difference") + ("" if recipes else PROVISIONAL)
+    @cached_property
+    def mde(self) -> float:
+        """The minimum detectable effect of this design (computed when first asked: it is a root search)."""
+        return minimum_detectable_effect(self.se, self.df, self.alpha)
 
 
 def compare(a: Outcomes, b: Outcomes, higher_is_better: bool, alpha: float = ALPHA) -> Comparison:
@@ -158,7 +151,7 @@ def compare(a: Outcomes, b: Outcomes, higher_is_better: bool, alpha: float = ALP
     n = len(d)
     recipes = a.n_seeds > 1 and b.n_seeds > 1
     if recipes:
-        parts = seed_parts(a) + seed_parts(b)
+        parts = [seed_term(a), seed_term(b)]
         item = d.var(ddof=1) - a.residual_var() / a.n_seeds - b.residual_var() / b.n_seeds if n > 1 else 0.0
     else:
         parts, item = [], d.var(ddof=1) if n > 1 else 0.0
@@ -171,17 +164,15 @@ def compare(a: Outcomes, b: Outcomes, higher_is_better: bool, alpha: float = ALP
         p = 1.0 if diff == 0 else 0.0
     half = float(stats.t.ppf(1 - alpha / 2, df)) * se
     return Comparison(a.model, b.model, a.metric(), b.metric(), diff, diff - half, diff + half, p, df, se,
-                      minimum_detectable_effect(se, df, alpha), a.n_seeds, b.n_seeds, n, higher_is_better,
-                      alpha, recipes)
+                      a.n_seeds, b.n_seeds, n, higher_is_better, alpha, recipes)
 
 
-def seed_parts(o: Outcomes) -> list[tuple[float, float]]:
-    """The seed terms of Var(M) for one model of S > 1 seeds, each (variance, degrees of freedom):
-    the seed variance, ANOVA-estimated as max(0, s2 - r / n) / S with S - 1 degrees of freedom, and the
-    seed x item residual r / (S n), estimated from all (S - 1)(n - 1) residuals (so that a model
-    whose seeds agree is not judged on the few degrees of freedom of its seed-to-seed spread)."""
-    S, n, r = o.n_seeds, o.n_items, o.residual_var()
-    return [(max(0.0, o.per_seed().var(ddof=1) - r / n) / S, S - 1), (r / (S * n), (S - 1) * (n - 1))]
+def seed_term(o: Outcomes) -> tuple[float, float]:
+    """The seed term of Var(M) for one model of S > 1 seeds, (variance, degrees of freedom):
+    max(s2, r / n) / S with S - 1 degrees of freedom (s2 the variance of the per-seed metrics, r / n
+    the residual noise of a per-seed mean: the floor that a seed variance cannot go below)."""
+    S, n = o.n_seeds, o.n_items
+    return max(float(o.per_seed().var(ddof=1)), o.residual_var() / n) / S, S - 1
 
 
 def satterthwaite(parts: list[tuple[float, float]]) -> tuple[float, float]:
@@ -238,19 +229,23 @@ def wilson(proportion: float, n: int, alpha: float = ALPHA) -> tuple[float, floa
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def interval(o: Outcomes, alpha: float = ALPHA) -> tuple[float, float]:
+def interval(o: Outcomes, alpha: float = ALPHA, bounds: tuple[float, float] | None = None) -> tuple[float, float]:
     """A 95% interval of one model's headline metric from its outcomes: the same variance components
-    as ``compare`` (seeds, then items); for 0/1 outcomes, widened to cover the Wilson interval, so
-    that 0% or 100% is never a point."""
+    as ``compare`` (seeds, then items). Where the item values are known to lie in ``bounds`` (0/1
+    outcomes: [0, 1]; the caller may pass the range a task's items take), widened to cover the Wilson
+    interval of the mean rescaled to [0, 1], over the n items: a mean of values in [lo, hi] varies at
+    most as a proportion does (Bhatia & Davis 2000), so this is conservative, and a row at a bound
+    (100% accuracy, every episode at the best return) is never a point."""
     m, S, n = o.metric(), o.n_seeds, o.n_items
-    parts = seed_parts(o) if S > 1 else []
+    parts = [seed_term(o)] if S > 1 else []
     item = o.pseudo().mean(0).var(ddof=1) - (o.residual_var() / S if S > 1 else 0.0) if n > 1 else 0.0
     var, df = satterthwaite(parts + [(max(item, 0.0) / n, n - 1)])
     half = float(stats.t.ppf(1 - alpha / 2, df)) * math.sqrt(var)
     low, high = m - half, m + half
-    if o.binary():
-        w_low, w_high = wilson(m, n, alpha)
-        low, high = max(0.0, min(low, w_low)), min(1.0, max(high, w_high))
+    lo, hi = (0.0, 1.0) if bounds is None and o.binary() else (bounds or (math.nan, math.nan))
+    if hi > lo:  # NaN bounds compare False: no widening
+        w_low, w_high = wilson(min(max((m - lo) / (hi - lo), 0.0), 1.0), n, alpha)
+        low, high = max(lo, min(low, lo + w_low * (hi - lo))), min(hi, max(high, lo + w_high * (hi - lo)))
     return low, high
 
 

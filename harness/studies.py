@@ -5,8 +5,10 @@ Per task and tuning with two or more grid points (size labels) the report gets
 - metric against parameters, against training items and against training compute (training FLOPs
   per sample x samples seen), log x axes, one line per model with its 95% intervals;
 - the **crossover**: along the grid (parameters for a scaling study, training items for a data
-  study), the smallest point where the best transformer is ahead of the best baseline by the paired
-  test over seeds and test items (``stats.compare``, at ``alpha``), or "no crossover in range";
+  study), for each pair of model families (transformer against each other, as ``verdicts`` pairs
+  them), the smallest point where the first family's best model is ahead by the verdict that
+  ``verdicts.csv`` holds for that point (the paired test over seeds and test items, Holm-adjusted
+  within the study's family; the preset point is a headline verdict), or "no crossover in range";
 - a **power law** per model with three or more points: error = a * x^b by least squares on log-log
   (error = 1 - metric for a score in [0, 1] where higher is better, else the metric itself, a loss).
 
@@ -24,9 +26,7 @@ import pandas as pd
 from matplotlib import ticker
 from matplotlib.figure import Figure
 
-from . import stats
-from .leaderboard import NO_FAMILY, Outcomes
-from .records import KEY, atomic_write_text
+from .records import atomic_write_text
 
 SHADES = {"transformer": ["tab:blue", "tab:cyan", "tab:purple"], "baseline": ["tab:orange", "tab:red", "tab:brown"]}
 AXES = {"params": ("param_count", "parameters"), "samples": ("train_size", "training items"),
@@ -47,56 +47,45 @@ def study_axis(rows: pd.DataFrame) -> str:
     return "samples" if fraction.nunique() > 1 else "params"
 
 
-def _best(rows: pd.DataFrame, transformer: bool) -> pd.Series | None:
-    family = rows["family"]
-    chosen = rows[family.notna() & (family != NO_FAMILY) & ((family == "transformer") == transformer)]
-    return None if chosen.empty else chosen.sort_values(["rank", "model"]).iloc[0]
-
-
-def crossover(rows: pd.DataFrame, outcomes: Outcomes, alpha: float = stats.ALPHA) -> tuple[pd.DataFrame, str]:
-    """Per grid point (ordered along the study's axis): the best transformer against the best baseline
-    there, and the sentence: the smallest point where the transformer is ahead, or none in range."""
+def crossover(rows: pd.DataFrame, decided: pd.DataFrame) -> list[tuple[tuple[str, str], pd.DataFrame, str]]:
+    """Per pair of model families (as ``verdicts`` pairs them), per grid point ordered along the study's
+    axis: the verdict row of ``decided`` (``verdicts.table``, this task and tuning) at that point, and
+    the sentence: the smallest point where the first family is ahead, or none in range."""
     axis, _ = AXES[study_axis(rows)]
-    points = []
-    for size, at in rows.groupby("size", sort=False):
-        t, b = _best(at, True), _best(at, False)
-        if t is None or b is None:
-            continue
-        point = {"size": size, "x": float(pd.to_numeric(at[axis], errors="coerce").mean()),
-                 "transformer": t["model"], "baseline": b["model"], "metric_t": float(t["metric_mean"]),
-                 "metric_b": float(b["metric_mean"]), "compute_t": float(t["train_compute"])}
-        ot, ob = outcomes.get(tuple(t[k] for k in KEY)), outcomes.get(tuple(b[k] for k in KEY))
-        if ot is not None and ob is not None:
-            try:
-                c = stats.compare(ot, ob, bool(t["higher_is_better"]), alpha)
-                ahead = c.p_value < alpha and (c.diff > 0) == bool(t["higher_is_better"])
-                behind = c.p_value < alpha and not ahead
-                point.update(diff=c.diff, ci_low=c.ci_low, ci_high=c.ci_high, p_value=c.p_value,
-                             verdict="transformer ahead" if ahead else "baseline ahead" if behind else "no detectable difference")
-            except ValueError:
-                point["verdict"] = "untested"
-        else:
-            point["verdict"] = "untested"
-        points.append(point)
-    table = pd.DataFrame(points).sort_values("x") if points else pd.DataFrame()
-    return table, _crossover_sentence(table, study_axis(rows))
+    x = {size: float(pd.to_numeric(at[axis], errors="coerce").mean()) for size, at in rows.groupby("size", sort=False)}
+    compute = {(r["size"], r["model"]): float(r["train_compute"]) for _, r in rows.iterrows()}
+    out = []
+    found = decided[(decided["pair"] == "families") & decided["size"].isin(x)]
+    for (fa, fb), pair in found.groupby(["family_a", "family_b"], sort=False):
+        points = []
+        for _, v in pair.iterrows():
+            ahead, behind = v["winner"] == v["model_a"], v["winner"] == v["model_b"] and v["winner"] != ""
+            points.append({"size": v["size"], "x": x[v["size"]], "family": v["family"], "model_a": v["model_a"],
+                           "model_b": v["model_b"], "metric_a": v["metric_a"], "metric_b": v["metric_b"],
+                           "compute_a": compute.get((v["size"], v["model_a"]), np.nan), "diff": v["diff"],
+                           "ci_low": v["ci_low"], "ci_high": v["ci_high"], "p_value": v["p_value"], "p_holm": v["p_holm"],
+                           "verdict": "untested" if v["test"] == "untested" else
+                           f"{fa} ahead" if ahead else f"{fb} ahead" if behind else "no detectable difference"})
+        table = pd.DataFrame(points).sort_values("x")
+        out.append(((fa, fb), table, _crossover_sentence(table, study_axis(rows), fa)))
+    return out
 
 
-def _crossover_sentence(table: pd.DataFrame, axis: str) -> str:
+def _crossover_sentence(table: pd.DataFrame, axis: str, first: str) -> str:
     if table.empty:
-        return "no grid point has both a transformer and a baseline"
+        return "no grid point has models of both families"
     what = "parameters" if axis == "params" else "training items"
     span = f"{human(table['x'].min())} to {human(table['x'].max())} {what}"
-    ahead = table[table["verdict"] == "transformer ahead"]
+    ahead = table[table["verdict"] == f"{first} ahead"]
     if ahead.empty:
         return f"no crossover in range ({span})"
-    first = ahead.iloc[0]
-    later = table[table["x"] >= first["x"]]
-    held = "and at every larger point" if (later["verdict"] == "transformer ahead").all() else \
+    point = ahead.iloc[0]
+    later = table[table["x"] >= point["x"]]
+    held = "and at every larger point" if (later["verdict"] == f"{first} ahead").all() else \
         f"but not at every larger point (ahead at {len(ahead)} of {len(table)})"
-    return (f"crossover at {human(first['x'])} {what} ({first['size']}): the smallest point where the transformer is "
-            f"ahead by the paired test (p = {first['p_value']:.2g}; its training compute {human(first['compute_t'])} "
-            f"FLOPs), {held}")
+    return (f"crossover at {human(point['x'])} {what} ({point['size']}): the smallest point where the {first} is "
+            f"ahead (p = {point['p_value']:.2g}, Holm-adjusted {point['p_holm']:.2g} in the {point['family']} family; "
+            f"its training compute {human(point['compute_a'])} FLOPs), {held}")
 
 
 def power_law(x: Any, y: Any, higher_is_better: bool) -> dict[str, float] | None:
@@ -145,31 +134,36 @@ def plot(rows: pd.DataFrame, axis: str) -> Figure | None:
     return fig
 
 
-def section(board: pd.DataFrame, outcomes: Outcomes, out: Path, save_png: Callable[[Figure, Path], Path]) -> list[str]:
-    """The report's study section (none without a grid); writes out/studies.csv and the plots."""
+def section(board: pd.DataFrame, decided: pd.DataFrame, out: Path, save_png: Callable[[Figure, Path], Path]) -> list[str]:
+    """The report's study section (none without a grid), from the leaderboard ``board`` and the verdict
+    table ``decided`` (``verdicts.table``); writes out/studies.csv and the plots."""
     found = grids(board)
     if not found:
         return []
-    lines = ["## Studies: from what size, data or compute does the transformer win?", ""]
+    lines = ["## Studies: from what size, data or compute does one family win?", ""]
     tables = []
     for (domain, task, tuning), rows in found.items():
-        table, sentence = crossover(rows, outcomes)
         axis = study_axis(rows)
-        tables.append(table.assign(domain=domain, task=task, tuning=tuning, axis=axis))
+        mine = decided[(decided["domain"] == domain) & (decided["task"] == task) & (decided["tuning"] == tuning)]
         kind = "scaling (parameters)" if axis == "params" else "data (training items)"
         tuned = "" if tuning == "default" else f", tuning {tuning}"
         cells = int(pd.to_numeric(rows["n_seeds"]).sum())
         train_s = float((pd.to_numeric(rows["train_time_s"]) * pd.to_numeric(rows["n_seeds"])).sum())
         cost = (f"Cost: {cells} cells ({rows['size'].nunique()} points x {rows['model'].nunique()} models x seeds), "
                 f"{train_s / 60:.1f} minutes of training on {rows['device_name'].iloc[0]} (evaluation not included).")
-        lines += [f"### {domain} / {task}: {kind}{tuned}", "", f"**{sentence[0].upper() + sentence[1:]}.** {cost}", "",
-                  "| point | x | transformer | baseline | T - B [95% CI] | p | at this point |", "|---|---|---|---|---|---|---|"]
-        for _, p in table.iterrows():
-            ci = f" [{p['ci_low']:+.4f}, {p['ci_high']:+.4f}]" if _finite(p.get("ci_low")) else ""
-            p_text = f"{p['p_value']:.2g}" if _finite(p.get("p_value")) else "-"
-            lines.append(f"| {p['size']} | {human(p['x'])} | {p['transformer']} {p['metric_t']:.4f} | {p['baseline']} "
-                         f"{p['metric_b']:.4f} | {_signed(p.get('diff'))}{ci} | {p_text} | {p['verdict']} |")
-        lines += ["", *_fits(rows, axis), ""]
+        lines += [f"### {domain} / {task}: {kind}{tuned}", "", cost, ""]
+        for (fa, fb), table, sentence in crossover(rows, mine):
+            tables.append(table.assign(domain=domain, task=task, tuning=tuning, axis=axis, family_a=fa, family_b=fb))
+            lines += [f"**{fa} vs {fb}: {sentence}.**", "",
+                      f"| point | x | {fa} | {fb} | A - B [95% CI] | p | p (Holm) | family | at this point |",
+                      "|---|---|---|---|---|---|---|---|---|"]
+            for _, p in table.iterrows():
+                ci = f" [{p['ci_low']:+.4f}, {p['ci_high']:+.4f}]" if _finite(p.get("ci_low")) else ""
+                lines.append(f"| {p['size']} | {human(p['x'])} | {p['model_a']} {p['metric_a']:.4f} | {p['model_b']} "
+                             f"{p['metric_b']:.4f} | {_signed(p.get('diff'))}{ci} | {_p(p.get('p_value'))} | "
+                             f"{_p(p.get('p_holm'))} | {p['family']} | {p['verdict']} |")
+            lines.append("")
+        lines += [*_fits(rows, axis), ""]
         for name in ("params", "samples", "compute"):
             fig = plot(rows, name)
             if fig is not None:
@@ -177,8 +171,13 @@ def section(board: pd.DataFrame, outcomes: Outcomes, out: Path, save_png: Callab
                 save_png(fig, out / "plots" / path)
                 lines.append(f"![{task}: metric vs {AXES[name][1]}](plots/{path})")
         lines.append("")
-    atomic_write_text(out / "studies.csv", pd.concat(tables, ignore_index=True).to_csv(index=False, float_format="%.6g"))
+    if tables:
+        atomic_write_text(out / "studies.csv", pd.concat(tables, ignore_index=True).to_csv(index=False, float_format="%.6g"))
     return lines
+
+
+def _p(value: Any) -> str:
+    return f"{value:.2g}" if _finite(value) else "-"
 
 
 def meeting_point(a: dict[str, float], b: dict[str, float]) -> float | None:

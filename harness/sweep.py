@@ -26,11 +26,13 @@ from . import distributed, executors, leaderboard, report, tracking, tune, verdi
 from .arguments import parse_value
 from .config import RunConfig, resolve
 from .devices import resolve_device, set_deterministic
-from .errors import UsageError
+from .errors import USER_ERRORS, UsageError
 from .plugins import load_plugins
-from .records import (checkpoint_path, config_hash, file_lock, load_outcomes, read_record, read_record_files, read_records,
-                      record_path, write_record)
+from .records import (DEFAULT_TUNING, KEY, CellLock, checkpoint_path, claim_cell, config_hash, file_lock, items_readable,
+                      key_of, load_outcomes, read_record, read_record_files, read_records, record_path, write_record)
 from .stopping import stop_on_signals
+
+MAX_SEED = 2 ** 32 - 1  # NumPy's seeds are 32-bit
 
 
 def serves(task: Task | type[Task]) -> str:
@@ -136,6 +138,7 @@ class Plan:
     configs: dict[tuple[str, str], RunConfig] = field(default_factory=dict)
     tuned: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # (task, model) -> its study (tune)
     trackers: tracking.Trackers = field(default_factory=tracking.Trackers)  # --track: MLflow, TensorBoard
+    locks: dict[str, CellLock] = field(default_factory=dict)  # checkpoint path -> this process's claim on the cell
 
     def seeds(self, task: Task) -> int:
         return self.args.seeds or task.default_seeds
@@ -150,22 +153,69 @@ class Plan:
             tqdm.write(message, file=sys.stderr)
 
 
-def _make_tasks(plan: Plan) -> None:
+def task_options(pairs: list[tuple[str, str]]) -> list[tuple[str | None, str, str]]:
+    """``--task-opt`` values as (task or None, key, value): ``pystdlib.block_size=64`` is for the task
+    pystdlib alone, ``block_size=64`` for every selected task that has such an option. A named task
+    must exist and have the option."""
+    parsed = []
+    for key, value in pairs:
+        task, _, name = key.rpartition(".")
+        if task:
+            options = tasks_pkg.get_task_class(task).options  # an unknown task: 'did you mean'
+            if name not in options:
+                raise UsageError(f"--task-opt {key}: task {task!r} has no option {name!r}; accepted: "
+                                 f"{', '.join(options) or 'none'}")
+        parsed.append((task or None, name, value))
+    return parsed
+
+
+def options_for(cls: type[Task], parsed: list[tuple[str | None, str, str]]) -> dict[str, str]:
+    """The --task-opt values that task ``cls`` takes: those for every task that has the option, then
+    those named for it (which win)."""
+    return {**{k: v for t, k, v in parsed if t is None and k in cls.options},
+            **{k: v for t, k, v in parsed if t == cls.name}}
+
+
+def check_task_options(sweeps: list[argparse.Namespace]) -> None:
+    """Every --task-opt of a command (the same in each of its sweeps: domains, grid points) is taken by
+    some task that one of its sweeps runs, checked before any sweep sets its data up or trains."""
+    parsed = task_options(sweeps[0].task_opt)
+    selected = [tasks_pkg.get_task_class(name) for args in sweeps for name in resolve_tasks(args.domain, args.tasks)]
+    unused = sorted({k for t, k, _ in parsed if t is None} - {k for cls in selected for k in cls.options})
+    if unused:
+        raise UsageError(f"--task-opt {', '.join(unused)}: no selected task has such an option")
+    absent = sorted({f"{t}.{k}" for t, k, _ in parsed if t is not None} - {f"{c.name}.{k}" for c in selected
+                                                                         for k in c.options})
+    if absent:
+        raise UsageError(f"--task-opt {', '.join(absent)}: that task is not among the tasks this run trains")
+
+
+def _make_tasks(plan: Plan, cache: dict[tuple, Task]) -> None:
+    """The sweep's tasks, each made once per command (``cache``: grid points share their data)."""
     args = plan.args
-    task_opts = dict(args.task_opt)
+    parsed = task_options(args.task_opt)
     for name in resolve_tasks(args.domain, args.tasks):
         cls = tasks_pkg.get_task_class(name)
+        opts = options_for(cls, parsed)
+        key = (name, str(args.data_dir), args.download, args.train_fraction or 1.0, tuple(sorted(opts.items())),
+               args.device, args.data_on_device)  # (data held on a device stays there: one task per placement)
         try:
-            task = cls(data_dir=args.data_dir, download=args.download, train_fraction=args.train_fraction or 1.0,
-                       **{k: v for k, v in task_opts.items() if k in cls.options})
+            task = cache[key] if key in cache else cls(data_dir=args.data_dir, download=args.download,
+                                                       train_fraction=args.train_fraction or 1.0, **opts)
         except ValueError as e:  # the task's message names it, the option and what is accepted
             named = str(e).startswith(f"task {name!r}")
             raise UsageError(str(e) if named else f"task {name!r}: bad --task-opt value ({e})") from None
-        plan.tasks[name] = task
+        plan.tasks[name] = cache[key] = task
         plan.models[name] = resolve_models(task, args.models)
-    unused = set(task_opts) - {k for task in plan.tasks.values() for k in task.options}
-    if unused:
-        raise UsageError(f"--task-opt {', '.join(sorted(unused))}: no selected task has such an option")
+
+
+def check_seeds(plan: Plan) -> None:
+    """Seeds are what NumPy's generator takes: integers in [0, 2**32 - 1]."""
+    start = getattr(plan.args, "seed_start", 0)
+    last = max((start + plan.seeds(task) - 1 for task in plan.tasks.values()), default=start)
+    if last > MAX_SEED:
+        raise UsageError(f"--seed-start {start}: this run would use seeds up to {last}; seeds must be integers in "
+                         f"[0, {MAX_SEED}]")
 
 
 def _configure(plan: Plan, task: Task, base: RunConfig, model_opts: dict[str, Any]) -> None:
@@ -176,18 +226,29 @@ def _configure(plan: Plan, task: Task, base: RunConfig, model_opts: dict[str, An
         try:
             fitted = fit_to_params(model, task.spec, args.params, args.size, **model_opts) if args.params else {}
             count_params(model, task.spec, args.size, **model_opts, **fitted)
+            opts = normalised(model, args.size, {**model_opts, **fitted})
         except (RegistryError, ValueError, TypeError) as e:
             named = str(e).startswith(f"model {model!r}")  # the registry's own messages name the model
             raise UsageError(f"{e} (task {task.name!r})" if named else
                              f"model {model!r} for task {task.name!r}: {e}") from None
-        plan.configs[task.name, model] = replace(base, model_opts=tuple({**model_opts, **fitted}.items()),
+        plan.configs[task.name, model] = replace(base, model_opts=tuple(opts.items()),
                                                  params_target=args.params, fitted=tuple(fitted.items()))
 
 
-def make_plan(args: argparse.Namespace, device: str, group: distributed.Group) -> Plan:
-    """Tasks set up (a missing dataset fails now) and every model configured and checked."""
+def normalised(model: str, size: str, opts: dict[str, Any]) -> dict[str, Any]:
+    """Model options as the model takes them (``dropout=0`` as 0.0), so that equal configurations hash
+    equal (the config hash covers the model options)."""
+    config = get_model_entry(model).config(size, opts)
+    return {k: config.get(k, v) for k, v in opts.items()}
+
+
+def make_plan(args: argparse.Namespace, device: str, group: distributed.Group,
+              cache: dict[tuple, Task] | None = None) -> Plan:
+    """Tasks set up (a missing dataset fails now) and every model configured and checked. ``cache``
+    holds the tasks already made for the other sweeps of the same command."""
     plan = Plan(args, device, default_precision(args.precision, device), group)
-    _make_tasks(plan)
+    _make_tasks(plan, {} if cache is None else cache)
+    check_seeds(plan)
     model_opts = {k: parse_value(v) for k, v in args.model_opt}
     base = RunConfig(size=args.size, epochs=args.epochs, steps=args.steps, batch_size=args.batch_size,
                      lr=args.lr, weight_decay=args.weight_decay, device=device, backend=args.backend,
@@ -214,8 +275,10 @@ def make_plan(args: argparse.Namespace, device: str, group: distributed.Group) -
 
 def pending(plan: Plan, threads: int | None) -> tuple[list[dict[str, Any]], list[executors.Cell]]:
     """(records of the cells already done with the same configuration, the cells still to run). The
-    configuration covers the data (``Task.fingerprint``): other data is another cell. With --force a
-    cell runs again from scratch: its checkpoint is set aside."""
+    configuration covers the data (``Task.fingerprint``): other data is another cell. A done cell's
+    per-item outcomes must be readable, else it runs again. Each cell to run is claimed (a lock beside
+    its checkpoint): one that another process is training now is left to it. With --force a cell runs
+    again from scratch: its checkpoint is set aside."""
     args = plan.args
     done_records: list[dict[str, Any]] = []
     todo: list[executors.Cell] = []
@@ -223,13 +286,15 @@ def pending(plan: Plan, threads: int | None) -> tuple[list[dict[str, Any]], list
         config = plan.configs[task.name, model]
         chash = config_hash(resolve(task, get_model_entry(model), config))
         where = (args.out, task.domain, task.name, model, config.label, seed, chash)
-        done = None if args.force else read_record(record_path(*where))
-        if done is not None and done.get("status") == "ok" and done["config_hash"] == chash:
+        done = _done(plan, record_path(*where), chash)
+        if done is not None:
             done_records.append(done)
             plan.log(f"{task.name} {model} seed {seed}: already done, same configuration and data "
                      f"({done['metric']} {done['metric_value']:.4f}; config {chash}); --force reruns it")
             continue
         checkpoint = checkpoint_path(*where)
+        if plan.group.is_main and not _claim(plan, checkpoint, f"{task.name} {model} seed {seed}"):
+            continue
         if args.force and checkpoint.exists() and plan.group.is_main:
             checkpoint.replace(checkpoint.with_name(f"{checkpoint.name}.unusable"))
         todo.append(executors.Cell(
@@ -237,6 +302,33 @@ def pending(plan: Plan, threads: int | None) -> tuple[list[dict[str, Any]], list
             model, seed, config, checkpoint=str(checkpoint.resolve()),
             checkpoint_every_s=args.checkpoint_minutes * 60, plugins=tuple(args.plugin), threads=threads))
     return done_records, plan.group.share(todo)  # rank 0's view of what is done holds for the whole group
+
+
+def _done(plan: Plan, path: Path, chash: str) -> dict[str, Any] | None:
+    """The finished record at ``path`` (same configuration, per-item outcomes readable), or None."""
+    done = None if plan.args.force else read_record(path)
+    if done is None or done.get("status") != "ok" or done["config_hash"] != chash:
+        return None
+    return done if items_readable(path, done) else None
+
+
+def _claim(plan: Plan, checkpoint: Path, name: str) -> bool:
+    """Claim a cell for this process (``records.claim_cell``); False, with a line, where another process
+    (the same sweep started twice) holds it: that process trains it and publishes it."""
+    lock = claim_cell(checkpoint.with_suffix(".lock"))
+    if lock is None:
+        plan.log(f"{name}: skipped, another process is training it now (it publishes the result)")
+        return False
+    plan.locks[str(checkpoint.resolve())] = lock
+    return True
+
+
+def release_cells(plan: Plan, checkpoint: str | None = None) -> None:
+    """Release this process's claim on one cell (its record is written), or on all that are left."""
+    for key in [checkpoint] if checkpoint is not None else list(plan.locks):
+        lock = plan.locks.pop(key, None)
+        if lock is not None:
+            lock.release()
 
 
 def _plan_line(plan: Plan, n_cells: int, n_todo: int) -> str:
@@ -250,9 +342,41 @@ def _plan_line(plan: Plan, n_cells: int, n_todo: int) -> str:
 
 # ------------------------------------------------------------------------------------------ run
 
-def run_sweep(args: argparse.Namespace) -> int:
-    """``python -m harness run DOMAIN ...``: 0 when every cell finished, 1 when some failed, 130
-    when interrupted (finished cells are kept and published)."""
+def run_sweeps(groups: list[tuple[str, list[argparse.Namespace]]]) -> int:
+    """The sweeps of one command line: each domain of ``run all``, each point of a ``--params`` or
+    ``--train-fraction`` grid, each ``[[run]]`` of a suite (a group of sweeps, named by where it was
+    written, e.g. "--config suite.toml, [[run]] 2"). Every one is planned and checked (names, options,
+    data, seeds, --out) before any of them trains; then they run one after the other. 0 when every
+    cell finished, 1 when some failed, 130 when interrupted (finished cells are kept and published;
+    the sweeps not yet started do not start)."""
+    plans: list[Plan] = []
+    cache: dict[tuple, Task] = {}  # the sweeps of one command share their tasks (and data)
+    try:
+        for where, sweeps in groups:
+            try:
+                check_task_options(sweeps)
+                plans += [prepare(args, cache) for args in sweeps]
+            except USER_ERRORS as e:  # a suite's error names the file and the [[run]] table
+                if not where:
+                    raise
+                raise UsageError(f"{where}: {e}") from None
+        code = 0
+        for plan in plans:
+            code = max(code, run_plan(plan))
+            if code == 130:
+                break
+        return code
+    finally:
+        for plan in plans:
+            plan.trackers.close()
+            release_cells(plan)
+        if any(args.ddp for _, sweeps in groups for args in sweeps):
+            distributed.shutdown()
+
+
+def prepare(args: argparse.Namespace, cache: dict[tuple, Task]) -> Plan:
+    """One sweep planned and checked, before any training: plugins, where cells run, trackers, tuning
+    storage, tasks and their data, models and their options, seeds, and that --out takes files."""
     load_plugins(args.plugin)
     check_executor(args)
     track = tracking.parse_track(getattr(args, "track", None))
@@ -260,25 +384,29 @@ def run_sweep(args: argparse.Namespace) -> int:
         tune.check_args(args)
     device = resolve_device(args.device) if args.executor != "ray" else ray_device(args)
     group = distributed.init(device) if args.ddp else distributed.SINGLE
-    plan: Plan | None = None
+    plan = make_plan(args, device, group, cache)
+    check_writable(args.out, output_folders(plan))
+    if getattr(args, "tune", None):
+        tune.check_storage(args)
+    plan.trackers = tracking.open_trackers(track if group.is_main else [], args.out)  # before any training
+    return plan
+
+
+def run_plan(plan: Plan) -> int:
+    """Run one prepared sweep: tune first where asked, then the cells not done yet, then publish."""
+    args = plan.args
+    set_deterministic(args.deterministic)
+    threads = executors.default_threads(args.executor, args.jobs, args.cpus_per_cell)
+    if getattr(args, "tune", None):
+        code = tune.tune_plan(plan, threads)
+        if code:
+            return code
     try:
-        plan = make_plan(args, device, group)
-        check_writable(args.out, output_folders(plan))
-        plan.trackers = tracking.open_trackers(track if group.is_main else [], args.out)  # before any training
-        set_deterministic(args.deterministic)
-        threads = executors.default_threads(args.executor, args.jobs, args.cpus_per_cell)
-        if getattr(args, "tune", None):
-            code = tune.tune_plan(plan, threads)
-            if code:
-                return code
         records, todo = pending(plan, threads)
         plan.log(_plan_line(plan, len(plan.cells()), len(todo)))
         return _execute(plan, records, todo)
     finally:
-        if plan is not None:
-            plan.trackers.close()
-        if args.ddp:
-            distributed.shutdown()
+        release_cells(plan)
 
 
 def _execute(plan: Plan, records: list[dict[str, Any]], todo: list[executors.Cell]) -> int:
@@ -332,9 +460,14 @@ def _keep(plan: Plan, cell: executors.Cell, record: dict[str, Any], executor: st
     where = (plan.args.out, task.domain, task.name, cell.model, cell.config.label, cell.seed, record["config_hash"])
     ok = record["status"] == "ok"
     written = write_record(record_path(*where, failed=not ok), record)  # a failed attempt never replaces a good record
+    release_cells(plan, cell.checkpoint)
     plan.trackers.cell(record, written)  # --track: after the record is safe; a tracker that fails only warns
-    if ok:
-        record_path(*where, failed=True).unlink(missing_ok=True)
+    stale = record_path(*where, failed=True)
+    if ok and stale.exists():
+        try:
+            stale.unlink()
+        except OSError as e:  # a folder turned read-only: the good record is safe (rescued where need be)
+            print(f"warning: cannot delete the older failed attempt {stale} ({e.strerror or e})", file=sys.stderr)
     if ok:
         records.append(record)
         plan.log(f"{counter} {cell.name}: {record['metric']} {record['metric_value']:.4f} "
@@ -372,9 +505,20 @@ def results_lock(out: Path):
 
 
 def _publish_main(plan: Plan, records: list[dict[str, Any]]) -> None:
-    if records and plan.group.is_main:
-        publish(records, plan.args.out, plan.args.domain)
-        plan.trackers.published(plan.args.domain, plan.args.out / f"leaderboard_{plan.args.domain}.csv")
+    """Publish what finished (rank 0). Files that cannot be written are rescued (``write_or_rescue``);
+    where even that fails (a full disk), one warning: the records are kept, and ``python -m harness
+    report`` publishes them once there is room."""
+    if not records or not plan.group.is_main:
+        return
+    out = plan.args.out
+    try:
+        publish(records, out, plan.args.domain)
+    except OSError as e:
+        print(f"warning: could not publish the leaderboard and report under {out}: cannot write "
+              f"{e.filename or 'a file'} ({e.strerror or e}); the records are kept (see above where each went): "
+              f"run 'python -m harness report --out {out}' once the folder takes files", file=sys.stderr)
+        return
+    plan.trackers.published(plan.args.domain, out / f"leaderboard_{plan.args.domain}.csv")
 
 
 class OverallBar:
@@ -401,14 +545,28 @@ class OverallBar:
         self.bar.close()
 
 
-def _existing_board(path: Path, out: Path, domain: str) -> pd.DataFrame:
-    """The leaderboard on disk; one that cannot be read is derived data: rebuilt from the records."""
+def _existing_board(path: Path) -> pd.DataFrame:
+    """The leaderboard on disk (its rows without records are kept); one that cannot be read is derived
+    data: rebuilt from the records alone, with a warning."""
     try:
-        return leaderboard.read_leaderboard(path)
+        return _numbers_checked(leaderboard.read_leaderboard(path))
     except leaderboard.DamagedFile as e:
-        print(f"warning: {path} cannot be read ({e}); rebuilding it from the records under {out / 'runs' / domain}",
-              file=sys.stderr)
-        return leaderboard.aggregate([r for r in read_records(out / "runs") if r["domain"] == domain])
+        print(f"warning: {path} cannot be read ({e}); rebuilding it from the records", file=sys.stderr)
+        return pd.DataFrame(columns=leaderboard.COLUMNS)
+
+
+NUMBER_COLUMNS = ("metric_mean", "metric_std", "n_seeds", "param_count")  # what merging and ranking compute with
+
+
+def _numbers_checked(df: pd.DataFrame) -> pd.DataFrame:
+    """``df``, where its number columns hold numbers; else DamagedFile naming the row and the column."""
+    for column in [c for c in NUMBER_COLUMNS if c in df.columns]:
+        values = df[column]
+        bad = values.notna() & pd.to_numeric(values, errors="coerce").isna()
+        if bad.any():
+            row = int(bad.to_numpy().argmax())
+            raise leaderboard.DamagedFile(f"row {row + 2}: {column} is {values.iloc[row]!r}, not a number")
+    return df
 
 
 def _existing_table(path: Path) -> pd.DataFrame:
@@ -420,20 +578,31 @@ def _existing_table(path: Path) -> pd.DataFrame:
 
 
 def publish(records: list[dict[str, Any]], out: Path, domain: str) -> None:
-    """Merge this run's rows into results/leaderboard_<domain>.csv and print them; tables that
-    tasks attach to their examples go to results/<table>_<domain>.csv."""
-    found = read_record_files(out / "runs")
-    outcomes = load_outcomes(found)  # per-item outcomes: intervals, paired-test ties and verdicts
-    new = leaderboard.aggregate(records, outcomes)
+    """Rebuild results/leaderboard_<domain>.csv from the records under ``out`` (each row from one
+    configuration: this run's for the rows it ran, the one the leaderboard showed for the others, so
+    that a row's mean, interval, seeds and ties come from the same records), write the report and
+    verdicts.csv from the same records, and print
+    this run's rows and the verdicts that verdicts.csv holds for them; tables that tasks attach to
+    their examples go to results/<table>_<domain>.csv. Everything is read and written under the lock
+    on ``out``: two sweeps finishing together publish one after the other, each from what is on disk."""
     path = out / f"leaderboard_{domain}.csv"
-    with results_lock(out):  # two runs sharing --out merge one after the other, never interleaved
-        leaderboard.write(leaderboard.merge(_existing_board(path, out, domain), new, outcomes), path)
+    with results_lock(out):
+        chosen = {**leaderboard.shown_configs(out), **{tuple(map(str, key_of(r))): r["config_hash"] for r in records}}
+        found = leaderboard.current(read_record_files(out / "runs"), chosen)  # this run's configurations, and the rest as shown
+        outcomes = load_outcomes(found)  # per-item outcomes: intervals, paired-test ties and verdicts
+        everything = [r for _, r in found]
+        board = leaderboard.aggregate([r for r in everything if r["domain"] == domain], outcomes)
+        leaderboard.write(leaderboard.merge(_existing_board(path), board, outcomes), path)
         for name, table in leaderboard.tables(records).items():
             table_path = out / f"{name}_{domain}.csv"
             leaderboard.write_table(leaderboard.merge_table(_existing_table(table_path), table), table_path)
             print(f"wrote {table_path}")
-        report_path = report.write_report([r for _, r in found], out, outcomes)
-    print(leaderboard.to_text(new))
-    print("\n".join(["", *verdicts.run_lines(verdicts.verdicts(new, outcomes))]))
-    print(f"\nwrote {path} (and .md); records in {out / 'runs' / domain}")
+        report_path, decided = report.write_reports(everything, out, outcomes)
+    ran = {key_of(r) for r in records}
+    mine = board[[tuple(k) in ran for k in board[KEY].itertuples(index=False, name=None)]]
+    print(leaderboard.to_text(mine))
+    coordinates = {(r["task"], r["size"], r.get("tuning", DEFAULT_TUNING)) for r in records}
+    shown = decided[[c in coordinates for c in zip(decided["task"], decided["size"], decided["tuning"])]]
+    print("\n".join(["", *verdicts.run_lines(shown)]))
+    print(f"\nwrote {path} (and .md) and {out / 'verdicts.csv'}; records in {out / 'runs' / domain}")
     print(f"wrote {report.written(report_path)} (plots in {out / 'plots'})")

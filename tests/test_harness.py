@@ -72,13 +72,14 @@ def test_run_vision_writes_leaderboard_and_records(tmp_path, capsys):
     verdicts = pd.read_csv(tmp_path / "verdicts.csv")  # the report's verdict, from the per-item files
     assert list(verdicts[["model_a", "model_b", "test"]].iloc[0]) == ["vit", "resnet", "seeds and items"]
 
-    # A second run of one model replaces that row and keeps the other.
-    code, _, err = run(["run", "vision", "--models", "vit", "--seeds", "1", "--out", str(tmp_path), *FAST], capsys)
+    # A second run of one model with another configuration replaces that row (its mean, seeds and interval
+    # come from the new records only) and keeps the other.
+    code, _, err = run(["run", "vision", "--models", "vit", "--seeds", "1", "--out", str(tmp_path), *FAST,
+                        "--lr", "1e-3"], capsys)
     assert code == 0, err
-    df2 = pd.read_csv(tmp_path / "leaderboard_vision.csv")
-    assert sorted(df2["model"]) == ["resnet", "vit"]
-    assert df2.set_index("model").loc["vit", "n_seeds"] == 1
-    assert df2.set_index("model").loc["resnet", "n_seeds"] == 2
+    df2 = pd.read_csv(tmp_path / "leaderboard_vision.csv").set_index("model")
+    assert sorted(df2.index) == ["resnet", "vit"]
+    assert df2.loc["vit", "n_seeds"] == 1 and str(df2.loc["vit", "seeds"]) == "0" and df2.loc["resnet", "n_seeds"] == 2
 
     # report rebuilds the leaderboard from every record on disk.
     code, out, _ = run(["report", "--out", str(tmp_path)], capsys)
@@ -237,7 +238,10 @@ def test_readme_plugin_is_listed_fitted_trained_and_reported(tmp_path, capsys, m
     record = json.loads(record_file(tmp_path / "results/runs/vision/digits/mlp-tiny@100k-seed0.json").read_text())
     assert record["config"]["fitted"]["hidden"] > PRESET_HIDDEN and record["status"] == "ok"
     report_text = (tmp_path / "results" / "REPORT.md").read_text()
-    assert "mlp" in report_text and "**Tested verdicts" in report_text and "(provisional: one seed" in report_text
+    assert "mlp" in report_text and "(provisional: one seed" in report_text
+    pairs = pd.read_csv(tmp_path / "results" / "verdicts.csv")[["family_a", "family_b"]]
+    assert sorted(map(tuple, pairs.values)) == [("baseline", "mlp"), ("transformer", "baseline"),
+                                                 ("transformer", "mlp")]  # an open family: its own rows, no baseline
 
 
 PRESET_HIDDEN = 128  # the README plugin's tiny width: 100k parameters need a wider one

@@ -11,7 +11,7 @@ import pytest
 
 from scipy import stats as scipy_stats
 
-from harness import leaderboard, report, stats
+from harness import leaderboard, report, stats, verdicts
 
 T_975_2 = 4.302653  # t_{0.975} with 2 degrees of freedom
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -66,18 +66,18 @@ def test_one_seed_has_no_interval():
 
 # ------------------------------------------------------------------------------------------- ties
 
-def test_overlapping_intervals_are_a_tie_and_shown_as_equals_rank(tmp_path):
+def test_a_model_the_test_cannot_tell_from_the_leader_shares_rank_one(tmp_path):
     records = (seeds([0.90, 0.93, 0.96], model="vit") + seeds([0.89, 0.92, 0.95], model="resnet")
                + seeds([0.50, 0.51, 0.52], model="cnn"))
     df = leaderboard.aggregate(records)
-    assert list(df["model"]) == ["vit", "resnet", "cnn"] and list(df["rank"]) == [1, 2, 3]
+    assert list(df["model"]) == ["vit", "resnet", "cnn"] and list(df["rank"]) == [1, 1, 3]
     assert list(df["rank_tie"]) == [True, True, False]
     md = leaderboard.to_markdown(df)
-    assert "| =1 | vit |" in md and "| =2 | resnet |" in md and "| 3 | cnn |" in md
+    assert "| =1 | vit |" in md and "| =1 | resnet |" in md and "| 3 | cnn |" in md
     assert "=1" in leaderboard.to_text(df).splitlines()[2]
     leaderboard.write(df, tmp_path / "board.csv")
     back = pd.read_csv(tmp_path / "board.csv")
-    assert back["rank"].dtype.kind == "i" and list(back["rank"]) == [1, 2, 3]  # rank stays numeric
+    assert back["rank"].dtype.kind == "i" and list(back["rank"]) == [1, 1, 3]  # rank stays numeric
     assert list(back["rank_tie"]) == [True, True, False]
     assert leaderboard.TIE_NOTE in (tmp_path / "board.md").read_text()
 
@@ -88,20 +88,24 @@ def test_separate_intervals_are_no_tie():
     assert "=" not in leaderboard.to_markdown(df)
 
 
-def test_a_tie_is_the_paired_test_against_the_model_ranked_next():
-    """A and B do not differ, B and C do; A is not compared with C (only neighbours in rank are)."""
-    rng = np.random.default_rng(0)
-    items = np.arange(300)
+def test_a_tie_is_the_paired_test_against_the_leader_not_the_neighbour(monkeypatch):
+    """A and B do not differ, A and C do: C is no tie, whatever B against C says (B and C are never
+    tested against each other); the tests against the leader are Holm-adjusted together."""
+    records = seeds([0.90, 0.91, 0.92], model="A") + seeds([0.88, 0.89, 0.90], model="B") + seeds([0.80, 0.81, 0.82], model="C")
+    asked = []
+    p = {("A", "B"): 0.30, ("A", "C"): 0.02}
 
-    def outcomes(name, p):
-        y = (rng.random((3, 300)) < p).astype(float)
-        return stats.Outcomes(name, [0, 1, 2], items, y, np.ones_like(y))
+    def row_p(a, b, outcomes):
+        asked.append((a["model"], b["model"]))
+        return p[a["model"], b["model"]]
 
-    found = {"A": outcomes("A", 0.90), "B": outcomes("B", 0.90), "C": outcomes("C", 0.60)}
-    records = [r for name, o in found.items() for r in seeds(o.per_seed().tolist(), model=name)]
-    df = leaderboard.aggregate(records, {("vision", "digits", k, "tiny", "default"): v for k, v in found.items()})
-    assert list(df["model"][:2]) != ["C"] and df.set_index("model")["rank_tie"].to_dict() == \
-        {"A": True, "B": True, "C": False}
+    monkeypatch.setattr(verdicts, "row_p", row_p)
+    df = leaderboard.aggregate(records).set_index("model")
+    assert sorted(asked) == [("A", "B"), ("A", "C")]
+    assert df["rank_tie"].to_dict() == {"A": True, "B": True, "C": False}
+    assert df["rank"].to_dict() == {"A": 1, "B": 1, "C": 3}
+    p[("A", "C")] = 0.04  # Holm over 2 tests: 0.08, no difference from the leader
+    assert leaderboard.aggregate(records)["rank_tie"].all()
 
 
 def test_without_per_item_outcomes_a_tie_is_welchs_t_over_seeds():
@@ -116,7 +120,6 @@ def test_one_seed_is_never_marked_tied():
     assert not df["rank_tie"].any()
     mixed = leaderboard.aggregate(seeds([0.90], model="vit") + seeds([0.80, 0.90, 1.0], model="resnet"))
     assert not mixed["rank_tie"].any()  # a single seed against three, no per-item outcomes: nothing to test
-    assert not leaderboard.intervals_overlap(0.9, 0.9, float("nan"), float("nan"))
 
 
 def test_old_leaderboard_csv_merges_and_gains_intervals(tmp_path):
@@ -258,22 +261,22 @@ def test_report_sections_summary_counts_and_plots(tmp_path):
     path = report.write_report(records, tmp_path, outcomes)
     assert path == tmp_path / "REPORT.md"
     md = path.read_text()
-    for heading in ("# attention-zoo report", "## Transformers vs baselines", "## language", "## vision",
+    for heading in ("# attention-zoo report", "## Verdicts: families of models compared", "## language", "## vision",
                     "### vision / digits", "### vision / shapes", "### language / chars"):
         assert f"\n{heading}\n" in f"\n{md}", heading
-    assert ("transformers better on 1, baselines better on 1, no detectable difference on 1" in md
-            and "0 task(s) untested" in md and "1 of the tested compare single-seed trained models" in md), md
-    summary = {line.split(" | ")[1]: line for line in md.splitlines() if line.startswith("| vision |")
-               or line.startswith("| language |")}
-    assert "| seeds and items | vit better |" in summary["digits"]
-    assert "| seeds and items | no detectable difference |" in summary["shapes"]
-    assert "| items only | lstm better (provisional" in summary["chars"]
-    assert "vit 0.9850 (n=3)" in summary["digits"] and "only_baselines" not in summary
-    verdicts = pd.read_csv(tmp_path / "verdicts.csv").set_index("task")
-    assert list(verdicts.index) == ["chars", "digits", "shapes"]
-    p = verdicts["p_value"].to_numpy()
-    assert verdicts["p_holm"].to_numpy() == pytest.approx(stats.holm(p))  # adjusted across the report's tasks
-    assert (verdicts["p_holm"] >= verdicts["p_value"]).all() and (verdicts["mde"] > 0).all()
+    assert ("transformer better on 1, baseline better on 1, no detectable difference on 1 of 3 tasks" in md
+            and "untested" not in md and "1 of them compare single-seed trained models" in md), md
+    summary = {line.split(" | ")[0][2:]: line for line in md.splitlines() if line.startswith("| ") and " | tiny | " in line
+               and "better" in line or "no detectable" in line and line.startswith("| ")}
+    assert "**vit better** | " in summary["digits"] and summary["digits"].endswith("| seeds and items |")
+    assert "**no detectable difference** | " in summary["shapes"]
+    assert "**lstm better (provisional" in summary["chars"] and summary["chars"].endswith("| items only |")
+    assert "vit 0.9850 (n=3, 100k)" in summary["digits"] and "only_baselines" not in summary
+    table = pd.read_csv(tmp_path / "verdicts.csv").set_index("task")
+    assert list(table.index) == ["chars", "digits", "shapes"] and set(table["family"]) == {"headline"}
+    p = table["p_value"].to_numpy()
+    assert table["p_holm"].to_numpy() == pytest.approx(stats.holm(p), rel=1e-5)  # adjusted within the headline family
+    assert (table["p_holm"] >= table["p_value"]).all() and (table["mde"] > 0).all() and (table["family_size"] == 3).all()
     assert "| =1 | resnet |" in md  # the shapes tie in the vision table
     pngs = sorted(p.name for p in (tmp_path / "plots").glob("*.png"))
     assert len(pngs) == 12  # 4 tasks x (params, time, curves)
@@ -293,7 +296,7 @@ def test_report_with_old_records_missing_fields_and_empty_history(tmp_path):
     assert not (tmp_path / "plots" / "vision_digits_curves.png").exists()
     assert_png(tmp_path / "plots" / "vision_digits_params.png")
     assert "flops_per_sample" not in md  # no cost recorded: no empty cost columns in the report table
-    assert "No task has both a transformer and a baseline yet." in md  # the family-less record is no baseline
+    assert "No task has models of two families yet." in md  # the family-less record is in no family
 
 
 def test_report_of_nothing(tmp_path):

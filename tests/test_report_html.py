@@ -31,7 +31,7 @@ def write_results(out: Path) -> list[dict]:
     outcomes) and rl (a return-conditioning table), the records and their items under runs/."""
     rng = np.random.default_rng(0)
     records = []
-    for model, accuracy, params in (("vit", 0.90, 120_000), ("resnet", 0.97, 150_000)):
+    for model, accuracy, params in (("vit", 0.80, 120_000), ("resnet", 0.97, 150_000)):
         for seed in range(3):
             correct = (rng.random(400) < accuracy).astype(float)
             records.append(record(model=model, seed=seed, value=float(correct.mean()), params=params,
@@ -73,7 +73,7 @@ def test_the_page_is_self_contained(page_file):
 
 def test_the_page_has_every_domain_leaderboard_the_verdicts_and_the_figures(page_file):
     text = page_file.read_text()
-    for table_id in ("verdict_table", "leaderboard_vision", "leaderboard_rl"):
+    for table_id in ("verdict_table", "verdict_details", "leaderboard_vision", "leaderboard_rl"):
         assert f'id="{table_id}"' in text
     # per task: metric vs parameters, vs training time, learning curves; rl also return conditioning
     assert len(re.findall(r'Plotly\.newPlot\(\s*"figure-\d+"', text)) == 3 + 4
@@ -188,6 +188,20 @@ def test_browser_sorts_a_column_and_filters_rows(page):
     search.fill("bc_mlp")
     expect(page.locator("#leaderboard_rl tbody tr")).to_have_count(1)
     assert column_values(page, "leaderboard_rl", "model") == ["bc_mlp"]
+    assert page.problems == []
+
+
+def test_browser_the_verdict_table_leads_with_its_answer_on_screen(page):
+    """At 1300 px the verdict column is on screen, without scrolling sideways: the lead table has the
+    task, the coordinate, A, B, the effect, the adjusted p and the verdict, and nothing else."""
+    heads = page.evaluate("""() => [...document.getElementById('verdict_table').closest('.dt-container')
+        .querySelectorAll('thead th')].filter(th => th.getBoundingClientRect().height > 0)
+        .map(th => [th.textContent.trim(), th.getBoundingClientRect().right])""")
+    assert [h for h, _ in heads] == ["task", "coordinate", "A", "B", "A - B [95% CI]", "p (Holm)", "verdict"]
+    assert all(0 < right <= 1300 for _, right in heads), heads
+    assert column_values(page, "verdict_table", "task") == ["cartpole-mixed", "digits"]
+    assert column_values(page, "verdict_table", "verdict") == ["no detectable difference", "resnet better"]
+    assert column_values(page, "verdict_table", "coordinate") == ["tiny [headline]"] * 2
     assert page.problems == []
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness import stats, studies
+from harness import stats, studies, verdicts
 from harness.cli import main
 from tasks import create_task
 from tasks.base import nested_subset
@@ -95,7 +95,7 @@ def study(points: list[tuple[str, int, list[float], list[float]]]) -> tuple[pd.D
             found[key] = outcomes(model, accuracy)
             rows.append({**dict(zip(["domain", "task", "model", "size", "tuning"], key)), "family": family,
                          "metric": "top1", "higher_is_better": True, "metric_mean": float(np.mean(accuracy)),
-                         "rank": 0, "param_count": 100_000, "train_size": n_train, "train_fraction": n_train / 1000,
+                         "n_seeds": len(accuracy), "rank": 0, "param_count": 100_000, "train_size": n_train, "train_fraction": n_train / 1000,
                          "train_flops_per_sample": 1e6, "train_samples": 60 * n_train,
                          "metric_ci_low": np.nan, "metric_ci_high": np.nan})
     board = pd.DataFrame(rows)
@@ -108,12 +108,15 @@ def test_the_crossover_is_the_smallest_point_where_the_transformer_is_ahead():
                           ("f0.3", 300, [0.85, 0.86, 0.85], [0.85, 0.86, 0.85]),   # level
                           ("f1", 1000, [0.97, 0.96, 0.97], [0.90, 0.91, 0.90])])   # the ViT ahead
     (rows,) = studies.grids(board).values()
-    table, sentence = studies.crossover(rows, found)
+    decided = verdicts.table(rows, found)
+    assert set(decided["family"]) == {"study digits"} and (decided["family_size"] == 3).all()
+    ((pair, table, sentence),) = studies.crossover(rows, decided)  # every point's verdict is verdicts.csv's
+    assert pair == ("transformer", "baseline")
     assert list(table["verdict"]) == ["baseline ahead", "no detectable difference", "transformer ahead"]
     assert sentence.startswith("crossover at 1k training items (f1)")
     board, found = study([("f0.1", 100, [0.6, 0.61, 0.6], [0.8, 0.8, 0.81]), ("f1", 1000, [0.9, 0.9, 0.91], [0.9, 0.91, 0.9])])
     (rows,) = studies.grids(board).values()
-    assert studies.crossover(rows, found)[1] == "no crossover in range (100 to 1k training items)"
+    assert studies.crossover(rows, verdicts.table(rows, found))[0][2] == "no crossover in range (100 to 1k training items)"
 
 
 def test_a_power_law_is_fitted_from_three_points():
