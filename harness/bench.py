@@ -27,13 +27,12 @@ of each side's timed iterations, so that a slow spell of the machine does not la
 
 from __future__ import annotations
 
-import argparse
 import copy
 import re
 import statistics
-from dataclasses import dataclass
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -48,10 +47,10 @@ from zoo.core import MultiHeadAttention
 from zoo.reference import Reference
 from zoo.registry import get_model_entry, list_models
 
-from .arguments import folder, positive_int
 from .devices import PeakMemory, autocast, resolve_device
 from .errors import UsageError
 from .measure import bf16_peak, mfu
+from .options import BenchOptions
 from .records import device_name, git_commit, write_or_rescue
 from .sweep import check_writable
 
@@ -285,22 +284,7 @@ def bench_pairs(pairs: list[Pair], device: torch.device, precision: str, warmup:
 
 # ------------------------------------------------------------------------------------ command
 
-def add_parser(sub: Any) -> None:
-    bench = sub.add_parser("bench", help="measure speed: attention backends, models vs reference implementations",
-                           description=__doc__.split("\n\n")[0])
-    bench.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    bench.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                       help="fp32, or bf16 autocast (default: bf16 on cuda, fp32 on cpu)")
-    bench.add_argument("--warmup", type=positive_int, default=10, help="untimed iterations (default 10)")
-    bench.add_argument("--iters", type=positive_int, default=40, help="timed iterations; the median is kept (40)")
-    bench.add_argument("--seq-lens", default=None,
-                       help="attention sequence lengths (default 64..1024 on CPU, 64..4096 on CUDA)")
-    bench.add_argument("--skip", default="", help="comma-separated: attention, models, or a pair name (e.g. gpt)")
-    bench.add_argument("--compile", action="store_true", help="torch.compile both sides of every pair")
-    bench.add_argument("--out", type=folder, default=Path("results"), help="results directory (default results/)")
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
+def cmd_bench(args: BenchOptions) -> int:
     device = torch.device(resolve_device(args.device))
     precision = args.precision if args.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
     skip = _skipped(args.skip)

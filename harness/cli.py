@@ -19,8 +19,10 @@ from .arguments import (folder, fractions, key_value, model_pair, names, non_neg
                         param_targets, positive_float, positive_int, probability)
 from .commands import cmd_compare, cmd_examples, cmd_list, cmd_report
 from .errors import USER_ERRORS, UsageError
-from .suite import suite_plans
-from .sweep import check_writable, run_sweeps
+from .options import (BenchOptions, CompareOptions, ExamplesOptions, ListOptions, ReportOptions, RunOptions,
+                      Sweep)
+from .suite import suite_runs
+from .sweep import check_writable, resolve_tasks, run_sweeps
 
 
 class Parser(argparse.ArgumentParser):
@@ -71,8 +73,23 @@ def build_parser(parser_class: type[Parser] = Parser) -> Parser:
     examples.add_argument("--task", default="*", help="task name or wildcard (default: all)")
     examples.add_argument("--model", default="*", help="model name or wildcard (default: all)")
     examples.add_argument("--out", type=folder, default=Path("results"), help="results directory (default results/)")
-    bench.add_parser(sub)
+    _add_bench(sub)
     return parser
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    bench_ = sub.add_parser("bench", help="measure speed: attention backends, models vs reference implementations",
+                            description=bench.__doc__.split("\n\n")[0])
+    bench_.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    bench_.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                        help="fp32, or bf16 autocast (default: bf16 on cuda, fp32 on cpu)")
+    bench_.add_argument("--warmup", type=positive_int, default=10, help="untimed iterations (default 10)")
+    bench_.add_argument("--iters", type=positive_int, default=40, help="timed iterations; the median is kept (40)")
+    bench_.add_argument("--seq-lens", default=None,
+                        help="attention sequence lengths (default 64..1024 on CPU, 64..4096 on CUDA)")
+    bench_.add_argument("--skip", default="", help="comma-separated: attention, models, or a pair name (e.g. gpt)")
+    bench_.add_argument("--compile", action="store_true", help="torch.compile both sides of every pair")
+    bench_.add_argument("--out", type=folder, default=Path("results"), help="results directory (default results/)")
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
@@ -82,6 +99,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     _run_options(run)
     run.add_argument("--tune", type=positive_int, metavar="N",
                      help="tune every model alike first, N trials each (as 'python -m harness tune --trials N')")
+    run.add_argument("--pair", type=model_pair, action="append", default=[], metavar="A,B",
+                     help="also test model A against model B in verdicts.csv (as report --pair; repeatable)")
     tune = sub.add_parser("tune", help="tune every model alike (Optuna), then train the choices on the seeds",
                           description="Per (task, model): an Optuna study, N trials (seeded TPE, median pruning on "
                                       "the validation curve, the first trial the model's defaults) over learning "
@@ -179,35 +198,55 @@ def _add_where(run: argparse.ArgumentParser) -> None:
                        help="GPUs per Ray task (a fraction shares one; default 0: CPU cells)")
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def cmd_run(args: RunOptions) -> int:
     """``run`` and ``tune``: every sweep the command line (or the suite) asks for, all of them planned and
     checked before any trains (``sweep.run_sweeps``)."""
     if args.config is not None:
         if args.domain is not None:
             raise UsageError(f"give a DOMAIN or --config, not both (got {args.domain!r} and {args.config})")
-        tables = suite_plans(args.config, args, build_parser(TableParser))
+        tables = suite_options(args.config, args)
         return run_sweeps([(f"--config {args.config}, [[run]] {i}", sweeps(t)) for i, t in enumerate(tables, 1)])
     if args.domain is None:
         raise UsageError("run needs a DOMAIN (e.g. vision, or all) or --config SUITE.toml")
     return run_sweeps([("", sweeps(args))])
 
 
-def sweeps(args: argparse.Namespace) -> list[argparse.Namespace]:
+def sweeps(args: RunOptions) -> list[Sweep]:
     """One command's sweeps: each domain (``all``: every one), each --params and --train-fraction point."""
-    domains = tasks_pkg.list_domains() if args.domain == "all" else [args.domain]
-    return [argparse.Namespace(**{**vars(args), "domain": d, "params": p, "train_fraction": f})
-            for d in domains for p in args.params or [None] for f in args.train_fraction or [None]]
+    return args.sweeps(tasks_pkg.list_domains() if args.domain == "all" else [args.domain])
 
 
-def cmd_report_checked(args: argparse.Namespace) -> int:
+def suite_options(path: Path, args: RunOptions) -> list[RunOptions]:
+    """Each [[run]] of the suite as the options of 'python -m harness run ...', with this command line's
+    --out, --data-dir, --device, --quiet, --force ... passed on. A bad value or an unknown name fails
+    here, before anything runs, naming the file and the table (the rest is checked when every run is
+    planned)."""
+    parser = build_parser(TableParser)
+    defaults = RunOptions.of(vars(parser.parse_args(["run"])))
+    tables = []
+    for i, argv in enumerate(suite_runs(path), 1):
+        try:
+            table = RunOptions.of(vars(parser.parse_args(["run", *argv])))
+            if table.domain != "all":
+                resolve_tasks(table.domain, table.tasks)
+        except USER_ERRORS as e:  # the parser raises: the message names the file and the table
+            raise UsageError(f"--config {path}, [[run]] {i}: {e}") from None
+        tables.append(args.passed_on(table, defaults))
+    print(f"harness: suite {path} ({len(tables)} run(s))", file=sys.stderr)
+    return tables
+
+
+def cmd_report_checked(args: ReportOptions) -> int:
     """``report``: where --out exists, it must take files (a one-line error before anything is read)."""
     if args.out.is_dir():
         check_writable(args.out)
     return cmd_report(args)
 
 
-COMMANDS = {"run": cmd_run, "tune": cmd_run, "list": cmd_list, "report": cmd_report_checked, "compare": cmd_compare,
-            "examples": cmd_examples, "bench": bench.cmd_bench}
+COMMANDS = {  # command -> (its options, what runs it)
+    "run": (RunOptions, cmd_run), "tune": (RunOptions, cmd_run), "list": (ListOptions, cmd_list),
+    "report": (ReportOptions, cmd_report_checked), "compare": (CompareOptions, cmd_compare),
+    "examples": (ExamplesOptions, cmd_examples), "bench": (BenchOptions, bench.cmd_bench)}
 CANNOT_WRITE = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO)
 
 
@@ -216,7 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     input (one line), 130 when interrupted."""
     try:
         args = build_parser().parse_args(argv)
-        return COMMANDS[args.command](args)
+        options, command = COMMANDS[args.command]
+        return command(options.of(vars(args)))
     except USER_ERRORS as e:
         print(f"harness: error: {e}", file=sys.stderr)
         return 2

@@ -4,7 +4,6 @@ and REPORT.md from the records), ``compare`` (the paired test of two models on a
 
 from __future__ import annotations
 
-import argparse
 import fnmatch
 from pathlib import Path
 
@@ -15,14 +14,15 @@ from zoo.registry import SIZES, get_model_entry, list_models
 
 from . import leaderboard, report, stats, verdicts
 from .errors import UsageError
+from .options import CompareOptions, ExamplesOptions, ListOptions, ReportOptions
 from .plugins import load_plugins
 from .records import DEFAULT_TUNING, load_outcomes, read_record_files, read_records
 from .report import task_class
 from .sweep import serves
 
 
-def cmd_list(args: argparse.Namespace) -> int:
-    load_plugins(args.plugin)
+def cmd_list(args: ListOptions) -> int:
+    load_plugins(list(args.plugin))
     if args.what == "models":
         found = list_models(args.pattern)
         width = max((len(n) for n in found), default=0)
@@ -44,7 +44,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_report(args: argparse.Namespace) -> int:
+def cmd_report(args: ReportOptions) -> int:
     found = leaderboard.current(read_record_files(args.out / "runs"), leaderboard.shown_configs(args.out))
     records = [r for _, r in found]
     if not records:
@@ -61,11 +61,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
+def cmd_compare(args: CompareOptions) -> int:
     """The paired test of two models on one task, from the records under --out: the unadjusted verdict
     of this test alone and, where the pair is a row of a declared family, the adjusted one that
     verdicts.csv holds."""
-    load_plugins(args.plugin)
+    load_plugins(list(args.plugin))
     cls = tasks_pkg.get_task_class(args.task)  # an unknown task: a one-line RegistryError naming the known ones
     if args.model_a == args.model_b:
         raise UsageError(f"compare needs two different models; got {args.model_a!r} twice (a model against itself "
@@ -150,7 +150,7 @@ def _one(outcomes: dict, found: list, task: str, model: str, where: tuple[str | 
                      f"{', '.join(ran) or 'none'}")
 
 
-def cmd_examples(args: argparse.Namespace) -> int:
+def cmd_examples(args: ExamplesOptions) -> int:
     if not any(ch in args.task for ch in "*?["):
         tasks_pkg.get_task_class(args.task)  # an unknown task: a one-line RegistryError with 'did you mean'
     found = read_records(args.out / "runs")

@@ -22,9 +22,10 @@ from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.connection import wait as mp_wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import torch
+from tqdm.auto import tqdm
 
 import baselines  # noqa: F401  (a worker process registers the built-in models too)
 import zoo  # noqa: F401
@@ -36,9 +37,12 @@ from .config import RunConfig
 from .devices import set_deterministic
 from .distributed import SINGLE, Group
 from .errors import UsageError
-from .stopping import StopRequested, request_stop, stop_requested
+from .stopping import StopRequested, request_stop, stop_on_signals, stop_requested
 from .trainer import attempt_cell, failure_record, run_cell
 from .trial import TrialSlot, run_trial
+
+if TYPE_CHECKING:
+    from .options import RunOptions
 
 EXECUTORS = ("local", "ray")
 POLL_S = 0.5  # how often a waiting driver looks for a stop request
@@ -429,3 +433,52 @@ def default_threads(executor: str, jobs: int, cpus_per_cell: float | None) -> in
     if executor == "ray":
         return 1
     return max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+
+
+def run_cells(cells: list[Cell], tasks: dict[str, Task], options: RunOptions,
+              each: Callable[[Cell, Any, str], None], group: Group = SINGLE, bar: bool = False) -> bool:
+    """Run ``cells`` where ``options`` say (here, --jobs processes, Ray; the DDP ``group``), calling
+    ``each(cell, result, executor name)`` as each one finishes (a cell's record, or a tuning trial's
+    outcome). SIGTERM and the first Ctrl-C stop it: the running cells save their checkpoints and it
+    returns False; True when every cell ran. The sweep and the tuning studies both run through here."""
+    if not cells:
+        return True
+    with stop_on_signals():
+        executor = make_executor(options.executor, jobs=options.jobs, address=options.ray_address,
+                                 cpus=options.cpus_per_cell or 1, gpus=options.gpus_per_cell,
+                                 progress=not options.quiet, group=group)
+        overall = OverallBar(len(cells), executor.slots, enabled=bar and not options.quiet and group.is_main)
+        try:
+            for cell, result in executor.run(cells, tasks):
+                each(cell, result, executor.name)
+                overall.advance()
+        except KeyboardInterrupt:
+            return False
+        finally:
+            overall.close()
+            executor.close()
+    return True
+
+
+class OverallBar:
+    """The sweep's own progress bar, above each cell's: cells done of those to run, how many are
+    running and waiting (from the executor's slots), and tqdm's estimate of the time left."""
+
+    def __init__(self, total: int, slots: int, enabled: bool) -> None:
+        self.total, self.slots, self.done = total, max(1, slots), 0
+        self.bar = tqdm(total=total, desc="sweep", unit="cell", position=0, leave=True, dynamic_ncols=True,
+                        disable=None if enabled else True)  # None: shown on a terminal only
+        self._postfix()
+
+    def _postfix(self) -> None:
+        left = self.total - self.done
+        running = min(left, self.slots)
+        self.bar.set_postfix_str(f"{running} running, {left - running} waiting", refresh=True)
+
+    def advance(self) -> None:
+        self.done += 1
+        self.bar.update(1)
+        self._postfix()
+
+    def close(self) -> None:
+        self.bar.close()

@@ -9,21 +9,16 @@
 
 from __future__ import annotations
 
-import argparse
-import sys
 import tomllib
 from pathlib import Path
 from typing import Any
 
-from .errors import USER_ERRORS, UsageError
-from .sweep import resolve_tasks
+from .errors import UsageError
 
 # flags a suite's [[run]] table may set (TOML keys use underscores), and those the command line passes on
 SUITE_KEYS = {"domain", "tasks", "models", "seeds", "seed_start", "size", "epochs", "steps", "batch_size", "lr", "weight_decay",
               "device", "backend", "precision", "task_opt", "model_opt", "deterministic", "download", "plugin",
               "compile", "params", "train_fraction", "channels_last", "data_on_device", "tune"}
-PASSED_ON = ("out", "data_dir", "device", "quiet", "force", "download", "checkpoint_minutes", "plugin",
-             "jobs", "executor", "ray_address", "cpus_per_cell", "gpus_per_cell", "ddp", "storage", "tune")  # where and how the cells run
 
 
 def _read(path: Path) -> list[dict[str, Any]]:
@@ -63,29 +58,3 @@ def suite_runs(path: Path) -> list[list[str]]:
             raise UsageError(f"--config {path}: [[run]] {i} has {problem}; accepted: {', '.join(sorted(SUITE_KEYS))}")
         argvs.append([str(table["domain"])] + [a for k, v in table.items() if k != "domain" for a in _flags(k, v)])
     return argvs
-
-
-def suite_plans(path: Path, args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[argparse.Namespace]:
-    """Each [[run]] of the suite as the arguments of 'python -m harness run ...', with this command
-    line's --out, --data-dir, --device, --quiet, --force ... passed on. ``parser`` raises a UsageError
-    where a table's value is bad (``cli.TableParser``); that and unknown names fail here, before
-    anything runs, naming the file and the table (the rest is checked when every run is planned)."""
-    passed = {k: getattr(args, k) for k in PASSED_ON}
-    plans = []
-    for i, argv in enumerate(suite_runs(path), 1):
-        try:
-            run_args = parser.parse_args(["run", *argv])
-            if run_args.domain != "all":
-                resolve_tasks(run_args.domain, run_args.tasks)
-        except USER_ERRORS as e:  # the parser raises: the message names the file and the table
-            raise UsageError(f"--config {path}, [[run]] {i}: {e}") from None
-        for key, value in passed.items():
-            if key == "plugin":
-                run_args.plugin = list(dict.fromkeys([*run_args.plugin, *value]))
-            elif key in ("quiet", "force", "download", "ddp"):
-                setattr(run_args, key, getattr(run_args, key) or value)
-            elif value != parser.get_default(key):  # given on this command line: it wins
-                setattr(run_args, key, value)
-        plans.append(run_args)
-    print(f"harness: suite {path} ({len(plans)} run(s))", file=sys.stderr)
-    return plans

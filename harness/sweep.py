@@ -3,7 +3,6 @@ an executor, and publish the leaderboard. ``python -m harness run DOMAIN`` is on
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -27,10 +26,11 @@ from .arguments import parse_value
 from .config import RunConfig, resolve
 from .devices import resolve_device, set_deterministic
 from .errors import USER_ERRORS, UsageError
+from .options import RunOptions, Sweep
+from .plan import Plan
 from .plugins import load_plugins
 from .records import (DEFAULT_TUNING, KEY, CellLock, checkpoint_path, claim_cell, config_hash, file_lock, items_readable,
                       key_of, load_outcomes, read_record, read_record_files, read_records, record_path, write_record)
-from .stopping import stop_on_signals
 
 MAX_SEED = 2 ** 32 - 1  # NumPy's seeds are 32-bit
 
@@ -80,7 +80,7 @@ def resolve_models(task: Task, requested: list[str] | None) -> list[str]:
 
 # ------------------------------------------------------------------------------------------ where
 
-def check_executor(args: argparse.Namespace) -> None:
+def check_executor(args: RunOptions) -> None:
     if args.ddp:
         if not distributed.launched_by_torchrun():
             raise UsageError("--ddp needs the processes that torchrun starts: "
@@ -96,7 +96,7 @@ def check_executor(args: argparse.Namespace) -> None:
                          "--gpus-per-cell decide how many cells run at once")
 
 
-def ray_device(args: argparse.Namespace) -> str:
+def ray_device(args: RunOptions) -> str:
     """A Ray task sees the GPUs it asked for, and no others: auto means cuda where cells ask for GPUs."""
     if args.device == "auto":
         return "cuda" if args.gpus_per_cell > 0 else "cpu"
@@ -115,7 +115,7 @@ def default_precision(requested: str, device: str) -> str:
     return "bf16" if not torch.cuda.is_available() or torch.cuda.is_bf16_supported() else "fp16"
 
 
-def where_cells_run(args: argparse.Namespace, group: distributed.Group) -> str:
+def where_cells_run(args: RunOptions, group: distributed.Group) -> str:
     if args.executor == "ray":
         return f"Ray ({args.ray_address or 'local'})"
     if args.jobs > 1:
@@ -124,34 +124,6 @@ def where_cells_run(args: argparse.Namespace, group: distributed.Group) -> str:
 
 
 # ------------------------------------------------------------------------------------------ plan
-
-@dataclass
-class Plan:
-    """What a sweep will run: its tasks (set up), each task's models and their configurations."""
-
-    args: argparse.Namespace
-    device: str
-    precision: str
-    group: distributed.Group
-    tasks: dict[str, Task] = field(default_factory=dict)
-    models: dict[str, list[str]] = field(default_factory=dict)  # task name -> model names
-    configs: dict[tuple[str, str], RunConfig] = field(default_factory=dict)
-    tuned: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # (task, model) -> its study (tune)
-    trackers: tracking.Trackers = field(default_factory=tracking.Trackers)  # --track: MLflow, TensorBoard
-    locks: dict[str, CellLock] = field(default_factory=dict)  # checkpoint path -> this process's claim on the cell
-
-    def seeds(self, task: Task) -> int:
-        return self.args.seeds or task.default_seeds
-
-    def cells(self) -> list[tuple[Task, str, int]]:
-        start = getattr(self.args, "seed_start", 0)
-        return [(task, model, seed) for name, task in self.tasks.items() for model in self.models[name]
-                for seed in range(start, start + self.seeds(task))]
-
-    def log(self, message: str) -> None:  # rank 0 speaks for a DDP group; above any progress bars
-        if self.group.is_main:
-            tqdm.write(message, file=sys.stderr)
-
 
 def task_options(pairs: list[tuple[str, str]]) -> list[tuple[str | None, str, str]]:
     """``--task-opt`` values as (task or None, key, value): ``pystdlib.block_size=64`` is for the task
@@ -176,11 +148,11 @@ def options_for(cls: type[Task], parsed: list[tuple[str | None, str, str]]) -> d
             **{k: v for t, k, v in parsed if t == cls.name}}
 
 
-def check_task_options(sweeps: list[argparse.Namespace]) -> None:
+def check_task_options(sweeps: list[Sweep]) -> None:
     """Every --task-opt of a command (the same in each of its sweeps: domains, grid points) is taken by
     some task that one of its sweeps runs, checked before any sweep sets its data up or trains."""
-    parsed = task_options(sweeps[0].task_opt)
-    selected = [tasks_pkg.get_task_class(name) for args in sweeps for name in resolve_tasks(args.domain, args.tasks)]
+    parsed = task_options(list(sweeps[0].options.task_opt))
+    selected = [tasks_pkg.get_task_class(name) for s in sweeps for name in resolve_tasks(s.domain, s.options.tasks)]
     unused = sorted({k for t, k, _ in parsed if t is None} - {k for cls in selected for k in cls.options})
     if unused:
         raise UsageError(f"--task-opt {', '.join(unused)}: no selected task has such an option")
@@ -192,16 +164,16 @@ def check_task_options(sweeps: list[argparse.Namespace]) -> None:
 
 def _make_tasks(plan: Plan, cache: dict[tuple, Task]) -> None:
     """The sweep's tasks, each made once per command (``cache``: grid points share their data)."""
-    args = plan.args
-    parsed = task_options(args.task_opt)
-    for name in resolve_tasks(args.domain, args.tasks):
+    args, sweep = plan.options, plan.sweep
+    parsed = task_options(list(args.task_opt))
+    for name in resolve_tasks(sweep.domain, args.tasks):
         cls = tasks_pkg.get_task_class(name)
         opts = options_for(cls, parsed)
-        key = (name, str(args.data_dir), args.download, args.train_fraction or 1.0, tuple(sorted(opts.items())),
+        key = (name, str(args.data_dir), args.download, sweep.fraction, tuple(sorted(opts.items())),
                args.device, args.data_on_device)  # (data held on a device stays there: one task per placement)
         try:
             task = cache[key] if key in cache else cls(data_dir=args.data_dir, download=args.download,
-                                                       train_fraction=args.train_fraction or 1.0, **opts)
+                                                       train_fraction=sweep.fraction, **opts)
         except ValueError as e:  # the task's message names it, the option and what is accepted
             named = str(e).startswith(f"task {name!r}")
             raise UsageError(str(e) if named else f"task {name!r}: bad --task-opt value ({e})") from None
@@ -211,7 +183,7 @@ def _make_tasks(plan: Plan, cache: dict[tuple, Task]) -> None:
 
 def check_seeds(plan: Plan) -> None:
     """Seeds are what NumPy's generator takes: integers in [0, 2**32 - 1]."""
-    start = getattr(plan.args, "seed_start", 0)
+    start = plan.options.seed_start
     last = max((start + plan.seeds(task) - 1 for task in plan.tasks.values()), default=start)
     if last > MAX_SEED:
         raise UsageError(f"--seed-start {start}: this run would use seeds up to {last}; seeds must be integers in "
@@ -221,10 +193,10 @@ def check_seeds(plan: Plan) -> None:
 def _configure(plan: Plan, task: Task, base: RunConfig, model_opts: dict[str, Any]) -> None:
     """Each model's configuration on ``task``: its width fitted to --params, and checked by building
     it on the meta device (no weights allocated), so that a bad option fails before any training."""
-    args = plan.args
+    args, target = plan.options, plan.sweep.params
     for model in plan.models[task.name]:
         try:
-            fitted = fit_to_params(model, task.spec, args.params, args.size, **model_opts) if args.params else {}
+            fitted = fit_to_params(model, task.spec, target, args.size, **model_opts) if target else {}
             count_params(model, task.spec, args.size, **model_opts, **fitted)
             opts = normalised(model, args.size, {**model_opts, **fitted})
         except (RegistryError, ValueError, TypeError) as e:
@@ -232,7 +204,7 @@ def _configure(plan: Plan, task: Task, base: RunConfig, model_opts: dict[str, An
             raise UsageError(f"{e} (task {task.name!r})" if named else
                              f"model {model!r} for task {task.name!r}: {e}") from None
         plan.configs[task.name, model] = replace(base, model_opts=tuple(opts.items()),
-                                                 params_target=args.params, fitted=tuple(fitted.items()))
+                                                 params_target=target, fitted=tuple(fitted.items()))
 
 
 def normalised(model: str, size: str, opts: dict[str, Any]) -> dict[str, Any]:
@@ -242,11 +214,11 @@ def normalised(model: str, size: str, opts: dict[str, Any]) -> dict[str, Any]:
     return {k: config.get(k, v) for k, v in opts.items()}
 
 
-def make_plan(args: argparse.Namespace, device: str, group: distributed.Group,
-              cache: dict[tuple, Task] | None = None) -> Plan:
+def make_plan(sweep: Sweep, device: str, group: distributed.Group, cache: dict[tuple, Task] | None = None) -> Plan:
     """Tasks set up (a missing dataset fails now) and every model configured and checked. ``cache``
     holds the tasks already made for the other sweeps of the same command."""
-    plan = Plan(args, device, default_precision(args.precision, device), group)
+    args = sweep.options
+    plan = Plan(sweep, device, default_precision(args.precision, device), group)
     _make_tasks(plan, {} if cache is None else cache)
     check_seeds(plan)
     model_opts = {k: parse_value(v) for k, v in args.model_opt}
@@ -255,7 +227,7 @@ def make_plan(args: argparse.Namespace, device: str, group: distributed.Group,
                      precision=plan.precision, model_opts=tuple(model_opts.items()),
                      deterministic=args.deterministic, compile=args.compile, channels_last=args.channels_last,
                      data_on_device=args.data_on_device, world_size=group.world,
-                     train_fraction=args.train_fraction or 1.0)
+                     train_fraction=sweep.fraction)
     if not group.is_main:
         group.barrier()  # rank 0 sets the tasks up first: data generated or downloaded once, then read by all
     for task in plan.tasks.values():
@@ -279,7 +251,7 @@ def pending(plan: Plan, threads: int | None) -> tuple[list[dict[str, Any]], list
     per-item outcomes must be readable, else it runs again. Each cell to run is claimed (a lock beside
     its checkpoint): one that another process is training now is left to it. With --force a cell runs
     again from scratch: its checkpoint is set aside."""
-    args = plan.args
+    args = plan.options
     done_records: list[dict[str, Any]] = []
     todo: list[executors.Cell] = []
     for task, model, seed in plan.cells():
@@ -306,7 +278,7 @@ def pending(plan: Plan, threads: int | None) -> tuple[list[dict[str, Any]], list
 
 def _done(plan: Plan, path: Path, chash: str) -> dict[str, Any] | None:
     """The finished record at ``path`` (same configuration, per-item outcomes readable), or None."""
-    done = None if plan.args.force else read_record(path)
+    done = None if plan.options.force else read_record(path)
     if done is None or done.get("status") != "ok" or done["config_hash"] != chash:
         return None
     return done if items_readable(path, done) else None
@@ -332,17 +304,17 @@ def release_cells(plan: Plan, checkpoint: str | None = None) -> None:
 
 
 def _plan_line(plan: Plan, n_cells: int, n_todo: int) -> str:
-    args = plan.args
+    args = plan.options
     seeds = sorted({plan.seeds(task) for task in plan.tasks.values()})
-    size = f"{args.params:,} parameters" if args.params else f"size {args.size}"
-    return (f"harness: {n_cells} cells ({args.domain}: {', '.join(plan.tasks)}; "
+    size = f"{plan.sweep.params:,} parameters" if plan.sweep.params else f"size {args.size}"
+    return (f"harness: {n_cells} cells ({plan.sweep.domain}: {', '.join(plan.tasks)}; "
             f"{'/'.join(map(str, seeds))} seed(s); {size}; {plan.device}, {args.backend}, {plan.precision}); "
             f"{n_todo} to run in {where_cells_run(args, plan.group)}")
 
 
 # ------------------------------------------------------------------------------------------ run
 
-def run_sweeps(groups: list[tuple[str, list[argparse.Namespace]]]) -> int:
+def run_sweeps(groups: list[tuple[str, list[Sweep]]]) -> int:
     """The sweeps of one command line: each domain of ``run all``, each point of a ``--params`` or
     ``--train-fraction`` grid, each ``[[run]]`` of a suite (a group of sweeps, named by where it was
     written, e.g. "--config suite.toml, [[run]] 2"). Every one is planned and checked (names, options,
@@ -355,7 +327,7 @@ def run_sweeps(groups: list[tuple[str, list[argparse.Namespace]]]) -> int:
         for where, sweeps in groups:
             try:
                 check_task_options(sweeps)
-                plans += [prepare(args, cache) for args in sweeps]
+                plans += [prepare(sweep, cache) for sweep in sweeps]
             except USER_ERRORS as e:  # a suite's error names the file and the [[run]] table
                 if not where:
                     raise
@@ -370,23 +342,24 @@ def run_sweeps(groups: list[tuple[str, list[argparse.Namespace]]]) -> int:
         for plan in plans:
             plan.trackers.close()
             release_cells(plan)
-        if any(args.ddp for _, sweeps in groups for args in sweeps):
+        if any(sweep.options.ddp for _, sweeps in groups for sweep in sweeps):
             distributed.shutdown()
 
 
-def prepare(args: argparse.Namespace, cache: dict[tuple, Task]) -> Plan:
+def prepare(sweep: Sweep, cache: dict[tuple, Task]) -> Plan:
     """One sweep planned and checked, before any training: plugins, where cells run, trackers, tuning
     storage, tasks and their data, models and their options, seeds, and that --out takes files."""
-    load_plugins(args.plugin)
+    args = sweep.options
+    load_plugins(list(args.plugin))
     check_executor(args)
-    track = tracking.parse_track(getattr(args, "track", None))
-    if getattr(args, "tune", None):
+    track = tracking.parse_track(list(args.track) if args.track else None)
+    if args.tune:
         tune.check_args(args)
     device = resolve_device(args.device) if args.executor != "ray" else ray_device(args)
     group = distributed.init(device) if args.ddp else distributed.SINGLE
-    plan = make_plan(args, device, group, cache)
+    plan = make_plan(sweep, device, group, cache)
     check_writable(args.out, output_folders(plan))
-    if getattr(args, "tune", None):
+    if args.tune:
         tune.check_storage(args)
     plan.trackers = tracking.open_trackers(track if group.is_main else [], args.out)  # before any training
     return plan
@@ -394,10 +367,10 @@ def prepare(args: argparse.Namespace, cache: dict[tuple, Task]) -> Plan:
 
 def run_plan(plan: Plan) -> int:
     """Run one prepared sweep: tune first where asked, then the cells not done yet, then publish."""
-    args = plan.args
+    args = plan.options
     set_deterministic(args.deterministic)
     threads = executors.default_threads(args.executor, args.jobs, args.cpus_per_cell)
-    if getattr(args, "tune", None):
+    if args.tune:
         code = tune.tune_plan(plan, threads)
         if code:
             return code
@@ -411,35 +384,27 @@ def run_plan(plan: Plan) -> int:
 
 def _execute(plan: Plan, records: list[dict[str, Any]], todo: list[executors.Cell]) -> int:
     """Run ``todo``, write each record as it arrives, and publish what finished (also when stopped)."""
-    args, group = plan.args, plan.group
+    args = plan.options
     failed: list[dict[str, Any]] = []
     start = time.perf_counter()
-    with stop_on_signals():
-        executor, overall = None, None
-        try:
-            if todo:
-                executor = executors.make_executor(args.executor, jobs=args.jobs, address=args.ray_address,
-                                                   cpus=args.cpus_per_cell or 1, gpus=args.gpus_per_cell,
-                                                   progress=not args.quiet, group=group)
-                overall = OverallBar(len(todo), executor.slots, enabled=not args.quiet and group.is_main)
-            for i, (cell, record) in enumerate(executor.run(todo, plan.tasks) if executor else [], 1):
-                if record is not None:  # None: a DDP rank other than 0, which has no record
-                    _keep(plan, cell, record, executor.name, f"[{i}/{len(todo)}]", records, failed)
-                overall.advance()
-        except KeyboardInterrupt:
-            plan.log(f"\nharness: interrupted; {len(records)} of {len(plan.cells())} cells finished and are kept in "
-                     f"{args.out / 'runs'} (a cell that was running saved a checkpoint: rerun the same command "
-                     f"to continue)")
-            _publish_main(plan, records)
-            return 130
-        except BaseException:  # a crash of the harness itself still publishes what finished, then reports itself
-            _publish_main(plan, records)
-            raise
-        finally:
-            if overall is not None:
-                overall.close()
-            if executor is not None:
-                executor.close()
+    counter = iter(range(1, len(todo) + 1))
+
+    def keep(cell: executors.Cell, record: dict[str, Any] | None, executor: str) -> None:
+        i = next(counter)
+        if record is not None:  # None: a DDP rank other than 0, which has no record
+            _keep(plan, cell, record, executor, f"[{i}/{len(todo)}]", records, failed)
+
+    try:
+        finished = executors.run_cells(todo, plan.tasks, args, keep, plan.group, bar=True)
+    except BaseException:  # a crash of the harness itself still publishes what finished, then reports itself
+        _publish_main(plan, records)
+        raise
+    if not finished:
+        plan.log(f"\nharness: interrupted; {len(records)} of {len(plan.cells())} cells finished and are kept in "
+                 f"{args.out / 'runs'} (a cell that was running saved a checkpoint: rerun the same command "
+                 f"to continue)")
+        _publish_main(plan, records)
+        return 130
     _publish_main(plan, records)
     n = len(plan.cells())
     plan.log(f"harness: {n} cells in {time.perf_counter() - start:.0f} s")
@@ -457,7 +422,7 @@ def _keep(plan: Plan, cell: executors.Cell, record: dict[str, Any], executor: st
     record["executor"] = executor
     if (cell.task, cell.model) in plan.tuned:
         record["tuned"] = plan.tuned[cell.task, cell.model]
-    where = (plan.args.out, task.domain, task.name, cell.model, cell.config.label, cell.seed, record["config_hash"])
+    where = (plan.options.out, task.domain, task.name, cell.model, cell.config.label, cell.seed, record["config_hash"])
     ok = record["status"] == "ok"
     written = write_record(record_path(*where, failed=not ok), record)  # a failed attempt never replaces a good record
     release_cells(plan, cell.checkpoint)
@@ -495,7 +460,7 @@ def check_writable(out: Path, folders: tuple[Path, ...] = ()) -> None:
 
 def output_folders(plan: Plan) -> tuple[Path, ...]:
     """The folders a sweep writes under --out: one per task for records and checkpoints, and the plots."""
-    out = plan.args.out
+    out = plan.options.out
     return (*(out / "runs" / task.domain / task.name for task in plan.tasks.values()), out / "plots")
 
 
@@ -510,39 +475,15 @@ def _publish_main(plan: Plan, records: list[dict[str, Any]]) -> None:
     report`` publishes them once there is room."""
     if not records or not plan.group.is_main:
         return
-    out = plan.args.out
+    out = plan.options.out
     try:
-        publish(records, out, plan.args.domain)
+        publish(records, out, plan.sweep.domain, plan.options.pair)
     except OSError as e:
         print(f"warning: could not publish the leaderboard and report under {out}: cannot write "
               f"{e.filename or 'a file'} ({e.strerror or e}); the records are kept (see above where each went): "
               f"run 'python -m harness report --out {out}' once the folder takes files", file=sys.stderr)
         return
-    plan.trackers.published(plan.args.domain, out / f"leaderboard_{plan.args.domain}.csv")
-
-
-class OverallBar:
-    """The sweep's own progress bar, above each cell's: cells done of those to run, how many are
-    running and waiting (from the executor's slots), and tqdm's estimate of the time left."""
-
-    def __init__(self, total: int, slots: int, enabled: bool) -> None:
-        self.total, self.slots, self.done = total, max(1, slots), 0
-        self.bar = tqdm(total=total, desc="sweep", unit="cell", position=0, leave=True, dynamic_ncols=True,
-                        disable=None if enabled else True)  # None: shown on a terminal only
-        self._postfix()
-
-    def _postfix(self) -> None:
-        left = self.total - self.done
-        running = min(left, self.slots)
-        self.bar.set_postfix_str(f"{running} running, {left - running} waiting", refresh=True)
-
-    def advance(self) -> None:
-        self.done += 1
-        self.bar.update(1)
-        self._postfix()
-
-    def close(self) -> None:
-        self.bar.close()
+    plan.trackers.published(plan.sweep.domain, out / f"leaderboard_{plan.sweep.domain}.csv")
 
 
 def _existing_board(path: Path) -> pd.DataFrame:
@@ -577,7 +518,7 @@ def _existing_table(path: Path) -> pd.DataFrame:
         return pd.DataFrame()
 
 
-def publish(records: list[dict[str, Any]], out: Path, domain: str) -> None:
+def publish(records: list[dict[str, Any]], out: Path, domain: str, pairs: tuple[tuple[str, str], ...] = ()) -> None:
     """Rebuild results/leaderboard_<domain>.csv from the records under ``out`` (each row from one
     configuration: this run's for the rows it ran, the one the leaderboard showed for the others, so
     that a row's mean, interval, seeds and ties come from the same records), write the report and
@@ -597,7 +538,7 @@ def publish(records: list[dict[str, Any]], out: Path, domain: str) -> None:
             table_path = out / f"{name}_{domain}.csv"
             leaderboard.write_table(leaderboard.merge_table(_existing_table(table_path), table), table_path)
             print(f"wrote {table_path}")
-        report_path, decided = report.write_reports(everything, out, outcomes)
+        report_path, decided = report.write_reports(everything, out, outcomes, pairs)
     ran = {key_of(r) for r in records}
     mine = board[[tuple(k) in ran for k in board[KEY].itertuples(index=False, name=None)]]
     print(leaderboard.to_text(mine))

@@ -19,7 +19,6 @@ tune holds ``--out``/tuning.lock while it runs, so two tunes of one --out take t
 
 from __future__ import annotations
 
-import argparse
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +34,9 @@ from zoo.registry import get_model_entry
 from . import executors, trial as trials
 from .config import RunConfig, resolve
 from .errors import UsageError
+from .options import RunOptions
+from .plan import Plan
 from .records import config_hash, file_lock
-from .stopping import stop_on_signals
 
 DB_NAME = "tuning.db"
 LOCK_NAME = "tuning.lock"
@@ -47,11 +47,16 @@ def label(n_trials: int) -> str:
     return f"tpe-{n_trials}"
 
 
-def storage_url(args: argparse.Namespace) -> str:
-    return args.storage or f"sqlite:///{(Path(args.out) / DB_NAME).resolve()}"
+def default_storage(out: Path) -> str:
+    """The studies' database under --out: sqlite:///OUT/tuning.db."""
+    return f"sqlite:///{(Path(out) / DB_NAME).resolve()}"
 
 
-def check_storage(args: argparse.Namespace) -> None:
+def storage_url(args: RunOptions) -> str:
+    return args.storage or default_storage(args.out)
+
+
+def check_storage(args: RunOptions) -> None:
     """The studies' database opens (before any training): a URL of no known kind, a folder that does not
     exist, or a file that is not a database is a one-line UsageError naming it. A damaged default
     database is not replaced: its finished trials may be all that is left of hours of tuning."""
@@ -68,7 +73,7 @@ def check_storage(args: argparse.Namespace) -> None:
                          f"{hint}") from None
 
 
-def check_args(args: argparse.Namespace) -> None:
+def check_args(args: RunOptions) -> None:
     """Flags that would fix what tuning chooses, or run trials where they cannot be, are refused."""
     fixed = [flag for flag, value in (("--lr", args.lr), ("--weight-decay", args.weight_decay)) if value is not None]
     fixed += ["--model-opt dropout"] if any(k == "dropout" for k, _ in args.model_opt) else []
@@ -163,11 +168,11 @@ def trial_line(study: Study, outcome: dict[str, Any]) -> str:
             f"({shown}; {outcome.get('train_time_s', 0.0):.1f} s)")
 
 
-def tune_plan(plan: Any, threads: int | None) -> int:
-    """Run every study of ``plan`` (a ``harness.sweep.Plan``) to ``--tune`` counted trials, then set each
-    model's configuration to its study's choice (``plan.configs``, ``plan.tuned``). 0 when every study
-    has its trials, 1 when some trials failed (nothing trains on the seeds then), 130 when stopped."""
-    args = plan.args
+def tune_plan(plan: Plan, threads: int | None) -> int:
+    """Run every study of ``plan`` to ``--tune`` counted trials, then set each model's configuration to
+    its study's choice (``plan.configs``, ``plan.tuned``). 0 when every study has its trials, 1 when
+    some trials failed (nothing trains on the seeds then), 130 when stopped."""
+    args = plan.options
     n_trials, url = args.tune, storage_url(args)
     with file_lock(Path(args.out) / LOCK_NAME):
         studies = {(name, model): open_study(task, model, plan.configs[name, model], url)
@@ -189,45 +194,39 @@ def tune_plan(plan: Any, threads: int | None) -> int:
         return _choose(plan, studies, n_trials, url)
 
 
-def _trial_cell(plan: Any, study: Study, slot: int, url: str, threads: int | None,
+def _trial_cell(plan: Plan, study: Study, slot: int, url: str, threads: int | None,
                 number: int | None) -> executors.Cell:
-    args = plan.args
+    args = plan.options
     return executors.Cell(study.task.name, executors.task_kwargs(study.task, args.data_dir, args.download),
                           study.model, trials.TRIAL_SEED, study.base, plugins=tuple(args.plugin), threads=threads,
                           trial=trials.TrialSlot(study.name, url, slot, number))
 
 
-def _run_trials(plan: Any, studies: dict[tuple[str, str], Study], cells: list[executors.Cell]) -> int:
-    if not cells:
-        return 0
-    args = plan.args
-    failed = 0
-    with stop_on_signals():
-        executor = executors.make_executor(args.executor, jobs=args.jobs, address=args.ray_address,
-                                           cpus=args.cpus_per_cell or 1, gpus=args.gpus_per_cell,
-                                           progress=not args.quiet)
-        try:
-            for i, (cell, outcome) in enumerate(executor.run(cells, plan.tasks), 1):
-                if outcome is None:
-                    continue
-                failed += outcome["status"] != "ok"
-                plan.log(f"[tune {i}/{len(cells)}] " + trial_line(studies[cell.task, cell.model], outcome))
-        except KeyboardInterrupt:
-            plan.log(f"\nharness: tuning interrupted; the finished trials are kept in {storage_url(args)} "
-                     f"(rerun the same command: it runs only the missing trials)")
-            return 130
-        finally:
-            executor.close()
+def _run_trials(plan: Plan, studies: dict[tuple[str, str], Study], cells: list[executors.Cell]) -> int:
+    """Run the trials through the sweep's own executor (``executors.run_cells``)."""
+    args = plan.options
+    failed, count = [], iter(range(1, len(cells) + 1))
+
+    def each(cell: executors.Cell, outcome: dict[str, Any] | None, _: str) -> None:
+        i = next(count)
+        if outcome is not None:
+            failed.extend([cell] if outcome["status"] != "ok" else [])
+            plan.log(f"[tune {i}/{len(cells)}] " + trial_line(studies[cell.task, cell.model], outcome))
+
+    if not executors.run_cells(cells, plan.tasks, args, each):
+        plan.log(f"\nharness: tuning interrupted; the finished trials are kept in {storage_url(args)} "
+                 f"(rerun the same command: it runs only the missing trials)")
+        return 130
     if failed:
-        plan.log(f"harness: {failed} trial(s) failed (see above); nothing trains on the seeds until every model has "
-                 f"its {args.tune} trials: fix the cause and rerun (only the missing trials run)")
+        plan.log(f"harness: {len(failed)} trial(s) failed (see above); nothing trains on the seeds until every model "
+                 f"has its {args.tune} trials: fix the cause and rerun (only the missing trials run)")
         return 1
     return 0
 
 
-def _choose(plan: Any, studies: dict[tuple[str, str], Study], n_trials: int, url: str) -> int:
+def _choose(plan: Plan, studies: dict[tuple[str, str], Study], n_trials: int, url: str) -> int:
     """Each model's configuration becomes its study's choice."""
-    default_url = storage_url(argparse.Namespace(out=plan.args.out, storage=None))
+    default_url = default_storage(plan.options.out)
     for (task, model), s in studies.items():
         try:
             best = chosen(s, n_trials)

@@ -267,7 +267,7 @@ def test_run_all_checks_every_domain_before_any_trains(planned, tmp_path, capsys
     # an option that some task of the run takes is no error for the domains without it
     monkeypatch.setattr(tasks, "list_domains", lambda: ["language", "vision"])
     assert main([*argv, "--task-opt", "block_size=64", "--task-opt", "reverse.label_smoothing=0.2"]) == 0
-    plans = {plan.args.domain: plan for plan in planned}
+    plans = {plan.sweep.domain: plan for plan in planned}
     assert list(plans) == ["language", "vision"]
     language = plans["language"].tasks
     assert language["pystdlib"].opts["block_size"] == 64 and language["reverse"].opts["label_smoothing"] == 0.2

@@ -481,14 +481,14 @@ def test_suite_file_runs_its_tables_in_order(tmp_path, capsys):
 def test_suite_runs_take_the_command_lines_executor_flags(tmp_path):
     """--jobs, --cpus-per-cell, --executor ... given with --config reach every [[run]] (they were
     once dropped silently, and the suite ran one cell at a time)."""
-    from harness.cli import build_parser
-    from harness.suite import suite_plans
+    from harness.cli import build_parser, suite_options
+    from harness.options import RunOptions
     suite = tmp_path / "suite.toml"
     suite.write_text(SUITE)
-    parser = build_parser()
-    args = parser.parse_args(["run", "--config", str(suite), "--jobs", "2", "--cpus-per-cell", "1"])
-    plans = suite_plans(suite, args, parser)
-    assert [(p.jobs, p.cpus_per_cell, p.executor) for p in plans] == [(2, 1.0, "local")] * 2
+    args = RunOptions.of(vars(build_parser().parse_args(["run", "--config", str(suite), "--jobs", "2",
+                                                         "--cpus-per-cell", "1", "--quiet"])))
+    plans = suite_options(suite, args)
+    assert [(p.jobs, p.cpus_per_cell, p.executor, p.quiet) for p in plans] == [(2, 1.0, "local", True)] * 2
 
 
 @pytest.mark.parametrize("text, message", [
@@ -572,10 +572,10 @@ class Terminal(__import__("io").StringIO):
 
 
 def test_the_sweep_bar_counts_cells_done_running_and_waiting(monkeypatch):
-    from harness import sweep
+    from harness import executors
     screen = Terminal()
     monkeypatch.setattr(sys, "stderr", screen)
-    bar = sweep.OverallBar(total=3, slots=2, enabled=True)
+    bar = executors.OverallBar(total=3, slots=2, enabled=True)
     assert bar.bar.postfix == "2 running, 1 waiting"
     bar.advance()
     assert bar.bar.postfix == "2 running, 0 waiting"
@@ -585,5 +585,5 @@ def test_the_sweep_bar_counts_cells_done_running_and_waiting(monkeypatch):
     bar.close()
     shown = screen.getvalue()
     assert "sweep: 100%" in shown and "3/3" in shown and "0 running, 0 waiting" in shown
-    quiet = sweep.OverallBar(total=3, slots=1, enabled=False)
+    quiet = executors.OverallBar(total=3, slots=1, enabled=False)
     assert quiet.bar.disable
