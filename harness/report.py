@@ -39,18 +39,10 @@ from matplotlib.figure import Figure
 from . import leaderboard, report_tuning, studies, verdicts
 from .verdicts import task_class
 from .records import atomic_file, atomic_write_text
+from .styles import Shades, style
 from .report_data import (COST_LABELS, best_lines, columns, cost_points, curves, example_frame, labels,
                           metric_label, pareto_front)
 
-FAMILY_STYLE = {  # family -> (colour, marker, line style)
-    "transformer": ("tab:blue", "o", "-"),
-    "baseline": ("tab:orange", "s", "--"),
-}
-OTHER_STYLE = ("tab:gray", "^", ":")
-FAMILY_PALETTE = {  # learning curves: one colour per model, from its family's shades
-    "transformer": ["tab:blue", "tab:cyan", "tab:purple", "navy", "tab:green"],
-    "baseline": ["tab:orange", "tab:red", "tab:brown", "goldenrod", "tab:pink"],
-}
 DPI = 120
 HOW_TO_READ = (
     "How to read: metric values are test-set means over seeds, `±` half the width of their 95% interval (seed "
@@ -82,7 +74,7 @@ def plot_metric_vs_cost(rows: pd.DataFrame, cost: str) -> Figure | None:
     ax = fig.add_subplot()
     seen: set[str] = set()
     for i, family in enumerate(rows["family"]):
-        colour, marker, _ = FAMILY_STYLE.get(family, OTHER_STYLE)
+        colour, marker = style(family).colour, style(family).marker
         bar = [[y[i] - low[i]], [high[i] - y[i]]] if math.isfinite(low[i] + high[i]) else None  # may be asymmetric
         ax.errorbar(x[i], y[i], yerr=bar, fmt=marker, color=colour,
                     markersize=8, capsize=4, label=None if family in seen else family, zorder=3)
@@ -124,15 +116,12 @@ def plot_learning_curves(records: list[dict[str, Any]]) -> Figure | None:
     x_name = "epoch" if all(c["x_name"] == "epoch" for c in found) else "step"
     fig = Figure(figsize=(6.4, 4.4))
     ax = fig.add_subplot()
-    used = {family: 0 for family in FAMILY_PALETTE}
+    shades = Shades()
     for c in found:
-        palette = FAMILY_PALETTE.get(c["family"], [OTHER_STYLE[0]])
-        colour = palette[used.get(c["family"], 0) % len(palette)]
-        used[c["family"]] = used.get(c["family"], 0) + 1
-        _, marker, style = FAMILY_STYLE.get(c["family"], OTHER_STYLE)
+        colour, marker, line = shades.next(c["family"]), style(c["family"]).marker, style(c["family"]).line
         g = c["frame"].groupby(x_name)["y"].agg(["mean", "min", "max", "count"]).sort_index()
         xs = g.index.to_numpy(float)
-        ax.plot(xs, g["mean"], linestyle=style, marker=marker, markersize=3 if len(xs) > 15 else 5, color=colour,
+        ax.plot(xs, g["mean"], linestyle=line, marker=marker, markersize=3 if len(xs) > 15 else 5, color=colour,
                 label=f"{c['label']} ({c['family']}, n={c['n']})")
         if c["n"] > 1:
             ax.fill_between(xs, g["min"], g["max"], color=colour, alpha=0.18, linewidth=0)
@@ -158,16 +147,13 @@ def plot_example_table(records: list[dict[str, Any]], name: str, x: str, y: str)
         return None
     fig = Figure(figsize=(6.4, 4.4))
     ax = fig.add_subplot()
-    used: dict[str, int] = {}
+    shades = Shades()
     for model, g in frame.groupby("model", sort=True):
         family = g["family"].iloc[0]
-        palette = FAMILY_PALETTE.get(family, [OTHER_STYLE[0]])
-        colour = palette[used.get(family, 0) % len(palette)]
-        used[family] = used.get(family, 0) + 1
-        _, marker, style = FAMILY_STYLE.get(family, OTHER_STYLE)
+        colour, marker, line = shades.next(family), style(family).marker, style(family).line
         stats_ = g.groupby("x")["y"].agg(["mean", "min", "max"]).sort_index()
         xs = stats_.index.to_numpy(float)
-        ax.plot(xs, stats_["mean"], linestyle=style, marker=marker, color=colour,
+        ax.plot(xs, stats_["mean"], linestyle=line, marker=marker, color=colour,
                 label=f"{model} ({family}, n={g['seed'].nunique()})")
         ax.fill_between(xs, stats_["min"], stats_["max"], color=colour, alpha=0.15, linewidth=0)
     if x.rsplit("_", 1)[-1] == y.rsplit("_", 1)[-1]:

@@ -37,14 +37,9 @@ from . import leaderboard
 from .records import atomic_write_text, key_of, record_path
 from .report_data import (COST_LABELS, best_lines, columns, cost_points, curves, example_frame, labels,
                           metric_label)
+from .styles import OTHER, Shades, style
 from .verdicts import coordinate, fmt_p, number, task_class
 
-FAMILY_COLOURS = {"transformer": "#1f77b4", "baseline": "#ff7f0e"}
-MODEL_COLOURS = {"transformer": ["#1f77b4", "#17becf", "#9467bd", "#000080", "#2ca02c"],
-                 "baseline": ["#ff7f0e", "#d62728", "#8c564b", "#daa520", "#e377c2"]}
-OTHER_COLOUR = "#7f7f7f"
-SYMBOLS = {"transformer": "circle", "baseline": "square"}
-DASHES = {"transformer": "solid", "baseline": "dash"}
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 VERDICT_LEAD = ["task", "coordinate", "A", "B", "A - B [95% CI]", "p (Holm)", "verdict"]  # what a reader needs first
 TABLE_OPTIONS = dict(connected=False, allow_html=True, maxBytes=0, paging=False, classes="display compact nowrap",
@@ -84,7 +79,7 @@ def figure_metric_vs_cost(rows: pd.DataFrame, cost: str) -> go.Figure | None:
         fig.add_trace(go.Scatter(
             x=x[at], y=y[at], mode="markers+text", name=family, text=names[at], textposition="top center",
             cliponaxis=False,
-            marker=dict(size=11, color=FAMILY_COLOURS.get(family, OTHER_COLOUR), symbol=SYMBOLS.get(family, "diamond")),
+            marker=dict(size=11, color=style(family).colour, symbol=style(family).symbol),
             error_y=dict(type="data", symmetric=False, array=np.nan_to_num(high[at] - y[at]),
                          arrayminus=np.nan_to_num(y[at] - low[at]), thickness=1.2),
             customdata=np.column_stack([names[at], rows["n_seeds"].to_numpy()[at], interval]),
@@ -110,10 +105,10 @@ def figure_learning_curves(records: list[dict[str, Any]]) -> go.Figure | None:
     r0 = records[0]
     x_name = "epoch" if all(c["x_name"] == "epoch" for c in found) else "step"
     fig = go.Figure()
-    used: dict[str, int] = {}
+    shades = Shades()
     for c in found:
         g = c["frame"].groupby(x_name)["y"].agg(["mean", "min", "max"]).sort_index()
-        _lines_with_band(fig, g.index.to_numpy(float), g, c["label"], c["family"], c["n"], used, x_name,
+        _lines_with_band(fig, g.index.to_numpy(float), g, c["label"], c["family"], c["n"], shades, x_name,
                          f"val {r0['metric']}")
     return _layout(fig, f"{r0['task']}: validation {r0['metric']} during training", x_name,
                    metric_label(r0["task"], r0["metric"], bool(r0["higher_is_better"]), split="validation"))
@@ -126,31 +121,29 @@ def figure_example_table(records: list[dict[str, Any]], name: str, x: str, y: st
     if frame.empty:
         return None
     fig = go.Figure()
-    used: dict[str, int] = {}
+    shades = Shades()
     for model, g in frame.groupby("model", sort=True):
         summary = g.groupby("x")["y"].agg(["mean", "min", "max"]).sort_index()
         _lines_with_band(fig, summary.index.to_numpy(float), summary, str(model), g["family"].iloc[0],
-                         g["seed"].nunique(), used, x.replace("_", " "), y.replace("_", " "))
+                         g["seed"].nunique(), shades, x.replace("_", " "), y.replace("_", " "))
     if x.rsplit("_", 1)[-1] == y.rsplit("_", 1)[-1]:
         lo, hi = float(frame["x"].min()), float(frame["x"].max())
         fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name=f"{y} = {x}", hoverinfo="skip",
-                                 line=dict(dash="dot", color=OTHER_COLOUR, width=1)))
+                                 line=dict(dash="dot", color=OTHER.colour, width=1)))
     return _layout(fig, f"{records[0]['task']}: {name.replace('_', ' ')}", x.replace("_", " "), y.replace("_", " "))
 
 
 def _lines_with_band(fig: go.Figure, xs: np.ndarray, g: pd.DataFrame, label: str, family: str, n: int,
-                     used: dict[str, int], x_label: str, y_label: str) -> None:
-    """A model's mean line (dashed for baselines) and, over several seeds, its min..max band."""
-    palette = MODEL_COLOURS.get(family, [OTHER_COLOUR])
-    colour = palette[used.get(family, 0) % len(palette)]
-    used[family] = used.get(family, 0) + 1
+                     shades: Shades, x_label: str, y_label: str) -> None:
+    """A model's mean line (its family's dash) and, over several seeds, its min..max band."""
+    colour = shades.next(family)
     if n > 1:
         fig.add_trace(go.Scatter(x=np.concatenate([xs, xs[::-1]]), y=np.concatenate([g["max"], g["min"][::-1]]),
                                  mode="lines", fill="toself", fillcolor=colour, opacity=0.18, line=dict(width=0),
                                  hoverinfo="skip", showlegend=False, legendgroup=label))
     fig.add_trace(go.Scatter(
         x=xs, y=g["mean"], mode="lines+markers", name=f"{label} ({family}, n={n})", legendgroup=label,
-        line=dict(color=colour, dash=DASHES.get(family, "dot")), marker=dict(size=6, symbol=SYMBOLS.get(family, "diamond")),
+        line=dict(color=colour, dash=style(family).dash), marker=dict(size=6, symbol=style(family).symbol),
         customdata=np.column_stack([g["min"], g["max"]]),
         hovertemplate=(f"<b>{html.escape(label)}</b> ({family})<br>seeds: {n}<br>{x_label}: %{{x:.4g}}<br>"
                        f"{y_label}: %{{y:.4g}} (mean), seeds' range [%{{customdata[0]:.4g}}, %{{customdata[1]:.4g}}]"

@@ -27,8 +27,8 @@ from matplotlib import ticker
 from matplotlib.figure import Figure
 
 from .records import atomic_write_text
+from .styles import Shades, style
 
-SHADES = {"transformer": ["tab:blue", "tab:cyan", "tab:purple"], "baseline": ["tab:orange", "tab:red", "tab:brown"]}
 AXES = {"params": ("param_count", "parameters"), "samples": ("train_size", "training items"),
         "compute": ("train_compute", "training compute (FLOPs)")}
 
@@ -111,18 +111,16 @@ def plot(rows: pd.DataFrame, axis: str) -> Figure | None:
     task, metric, higher = rows["task"].iloc[0], rows["metric"].iloc[0], bool(rows["higher_is_better"].iloc[0])
     fig = Figure(figsize=(6.4, 4.4))
     ax = fig.add_subplot()
-    used: dict[str, int] = {}
+    shades = Shades()
     for model, line in rows.groupby("model", sort=True):
         family = str(line["family"].iloc[0])
-        shades = SHADES.get(family, ["tab:gray"])
-        colour = shades[used.get(family, 0) % len(shades)]
-        used[family] = used.get(family, 0) + 1
+        colour = shades.next(family)
         line = line.assign(x=pd.to_numeric(line[column])).sort_values("x")
         y = line["metric_mean"].to_numpy(float)
         low, high = (pd.to_numeric(line[c], errors="coerce").to_numpy(float) for c in ("metric_ci_low", "metric_ci_high"))
         bars = np.where(np.isfinite(low + high), [y - low, high - y], 0.0)
-        ax.errorbar(line["x"], y, yerr=bars, marker="o" if family == "transformer" else "s", capsize=3, color=colour,
-                    linestyle="-" if family == "transformer" else "--", label=f"{model} ({family})")
+        ax.errorbar(line["x"], y, yerr=bars, marker=style(family).marker, capsize=3, color=colour,
+                    linestyle=style(family).line, label=f"{model} ({family})")
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: human(v)))
     ax.xaxis.set_minor_formatter(ticker.NullFormatter())
@@ -194,15 +192,15 @@ def _fits(rows: pd.DataFrame, axis: str) -> list[str]:
     for model, line in rows.groupby("model", sort=True):
         fit = power_law(pd.to_numeric(line[column], errors="coerce"), line["metric_mean"], higher)
         if fit is not None:
-            fits[model, line["family"].iloc[0] == "transformer"] = fit
+            fits[model, line["family"].iloc[0]] = fit
             what = "error" if higher else rows["metric"].iloc[0]
             out.append(f"- {model}: {what} = {fit['a']:.3g} x ({label})^{fit['b']:.3f} (R^2 {fit['r2']:.2f}, "
                        f"{fit['points']} points)")
     top = pd.to_numeric(rows[column], errors="coerce").max()
-    for (t, is_t), ft in fits.items():
-        for (b, is_b), fb in fits.items():
-            x = meeting_point(ft, fb) if is_t and not is_b else None
-            if x is not None and ft["b"] < fb["b"] and x > top:  # the transformer's error falls faster
+    for (t, family_t), ft in fits.items():
+        for (b, family_b), fb in fits.items():
+            x = meeting_point(ft, fb) if family_t != family_b else None
+            if x is not None and ft["b"] < fb["b"] and x > top:  # t's error falls faster, models of two families
                 out.append(f"- the fits of {t} and {b} meet at {human(x)} {label}, beyond the range: an "
                            f"extrapolation, not a result")
     return out or ["- no model has three points for a power-law fit"]
