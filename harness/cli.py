@@ -21,6 +21,7 @@ from .commands import cmd_compare, cmd_examples, cmd_list, cmd_report
 from .errors import USER_ERRORS, UsageError
 from .options import (BenchOptions, CompareOptions, ExamplesOptions, ListOptions, ReportOptions, RunOptions,
                       Sweep)
+from .plugins import load_plugins
 from .suite import suite_runs
 from .sweep import check_writable, resolve_tasks, run_sweeps
 
@@ -200,7 +201,9 @@ def _add_where(run: argparse.ArgumentParser) -> None:
 
 def cmd_run(args: RunOptions) -> int:
     """``run`` and ``tune``: every sweep the command line (or the suite) asks for, all of them planned and
-    checked before any trains (``sweep.run_sweeps``)."""
+    checked before any trains (``sweep.run_sweeps``). Plugins load first: their models and tasks are
+    names like any other."""
+    load_plugins(list(args.plugin))
     if args.config is not None:
         if args.domain is not None:
             raise UsageError(f"give a DOMAIN or --config, not both (got {args.domain!r} and {args.config})")
@@ -227,6 +230,7 @@ def suite_options(path: Path, args: RunOptions) -> list[RunOptions]:
     for i, argv in enumerate(suite_runs(path), 1):
         try:
             table = RunOptions.of(vars(parser.parse_args(["run", *argv])))
+            load_plugins(list(table.plugin))
             if table.domain != "all":
                 resolve_tasks(table.domain, table.tasks)
         except USER_ERRORS as e:  # the parser raises: the message names the file and the table

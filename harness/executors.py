@@ -90,19 +90,25 @@ def perform(task: Task, cell: Cell, progress: bool) -> dict[str, Any] | None:
 
 # ------------------------------------------------------------------------------------ the worker side
 
-_WORKER_TASKS: dict[str, Task] = {}
+_WORKER_TASKS: dict[str, Task] = {}  # a worker's tasks, by ``worker_key``: the driver's, loaded once
+
+
+def worker_key(cell: Cell) -> str:
+    """Which task object a cell runs on: its name and the options it was made with."""
+    return json.dumps([cell.task, cell.task_kwargs], sort_keys=True, default=str)
 
 
 def _prepare_worker(cell: Cell) -> Task:
     """Make this process ready for ``cell``: the driver's import path and plugins, the thread count,
-    the determinism switches, and the task (set up once per process and options)."""
+    the determinism switches, and the task: the driver's own, with its data already loaded, where the
+    driver sent it (a --jobs pool, a Ray task); else made here, once per process and options."""
     sys.path.extend(p for p in cell.sys_path if p not in sys.path)
     for module in cell.plugins:
         load_plugin(module)
     if cell.threads:
         torch.set_num_threads(cell.threads)
     set_deterministic(cell.config.deterministic)
-    key = json.dumps([cell.task, cell.task_kwargs], sort_keys=True, default=str)
+    key = worker_key(cell)
     if key not in _WORKER_TASKS:
         task = create_task(cell.task, **cell.task_kwargs)
         task.load()
@@ -110,9 +116,12 @@ def _prepare_worker(cell: Cell) -> Task:
     return _WORKER_TASKS[key]
 
 
-def execute(cell: Cell) -> dict[str, Any] | None:
-    """Run ``cell`` in this (worker) process: its record, a 'failed' record, or None where a stop
-    request interrupted it (it saved its checkpoint; the next run continues from there)."""
+def execute(cell: Cell, task: Task | None = None) -> dict[str, Any] | None:
+    """Run ``cell`` in this (worker) process, on ``task`` where the driver sent its own: its record, a
+    'failed' record, or None where a stop request interrupted it (it saved its checkpoint; the next run
+    continues from there)."""
+    if task is not None:
+        _WORKER_TASKS.setdefault(worker_key(cell), task)
     task = _prepare_worker(cell)
     try:
         return perform(task, cell, progress=False)
@@ -133,13 +142,15 @@ def _execute_announced(index: int, cell: Cell) -> dict[str, Any] | None:
     return execute(cell)
 
 
-def _init_process_worker(stop: Any, announce: Any = None) -> None:
+def _init_process_worker(stop: Any, announce: Any = None, tasks: dict[str, Task] | None = None) -> None:
     """A --jobs worker ignores Ctrl-C (the terminal sends it to the whole process group): the driver
     decides, and sets ``stop``, which makes the running cell checkpoint and return. A SIGTERM sent to
     the worker itself (a batch scheduler ending the job's processes, or the driver taking down a pool
-    that another worker broke by dying) does the same."""
+    that another worker broke by dying) does the same. ``tasks``: the driver's loaded tasks, by
+    ``worker_key``, so that no worker reads or generates the data again."""
     global _ANNOUNCE
     _ANNOUNCE = announce
+    _WORKER_TASKS.update(tasks or {})
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda signum, frame: request_stop())
 
@@ -243,10 +254,11 @@ class ProcessExecutor(Executor):
         self.pool: ProcessPoolExecutor | None = None
         self.rounds_lost = 0  # pools that broke with no cell running: a worker that cannot start
 
-    def _new_pool(self, jobs: int) -> ProcessPoolExecutor:
+    def _new_pool(self, jobs: int, tasks: dict[str, Task]) -> ProcessPoolExecutor:
+        """A pool of ``jobs`` workers, each given the driver's loaded ``tasks`` (by ``worker_key``) once."""
         self.announce = self.context.SimpleQueue()  # (one a worker killed while it wrote could stay locked)
         self.pool = ProcessPoolExecutor(jobs, mp_context=self.context, initializer=_init_process_worker,
-                                        initargs=(self.stop, self.announce))
+                                        initargs=(self.stop, self.announce, tasks))
         return self.pool
 
     def run(self, cells: list[Cell], tasks: dict[str, Task]) -> Iterator[tuple[Cell, dict[str, Any]]]:
@@ -269,7 +281,7 @@ class ProcessExecutor(Executor):
         """Run ``batch`` on a fresh pool of ``jobs`` workers, yielding what finishes; return None, or
         where a worker died, (the cells that killed it with how it ended, the cells to run again, the
         cells to rerun alone)."""
-        pool = self._new_pool(jobs)
+        pool = self._new_pool(jobs, {worker_key(c): tasks[c.task] for _, c in batch})
         futures: dict[Future, tuple[int, Cell]] = {pool.submit(_execute_announced, i, c): (i, c) for i, c in batch}
         remaining, started, finished = set(futures), {}, set()
         while remaining:
@@ -397,7 +409,8 @@ class RayExecutor(Executor):
         self.slots = max(1, int(min(fits)))
 
     def run(self, cells: list[Cell], tasks: dict[str, Task]) -> Iterator[tuple[Cell, dict[str, Any]]]:
-        refs = {self.remote.remote(cell): cell for cell in cells}
+        shared = {name: self.ray.put(task) for name, task in tasks.items()}  # the driver's data, sent once
+        refs = {self.remote.remote(cell, shared[cell.task]): cell for cell in cells}
         remaining = list(refs)
         while remaining:
             done, remaining = self.ray.wait(remaining, num_returns=1, timeout=POLL_S)

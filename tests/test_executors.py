@@ -197,3 +197,38 @@ def test_which_cell_killed_the_pool():
     assert blame({0: 11, 1: 12}, {11: 0, 12: 0}) == ([], [0, 1])  # no worker known to have died
     assert death(3) == "exit code 3" and death(-11) == "signal SIGSEGV"
     assert death(-9).startswith("signal SIGKILL (killed")
+
+
+COUNTED = '''
+"""digits, counting how often its data are loaded (in this process or any other)."""
+import os
+from tasks.base import register_task
+from tasks.vision.tasks import Digits
+
+
+@register_task
+class CountedDigits(Digits):
+    name = "counted_digits"
+    default = False
+
+    def load(self):
+        with open(os.environ["ZOO_LOADS"], "a") as f:
+            f.write(f"{os.getpid()}\\n")
+        super().load()
+'''
+
+
+def test_workers_get_the_drivers_data_instead_of_loading_it_again(tmp_path, monkeypatch, capsys):
+    """--jobs 2: the driver loads the task's data once; its workers receive them with the pool."""
+    import tasks as tasks_pkg
+    monkeypatch.setattr(tasks_pkg.base, "_TASKS", dict(tasks_pkg.base._TASKS))  # the task leaves with the test
+    (tmp_path / "counted_tasks.py").write_text(COUNTED)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    loads = tmp_path / "loads.txt"
+    monkeypatch.setenv("ZOO_LOADS", str(loads))
+    code, err = run(["run", "vision", "--tasks", "counted_digits", "--models", "resnet", "--seeds", "2", "--steps",
+                     "2", "--jobs", "2", "--cpus-per-cell", "1", "--quiet", "--plugin", "counted_tasks",
+                     "--out", str(tmp_path / "out")], capsys)
+    assert code == 0, err
+    assert len(records(tmp_path / "out")) == 2
+    assert loads.read_text().split() == [str(__import__("os").getpid())]  # once, in the driver
