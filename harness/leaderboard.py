@@ -88,7 +88,8 @@ from zoo.registry import RegistryError
 
 from . import stats, verdicts
 from .records import DEFAULT_TUNING, KEY, atomic_write_text, key_of, latest_config
-from .verdicts import NO_FAMILY, Outcomes
+from .schema import Record, finite, number, records_of
+from .verdicts import Outcomes
 COST = ["flops_per_sample", "train_flops_per_sample", "infer_samples_per_sec", "peak_mem_mb", "time_to_target_s", "mfu"]
 COLUMNS = ["domain", "task", "model", "family", "size", "tuning", "rank", "rank_tie", "metric", "higher_is_better",
            "metric_mean", "metric_std", "metric_ci95", "metric_ci_low", "metric_ci_high", "val_metric_mean", "n_seeds",
@@ -103,31 +104,13 @@ TIE_NOTE = ("A rank shown as =1: the paired test (over seeds and test items, Hol
             "the leader) cannot tell the model from the leader at the 5% level, a statistical tie with the best.")
 
 
-def _number(value: Any) -> float:
-    """A record's optional numeric field as a float; NaN when absent, None or not a number."""
-    try:
-        return float(value) if value is not None and not isinstance(value, bool) else math.nan
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def _train_size(record: dict[str, Any]) -> float:
-    """Training items: the record's, else (records made before it was kept) samples seen / epochs."""
-    size = _number(record.get("train_size"))
-    if math.isfinite(size):
-        return size
-    samples, epochs = _number(record.get("train_samples")), _number((record.get("config") or {}).get("epochs"))
-    return float(round(samples / epochs)) if math.isfinite(samples) and epochs > 0 else math.nan
-
-
-def _final_validation(record: dict[str, Any]) -> float:
+def _final_validation(record: Record) -> float:
     """The headline metric on the validation split at the end of training (the last history entry)."""
-    history = record.get("history") or []
-    return _number(history[-1].get(f"val_{record['metric']}")) if history else math.nan
+    return number(record.history[-1].get(f"val_{record.metric}")) if record.history else math.nan
 
 
 def _threads(values: pd.Series) -> str:
-    found = sorted({int(v) for v in values if math.isfinite(_number(v))})
+    found = sorted({int(v) for v in values if finite(v)})
     return "/".join(map(str, found))
 
 
@@ -140,24 +123,23 @@ def aggregate(records: list[dict[str, Any]], outcomes: Outcomes | None = None) -
     """One row per (domain, task, model, size) from the successful cell records (latest config);
     with their per-item ``outcomes`` (``records.load_outcomes``), intervals and ties from them."""
     rows = []
-    for r in latest_config([r for r in records if r.get("status") == "ok"]):
-        cfg = r["config"]
-        rows.append({**dict(zip(KEY, key_of(r))), "family": r.get("family", NO_FAMILY), "metric": r["metric"],
-                     "value": r["metric_value"], "higher_is_better": r["higher_is_better"], "seed": r["seed"],
-                     "val": _final_validation(r), "num_threads": r.get("num_threads"),
-                     "param_count": r["param_count"], "train_time_s": r["train_time_s"],
-                     "params_target": _number(r.get("params_target")),
-                     "train_fraction": _number(r.get("train_fraction", 1.0)), "train_size": _train_size(r),
-                     "train_samples": _number(r.get("train_samples")),
-                     "train_samples_per_sec": r["train_samples_per_sec"], "steps": cfg["total_steps"],
+    for r in latest_config([r for r in records_of(records) if r.status == "ok"]):
+        cfg = r.config
+        rows.append({**dict(zip(KEY, key_of(r))), "family": r.family, "metric": r.metric,
+                     "value": r.metric_value, "higher_is_better": r.higher_is_better, "seed": r.seed,
+                     "val": _final_validation(r), "num_threads": r.num_threads,
+                     "param_count": r.param_count, "train_time_s": r.train_time_s,
+                     "params_target": number(r.params_target), "train_fraction": number(r.train_fraction),
+                     "train_size": number(r.train_size), "train_samples": number(r.train_samples),
+                     "train_samples_per_sec": r.train_samples_per_sec, "steps": cfg["total_steps"],
                      "epochs": round(cfg["epochs"], 3),
                      "batch_size": cfg["batch_size"], "lr": cfg["lr"], "weight_decay": cfg["weight_decay"],
-                     "warmup_frac": cfg.get("warmup_frac"), "dropout": _number((cfg.get("model_options") or {}).get("dropout")),
-                     "device": r["device"], "device_name": r["device_name"], "backend": r["backend"],
-                     "precision": r["precision"], "torch_version": r["torch_version"],
-                     "git_commit": r["git_commit"], "config_hash": r["config_hash"], "date": r["finished"],
-                     **{c: _number(r.get(c)) for c in COST},
-                     **{f"test_{k}": v for k, v in (r.get("test") or {}).items() if k != r["metric"]}})
+                     "warmup_frac": cfg.get("warmup_frac"), "dropout": number((cfg.get("model_options") or {}).get("dropout")),
+                     "device": r.device, "device_name": r.device_name, "backend": r.backend,
+                     "precision": r.precision, "torch_version": r.torch_version,
+                     "git_commit": r.git_commit, "config_hash": r.config_hash, "date": r.finished,
+                     **{c: number(r[c]) for c in COST},
+                     **{f"test_{k}": v for k, v in r.test.items() if k != r.metric}})
     if not rows:
         return pd.DataFrame(columns=COLUMNS)
     df = pd.DataFrame(rows)
@@ -183,7 +165,7 @@ def aggregate(records: list[dict[str, Any]], outcomes: Outcomes | None = None) -
 def ci95(std: Any, n: Any) -> float:
     """Half-width of the 95% confidence interval of a mean of ``n`` values with sample std ``std``
     (Student t with n - 1 degrees of freedom); NaN when n < 2 or std is unknown."""
-    std, n = _number(std), _number(n)
+    std, n = number(std), number(n)
     if not (n >= 2) or not math.isfinite(std):
         return math.nan
     return float(student_t.ppf(0.975, n - 1) * std / math.sqrt(n))
@@ -395,8 +377,8 @@ def tables(records: list[dict[str, Any]]) -> dict[str, pd.DataFrame]:
     """The row tables that tasks attach to records (``examples["tables"]``), one frame per name,
     each row keyed by the cell it came from."""
     rows: dict[str, list[dict[str, Any]]] = {}
-    for r in latest_config([r for r in records if r.get("status") == "ok"]):
-        for name, table in (r.get("examples") or {}).get("tables", {}).items():
+    for r in latest_config([r for r in records_of(records) if r.status == "ok"]):
+        for name, table in r.examples.get("tables", {}).items():
             rows.setdefault(name, []).extend({**dict(zip(KEY, key_of(r))), "seed": r["seed"], **row} for row in table)
     return {name: pd.DataFrame(table) for name, table in rows.items()}
 

@@ -19,6 +19,7 @@ from typing import IO, Any, Iterator
 import numpy as np
 import torch
 
+from .schema import DEFAULT_TUNING, Record  # noqa: F401  (DEFAULT_TUNING: where readers of records look for it)
 from .stats import Outcomes
 
 
@@ -195,54 +196,11 @@ def checkpoint_path(out: Path, domain: str, task: str, model: str, size: str, se
     return record_path(out, domain, task, model, size, seed, chash).with_suffix(".ckpt")
 
 
-def _of(*types: type):
-    """A check that a value is one of ``types`` (a bool is no number, unless bool is named)."""
-    def check(value: Any) -> bool:
-        return isinstance(value, types) and (bool in types or not isinstance(value, bool))
-    return check
+def _load(path: Path) -> Record:
+    return Record.read(json.loads(path.read_text()))
 
 
-_TEXT, _INT, _NUMBER, _FLAG, _TABLE = _of(str), _of(int), _of(int, float), _of(bool), _of(dict)
-RECORD_SCHEMA = {  # what every record has, and its type
-    "domain": _TEXT, "task": _TEXT, "model": _TEXT, "size": _TEXT, "seed": _INT, "status": _TEXT,
-    "metric": _TEXT, "higher_is_better": _FLAG, "config": _TABLE, "config_hash": _TEXT,
-}
-OK_SCHEMA = {  # ... and what a successful one has besides (what the leaderboard and the report read)
-    "metric_value": _NUMBER, "test": _TABLE, "param_count": _INT, "train_time_s": _NUMBER,
-    "train_samples_per_sec": _NUMBER, "device": _TEXT, "device_name": _TEXT, "backend": _TEXT, "precision": _TEXT,
-    "torch_version": _TEXT, "git_commit": _TEXT, "finished": _TEXT,
-}
-CONFIG_SCHEMA = {"total_steps": _INT, "epochs": _NUMBER, "batch_size": _INT, "lr": _NUMBER, "weight_decay": _NUMBER}
-
-
-def record_problem(record: Any) -> str | None:
-    """What is wrong with ``record`` as a cell record (a missing field or a value of the wrong type),
-    or None when it is a valid one."""
-    if not isinstance(record, dict):
-        return "not a cell record (not a JSON object)"
-    schemas = [("", record, RECORD_SCHEMA)]
-    if record.get("status") == "ok":
-        schemas += [("", record, OK_SCHEMA), ("config.", record.get("config") or {}, CONFIG_SCHEMA)]
-    elif record.get("status") != "failed":
-        return f"status {record.get('status')!r} is neither 'ok' nor 'failed'"
-    for prefix, table, schema in schemas:
-        for key, valid in schema.items():
-            if key not in table:
-                return f"no field {prefix}{key}"
-            if not valid(table[key]):
-                return f"field {prefix}{key} has the wrong type ({table[key]!r})"
-    return None
-
-
-def _load(path: Path) -> dict[str, Any]:
-    record = json.loads(path.read_text())
-    problem = record_problem(record)
-    if problem:
-        raise ValueError(problem)
-    return record
-
-
-def read_record(path: Path) -> dict[str, Any] | None:
+def read_record(path: Path) -> Record | None:
     """One record, or None (with a warning naming the file) when it is missing, unreadable or invalid."""
     if not path.exists():
         return None
@@ -258,17 +216,26 @@ def items_path(path: Path) -> Path:
     return path.with_name(path.name.removesuffix(".json") + ".items.npz")
 
 
-def write_record(path: Path, record: dict[str, Any]) -> Path:
-    """Write ``record`` atomically; where that fails, save it in a rescue folder and return where it went.
-    Its per-item outcomes (``record["items"]``: name -> array) go first to ``items_path`` (an ``.npz``
-    of plain arrays, no pickle), and the record names that file in ``items_file``."""
-    record = dict(record)
-    items = record.pop("items", None)
-    if items is not None:
+def write_record(path: Path, record: Record | dict[str, Any]) -> Path:
+    """Write ``record`` (a ``Record``, or its JSON object, checked) atomically; where that fails, save
+    it in a rescue folder and return where it went. Its per-item outcomes (``record.items``: name ->
+    array) go first to ``items_path`` (an ``.npz`` of plain arrays, no pickle), and the record names
+    that file in ``items_file``."""
+    record = Record.read(record)
+    if record.items is not None:
         buffer = io.BytesIO()
-        np.savez_compressed(buffer, **{k: np.asarray(v) for k, v in items.items()})
-        record["items_file"] = write_or_rescue(items_path(path), buffer.getvalue()).name
-    return write_or_rescue(path, json.dumps(record, indent=2, sort_keys=False) + "\n")
+        np.savez_compressed(buffer, **{k: np.asarray(v) for k, v in record.items.items()})
+        record.items_file = write_or_rescue(items_path(path), buffer.getvalue()).name
+    return write_or_rescue(path, json.dumps(record.to_json(), indent=2, sort_keys=False, default=_plain) + "\n")
+
+
+def _plain(value: Any) -> Any:
+    """What JSON cannot hold itself: NumPy scalars and arrays as numbers and lists."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 ITEM_COLUMNS = ("item", "value", "weight")  # what every per-item file holds (tasks add columns)
@@ -344,12 +311,11 @@ def write_or_rescue(path: Path, data: str | bytes) -> Path:
 
 
 KEY = ["domain", "task", "model", "size", "tuning"]  # a leaderboard row: the cells of one model on one task
-DEFAULT_TUNING = "default"  # the tuning of a record that names none (hand-picked defaults; older runs)
 
 
 def key_of(record: dict[str, Any]) -> tuple:
     """The leaderboard row a record belongs to: its values of ``KEY``."""
-    return (*(record[k] for k in KEY[:-1]), record.get("tuning", DEFAULT_TUNING))
+    return tuple(record[k] for k in KEY)
 
 
 def latest_config(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -39,6 +39,7 @@ from matplotlib.figure import Figure
 from . import leaderboard, report_tuning, studies, verdicts
 from .verdicts import task_class
 from .records import atomic_file, atomic_write_text
+from .schema import records_of
 from .styles import Shades, style
 from .report_data import (COST_LABELS, best_lines, columns, cost_points, curves, example_frame, labels,
                           metric_label, pareto_front)
@@ -194,7 +195,7 @@ def write_reports(records: list[dict[str, Any]], out: Path, outcomes: leaderboar
     """:func:`write_report`, also returning the verdict table it wrote (``verdicts.table``), so that
     the terminal prints the very rows that ``verdicts.csv`` holds."""
     out = Path(out)
-    ok = leaderboard.latest_config([r for r in records if r.get("status") == "ok"])
+    ok = leaderboard.latest_config([r for r in records_of(records) if r.status == "ok"])
     board = leaderboard.aggregate(ok, outcomes)
     lines = ["# attention-zoo report", ""]
     if board.empty:

@@ -14,6 +14,7 @@ import pandas as pd
 
 from . import leaderboard
 from .records import DEFAULT_TUNING
+from .schema import NO_FAMILY, finite, number
 from .verdicts import task_class
 
 REPORT_COLUMNS = ["task", "rank", "model", "family", "size", "metric", "metric_mean", "metric_std", "metric_ci95", "n_seeds",
@@ -136,22 +137,13 @@ def best_lines(rows: pd.DataFrame) -> list[str]:
     return lines
 
 
-def number(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def example_frame(records: list[dict[str, Any]], name: str, x: str, y: str) -> pd.DataFrame:
     """The table ``name`` that a task attaches to its examples (``Task.example_plots``), from every
     record: one row per (model, seed, table row) with columns model, family, seed, x, y; rows with a
     missing value are dropped, and no record with the table gives an empty frame."""
-    rows = [{"model": r["model"], "family": r.get("family", leaderboard.NO_FAMILY), "seed": r["seed"],
+    rows = [{"model": r["model"], "family": r.get("family", NO_FAMILY), "seed": r["seed"],
              "x": row.get(x), "y": row.get(y)}
             for r in records for row in (r.get("examples") or {}).get("tables", {}).get(name, [])]
     return pd.DataFrame(rows).dropna() if rows else pd.DataFrame()

@@ -38,7 +38,8 @@ from .records import atomic_write_text, key_of, record_path
 from .report_data import (COST_LABELS, best_lines, columns, cost_points, curves, example_frame, labels,
                           metric_label)
 from .styles import OTHER, Shades, style
-from .verdicts import coordinate, fmt_p, number, task_class
+from .schema import number, records_of
+from .verdicts import coordinate, fmt_p, task_class
 
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 VERDICT_LEAD = ["task", "coordinate", "A", "B", "A - B [95% CI]", "p (Holm)", "verdict"]  # what a reader needs first
@@ -178,7 +179,7 @@ def record_links(records: list[dict[str, Any]]) -> dict[tuple, str]:
     """Per leaderboard row (``records.key_of``): links to its records, 'seed 0 seed 1 ...', relative to
     the results folder (the report sits beside ``runs/``)."""
     links: dict[tuple, list[tuple[int, str]]] = {}
-    for r in records:
+    for r in records_of(records):
         path = record_path(Path("."), r["domain"], r["task"], r["model"], r["size"], r["seed"], r["config_hash"])
         links.setdefault(key_of(r), []).append(
             (r["seed"], f'<a href="{html.escape(path.as_posix())}">seed {r["seed"]}</a>'))

@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 
 from . import stats, verdicts
 from .records import DEFAULT_TUNING, KEY, atomic_write_text
+from .schema import finite
 from .verdicts import Outcomes
 
 NAMES = {"lr": "lr", "weight_decay": "wd", "warmup_frac": "warm-up", "dropout": "dropout"}
@@ -89,7 +90,7 @@ def plot_history(task: str, studies: list[tuple[str, dict[str, Any]]], metric: s
     ax = fig.add_subplot()
     for i, (model, study) in enumerate(studies):
         colour = PALETTE[i % len(PALETTE)]
-        points = [(n, h) for n, h in enumerate(study["history"], 1) if _finite(h.get("value"))]
+        points = [(n, h) for n, h in enumerate(study["history"], 1) if finite(h.get("value"))]
         for n, h in points:
             marker = "*" if h.get("default") else ("o" if h["state"] == "COMPLETE" else "x")
             ax.scatter(n, h["value"], marker=marker, color=colour, s=90 if h.get("default") else 30, zorder=3)
@@ -128,8 +129,8 @@ def section(records: list[dict[str, Any]], board: pd.DataFrame, outcomes: Outcom
                   "| model | tuning | default | tuned | tuned - default [95% CI] | p | p (Holm) | verdict | chosen (trial) | val: defaults -> chosen |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for _, r in rows.iterrows():
-            ci = f" [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]" if _finite(r.get("ci_low")) else ""
-            p = f"{r['p_value']:.2g}" if _finite(r.get("p_value")) else "-"
+            ci = f" [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]" if finite(r.get("ci_low")) else ""
+            p = f"{r['p_value']:.2g}" if finite(r.get("p_value")) else "-"
             trial = "the defaults" if r["default_won"] else f"trial {r['chosen_trial']}"
             lines.append(f"| {r['model']} | {r['tuning']} | {_num(r['default_mean'])} | {_num(r['tuned_mean'])} "
                          f"(n={r['n_seeds']}) | {_signed(r['diff'])}{ci} | {p} | {verdicts.fmt_p(r['p_holm'])} | "
@@ -143,13 +144,10 @@ def section(records: list[dict[str, Any]], board: pd.DataFrame, outcomes: Outcom
     return lines
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
 
 def _num(value: Any) -> str:
-    return f"{value:.4f}" if _finite(value) else "-"
+    return f"{value:.4f}" if finite(value) else "-"
 
 
 def _signed(value: Any) -> str:
-    return f"{value:+.4f}" if _finite(value) else "-"
+    return f"{value:+.4f}" if finite(value) else "-"

@@ -27,6 +27,7 @@ from matplotlib import ticker
 from matplotlib.figure import Figure
 
 from .records import atomic_write_text
+from .schema import finite
 from .styles import Shades, style
 
 AXES = {"params": ("param_count", "parameters"), "samples": ("train_size", "training items"),
@@ -156,7 +157,7 @@ def section(board: pd.DataFrame, decided: pd.DataFrame, out: Path, save_png: Cal
                       f"| point | x | {fa} | {fb} | A - B [95% CI] | p | p (Holm) | family | at this point |",
                       "|---|---|---|---|---|---|---|---|---|"]
             for _, p in table.iterrows():
-                ci = f" [{p['ci_low']:+.4f}, {p['ci_high']:+.4f}]" if _finite(p.get("ci_low")) else ""
+                ci = f" [{p['ci_low']:+.4f}, {p['ci_high']:+.4f}]" if finite(p.get("ci_low")) else ""
                 lines.append(f"| {p['size']} | {human(p['x'])} | {p['model_a']} {p['metric_a']:.4f} | {p['model_b']} "
                              f"{p['metric_b']:.4f} | {_signed(p.get('diff'))}{ci} | {_p(p.get('p_value'))} | "
                              f"{_p(p.get('p_holm'))} | {p['family']} | {p['verdict']} |")
@@ -175,7 +176,7 @@ def section(board: pd.DataFrame, decided: pd.DataFrame, out: Path, save_png: Cal
 
 
 def _p(value: Any) -> str:
-    return f"{value:.2g}" if _finite(value) else "-"
+    return f"{value:.2g}" if finite(value) else "-"
 
 
 def meeting_point(a: dict[str, float], b: dict[str, float]) -> float | None:
@@ -206,17 +207,14 @@ def _fits(rows: pd.DataFrame, axis: str) -> list[str]:
     return out or ["- no model has three points for a power-law fit"]
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
 
 def _signed(value: Any) -> str:
-    return f"{value:+.4f}" if _finite(value) else "-"
+    return f"{value:+.4f}" if finite(value) else "-"
 
 
 def human(value: float) -> str:
     """136000 -> '136k', 1.2e6 -> '1.2M' ('-' for a missing value)."""
-    if not _finite(value):
+    if not finite(value):
         return "-"
     for scale, suffix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(value) >= scale:

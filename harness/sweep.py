@@ -6,13 +6,12 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 import baselines  # noqa: F401  (registers the baseline models)
 import tasks as tasks_pkg
@@ -29,8 +28,8 @@ from .errors import USER_ERRORS, UsageError
 from .options import RunOptions, Sweep
 from .plan import Plan
 from .plugins import load_plugins
-from .records import (DEFAULT_TUNING, KEY, CellLock, checkpoint_path, claim_cell, config_hash, file_lock, items_readable,
-                      key_of, load_outcomes, read_record, read_record_files, read_records, record_path, write_record)
+from .records import (DEFAULT_TUNING, KEY, checkpoint_path, claim_cell, config_hash, file_lock, items_readable,
+                      key_of, load_outcomes, read_record, read_record_files, record_path, write_record)
 
 MAX_SEED = 2 ** 32 - 1  # NumPy's seeds are 32-bit
 

@@ -19,8 +19,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
-import math
-import numbers
 import sys
 import time
 from dataclasses import dataclass
@@ -32,6 +30,7 @@ from urllib.parse import urlsplit
 
 from .errors import UsageError
 from .records import items_path
+from .schema import finite
 
 ACCEPTED = "mlflow[=URI], tensorboard"
 PACKAGES = {"mlflow": ("mlflow", "mlflow"), "tensorboard": ("torch.utils.tensorboard", "tensorboard")}  # import, pip
@@ -143,10 +142,6 @@ def run_name(record: dict[str, Any]) -> str:
     return f"{record['task']}/{record['model']}/{record['size']}/seed{record['seed']}"
 
 
-def _is_number(value: Any) -> bool:
-    """A finite real number (a bool is none; numpy scalars are)."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-
 
 def _seconds(timestamp: str | None) -> float | None:
     """An ISO 8601 time of a record as seconds since the epoch (None where it has none)."""
@@ -157,9 +152,9 @@ def curve_steps(history: list[dict[str, Any]]) -> list[int]:
     """The step each validation row is logged at: its epoch where every row's epoch is a whole number,
     else its optimiser step (a budget in steps can end mid-epoch, and rounding would merge rows)."""
     epochs = [row.get("epoch") for row in history]
-    if all(_is_number(e) and float(e).is_integer() for e in epochs):
+    if all(finite(e) and float(e).is_integer() for e in epochs):
         return [int(e) for e in epochs]
-    return [int(row["step"]) if _is_number(row.get("step")) else i + 1 for i, row in enumerate(history)]
+    return [int(row["step"]) if finite(row.get("step")) else i + 1 for i, row in enumerate(history)]
 
 
 def curve(record: dict[str, Any]) -> Iterator[tuple[int, float, dict[str, float]]]:
@@ -168,9 +163,9 @@ def curve(record: dict[str, Any]) -> Iterator[tuple[int, float, dict[str, float]
     history = record.get("history") or []
     started, finished = _seconds(record.get("started")), _seconds(record.get("finished"))
     for step, row in zip(curve_steps(history), history):
-        wall = started + row["train_time_s"] if started is not None and _is_number(row.get("train_time_s")) \
+        wall = started + row["train_time_s"] if started is not None and finite(row.get("train_time_s")) \
             else finished
-        yield step, wall, {k: float(v) for k, v in row.items() if k not in ("epoch", "step") and _is_number(v)}
+        yield step, wall, {k: float(v) for k, v in row.items() if k not in ("epoch", "step") and finite(v)}
 
 
 def last_step(record: dict[str, Any]) -> int:
@@ -180,8 +175,8 @@ def last_step(record: dict[str, Any]) -> int:
 def final_metrics(record: dict[str, Any]) -> dict[str, dict[str, float]]:
     """The finished cell's numbers: ``test`` (each test metric) and ``cost`` (the cost columns)."""
     test = record.get("test") or {}
-    return {"test": {k: float(v) for k, v in test.items() if _is_number(v)},
-            "cost": {k: float(record[k]) for k in COST if _is_number(record.get(k))}}
+    return {"test": {k: float(v) for k, v in test.items() if finite(v)},
+            "cost": {k: float(record[k]) for k in COST if finite(record.get(k))}}
 
 
 def _flatten(table: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -324,7 +319,7 @@ def mlflow_metrics(record: dict[str, Any]) -> list[Any]:
         found.update({(k, step): (v, wall) for k, v in values.items()})
     end, finished = last_step(record), _seconds(record.get("finished"))
     final = final_metrics(record)
-    headline = {"metric_value": float(record["metric_value"])} if _is_number(record.get("metric_value")) else {}
+    headline = {"metric_value": float(record["metric_value"])} if finite(record.get("metric_value")) else {}
     for key, value in [*((f"test_{k}", v) for k, v in final["test"].items()), *headline.items(),
                        *final["cost"].items()]:
         found[key, end] = (value, finished)
@@ -388,6 +383,6 @@ def _curve_tag(key: str) -> str:
 
 def _summary(record: dict[str, Any], record_file: Path) -> str:
     value = record.get("metric_value")
-    result = f"{record['metric']} {value:.4f}" if _is_number(value) else f"{record['metric']} -"
+    result = f"{record['metric']} {value:.4f}" if finite(value) else f"{record['metric']} -"
     return (f"task {record['task']}, model {record['model']} ({record.get('family', '?')}), size {record['size']}, "
             f"seed {record['seed']}, config {record['config_hash']}: test {result}; record {record_file}")

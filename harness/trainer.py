@@ -31,6 +31,7 @@ from .devices import PeakMemory, autocast, hold_data, on_device, to_device, use_
 from .distributed import SINGLE, STOP_POLL_STEPS, Group
 from .measure import has_unused_parameters, measure_flops, mfu
 from .records import atomic_save, config_hash, device_name, environment, set_aside
+from .schema import Record
 from .stopping import StopRequested, stop_requested
 
 
@@ -389,36 +390,37 @@ class CellTrainer:
                 "infer_samples_per_sec": eval_samples / infer_time if infer_time else float("nan"),
                 "examples": examples}
 
-    def record(self, tested: dict[str, Any]) -> dict[str, Any]:
+    def record(self, tested: dict[str, Any]) -> Record:
         task, state, config = self.task, self.state, self.config
         flops, train_flops = self.flops
         timed = state.samples - state.warmup_samples
         per_sec = timed / state.train_time if state.train_time else float("nan")
         utilisation = mfu(train_flops, per_sec, device_name(self.device), device=self.device.type,
                           num_gpus=self.group.world)  # of the GPU's dense bf16 peak; NaN on CPU
-        return {
-            "domain": task.domain, "task": task.name, "model": self.entry.name, "family": self.entry.family,
-            "size": config.label, "tuning": config.tuning, "seed": self.seed, "status": "ok",
-            "metric": task.metric, "metric_value": tested["test"][task.metric],
-            "higher_is_better": task.higher_is_better, "checkpoint": "last", "test": tested["test"],
-            "items": tested["items"],  # per-item outcomes: written beside the record (records.write_record)
-            "history": state.history, "examples": tested["examples"],
-            "param_count": self.param_count, "train_time_s": state.train_time, "eval_time_s": tested["eval_time_s"],
-            "compile_time_s": state.warmup_time if config.compile else None,
-            "warmup_time_s": state.warmup_time if self.warm_up_apart else None,
-            "train_samples": state.samples, "train_size": task.num_train_samples(),
-            "train_fraction": config.train_fraction, "params_target": config.params_target,
-            "train_samples_per_sec": per_sec, "mfu": utilisation if math.isfinite(utilisation) else None,
-            "infer_samples_per_sec": tested["infer_samples_per_sec"],
-            "flops_per_sample": flops, "train_flops_per_sample": train_flops, "peak_mem_mb": self.memory.mb(),
-            "target": task.target, "time_to_target_s": state.time_to_target, "resumed_from_step": self.resumed_from,
-            "accumulation": self.accumulation, "channels_last": self.channels_last, "data_on_device": self.data_held,
-            "backend": config.backend, "precision": config.precision, "tf32": uses_tf32(self.device, config.precision),
-            "config": self.resolved, "config_hash": self.chash,
-            **environment(self.device),
-            "started": self.started.isoformat(timespec="seconds"),
-            "finished": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
-        }
+        return Record(
+            # which cell
+            domain=task.domain, task=task.name, model=self.entry.name, family=self.entry.family, size=config.label,
+            tuning=config.tuning, seed=self.seed, status="ok", metric=task.metric,
+            higher_is_better=task.higher_is_better, config=self.resolved, config_hash=self.chash,
+            # what it scored: the last checkpoint's test metrics, per-item outcomes (written beside the record)
+            metric_value=tested["test"][task.metric], test=tested["test"], items=tested["items"],
+            history=state.history, examples=tested["examples"], target=task.target,
+            time_to_target_s=state.time_to_target,
+            # what it cost
+            param_count=self.param_count, flops_per_sample=flops, train_flops_per_sample=train_flops,
+            train_time_s=state.train_time, eval_time_s=tested["eval_time_s"],
+            compile_time_s=state.warmup_time if config.compile else None,
+            warmup_time_s=state.warmup_time if self.warm_up_apart else None,
+            train_samples=state.samples, train_size=task.num_train_samples(), train_fraction=config.train_fraction,
+            params_target=config.params_target, train_samples_per_sec=per_sec,
+            infer_samples_per_sec=tested["infer_samples_per_sec"],
+            mfu=utilisation if math.isfinite(utilisation) else None, peak_mem_mb=self.memory.mb(),
+            # how it was obtained
+            backend=config.backend, precision=config.precision, tf32=uses_tf32(self.device, config.precision),
+            accumulation=self.accumulation, channels_last=self.channels_last, data_on_device=self.data_held,
+            resumed_from_step=self.resumed_from, **environment(self.device),
+            started=self.started.isoformat(timespec="seconds"),
+            finished=datetime.now(timezone.utc).isoformat(timespec="milliseconds"))
 
     def remove_checkpoint(self) -> None:
         """Delete the finished cell's checkpoint, where there is one; one that cannot be deleted (a folder
@@ -466,22 +468,21 @@ def run_cell(task: Task, model_name: str, seed: int, config: RunConfig, *, progr
 
 
 def failure_record(task: Task, model_name: str, seed: int, config: RunConfig, error: BaseException,
-                   trace: str | None = None) -> dict[str, Any]:
+                   trace: str | None = None) -> Record:
     """The record of a cell that did not finish: its configuration and why (the sweep goes on)."""
     entry = get_model_entry(model_name)
     resolved = resolve(task, entry, config)
-    return {"domain": task.domain, "task": task.name, "model": model_name, "family": entry.family,
-            "size": config.label, "tuning": config.tuning, "seed": seed, "status": "failed",
-            "reason": f"{type(error).__name__}: {error}".strip()[:2000],
-            "metric": task.metric, "higher_is_better": task.higher_is_better,
-            "backend": config.backend, "precision": config.precision,
-            "config": resolved, "config_hash": config_hash(resolved), **environment(torch.device(config.device)),
-            **({"traceback": trace[-8000:]} if trace else {}),
-            "finished": datetime.now(timezone.utc).isoformat(timespec="milliseconds")}
+    return Record(domain=task.domain, task=task.name, model=model_name, family=entry.family, size=config.label,
+                  tuning=config.tuning, seed=seed, status="failed", metric=task.metric,
+                  higher_is_better=task.higher_is_better, config=resolved, config_hash=config_hash(resolved),
+                  reason=f"{type(error).__name__}: {error}".strip()[:2000], backend=config.backend,
+                  precision=config.precision, **environment(torch.device(config.device)),
+                  traceback=trace[-8000:] if trace else None,
+                  finished=datetime.now(timezone.utc).isoformat(timespec="milliseconds"))
 
 
 def attempt_cell(task: Task, model_name: str, seed: int, config: RunConfig, *, progress: bool = True,
-                 checkpoint: Path | None = None, checkpoint_every_s: float = 300.0) -> dict[str, Any]:
+                 checkpoint: Path | None = None, checkpoint_every_s: float = 300.0) -> Record:
     """:func:`run_cell`, whose failure (NaN loss, an exception, running out of memory) becomes a
     'failed' record with its traceback. On CUDA out-of-memory the cell is retried with half the
     micro-batch and twice the gradient accumulation (the same updates) until the micro-batch would be

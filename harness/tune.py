@@ -19,7 +19,6 @@ tune holds ``--out``/tuning.lock while it runs, so two tunes of one --out take t
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from .errors import UsageError
 from .options import RunOptions
 from .plan import Plan
 from .records import config_hash, file_lock
+from .schema import finite
 
 DB_NAME = "tuning.db"
 LOCK_NAME = "tuning.lock"
@@ -135,15 +135,12 @@ def _value(t: FrozenTrial) -> float | None:
 
 def chosen(study: Study, n_trials: int) -> FrozenTrial:
     """The best complete trial among the first ``n_trials`` counted (ties: the earlier trial)."""
-    complete = [t for t in study.counted()[:n_trials] if t.state == TrialState.COMPLETE and _finite(t.value)]
+    complete = [t for t in study.counted()[:n_trials] if t.state == TrialState.COMPLETE and finite(t.value)]
     if not complete:
         raise RuntimeError("no trial completed (every one was pruned or diverged)")
     sign = -1.0 if study.study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
     return min(complete, key=lambda t: (sign * t.value, t.number))
 
-
-def _finite(value: float | None) -> bool:
-    return value is not None and math.isfinite(value)
 
 
 def details(study: Study, best: FrozenTrial, n_trials: int, url: str, default_url: str) -> dict[str, Any]:

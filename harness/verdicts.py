@@ -71,9 +71,9 @@ from zoo.registry import SIZES, RegistryError
 
 from . import stats
 from .records import DEFAULT_TUNING, KEY, atomic_write_text
+from .schema import NO_FAMILY, number
 
 ALPHA = stats.ALPHA
-NO_FAMILY = "unknown"  # the family of a record that names none (older runs): in no family pair
 FAMILY_ORDER = ("transformer", "ssm")  # then every other family in alphabetical order
 HEADLINE = "headline"
 REQUESTED = "requested"
@@ -140,12 +140,6 @@ def paired(a: pd.Series, b: pd.Series, outcomes: Outcomes, alpha: float = ALPHA)
     except ValueError:  # scored on other items
         return None
 
-
-def number(value: Any) -> float:
-    try:
-        return float(value) if value is not None and not isinstance(value, bool) else math.nan
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def row_p(a: pd.Series, b: pd.Series, outcomes: Outcomes) -> float:

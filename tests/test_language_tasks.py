@@ -12,7 +12,6 @@ import pytest
 import torch
 from torch import nn
 
-import tasks
 from conftest import assert_items_reproduce, record_file
 from harness.cli import main
 from tasks import DatasetError, DatasetNotFoundError, create_task

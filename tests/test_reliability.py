@@ -16,6 +16,7 @@ import torch
 from conftest import record_file
 
 import harness.records as records
+import harness.schema as schema
 import harness.trainer as trainer
 from harness.cli import main
 from harness.config import RunConfig, resolve
@@ -121,12 +122,18 @@ def test_every_record_field_the_leaderboard_reads_is_checked():
               "device_name": "x", "backend": "sdpa", "precision": "fp32", "torch_version": "2", "git_commit": "c",
               "finished": "2026", "config": {"total_steps": 2, "epochs": 1.0, "batch_size": 8, "lr": 1e-3,
                                              "weight_decay": 0.0}}
-    assert records.record_problem(record) is None
-    assert records.record_problem({**record, "seed": True}) == "field seed has the wrong type (True)"
-    assert records.record_problem({**record, "status": "done"}) == "status 'done' is neither 'ok' nor 'failed'"
-    assert "config.lr" in records.record_problem({**record, "config": {**record["config"], "lr": "big"}})
-    assert records.record_problem({k: v for k, v in record.items() if k != "test"}) == "no field test"
-    assert records.record_problem([1, 2]) == "not a cell record (not a JSON object)"
+    assert schema.problem_of(record) is None
+    assert schema.problem_of({**record, "seed": True}) == "field seed has the wrong type (True)"
+    assert schema.problem_of({**record, "status": "done"}) == "status 'done' is neither 'ok' nor 'failed'"
+    assert "config.lr" in schema.problem_of({**record, "config": {**record["config"], "lr": "big"}})
+    assert schema.problem_of({k: v for k, v in record.items() if k != "test"}) == "no field test"
+    assert schema.problem_of([1, 2]) == "not a cell record (not a JSON object)"
+    assert schema.problem_of({**record, "history": "none"}) == "field history has the wrong type ('none')"
+    old = schema.Record.read({k: v for k, v in record.items()} | {"train_samples": 300})  # version 1: no schema_version
+    assert old.schema_version == schema.SCHEMA_VERSION and old.family == "unknown" and old.tuning == "default"
+    assert old.train_size == 300 and old["metric"] == "top1" and old.get("tuned") is None
+    again = schema.Record.read(old.to_json() | {"added_later": 1})
+    assert again.extra == {"added_later": 1} and again.to_json()["added_later"] == 1 and again.train_size == 300
 
 
 def test_a_record_that_cannot_be_written_at_the_end_is_rescued(tmp_path, capsys, monkeypatch):
