@@ -82,3 +82,13 @@ def assert_items_reproduce(out: Path) -> dict[str, str]:
             (path, again, record["metric_value"])
         checked[record["task"]] = get_task_class(record["task"]).kind
     return checked
+
+
+@pytest.fixture
+def clean_registry(monkeypatch):
+    """Models and tasks registered by a test (a plugin, a throwaway model) vanish after it."""
+    import tasks.base
+    import zoo.registry as registry
+    monkeypatch.setattr(registry, "_MODELS", dict(registry._MODELS))
+    monkeypatch.setattr(registry, "_plugins_loaded", registry._plugins_loaded)
+    monkeypatch.setattr(tasks.base, "_TASKS", dict(tasks.base._TASKS))

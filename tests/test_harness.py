@@ -27,9 +27,6 @@ ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--epochs", "1", "--quiet"]
 
 
-@pytest.fixture
-def clean_registry(monkeypatch):
-    monkeypatch.setattr(registry, "_MODELS", dict(registry._MODELS))
 
 
 def run(args: list[str], capsys) -> tuple[int, str, str]:

@@ -168,11 +168,6 @@ def test_a_valid_model_still_builds_and_cross_key_checks_stay_with_the_model():
 
 # ------------------------------------------------------------------ declarations (plugins)
 
-@pytest.fixture
-def clean_registry(monkeypatch):
-    """Registrations made by a test vanish after it."""
-    monkeypatch.setattr(registry, "_MODELS", dict(registry._MODELS))
-    monkeypatch.setattr(registry, "_plugins_loaded", registry._plugins_loaded)
 
 
 def _factory(spec, **config):

@@ -75,11 +75,6 @@ def resolved(name: str, size: str = "tiny", **overrides) -> dict:
     return {**get_model_entry(name).presets[size], **overrides}
 
 
-@pytest.fixture
-def clean_registry(monkeypatch):
-    """Registrations made by a test vanish after it."""
-    monkeypatch.setattr(registry, "_MODELS", dict(registry._MODELS))
-    monkeypatch.setattr(registry, "_plugins_loaded", registry._plugins_loaded)
 
 
 # ----------------------------------------------------------------------------- parse_param_count

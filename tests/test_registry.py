@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 from torch import nn
@@ -12,16 +14,12 @@ import baselines  # noqa: F401
 import tasks
 import zoo
 import zoo.registry as registry
-from zoo.registry import RegistryError, create_model, get_model_entry, list_models, register_model
+from zoo.registry import (Recipe, RegistryError, create_model, get_model_entry, list_models, register_model,
+                          register_variant)
 
 DIGITS_SPEC = {"kind": "classification", "input_shape": (1, 8, 8), "num_classes": 10}
 
 
-@pytest.fixture
-def clean_registry(monkeypatch):
-    """Registrations made by a test vanish after it."""
-    monkeypatch.setattr(registry, "_MODELS", dict(registry._MODELS))
-    monkeypatch.setattr(registry, "_plugins_loaded", registry._plugins_loaded)
 
 
 def test_builtin_models_are_registered_with_family_and_kinds():
@@ -266,3 +264,41 @@ def test_task_registry():
         tasks.register_task(tasks.get_task_class("digits"))
     assert set(tasks.KINDS) == {"classification", "language_modeling", "seq2seq", "transcription", "offline_rl"}
     assert zoo.list_models is list_models
+
+
+def test_a_variant_takes_the_models_declarations_and_changes_what_is_given(clean_registry):
+    deep = register_variant("vit_deep", like="vit", config={"depth": 8}, recipe=Recipe(lr=1e-3))
+    vit = get_model_entry("vit")
+    assert deep is get_model_entry("vit_deep") and deep.factory is vit.factory and deep.family == "transformer"
+    assert all(p["depth"] == 8 for p in deep.presets.values()) and vit.presets["tiny"]["depth"] != 8
+    assert deep.fit == vit.fit and deep.options == vit.options and deep.reference is vit.reference
+    assert deep.training_defaults("tiny") == {"lr": 1e-3, "weight_decay": 0.0}
+    assert sum(p.numel() for p in create_model("vit_deep", DIGITS_SPEC).parameters()) > \
+        sum(p.numel() for p in create_model("vit", DIGITS_SPEC).parameters())
+    with pytest.raises(RegistryError, match="model 'vit': depth must be an integer >= 1, got 0"):
+        register_variant("vit_flat", like="vit", config={"depth": 0})
+    with pytest.raises(RegistryError, match="already registered"):
+        register_variant("vit_deep", like="vit")
+    assert register_variant("mamba_like", like="vit", family="ssm").family == "ssm"
+
+
+def test_the_readme_variant_example_runs_as_written(clean_registry):
+    """README's "Adding a model": a variant in a few lines (at most 10), as written."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "register_variant(" in b)
+    assert len(block.strip().splitlines()) <= 10
+    exec(compile(block, "README.md", "exec"), {})
+    assert get_model_entry("vit_deep").presets["tiny"]["depth"] == 8 and get_model_entry("resnet_twin").family == "baseline"
+
+
+def test_declared_objects_and_the_earlier_keywords_are_the_same_entry(clean_registry):
+    from zoo.registry import Sizes
+    presets = {"tiny": {"width": 8}}
+    register_model("old", family="x", kinds="classification", presets=presets, width="width", lr=0.5)(lambda spec, width: None)
+    register_model("new", family="x", kinds="classification", sizes=Sizes(presets, width="width"),
+                   recipe=Recipe(lr=0.5, weight_decay=0.0))(lambda spec, width: None)
+    old, new = get_model_entry("old"), get_model_entry("new")
+    assert (old.presets, old.fit, old.options) == (new.presets, new.fit, new.options)
+    assert old.training_defaults() == {"lr": 0.5} and new.training_defaults() == {"lr": 0.5, "weight_decay": 0.0}
+    with pytest.raises(RegistryError, match="as one object or as the earlier keywords, not both"):
+        register_model("both", family="x", kinds="classification", sizes=Sizes(presets), presets=presets)

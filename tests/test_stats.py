@@ -188,17 +188,13 @@ def test_iqm_is_rliables_with_a_bootstrap_interval():
 
 TWIN = textwrap.dedent('''
     """The resnet registered a second time, under another name: an A/A check."""
-    from baselines.cnn import RESNET_PRESETS, resnet
-    from zoo.options import DROPOUT
-    from zoo.registry import register_model
+    from zoo.registry import register_variant
 
-    register_model("resnet_twin", family="baseline", kinds=("classification",), modalities=("image",), lr=2e-3,
-                   weight_decay=5e-4, presets=RESNET_PRESETS, width="width", bounds={"dropout": DROPOUT})(resnet)
+    register_variant("resnet_twin", like="resnet")
 ''')
 
 
-def test_a_and_a_on_disjoint_seeds_is_no_detectable_difference(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(registry, "_MODELS", dict(registry._MODELS))  # the twin leaves with the test
+def test_a_and_a_on_disjoint_seeds_is_no_detectable_difference(tmp_path, monkeypatch, capsys, clean_registry):
     (tmp_path / "twin_models.py").write_text(TWIN)
     monkeypatch.syspath_prepend(str(tmp_path))
     out = str(tmp_path / "results")

@@ -41,7 +41,7 @@ import fnmatch
 import importlib
 import importlib.metadata
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from torch import nn
@@ -84,20 +84,92 @@ class WidthFit:
 
 
 @dataclass(frozen=True)
+class Sizes:
+    """A model's size presets (size -> the config its factory is called with) and, for ``--params``
+    (``zoo.sizing.fit_to_params``), its width knob: the integer config key ``width`` to fit, what it
+    must be a ``multiple`` of (ints and config keys such as ``"num_heads"``) and the keys that ``scale``
+    with it (keeping their ratio to the width in the size's preset, e.g. ``("mlp_dim",)``)."""
+
+    presets: dict[str, dict[str, Any]] | None
+    width: str | None = None
+    multiple: int | str | tuple[int | str, ...] = 1
+    scales: tuple[str, ...] = ()
+
+
+UNSET: Any = object()  # a training default a recipe leaves to the harness (the task's warm-up, a clip of 1.0)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A model's training defaults, which the harness uses unless a run sets them for every model:
+    ``lr`` and ``weight_decay``, and where the model needs its own, ``warmup_frac`` and ``grad_clip``
+    (None: no clipping); ``per_size`` maps a size to defaults of its own (a paper's recipe for its size)."""
+
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_frac: Any = UNSET
+    grad_clip: Any = UNSET
+    per_size: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def defaults(self, size: str | None = None) -> dict[str, Any]:
+        """The defaults this recipe sets (at ``size``, with its own where it has them)."""
+        own = {k: getattr(self, k) for k in TRAINING_DEFAULTS if getattr(self, k) is not UNSET}
+        return {**own, **(self.per_size.get(size, {}) if size else {})}
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What config keys accept beyond their preset's type (``zoo.options``): ``bounds`` (a key -> a
+    ``Range`` or a half-open ``(min, max)`` pair) and ``choices`` (a key -> the values it takes)."""
+
+    bounds: dict[str, Range | tuple] = field(default_factory=dict)
+    choices: dict[str, tuple] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Bench:
+    """What only the model knows about measuring it: ``reference(device)``, the implementation
+    ``python -m harness bench`` times it against (``zoo.reference``), and ``extra_flops``, the FLOPs
+    that ``torch.utils.flop_counter`` does not see (see ``ExtraFlops``, e.g. LSTM recurrences)."""
+
+    reference: Callable[..., Any] | None = None
+    extra_flops: ExtraFlops | None = None
+
+
+@dataclass(frozen=True)
 class ModelEntry:
+    """A registered model: its identity (name, factory, family, the task kinds and inputs it serves)
+    and its declared objects: sizes (presets and width fitting), recipe (training defaults), options
+    (each config key's type and range) and bench (reference and FLOP correction)."""
+
     name: str
     factory: Callable[..., nn.Module]
-    family: str  # free text: 'transformer', 'baseline', or a plugin's own ('mlp', 'ssm', ...)
+    family: str  # any string: 'transformer', 'ssm', 'baseline', or a plugin's own
     kinds: tuple[str, ...]
-    description: str = ""
-    defaults: dict[str, Any] = field(default_factory=dict)  # training defaults, e.g. lr, weight_decay
-    size_defaults: dict[str, dict[str, Any]] = field(default_factory=dict)  # size -> its own training defaults
     modalities: tuple[str, ...] | None = None  # the inputs it reads; None: any
-    presets: dict[str, dict[str, Any]] | None = None  # size -> config (what ``config`` resolves)
-    fit: WidthFit | None = None  # the width knob of ``zoo.sizing.fit_to_params``; None: cannot be fitted
-    extra_flops: ExtraFlops | None = None  # FLOPs FlopCounterMode misses (see ``ExtraFlops``); None: none
-    reference: Callable[..., Any] | None = None  # device -> zoo.reference.Reference, for the bench; None: none
+    description: str = ""
+    sizes: Sizes | None = None
+    recipe: Recipe = field(default_factory=Recipe)
     options: dict[str, Option] = field(default_factory=dict)  # config key -> its type and range (zoo.options)
+    bench: Bench = field(default_factory=Bench)
+    fit: WidthFit | None = None  # ``sizes``' width knob, checked (None: cannot be fitted)
+
+    @property
+    def presets(self) -> dict[str, dict[str, Any]] | None:
+        return self.sizes.presets if self.sizes else None
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """The recipe's training defaults (without the per-size ones)."""
+        return self.recipe.defaults()
+
+    @property
+    def reference(self) -> Callable[..., Any] | None:
+        return self.bench.reference
+
+    @property
+    def extra_flops(self) -> ExtraFlops | None:
+        return self.bench.extra_flops
 
     def supports(self, kind: str, modality: str | None = None) -> bool:
         """Serves tasks of ``kind`` whose inputs are ``modality`` (None: not checked)."""
@@ -140,9 +212,9 @@ class ModelEntry:
         return config
 
     def training_defaults(self, size: str = "tiny") -> dict[str, Any]:
-        """The training defaults at ``size``: the model's (``lr``, ``weight_decay``, and where it has
-        its own, ``warmup_frac`` and ``grad_clip``), updated by the size's (``size_defaults``)."""
-        return {**self.defaults, **self.size_defaults.get(size, {})}
+        """The training defaults at ``size``: the recipe's (``lr``, ``weight_decay``, and where it has
+        its own, ``warmup_frac`` and ``grad_clip``), updated by the size's own (``Recipe.per_size``)."""
+        return self.recipe.defaults(size)
 
     def create(self, spec: dict[str, Any], size: str = "tiny", **overrides: Any) -> nn.Module:
         """Build the model for a task's ``spec`` at ``size``, with config ``overrides``."""
@@ -156,67 +228,115 @@ _plugins_loaded = False
 
 def register_model(name: str | None = None, *, family: str, kinds: str | tuple[str, ...] | list[str],
                    modalities: str | tuple[str, ...] | list[str] | None = None, description: str | None = None,
-                   presets: dict[str, dict[str, Any]] | None = None, width: str | None = None,
-                   width_multiple: int | str | tuple[int | str, ...] = 1, width_scales: tuple[str, ...] = (),
-                   extra_flops: ExtraFlops | None = None, reference: Callable[..., Any] | None = None,
-                   bounds: dict[str, Range | tuple] | None = None, choices: dict[str, tuple] | None = None,
-                   size_defaults: dict[str, dict[str, Any]] | None = None, **defaults: Any) -> Callable:
+                   sizes: Sizes | None = None, recipe: Recipe | None = None, rules: Rules | None = None,
+                   bench: Bench | None = None, **legacy: Any) -> Callable:
     """Decorator: register a model factory (or class) under ``name`` (default: its ``__name__``).
 
-    ``family`` is free text ('transformer', 'baseline', a plugin's 'ssm'); ``kinds`` lists the task
-    kinds it serves and ``modalities`` the inputs it reads (None: any); other keywords are training
-    defaults the harness uses for it (``lr``, ``weight_decay``, and optionally ``warmup_frac`` and
-    ``grad_clip``, where the task's warm-up and the harness's clip of 1.0 would be used);
-    ``size_defaults`` maps a size to training defaults of its own (a paper's recipe for its size).
+    Its identity: ``family`` (any string: 'transformer', 'ssm', 'baseline', a plugin's own; verdicts
+    compare every pair of families present), the task ``kinds`` it serves and the ``modalities`` it reads
+    (None: any). What it declares besides, each a small object: ``sizes`` (:class:`Sizes`: the presets
+    the registry resolves before calling the factory, and the width ``--params`` may refit),
+    ``recipe`` (:class:`Recipe`: training defaults), ``rules`` (:class:`Rules`: bounds and choices of
+    config keys) and ``bench`` (:class:`Bench`: the reference implementation and FLOP correction).
 
-    ``presets`` is the size -> config table the registry resolves before calling the factory. Each
-    config key is an option whose type is its preset value's (int, float, bool, str, tuple; None: derived
-    by the model, which takes None or an integer) and whose accepted values are checked by ``config``
-    before the factory runs (``zoo.options``): integer keys (and integer items of tuple keys) are >= 1
-    unless ``bounds`` says otherwise; ``bounds`` maps a key to a ``zoo.options.Range`` (``Range(1,
-    odd=True)``, ``Range(0.0, 1.0, max_open=True)``, ``Range(1, length=2)`` for a pair) or a half-open
-    ``(min, max)`` pair (``(0, None)``: >= 0); ``choices`` maps a key to the values it takes (``("relu",
-    "gelu")``, None among them if it takes None). Floats are finite and unbounded unless declared (a
-    dropout: ``zoo.options.DROPOUT``, [0, 1)). Every preset must pass its own declaration. What depends
-    on two keys or on the task stays with the model (a ValueError when it is built).
-    For ``zoo.sizing.fit_to_params`` (``--params``): ``width`` the integer config key to fit,
-    ``width_multiple`` what that width must be a multiple of (an int, a config key such as
-    ``"num_heads"``, or a tuple of them), ``width_scales`` the config keys that keep their ratio to the
-    width of the size's preset (``("mlp_dim",)``). See :class:`WidthFit`.
+    Each config key of the presets is an option whose type is its preset value's (int, float, bool,
+    str, tuple; None: derived by the model) and whose values ``config`` checks before the factory runs
+    (``zoo.options``): integer keys are >= 1 and floats finite unless ``rules`` says otherwise (a
+    dropout: ``zoo.options.DROPOUT``, [0, 1)). Every preset must pass its own declaration.
 
-    ``extra_flops(model)``: see :data:`ExtraFlops`; ``reference(device)``: a ``zoo.reference.Reference``
-    (may raise ImportError when the reference's package is not installed).
+    The keywords of earlier versions (``presets``, ``width``, ``width_multiple``, ``width_scales``,
+    ``lr``, ``weight_decay``, ``warmup_frac``, ``grad_clip``, ``size_defaults``, ``bounds``,
+    ``choices``, ``reference``, ``extra_flops``) are still accepted, each into its object.
     """
+    sizes, recipe, rules, bench = _declared(name, sizes, recipe, rules, bench, legacy)
+    family, (kinds, modalities) = _family(family), _serves(kinds, modalities)
+    presets = sizes.presets if sizes else None
+    options = _options(name, presets, rules.bounds, rules.choices)
+    fit = _width_fit(name, presets, sizes.width, sizes.multiple, sizes.scales) if sizes else None
+
+    def decorate(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        key = name or factory.__name__
+        doc = description if description is not None else (factory.__doc__ or "").strip().split("\n")[0]
+        _add(ModelEntry(key, factory, family, kinds, modalities, doc, sizes, recipe, options, bench, fit),
+             factory.__module__)
+        return factory
+
+    return decorate
+
+
+def register_variant(name: str, like: str, *, family: str | None = None, description: str | None = None,
+                     config: dict[str, Any] | None = None, recipe: Recipe | None = None,
+                     factory: Callable[..., nn.Module] | None = None) -> ModelEntry:
+    """Register ``name`` as a variant of the registered model ``like``: the same factory, identity and
+    declarations, with what is given changed: its ``family``, ``description``, ``config`` (overrides of
+    every size's preset, checked as ``--model-opt`` values are), ``recipe`` or ``factory``."""
+    base = get_model_entry(like)
+    sizes = base.sizes
+    if config:
+        for size in (sizes.presets if sizes else {}):
+            base.config(size, config)  # a bad key or value: a RegistryError naming the base
+        if sizes is None:
+            raise RegistryError(f"variant {name!r}: model {like!r} has no presets to change with config=")
+        sizes = replace(sizes, presets={s: {**p, **config} for s, p in sizes.presets.items()})
+    entry = replace(base, name=name, factory=factory or base.factory, family=_family(family or base.family),
+                    description=description if description is not None else f"{base.description} (variant of {like})",
+                    sizes=sizes, recipe=recipe or base.recipe)
+    _add(entry, (factory or base.factory).__module__)
+    return entry
+
+
+def _add(entry: ModelEntry, module: str) -> None:
+    if entry.name in _MODELS:
+        raise RegistryError(f"{module} registers model {entry.name!r}, which is already registered (by "
+                            f"{_MODELS[entry.name].factory.__module__}); give it another name")
+    _MODELS[entry.name] = entry
+
+
+def _family(family: Any) -> str:
     if not isinstance(family, str) or not family.strip():
         raise RegistryError(f"family must be a non-empty string, got {family!r}")
-    kinds = (kinds,) if isinstance(kinds, str) else kinds  # one kind may be given as a plain string
+    return family
+
+
+def _serves(kinds: Any, modalities: Any) -> tuple[tuple[str, ...], tuple[str, ...] | None]:
+    kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)  # one kind may be given as a plain string
     modalities = (modalities,) if isinstance(modalities, str) else modalities
     bad = sorted(set(modalities or ()) - set(MODALITIES))
     if bad:
         raise RegistryError(f"unknown modality {', '.join(bad)}; accepted: {', '.join(MODALITIES)}")
-    unknown = {k for d in [defaults, *(size_defaults or {}).values()] for k in d} - set(TRAINING_DEFAULTS)
+    return kinds, tuple(modalities) if modalities else None
+
+
+LEGACY = {"presets": "sizes", "width": "sizes", "width_multiple": "sizes", "width_scales": "sizes",
+          "size_defaults": "recipe", "bounds": "rules", "choices": "rules", "reference": "bench",
+          "extra_flops": "bench", **{k: "recipe" for k in TRAINING_DEFAULTS}}
+
+
+def _declared(name: str | None, sizes: Sizes | None, recipe: Recipe | None, rules: Rules | None,
+              bench: Bench | None, legacy: dict[str, Any]) -> tuple[Sizes | None, Recipe, Rules, Bench]:
+    """The declared objects, from the new keywords or the earlier ones (not both for one object)."""
+    unknown = sorted(set(legacy) - set(LEGACY))
     if unknown:
-        raise RegistryError(f"unknown training default(s) {', '.join(sorted(unknown))}; "
-                            f"accepted: {', '.join(TRAINING_DEFAULTS)}")
-    bad_sizes = set(size_defaults or {}) - set(SIZES)
-    if bad_sizes:
-        raise RegistryError(f"size_defaults for unknown size(s) {', '.join(sorted(bad_sizes))}; accepted: {', '.join(SIZES)}")
-    fit = _width_fit(name, presets, width, width_multiple, width_scales)
-    options = _options(name, presets, bounds, choices)
-
-    def decorate(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        key = name or factory.__name__
-        if key in _MODELS:
-            raise RegistryError(f"{factory.__module__} registers model {key!r}, which is already registered (by "
-                                f"{_MODELS[key].factory.__module__}); give it another name")
-        doc = description if description is not None else (factory.__doc__ or "").strip().split("\n")[0]
-        _MODELS[key] = ModelEntry(key, factory, family, tuple(kinds), doc, dict(defaults),
-                                  {s: dict(d) for s, d in (size_defaults or {}).items()},
-                                  tuple(modalities) if modalities else None, presets, fit,
-                                  extra_flops=extra_flops, reference=reference, options=options)
-        return factory
-
-    return decorate
+        raise RegistryError(f"unknown training default(s) {', '.join(unknown)}; accepted: {', '.join(TRAINING_DEFAULTS)}")
+    given = {"sizes": sizes, "recipe": recipe, "rules": rules, "bench": bench}
+    clash = sorted({LEGACY[k] for k in legacy if given[LEGACY[k]] is not None})
+    if clash:
+        raise RegistryError(f"model {name!r}: give {', '.join(clash)} as one object or as the earlier keywords, "
+                            f"not both")
+    per_size = legacy.get("size_defaults") or {}
+    bad = sorted({k for d in per_size.values() for k in d} - set(TRAINING_DEFAULTS))
+    if bad:
+        raise RegistryError(f"unknown training default(s) {', '.join(bad)}; accepted: {', '.join(TRAINING_DEFAULTS)}")
+    if set(per_size) - set(SIZES):
+        raise RegistryError(f"size_defaults for unknown size(s) {', '.join(sorted(set(per_size) - set(SIZES)))}; "
+                            f"accepted: {', '.join(SIZES)}")
+    if sizes is None and any(k in legacy for k in ("presets", "width", "width_multiple", "width_scales")):
+        scales = legacy.get("width_scales", ())
+        sizes = Sizes(legacy.get("presets"), legacy.get("width"), legacy.get("width_multiple", 1),
+                      (scales,) if isinstance(scales, str) else tuple(scales))
+    recipe = recipe or Recipe(**{k: legacy.get(k, UNSET) for k in TRAINING_DEFAULTS}, per_size=dict(per_size))
+    return (sizes, recipe, rules or Rules(legacy.get("bounds") or {}, legacy.get("choices") or {}),
+            bench or Bench(legacy.get("reference"), legacy.get("extra_flops")))
 
 
 def _options(name: str | None, presets: dict[str, dict[str, Any]] | None, bounds: dict[str, Range | tuple] | None,
