@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 from typing import NoReturn, Sequence
 
-import tasks as tasks_pkg
 from zoo.core import BACKENDS
 from zoo.registry import SIZES
 
@@ -19,11 +18,8 @@ from .arguments import (folder, fractions, key_value, model_pair, names, non_neg
                         param_targets, positive_float, positive_int, probability)
 from .commands import cmd_compare, cmd_examples, cmd_list, cmd_report
 from .errors import USER_ERRORS, UsageError
-from .options import (BenchOptions, CompareOptions, ExamplesOptions, ListOptions, ReportOptions, RunOptions,
-                      Sweep)
-from .plugins import load_plugins
-from .suite import suite_runs
-from .sweep import check_writable, resolve_tasks, run_sweeps
+from .options import BenchOptions, CompareOptions, ExamplesOptions, ListOptions, ReportOptions, RunOptions
+from .sweep import run_command
 
 
 class Parser(argparse.ArgumentParser):
@@ -200,56 +196,14 @@ def _add_where(run: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args: RunOptions) -> int:
-    """``run`` and ``tune``: every sweep the command line (or the suite) asks for, all of them planned and
-    checked before any trains (``sweep.run_sweeps``). Plugins load first: their models and tasks are
-    names like any other."""
-    load_plugins(list(args.plugin))
-    if args.config is not None:
-        if args.domain is not None:
-            raise UsageError(f"give a DOMAIN or --config, not both (got {args.domain!r} and {args.config})")
-        tables = suite_options(args.config, args)
-        return run_sweeps([(f"--config {args.config}, [[run]] {i}", sweeps(t)) for i, t in enumerate(tables, 1)])
-    if args.domain is None:
-        raise UsageError("run needs a DOMAIN (e.g. vision, or all) or --config SUITE.toml")
-    return run_sweeps([("", sweeps(args))])
-
-
-def sweeps(args: RunOptions) -> list[Sweep]:
-    """One command's sweeps: each domain (``all``: every one), each --params and --train-fraction point."""
-    return args.sweeps(tasks_pkg.list_domains() if args.domain == "all" else [args.domain])
-
-
-def suite_options(path: Path, args: RunOptions) -> list[RunOptions]:
-    """Each [[run]] of the suite as the options of 'python -m harness run ...', with this command line's
-    --out, --data-dir, --device, --quiet, --force ... passed on. A bad value or an unknown name fails
-    here, before anything runs, naming the file and the table (the rest is checked when every run is
-    planned)."""
+    """``run`` and ``tune`` (``sweep.run_command``), a suite's tables parsed as this command line is."""
     parser = build_parser(TableParser)
-    defaults = RunOptions.of(vars(parser.parse_args(["run"])))
-    tables = []
-    for i, argv in enumerate(suite_runs(path), 1):
-        try:
-            table = RunOptions.of(vars(parser.parse_args(["run", *argv])))
-            load_plugins(list(table.plugin))
-            if table.domain != "all":
-                resolve_tasks(table.domain, table.tasks)
-        except USER_ERRORS as e:  # the parser raises: the message names the file and the table
-            raise UsageError(f"--config {path}, [[run]] {i}: {e}") from None
-        tables.append(args.passed_on(table, defaults))
-    print(f"harness: suite {path} ({len(tables)} run(s))", file=sys.stderr)
-    return tables
-
-
-def cmd_report_checked(args: ReportOptions) -> int:
-    """``report``: where --out exists, it must take files (a one-line error before anything is read)."""
-    if args.out.is_dir():
-        check_writable(args.out)
-    return cmd_report(args)
+    return run_command(args, lambda argv: RunOptions.of(vars(parser.parse_args(["run", *argv]))))
 
 
 COMMANDS = {  # command -> (its options, what runs it)
     "run": (RunOptions, cmd_run), "tune": (RunOptions, cmd_run), "list": (ListOptions, cmd_list),
-    "report": (ReportOptions, cmd_report_checked), "compare": (CompareOptions, cmd_compare),
+    "report": (ReportOptions, cmd_report), "compare": (CompareOptions, cmd_compare),
     "examples": (ExamplesOptions, cmd_examples), "bench": (BenchOptions, bench.cmd_bench)}
 CANNOT_WRITE = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO)
 

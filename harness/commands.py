@@ -18,6 +18,7 @@ from .options import CompareOptions, ExamplesOptions, ListOptions, ReportOptions
 from .plugins import load_plugins
 from .records import DEFAULT_TUNING, load_outcomes, read_record_files, read_records
 from .report import task_class
+from .sweep import check_writable
 from .sweep import serves
 
 
@@ -45,6 +46,10 @@ def cmd_list(args: ListOptions) -> int:
 
 
 def cmd_report(args: ReportOptions) -> int:
+    """``report``: the leaderboards, verdicts, REPORT.md and report.html rebuilt from the records (where
+    --out exists, it must take files: a one-line error before anything is read)."""
+    if args.out.is_dir():
+        check_writable(args.out)
     found = leaderboard.current(read_record_files(args.out / "runs"), leaderboard.shown_configs(args.out))
     records = [r for _, r in found]
     if not records:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from .errors import UsageError
+from .errors import USER_ERRORS, UsageError
+from .options import RunOptions
+from .plugins import load_plugins
 
 # flags a suite's [[run]] table may set (TOML keys use underscores), and those the command line passes on
 SUITE_KEYS = {"domain", "tasks", "models", "seeds", "seed_start", "size", "epochs", "steps", "batch_size", "lr", "weight_decay",
@@ -58,3 +60,21 @@ def suite_runs(path: Path) -> list[list[str]]:
             raise UsageError(f"--config {path}: [[run]] {i} has {problem}; accepted: {', '.join(sorted(SUITE_KEYS))}")
         argvs.append([str(table["domain"])] + [a for k, v in table.items() if k != "domain" for a in _flags(k, v)])
     return argvs
+
+
+def suite_options(path: Path, args: RunOptions, parse: Callable[[list[str]], RunOptions]) -> list[RunOptions]:
+    """Each [[run]] of the suite as the options of 'python -m harness run ...' (``parse``: the command
+    line's own parser, which raises a UsageError for a bad value), with this command line's --out,
+    --data-dir, --device, --quiet, --force ... passed on. A bad value fails here, naming the file and
+    the table; unknown names and the rest are checked when every run is planned, before any trains,
+    and named so too (``sweep.run_sweeps``)."""
+    defaults = parse([])
+    tables = []
+    for i, argv in enumerate(suite_runs(path), 1):
+        try:
+            table = parse(argv)
+            load_plugins(list(table.plugin))
+        except USER_ERRORS as e:  # the message names the file and the table
+            raise UsageError(f"--config {path}, [[run]] {i}: {e}") from None
+        tables.append(args.passed_on(table, defaults))
+    return tables

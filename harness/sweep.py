@@ -8,7 +8,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 import torch
@@ -30,6 +30,7 @@ from .plan import Plan
 from .plugins import load_plugins
 from .records import (DEFAULT_TUNING, KEY, checkpoint_path, claim_cell, config_hash, file_lock, items_readable,
                       key_of, load_outcomes, read_record, read_record_files, record_path, write_record)
+from .suite import suite_options
 
 MAX_SEED = 2 ** 32 - 1  # NumPy's seeds are 32-bit
 
@@ -313,7 +314,28 @@ def _plan_line(plan: Plan, n_cells: int, n_todo: int) -> str:
 
 # ------------------------------------------------------------------------------------------ run
 
-def run_sweeps(groups: list[tuple[str, list[Sweep]]]) -> int:
+def run_command(args: RunOptions, parse: Callable[[list[str]], RunOptions]) -> int:
+    """``run`` and ``tune``: every sweep the command line (or the suite, whose tables ``parse`` reads as
+    the command line is) asks for, all of them planned and checked before any trains. Plugins load
+    first: their models and tasks are names like any other."""
+    load_plugins(list(args.plugin))
+    if args.config is not None:
+        if args.domain is not None:
+            raise UsageError(f"give a DOMAIN or --config, not both (got {args.domain!r} and {args.config})")
+        tables = suite_options(args.config, args, parse)
+        return run_sweeps([(f"--config {args.config}, [[run]] {i}", sweeps_of(t)) for i, t in enumerate(tables, 1)],
+                          f"harness: suite {args.config} ({len(tables)} run(s)), every one planned and checked")
+    if args.domain is None:
+        raise UsageError("run needs a DOMAIN (e.g. vision, or all) or --config SUITE.toml")
+    return run_sweeps([("", sweeps_of(args))])
+
+
+def sweeps_of(args: RunOptions) -> list[Sweep]:
+    """One command's sweeps: each domain (``all``: every one), each --params and --train-fraction point."""
+    return args.sweeps(tasks_pkg.list_domains() if args.domain == "all" else [args.domain])
+
+
+def run_sweeps(groups: list[tuple[str, list[Sweep]]], planned: str = "") -> int:
     """The sweeps of one command line: each domain of ``run all``, each point of a ``--params`` or
     ``--train-fraction`` grid, each ``[[run]]`` of a suite (a group of sweeps, named by where it was
     written, e.g. "--config suite.toml, [[run]] 2"). Every one is planned and checked (names, options,
@@ -331,6 +353,8 @@ def run_sweeps(groups: list[tuple[str, list[Sweep]]]) -> int:
                 if not where:
                     raise
                 raise UsageError(f"{where}: {e}") from None
+        if planned:
+            print(planned, file=sys.stderr)
         code = 0
         for plan in plans:
             code = max(code, run_plan(plan))

@@ -1,5 +1,6 @@
-"""The layout DESIGN.md promises: arrows one way (harness -> tasks -> (zoo, baselines) -> zoo.core),
-no import loop even through imports inside functions, short functions, a thin command line."""
+"""The layout README.md states ("Arrows point one way"): harness -> tasks -> (zoo, baselines) ->
+zoo.core, no import loop even through imports inside functions, short functions, a thin command line
+that alone parses arguments, and contracts between tasks and models declared, never probed."""
 
 from __future__ import annotations
 
@@ -128,6 +129,27 @@ def test_no_function_is_longer_than_80_lines():
 
 def test_the_command_line_is_the_parser_and_the_dispatch():
     assert len((ROOT / "harness" / "cli.py").read_text().splitlines()) < 250
+
+
+def test_only_the_command_line_imports_argparse():
+    """The grep anyone can run: past harness/cli.py and its argument helpers, options are typed values."""
+    found = [f"{name}" for name, path in modules(ROOT).items()
+             if any(isinstance(n, (ast.Import, ast.ImportFrom)) and "argparse" in
+                    ([a.name for a in n.names] if isinstance(n, ast.Import) else [n.module or ""])
+                    for n in ast.walk(ast.parse(path.read_text())))]
+    assert sorted(found) == ["harness.arguments", "harness.cli"]
+
+
+def test_no_capability_probe_of_a_model_in_tasks_or_the_harness():
+    """What a task kind needs of a model is a declared protocol (tasks/base.py), checked once when a
+    cell is built; no getattr(model, ...) / hasattr(model, ...) probes."""
+    probes = []
+    for name, path in modules(ROOT, ("tasks", "harness")).items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr")
+                    and node.args and isinstance(node.args[0], ast.Name) and node.args[0].id in ("model", "net", "module")):
+                probes.append(f"{name}:{node.lineno}")
+    assert probes == []
 
 
 def test_each_domain_has_its_own_task_package():

@@ -57,6 +57,7 @@ def test_bad_ddp_runs_are_one_line_errors(extra, message, tmp_path, capsys, monk
     assert re.search(message, err) and len(err.strip().splitlines()) == 1, err
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_take_the_steps_of_one(tmp_path, capsys):
     assert main([*CELL, "--out", str(tmp_path / "one")]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -77,6 +78,7 @@ def test_two_gloo_processes_take_the_steps_of_one(tmp_path, capsys):
     assert two["metric_value"] == pytest.approx(one["metric_value"], abs=0.02)
 
 
+@pytest.mark.slow
 def test_a_stopped_ddp_cell_checkpoints_every_rank_and_the_rerun_continues(tmp_path, terminate_once_written):
     argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "harness",
             "run", "vision", "--models", "vit", "--seeds", "1", "--epochs", "12", "--ddp", "--quiet",

@@ -59,6 +59,7 @@ def test_jobs_give_the_local_results(local_run, tmp_path, capsys):
     pd.testing.assert_frame_equal(leaderboard_rows(tmp_path), leaderboard_rows(local_run))
 
 
+@pytest.mark.slow
 def test_ray_gives_the_local_results_and_resumes(local_run, tmp_path, capsys):
     pytest.importorskip("ray")
     code, err = run([*SWEEP, "--executor", "ray", "--out", str(tmp_path)], capsys)
@@ -170,6 +171,7 @@ def write_dying_plugin(tmp_path: Path, module: str, dies: str) -> str:
     return module
 
 
+@pytest.mark.slow
 def test_a_worker_that_dies_fails_its_cell_alone(tmp_path, capsys, monkeypatch):
     """--jobs 2: the cell whose worker was killed (as the out-of-memory killer does: SIGKILL) is recorded
     failed, saying how; the pool is started again and the healthy cell finishes; nothing else is

@@ -10,10 +10,12 @@ import subprocess
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_gpu_check_dry_run_runs_every_step_and_writes_its_tables(tmp_path):
     env = {**os.environ, "OUT": str(tmp_path / "out"), "ATTENTION_ZOO_DATA": str(tmp_path / "data")}
     done = subprocess.run(["bash", "scripts/gpu_check.sh", "--cpu-dry-run"], cwd=ROOT, env=env,

@@ -382,6 +382,7 @@ def test_checkpoint_resume_gives_the_uninterrupted_result(tmp_path, monkeypatch)
     assert again["resumed_from_step"] is None
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_and_the_rerun_continues(tmp_path, terminate_once_written):
     argv = [sys.executable, "-m", "harness", "run", "vision", "--models", "vit", "--seeds", "1", "--epochs", "40",
             "--checkpoint-minutes", "0.0001", "--quiet", "--out", str(tmp_path)]
@@ -478,13 +479,15 @@ def test_suite_file_runs_its_tables_in_order(tmp_path, capsys):
 def test_suite_runs_take_the_command_lines_executor_flags(tmp_path):
     """--jobs, --cpus-per-cell, --executor ... given with --config reach every [[run]] (they were
     once dropped silently, and the suite ran one cell at a time)."""
-    from harness.cli import build_parser, suite_options
+    from harness.cli import TableParser, build_parser
     from harness.options import RunOptions
+    from harness.suite import suite_options
     suite = tmp_path / "suite.toml"
     suite.write_text(SUITE)
     args = RunOptions.of(vars(build_parser().parse_args(["run", "--config", str(suite), "--jobs", "2",
                                                          "--cpus-per-cell", "1", "--quiet"])))
-    plans = suite_options(suite, args)
+    table_parser = build_parser(TableParser)
+    plans = suite_options(suite, args, lambda argv: RunOptions.of(vars(table_parser.parse_args(["run", *argv]))))
     assert [(p.jobs, p.cpus_per_cell, p.executor, p.quiet) for p in plans] == [(2, 1.0, "local", True)] * 2
 
 

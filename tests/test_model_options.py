@@ -20,21 +20,7 @@ from zoo.options import Range
 from zoo.registry import RegistryError, create_model, get_model_entry, list_models, register_model
 from zoo.sizing import count_params, fit_to_params
 
-SPECS = {
-    "image": {"kind": "classification", "modality": "image", "input_shape": (1, 8, 8), "num_classes": 10},
-    "audio": {"kind": "classification", "modality": "audio", "input_shape": (101, 40), "num_classes": 35},
-    "speech": {"kind": "transcription", "modality": "audio", "input_dim": 40, "vocab_size": 13, "blank_id": 0,
-               "pad_id": 0, "bos_id": 1, "eos_id": 2, "max_tgt_len": 9, "max_frames": 400},
-    "text": {"kind": "language_modeling", "modality": "text", "vocab_size": 100, "block_size": 32},
-    "seq2seq": {"kind": "seq2seq", "modality": "text", "src_vocab_size": 16, "tgt_vocab_size": 16,
-                "max_src_len": 20, "max_tgt_len": 21, "pad_id": 0, "bos_id": 1, "eos_id": 2},
-    "rl": {"kind": "offline_rl", "modality": "state", "state_dim": 4, "act_dim": 2, "discrete": True,
-           "max_ep_len": 100, "context_len": 5},
-}
-SPEC_OF = {"vit": "image", "resnet": "image", "kws_resnet": "audio", "lstm_classifier": "audio", "conformer": "speech",
-           "bilstm_ctc": "speech", "las": "speech", "gpt": "text", "lstm": "text", "transformer": "seq2seq",
-           "lstm_seq2seq": "seq2seq", "decision_transformer": "rl", "decision_lstm": "rl", "bc_mlp": "rl",
-           "bc_top10": "rl", "iql": "rl"}
+from specs import SPECS, spec_of
 
 # (model, key, bad value, the whole message)
 BAD = [
@@ -92,7 +78,7 @@ def exactly(message: str) -> str:
 def test_a_bad_value_is_one_line_naming_model_key_range_and_value(name, key, value, message):
     """Rejected by the registry before the factory runs: create_model, count_params (what the harness
     plans with) and fit_to_params (--params) all say the same line."""
-    spec = SPECS[SPEC_OF[name]]
+    spec = spec_of(name)
     with pytest.raises(RegistryError, match=exactly(message)):
         get_model_entry(name).config("tiny", {key: value})
     with pytest.raises(RegistryError, match=exactly(message)):
@@ -109,14 +95,13 @@ def test_the_registry_checks_before_the_factory_runs(monkeypatch):
     calls = []
     monkeypatch.setitem(registry._MODELS, "vit", dataclasses.replace(entry, factory=lambda spec, **c: calls.append(c)))
     with pytest.raises(RegistryError, match="depth must be"):
-        create_model("vit", SPECS["image"], depth=0)
+        create_model("vit", SPECS["digits"], depth=0)
     assert calls == []
 
 
 def test_every_preset_of_every_model_validates_unchanged():
     """Every size of every registered model passes its own declaration, and the config it resolves is
     the preset as it is (same values, same types)."""
-    assert set(SPEC_OF) == set(list_models())
     for name in list_models():
         entry = get_model_entry(name)
         assert entry.options, name
@@ -126,9 +111,9 @@ def test_every_preset_of_every_model_validates_unchanged():
 
 
 def test_fitted_widths_validate():
-    for name, spec_name in SPEC_OF.items():
-        entry = get_model_entry(name)
-        fitted = fit_to_params(name, SPECS[spec_name], count_params(name, SPECS[spec_name]))
+    for name in list_models():
+        entry, spec = get_model_entry(name), spec_of(name)
+        fitted = fit_to_params(name, spec, count_params(name, spec))
         entry.config("tiny", fitted)  # no error
 
 
@@ -159,11 +144,11 @@ def test_accepted_values_are_described():
 
 
 def test_a_valid_model_still_builds_and_cross_key_checks_stay_with_the_model():
-    assert isinstance(create_model("bc_mlp", SPECS["rl"], num_layers=0).net[0], nn.Linear)
+    assert isinstance(create_model("bc_mlp", SPECS["cartpole"], num_layers=0).net[0], nn.Linear)
     with pytest.raises(ValueError, match="dim 64 is not divisible by num_heads 3"):
-        create_model("vit", SPECS["image"], num_heads=3)
+        create_model("vit", SPECS["digits"], num_heads=3)
     with pytest.raises(ValueError, match="hidden_dim 15 must be even"):
-        create_model("lstm_seq2seq", SPECS["seq2seq"], hidden_dim=15)
+        create_model("lstm_seq2seq", SPECS["reversal"], hidden_dim=15)
 
 
 # ------------------------------------------------------------------ declarations (plugins)
@@ -243,7 +228,7 @@ def test_a_plugin_without_presets_is_not_checked(clean_registry):
         seen.append(config)
         return nn.Identity()
 
-    create_model("bare", SPECS["image"], dim="abc", depth=0)
+    create_model("bare", SPECS["digits"], dim="abc", depth=0)
     assert seen == [{"dim": "abc", "depth": 0}]
 
 

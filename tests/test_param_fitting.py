@@ -17,24 +17,7 @@ import zoo.sizing as sizing
 from zoo.registry import RegistryError, create_model, get_model_entry, list_models, register_model
 from zoo.sizing import count_params, fit_to_params, parse_param_count
 
-# Specs of every task kind, as the tasks build them (tasks/base.py names the keys of each kind).
-SPECS: dict[str, dict] = {
-    "digits": {"kind": "classification", "modality": "image", "input_shape": (1, 8, 8), "num_classes": 10},
-    "cifar": {"kind": "classification", "modality": "image", "input_shape": (3, 32, 32), "num_classes": 10},
-    "keywords": {"kind": "classification", "modality": "audio", "input_shape": (101, 40), "num_classes": 35},
-    "digit_strings": {"kind": "transcription", "modality": "audio", "input_dim": 40, "vocab_size": 13, "blank_id": 0,
-                      "pad_id": 0, "bos_id": 1, "eos_id": 2, "max_tgt_len": 9, "max_frames": 400},
-    "chars": {"kind": "language_modeling", "modality": "text", "vocab_size": 100, "block_size": 128},
-    "bytes": {"kind": "language_modeling", "modality": "text", "vocab_size": 256, "block_size": 64},
-    "reversal": {"kind": "seq2seq", "modality": "text", "src_vocab_size": 16, "tgt_vocab_size": 16,
-                 "max_src_len": 20, "max_tgt_len": 21, "pad_id": 0, "bos_id": 1, "eos_id": 2},
-    "two_vocabs": {"kind": "seq2seq", "modality": "text", "src_vocab_size": 64, "tgt_vocab_size": 40,
-                   "max_src_len": 30, "max_tgt_len": 12, "pad_id": 0, "bos_id": 1, "eos_id": 2},
-    "cartpole": {"kind": "offline_rl", "modality": "state", "state_dim": 4, "act_dim": 2, "discrete": True,
-                 "max_ep_len": 500, "context_len": 20},
-    "continuous": {"kind": "offline_rl", "modality": "state", "state_dim": 11, "act_dim": 3, "discrete": False,
-                   "max_ep_len": 1000, "context_len": 20},
-}
+from specs import SPECS, cases
 
 # What each model's own code requires of its widths, written down here independently of what the
 # registry declares, so that a wrong declaration fails: (config key, divisor: int or config key).
@@ -60,15 +43,6 @@ RATIOS: dict[str, dict[str, float]] = {
 
 def count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def cases() -> list[tuple[str, str]]:
-    """(model, spec) for every registered model and every spec of a kind and modality it serves."""
-    out = []
-    for name in list_models():
-        entry = get_model_entry(name)
-        out += [(name, s) for s, spec in SPECS.items() if entry.supports(spec["kind"], spec["modality"])]
-    return out
 
 
 def resolved(name: str, size: str = "tiny", **overrides) -> dict:

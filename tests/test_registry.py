@@ -302,3 +302,29 @@ def test_declared_objects_and_the_earlier_keywords_are_the_same_entry(clean_regi
     assert old.training_defaults() == {"lr": 0.5} and new.training_defaults() == {"lr": 0.5, "weight_decay": 0.0}
     with pytest.raises(RegistryError, match="as one object or as the earlier keywords, not both"):
         register_model("both", family="x", kinds="classification", sizes=Sizes(presets), presets=presets)
+
+
+def test_a_new_model_is_checked_by_the_per_model_tests_without_editing_them(clean_registry):
+    """The per-model tests parametrise over the registry (tests/specs.py): a model registered now is in
+    their cases, and their checks pass on it as on every built-in one."""
+    import specs
+    import test_model_options
+    import test_param_fitting
+    from zoo.registry import Sizes
+
+    presets = {"tiny": {"hidden": 32, "depth": 2}, "small": {"hidden": 64, "depth": 2}, "base": {"hidden": 128, "depth": 3}}
+
+    @register_model("throwaway", family="mlp", kinds="classification", modalities="image",
+                    sizes=Sizes(presets, width="hidden"), recipe=Recipe(lr=1e-3))
+    def throwaway(spec, hidden, depth):
+        layers, width = [nn.Flatten()], int(__import__("math").prod(spec["input_shape"]))
+        for _ in range(depth):
+            layers += [nn.Linear(width, hidden), nn.ReLU()]
+            width = hidden
+        return nn.Sequential(*layers, nn.Linear(width, spec["num_classes"]))
+
+    assert ("throwaway", "digits") in specs.cases() and ("throwaway", "cifar") in specs.cases()
+    test_param_fitting.test_every_registered_model_declares_a_width_and_is_covered_here()
+    test_param_fitting.test_fits_within_ten_percent_and_keeps_the_constraints("throwaway", "digits")
+    test_model_options.test_every_preset_of_every_model_validates_unchanged()
+    test_model_options.test_fitted_widths_validate()
