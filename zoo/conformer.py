@@ -30,6 +30,11 @@ Position modes (``position=``):
 ``"none"``
     No position information at all (``torchaudio.models.Conformer``).
 
+``mixer="ssm"`` puts the bidirectional selective SSM in the blocks' mixer slot in place of the
+self-attention (with ``position="none"``: the SSM is ordered by itself, and takes no score bias),
+keeping the Macaron FFNs and the convolution module: ConMamba (Jiang et al. 2024). Padded frames do
+not enter its state (``zoo.core.ssm``).
+
 Note on padding: ``torchaudio`` does not zero padded frames before the depthwise convolution, so
 its real frames next to the padding see the padded frames. Ours does by default
 (``mask_conv_padding=True``, as ESPnet / WeNet); :meth:`from_torchaudio` turns it off for exact
@@ -45,11 +50,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .core import MultiHeadAttention, lengths_to_padding_mask
+from .core import MIXERS, lengths_to_padding_mask, token_mixer
 from .core.position import RelativePositionalEncoding, cached_table
 from .options import DROPOUT, Range
 from .reference import Reference
-from .registry import register_model
+from .registry import Bench, Recipe, Rules, Sizes, register_model, register_variant
 
 POSITIONS = ("relative", "absolute", "none")
 SUBSAMPLINGS = ("conv2d", "linear", None)  # the front ends (None: none, the input is d_model wide)
@@ -137,13 +142,15 @@ class ConformerBlock(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, ffn_dim: int, kernel_size: int, *, dropout: float = 0.0,
                  position: str = "relative", use_group_norm: bool = False, convolution_first: bool = False,
-                 mask_conv_padding: bool = True) -> None:
+                 mask_conv_padding: bool = True, mixer: str = "attention") -> None:
         super().__init__()
         if position not in POSITIONS:
             raise ValueError(f"unknown position mode {position!r}; accepted: {', '.join(POSITIONS)}")
+        if mixer == "ssm" and position == "relative":
+            raise ValueError("the SSM mixer takes no relative-position bias: use position 'none' or 'absolute'")
         self.ffn1 = ConformerFeedForward(dim, ffn_dim, dropout)
         self.attn_norm = nn.LayerNorm(dim)
-        self.attn = MultiHeadAttention(dim, num_heads, dropout=dropout)
+        self.attn = token_mixer(mixer, dim, num_heads, dropout=dropout, bidirectional=True)
         self.rel_pos = RelativePositionalEncoding(dim, num_heads) if position == "relative" else None
         self.attn_dropout = nn.Dropout(dropout)
         self.conv = ConformerConvModule(dim, kernel_size, dropout, use_group_norm)
@@ -175,7 +182,7 @@ class ConformerEncoder(nn.Module):
                  num_layers: int = 4, kernel_size: int = 15, *, dropout: float = 0.1,
                  position: str = "relative", subsampling: str | None = "conv2d",
                  subsampling_channels: int | None = None, use_group_norm: bool = False,
-                 convolution_first: bool = False, mask_conv_padding: bool = True) -> None:
+                 convolution_first: bool = False, mask_conv_padding: bool = True, mixer: str = "attention") -> None:
         super().__init__()
         if position not in POSITIONS:
             raise ValueError(f"unknown position mode {position!r}; accepted: {', '.join(POSITIONS)}")
@@ -194,7 +201,7 @@ class ConformerEncoder(nn.Module):
         self.blocks = nn.ModuleList(
             ConformerBlock(d_model, num_heads, ffn_dim, kernel_size, dropout=dropout, position=position,
                            use_group_norm=use_group_norm, convolution_first=convolution_first,
-                           mask_conv_padding=mask_conv_padding)
+                           mask_conv_padding=mask_conv_padding, mixer=mixer)
             for _ in range(num_layers))
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -299,12 +306,14 @@ class ConformerCTC(nn.Module):
 # memory-efficient kernels on a GPU (36 falls back to the math kernel). tiny's 4 heads of 24 already do.
 CONFORMER_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(d_model=96, num_layers=3, num_heads=4, ffn_dim=384, kernel_size=15, dropout=0.1,
-                 position="relative", subsampling="conv2d", subsampling_channels=None),
+                 position="relative", subsampling="conv2d", subsampling_channels=None, mixer="attention"),
     "small": dict(d_model=144, num_layers=8, num_heads=3, ffn_dim=576, kernel_size=31, dropout=0.1,
-                  position="relative", subsampling="conv2d", subsampling_channels=None),
+                  position="relative", subsampling="conv2d", subsampling_channels=None, mixer="attention"),
     "base": dict(d_model=144, num_layers=16, num_heads=3, ffn_dim=576, kernel_size=31, dropout=0.1,
-                 position="relative", subsampling="conv2d", subsampling_channels=None),
+                 position="relative", subsampling="conv2d", subsampling_channels=None, mixer="attention"),
 }
+# ConMamba: the bidirectional SSM in place of self-attention; narrower FFNs match the Conformer's parameters
+CONMAMBA_PRESETS = {"tiny": {"ffn_dim": 320}, "small": {"ffn_dim": 480}, "base": {"ffn_dim": 480}}
 
 
 def conformer_reference(device: torch.device) -> Reference:
@@ -319,11 +328,12 @@ def conformer_reference(device: torch.device) -> Reference:
                      lambda m, i: m(*i)[0], 8, "200x144")
 
 
-@register_model("conformer", family="transformer", kinds=("classification", "transcription"),
-                modalities=("audio",), lr=1e-3, weight_decay=1e-3, presets=CONFORMER_PRESETS, width="d_model",
-                width_multiple="num_heads", width_scales=("ffn_dim", "subsampling_channels"),
-                reference=conformer_reference, bounds={"dropout": DROPOUT, "kernel_size": Range(1, odd=True)},
-                choices={"position": POSITIONS, "subsampling": SUBSAMPLINGS})
+@register_model("conformer", family="transformer", kinds=("classification", "transcription"), modalities=("audio",),
+                sizes=Sizes(CONFORMER_PRESETS, width="d_model", multiple="num_heads",
+                            scales=("ffn_dim", "subsampling_channels")),
+                recipe=Recipe(lr=1e-3, weight_decay=1e-3), bench=Bench(reference=conformer_reference),
+                rules=Rules(bounds={"dropout": DROPOUT, "kernel_size": Range(1, odd=True)},
+                            choices={"position": POSITIONS, "subsampling": SUBSAMPLINGS, "mixer": MIXERS}))
 def conformer(spec: dict[str, Any], **cfg: Any) -> nn.Module:
     """Conformer (Gulati et al. 2020): conv subsampling, Macaron FFN + relative-position MHSA + conv blocks."""
     kind = spec.get("kind", "transcription")
@@ -333,3 +343,8 @@ def conformer(spec: dict[str, Any], **cfg: Any) -> nn.Module:
         _, input_dim = spec["input_shape"]
         return ConformerClassifier(ConformerEncoder(input_dim, **cfg), spec["num_classes"])
     raise ValueError(f"the Conformer serves classification and transcription, not {kind!r}")
+
+
+register_variant("conmamba", like="conformer", family="ssm", config={"mixer": "ssm", "position": "none"},
+                 presets=CONMAMBA_PRESETS,
+                 description="ConMamba (Jiang et al. 2024): Conformer blocks with bidirectional Mamba for self-attention")

@@ -265,19 +265,21 @@ def register_model(name: str | None = None, *, family: str, kinds: str | tuple[s
 
 
 def register_variant(name: str, like: str, *, family: str | None = None, description: str | None = None,
-                     config: dict[str, Any] | None = None, recipe: Recipe | None = None,
-                     factory: Callable[..., nn.Module] | None = None) -> ModelEntry:
+                     config: dict[str, Any] | None = None, presets: dict[str, dict[str, Any]] | None = None,
+                     recipe: Recipe | None = None, factory: Callable[..., nn.Module] | None = None) -> ModelEntry:
     """Register ``name`` as a variant of the registered model ``like``: the same factory, identity and
     declarations, with what is given changed: its ``family``, ``description``, ``config`` (overrides of
-    every size's preset, checked as ``--model-opt`` values are), ``recipe`` or ``factory``."""
+    every size's preset) and ``presets`` (overrides of one size's: size -> overrides), both checked as
+    ``--model-opt`` values are, ``recipe`` or ``factory``."""
     base = get_model_entry(like)
     sizes = base.sizes
-    if config:
-        for size in (sizes.presets if sizes else {}):
-            base.config(size, config)  # a bad key or value: a RegistryError naming the base
-        if sizes is None:
-            raise RegistryError(f"variant {name!r}: model {like!r} has no presets to change with config=")
-        sizes = replace(sizes, presets={s: {**p, **config} for s, p in sizes.presets.items()})
+    if config or presets:
+        if sizes is None or sizes.presets is None:
+            raise RegistryError(f"variant {name!r}: model {like!r} has no presets to change")
+        changed = {s: {**(config or {}), **(presets or {}).get(s, {})} for s in sizes.presets}
+        for size, overrides in changed.items():
+            base.config(size, overrides)  # a bad key or value: a RegistryError naming the base
+        sizes = replace(sizes, presets={s: {**p, **changed[s]} for s, p in sizes.presets.items()})
     entry = replace(base, name=name, factory=factory or base.factory, family=_family(family or base.family),
                     description=description if description is not None else f"{base.description} (variant of {like})",
                     sizes=sizes, recipe=recipe or base.recipe)

@@ -20,11 +20,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .core import DecoderBlock, EncoderBlock, KVCache, SinusoidalPositionalEncoding
+from .core import MIXERS, DecoderBlock, EncoderBlock, KVCache, SinusoidalPositionalEncoding
 from .core.decoding import Seq2SeqDecoder, sample_next
 from .options import DROPOUT
 from .reference import Reference
-from .registry import register_model
+from .registry import Bench, Recipe, Rules, Sizes, register_model, register_variant
 
 
 class EncoderDecoderTransformer(Seq2SeqDecoder, nn.Module):
@@ -139,37 +139,67 @@ def gpt2_unsupported(config: Any, activations: tuple[str, ...]) -> list[str]:
 
 
 class GPT(nn.Module):
+    """Decoder-only LM: token (and learned position) embeddings, pre-norm blocks of the shared core,
+    final LayerNorm, a head tied to the token embedding (GPT-2 / nanoGPT). ``mixer="ssm"`` puts the
+    selective SSM in the blocks' mixer slot; with ``positions=False`` and ``mlp_dim=0`` (blocks of the
+    mixer alone, no position table: the SSM is ordered by itself) it is the Mamba LM (Gu & Dao 2023),
+    initialised as the reference's ``MixerModel`` is, and neither its training nor its generation is
+    bounded by ``block_size``."""
+
     def __init__(self, vocab_size: int, block_size: int, *, dim: int = 768, depth: int = 12, num_heads: int = 12,
-                 mlp_dim: int | None = None, dropout: float = 0.0, norm_eps: float = 1e-5, bias: bool = True) -> None:
+                 mlp_dim: int | None = None, dropout: float = 0.0, norm_eps: float = 1e-5, bias: bool = True,
+                 mixer: str = "attention", positions: bool = True) -> None:
         super().__init__()
         self.block_size = block_size
         self.wte = nn.Embedding(vocab_size, dim)
-        self.wpe = nn.Embedding(block_size, dim)
+        self.wpe = nn.Embedding(block_size, dim) if positions else None
         self.dropout = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
-            EncoderBlock(dim, num_heads, mlp_dim or 4 * dim, dropout=dropout, attn_dropout=dropout,
-                         activation="gelu_tanh", norm_first=True, norm_eps=norm_eps, bias=bias)
+            EncoderBlock(dim, num_heads, 4 * dim if mlp_dim is None else mlp_dim, dropout=dropout,
+                         attn_dropout=dropout, activation="gelu_tanh", norm_first=True, norm_eps=norm_eps, bias=bias,
+                         mixer=mixer)
             for _ in range(depth))
         self.ln_f = nn.LayerNorm(dim, eps=norm_eps, bias=bias)
         self.lm_head = nn.Linear(dim, vocab_size, bias=False)
         self.lm_head.weight = self.wte.weight  # weight tying
+        self._init_ssm(depth) if mixer == "ssm" else self._init_gpt2(depth)
+
+    def _init_gpt2(self, depth: int) -> None:
+        """GPT-2: every Linear and Embedding N(0, 0.02), zero biases, the residual projections scaled
+        by 1/sqrt(2 * n_layer)."""
         for module in self.modules():
             if isinstance(module, (nn.Linear, nn.Embedding)):
                 nn.init.normal_(module.weight, std=0.02)
             if isinstance(module, nn.Linear) and module.bias is not None:
                 nn.init.zeros_(module.bias)
-        for block in self.blocks:  # GPT-2: scale the residual projections by 1/sqrt(2 * n_layer)
+        for block in self.blocks:
             nn.init.normal_(block.attn.out_proj.weight, std=0.02 / math.sqrt(2 * depth))
-            nn.init.normal_(block.mlp.fc2.weight, std=0.02 / math.sqrt(2 * depth))
+            if block.mlp is not None:
+                nn.init.normal_(block.mlp.fc2.weight, std=0.02 / math.sqrt(2 * depth))
 
-    def forward(self, idx: Tensor, caches: list[KVCache] | None = None) -> Tensor:
+    def _init_ssm(self, depth: int) -> None:
+        """The Mamba reference's ``_init_weights``: embeddings N(0, 0.02), Linear weights PyTorch's, their
+        biases zero (but the dt bias the mixer set, ``_no_reinit``), each residual output projection
+        rescaled by 1/sqrt(n_layer) (one residual per block)."""
+        for module in self.modules():
+            if isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=0.02)
+            if isinstance(module, nn.Linear) and module.bias is not None and not getattr(module.bias, "_no_reinit", False):
+                nn.init.zeros_(module.bias)
+        with torch.no_grad():
+            for block in self.blocks:
+                block.attn.out_proj.weight /= math.sqrt(depth)
+
+    def forward(self, idx: Tensor, caches: list | None = None) -> Tensor:
         """idx (B, T) -> logits (B, T, V). With ``caches`` (one per block), idx continues them."""
         offset = caches[0].length if caches else 0
         T = idx.shape[1]
-        if offset + T > self.block_size:
-            raise ValueError(f"sequence of {offset + T} tokens exceeds block_size {self.block_size}")
-        pos = torch.arange(offset, offset + T, device=idx.device)
-        x = self.dropout(self.wte(idx) + self.wpe(pos))  # (B, T, D)
+        x = self.wte(idx)  # (B, T, D)
+        if self.wpe is not None:
+            if offset + T > self.block_size:
+                raise ValueError(f"sequence of {offset + T} tokens exceeds block_size {self.block_size}")
+            x = x + self.wpe(torch.arange(offset, offset + T, device=idx.device))
+        x = self.dropout(x)
         for i, block in enumerate(self.blocks):
             x = block(x, causal=True, cache=caches[i] if caches else None)
         return self.lm_head(self.ln_f(x))
@@ -187,13 +217,13 @@ class GPT(nn.Module):
 
     def _generate(self, idx: Tensor, max_new_tokens: int, temperature: float, top_k: int | None,
                   use_cache: bool, generator: torch.Generator | None) -> Tensor:
-        caches = None
+        caches, window = None, self.block_size if self.wpe is not None else None  # no positions: no window
         for _ in range(max_new_tokens):
-            if use_cache and caches is not None and caches[0].length < self.block_size:
+            if use_cache and caches is not None and (window is None or caches[0].length < window):
                 logits = self(idx[:, -1:], caches)
             else:  # first step, no cache, or the window is full: (re)start from the last block_size tokens
-                caches = [KVCache() for _ in self.blocks] if use_cache else None
-                logits = self(idx[:, -self.block_size:], caches)
+                caches = [block.attn.new_cache() for block in self.blocks] if use_cache else None
+                logits = self(idx[:, -window:] if window else idx, caches)
             idx = torch.cat([idx, sample_next(logits[:, -1], temperature, top_k, generator)], dim=1)
         return idx
 
@@ -307,11 +337,14 @@ TRANSFORMER_PRESETS: dict[str, dict[str, Any]] = {
     "base": dict(dim=512, num_heads=8, enc_layers=6, dec_layers=6, mlp_dim=2048, dropout=0.1, norm_first=False,
                  share_embeddings=True),
 }
-GPT_PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(dim=128, depth=4, num_heads=4, dropout=0.0),
-    "small": dict(dim=384, depth=6, num_heads=6, dropout=0.2),
-    "base": dict(dim=768, depth=12, num_heads=12, dropout=0.1),
+GPT_PRESETS: dict[str, dict[str, Any]] = {  # mlp_dim None: 4 * dim
+    "tiny": dict(dim=128, depth=4, num_heads=4, mlp_dim=None, dropout=0.0, mixer="attention", positions=True),
+    "small": dict(dim=384, depth=6, num_heads=6, mlp_dim=None, dropout=0.2, mixer="attention", positions=True),
+    "base": dict(dim=768, depth=12, num_heads=12, mlp_dim=None, dropout=0.1, mixer="attention", positions=True),
 }
+# The Mamba LM at each size: blocks of the SSM mixer alone (about half a GPT block's parameters each, so
+# about twice as many, as the Mamba paper stacks them), matched in parameters to GPT's preset.
+MAMBA_DEPTH = {"tiny": 7, "small": 11, "base": 23}
 
 
 @register_model("transformer", family="transformer", kinds=("seq2seq",), lr=2e-3, weight_decay=0.01,
@@ -326,9 +359,16 @@ def transformer(spec: dict[str, Any], **cfg: Any) -> EncoderDecoderTransformer:
                                      pad_id=spec["pad_id"], bos_id=spec["bos_id"], eos_id=spec["eos_id"], **cfg)
 
 
-@register_model("gpt", family="transformer", kinds=("language_modeling",), lr=2e-3, weight_decay=0.1,
-                presets=GPT_PRESETS, width="dim", width_multiple="num_heads", reference=gpt_reference,
-                bounds={"dropout": DROPOUT})
+@register_model("gpt", family="transformer", kinds=("language_modeling",), modalities=("text",),
+                sizes=Sizes(GPT_PRESETS, width="dim", multiple="num_heads"), recipe=Recipe(lr=2e-3, weight_decay=0.1),
+                rules=Rules(bounds={"dropout": DROPOUT, "mlp_dim": (0, None)}, choices={"mixer": MIXERS}),
+                bench=Bench(reference=gpt_reference))
 def gpt(spec: dict[str, Any], **cfg: Any) -> GPT:
     """Decoder-only Transformer LM (GPT-2 / nanoGPT): learned positions, pre-norm, tied head."""
     return GPT(spec["vocab_size"], spec["block_size"], **cfg)
+
+
+register_variant("mamba", like="gpt", family="ssm", config={"mixer": "ssm", "positions": False, "mlp_dim": 0},
+                 presets={size: {"depth": depth} for size, depth in MAMBA_DEPTH.items()},
+                 description="Mamba LM (Gu & Dao 2023): GPT's stack with the selective SSM alone in each block, "
+                             "no position table")

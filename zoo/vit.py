@@ -1,9 +1,15 @@
-"""Vision Transformer (Dosovitskiy et al. 2021, "An Image is Worth 16x16 Words").
+"""Vision Transformer (Dosovitskiy et al. 2021, "An Image is Worth 16x16 Words"), and its SSM variant.
 
 Image -> non-overlapping patches (a strided conv) -> [class token; patches] + learned positions ->
 pre-norm encoder blocks of the shared core -> LayerNorm -> linear head on the class token.
 Layout, initialisation and LayerNorm eps (1e-6) follow ``torchvision.models.VisionTransformer``;
 ``VisionTransformer.from_torchvision`` copies a torchvision model's weights (pretrained ones too).
+
+``mixer="ssm"`` puts the bidirectional selective SSM in the blocks' mixer slot; with ``mlp_dim=0``
+(blocks of the mixer alone) it is Vim (Zhu et al. 2024, "Vision Mamba"): patches and positions as
+the ViT's, bidirectional Mamba blocks, the head on the class token. Vim puts its class token in the
+middle of the sequence; with a bidirectional scan every position sees every other, so it stays first
+here, as the ViT's does.
 """
 
 from __future__ import annotations
@@ -14,16 +20,17 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .core import EncoderBlock
+from .core import MIXERS, EncoderBlock
 from .options import DROPOUT
 from .reference import Reference, call
-from .registry import register_model
+from .registry import Bench, Recipe, Rules, Sizes, register_model, register_variant
 
 
 class VisionTransformer(nn.Module):
     def __init__(self, image_size: int, patch_size: int, num_classes: int, *, in_chans: int = 3,
                  dim: int = 768, depth: int = 12, num_heads: int = 12, mlp_dim: int = 3072,
-                 dropout: float = 0.0, attn_dropout: float = 0.0, norm_eps: float = 1e-6) -> None:
+                 dropout: float = 0.0, attn_dropout: float = 0.0, norm_eps: float = 1e-6,
+                 mixer: str = "attention") -> None:
         super().__init__()
         if image_size % patch_size:
             raise ValueError(f"image size {image_size} is not divisible by patch size {patch_size}")
@@ -35,7 +42,7 @@ class VisionTransformer(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
             EncoderBlock(dim, num_heads, mlp_dim, dropout=dropout, attn_dropout=attn_dropout,
-                         activation="gelu", norm_first=True, norm_eps=norm_eps)
+                         activation="gelu", norm_first=True, norm_eps=norm_eps, mixer=mixer, bidirectional=True)
             for _ in range(depth))
         self.norm = nn.LayerNorm(dim, eps=norm_eps)
         self.head = nn.Linear(dim, num_classes)
@@ -45,7 +52,7 @@ class VisionTransformer(nn.Module):
         fan_in = self.conv_proj.in_channels * self.patch_size**2
         nn.init.trunc_normal_(self.conv_proj.weight, std=math.sqrt(1 / fan_in))
         nn.init.zeros_(self.conv_proj.bias)
-        for block in self.blocks:
+        for block in (b for b in self.blocks if b.mlp is not None):
             for fc in (block.mlp.fc1, block.mlp.fc2):
                 nn.init.xavier_uniform_(fc.weight)
                 nn.init.normal_(fc.bias, std=1e-6)
@@ -120,12 +127,13 @@ def _torchvision_unsupported(tv: nn.Module, layers: list[nn.Module]) -> list[str
 # is the divisor of the image size closest to image_size / tokens (8x8 digits, tiny: 2x2 patches).
 VIT_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(dim=64, depth=4, num_heads=4, mlp_dim=128, tokens=4, patch_size=None, dropout=0.1,
-                 attn_dropout=0.0),
+                 attn_dropout=0.0, mixer="attention"),
     "small": dict(dim=128, depth=6, num_heads=4, mlp_dim=256, tokens=8, patch_size=None, dropout=0.1,
-                  attn_dropout=0.0),
+                  attn_dropout=0.0, mixer="attention"),
     "base": dict(dim=256, depth=7, num_heads=4, mlp_dim=512, tokens=8, patch_size=None, dropout=0.1,
-                 attn_dropout=0.0),
+                 attn_dropout=0.0, mixer="attention"),
 }
+VIM_PRESETS = {"tiny": {"depth": 3, "dim": 68}, "small": {"depth": 6}, "base": {"depth": 8}}  # matched to the ViT's parameters
 
 
 def auto_patch_size(image_size: int, tokens: int) -> int:
@@ -153,10 +161,11 @@ def vit_reference(device: torch.device) -> Reference:
     return Reference(VisionTransformer.from_torchvision(tv), theirs, lambda: (x,), call, 32, "3x32x32", skipped)
 
 
-@register_model("vit", family="transformer", kinds=("classification",), modalities=("image",), lr=3e-3,
-                weight_decay=0.05, presets=VIT_PRESETS, width="dim", width_multiple="num_heads",
-                width_scales=("mlp_dim",), reference=vit_reference,
-                bounds={"dropout": DROPOUT, "attn_dropout": DROPOUT})
+@register_model("vit", family="transformer", kinds=("classification",), modalities=("image",),
+                sizes=Sizes(VIT_PRESETS, width="dim", multiple="num_heads", scales=("mlp_dim",)),
+                recipe=Recipe(lr=3e-3, weight_decay=0.05), bench=Bench(reference=vit_reference),
+                rules=Rules(bounds={"dropout": DROPOUT, "attn_dropout": DROPOUT, "mlp_dim": (0, None)},
+                            choices={"mixer": MIXERS}))
 def vit(spec: dict[str, Any], **cfg: Any) -> VisionTransformer:
     """Vision Transformer: patch embedding, class token, learned positions, pre-norm encoder."""
     channels, height, width = spec["input_shape"]
@@ -165,3 +174,8 @@ def vit(spec: dict[str, Any], **cfg: Any) -> VisionTransformer:
     tokens = cfg.pop("tokens")
     patch = cfg.pop("patch_size") or auto_patch_size(height, tokens)
     return VisionTransformer(height, patch, spec["num_classes"], in_chans=channels, **cfg)
+
+
+register_variant("vim", like="vit", family="ssm", config={"mixer": "ssm", "mlp_dim": 0},
+                 presets=VIM_PRESETS,
+                 description="Vim (Zhu et al. 2024): the ViT's patches and positions, bidirectional Mamba blocks")

@@ -5,7 +5,7 @@ Imports only torch.
 
 from .attention import (BACKENDS, KVCache, MultiHeadAttention, attention_backend, causal_mask, get_backend,
                         lengths_to_padding_mask, math_attention, sdpa_attention, set_backend)
-from .layers import DecoderBlock, EncoderBlock, FeedForward
+from .layers import MIXERS, DecoderBlock, EncoderBlock, FeedForward, token_mixer
 from .position import LearnedPositionalEmbedding, SinusoidalPositionalEncoding, sinusoidal_table
 from .ssm import MambaMixer, SSMCache
 
@@ -14,4 +14,5 @@ __all__ = [
     "lengths_to_padding_mask",
     "math_attention", "sdpa_attention", "set_backend", "DecoderBlock", "EncoderBlock", "FeedForward",
     "LearnedPositionalEmbedding", "SinusoidalPositionalEncoding", "sinusoidal_table", "MambaMixer", "SSMCache",
+    "MIXERS", "token_mixer",
 ]

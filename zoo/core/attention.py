@@ -203,6 +203,10 @@ class MultiHeadAttention(nn.Module):
         self.out_proj = nn.Linear(dim, dim, bias=bias)
         self.reset_parameters()
 
+    def new_cache(self) -> KVCache:
+        """An empty cache for generation (the mixer slot's own: ``MambaMixer.new_cache`` is its SSM's)."""
+        return KVCache()
+
     def reset_parameters(self) -> None:
         """The initialisation of ``torch.nn.MultiheadAttention``: Xavier-uniform packed projection,
         zero biases."""

@@ -1,9 +1,18 @@
-"""Blocks shared by every transformer of the zoo: feed-forward, encoder and decoder blocks.
+"""Blocks shared by every transformer of the zoo: the token mixer slot, feed-forward, encoder and
+decoder blocks.
 
 Both residual arrangements are here, because the families differ:
 - post-norm (``norm_first=False``), as in Vaswani et al. and ``torch.nn.Transformer``:
   ``x = norm(x + sublayer(x))``;
 - pre-norm (``norm_first=True``), as in ViT and GPT-2: ``x = x + sublayer(norm(x))``.
+
+The mixer slot (:func:`token_mixer`) is the one place where tokens mix: ``"attention"`` (the default,
+:class:`~zoo.core.attention.MultiHeadAttention`) or ``"ssm"`` (the selective state-space mixer,
+:class:`~zoo.core.ssm.MambaMixer`; bidirectional where a model mixes without causality, as Vim does).
+Both take the same call (x, causal=, key_padding_mask=, bias=, cache=) and make their own cache
+(``new_cache()``), so one option turns a block, and every family built of blocks, into its SSM variant
+with the same masks, caches and recipe around it. An ``mlp_dim`` of 0 leaves the feed-forward out: a
+block of the mixer alone, as the Mamba LM and Vim stack them.
 """
 
 from __future__ import annotations
@@ -14,6 +23,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention import KVCache, MultiHeadAttention
+from .ssm import MambaMixer, SSMCache
+
+MIXERS = ("attention", "ssm")
 
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "gelu": F.gelu,
@@ -27,6 +39,18 @@ def get_activation(name: str) -> Callable[[Tensor], Tensor]:
     if name not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}; accepted: {', '.join(ACTIVATIONS)}")
     return ACTIVATIONS[name]
+
+
+def token_mixer(kind: str, dim: int, num_heads: int, *, dropout: float = 0.0, bias: bool = True,
+                bidirectional: bool = False, d_state: int = 16, d_conv: int = 4, expand: int = 2) -> nn.Module:
+    """The mixer slot's occupant: multi-head attention (``num_heads``, ``dropout`` on its weights,
+    ``bias``), or the selective SSM (Mamba: ``d_state``, ``d_conv``, ``expand``; ``bidirectional`` for
+    models that mix without causality)."""
+    if kind == "attention":
+        return MultiHeadAttention(dim, num_heads, dropout=dropout, bias=bias)
+    if kind == "ssm":
+        return MambaMixer(dim, d_state=d_state, d_conv=d_conv, expand=expand, bidirectional=bidirectional)
+    raise ValueError(f"unknown token mixer {kind!r}; accepted: {', '.join(MIXERS)}")
 
 
 class FeedForward(nn.Module):
@@ -60,23 +84,26 @@ class _Residual(nn.Module):
 
 
 class EncoderBlock(nn.Module):
-    """Self-attention then feed-forward, each in a residual. With ``causal=True`` in forward it is
-    also the block of a decoder-only LM (GPT)."""
+    """The token mixer (``attn``: self-attention by default, or the SSM, see :func:`token_mixer`), then
+    feed-forward (none where ``mlp_dim`` is 0), each in a residual. With ``causal=True`` in forward it
+    is also the block of a decoder-only LM (GPT, the Mamba LM)."""
 
     def __init__(self, dim: int, num_heads: int, mlp_dim: int, *, dropout: float = 0.0,
                  attn_dropout: float = 0.0, activation: str = "gelu", norm_first: bool = True,
-                 norm_eps: float = 1e-5, bias: bool = True) -> None:
+                 norm_eps: float = 1e-5, bias: bool = True, mixer: str = "attention", bidirectional: bool = False,
+                 d_state: int = 16) -> None:
         super().__init__()
-        self.attn = MultiHeadAttention(dim, num_heads, dropout=attn_dropout, bias=bias)
-        self.mlp = FeedForward(dim, mlp_dim, activation=activation, dropout=dropout, bias=bias)
+        self.attn = token_mixer(mixer, dim, num_heads, dropout=attn_dropout, bias=bias, bidirectional=bidirectional,
+                                d_state=d_state)
+        self.mlp = FeedForward(dim, mlp_dim, activation=activation, dropout=dropout, bias=bias) if mlp_dim else None
         self.res_attn = _Residual(dim, norm_first, dropout, norm_eps, bias)
-        self.res_mlp = _Residual(dim, norm_first, dropout, norm_eps, bias)
+        self.res_mlp = _Residual(dim, norm_first, dropout, norm_eps, bias) if mlp_dim else None
 
     def forward(self, x: Tensor, *, causal: bool = False, key_padding_mask: Tensor | None = None,
-                bias: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
+                bias: Tensor | None = None, cache: KVCache | SSMCache | None = None) -> Tensor:
         x = self.res_attn(x, lambda h: self.attn(h, causal=causal, key_padding_mask=key_padding_mask,
                                                   bias=bias, cache=cache))
-        return self.res_mlp(x, self.mlp)
+        return x if self.mlp is None else self.res_mlp(x, self.mlp)
 
 
 class DecoderBlock(nn.Module):

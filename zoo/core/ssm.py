@@ -248,6 +248,12 @@ class MambaMixer(nn.Module):
             return self.conv1d_b, self.x_proj_b, self.dt_proj_b, self.A_log_b, self.D_b
         return self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D
 
+    def new_cache(self) -> SSMCache:
+        """An empty cache for generation (the mixer slot's own, as ``MultiHeadAttention.new_cache``)."""
+        if self.bidirectional:
+            raise ValueError("a bidirectional mixer has no generation cache (it reads the whole sequence)")
+        return SSMCache()
+
     @torch.no_grad()
     def reset_parameters(self) -> None:
         """The reference init of the SSM parameters (the projections and convs keep PyTorch's
