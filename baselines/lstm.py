@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from zoo.core.decoding import sample_next
 from zoo.options import DROPOUT
 from zoo.registry import register_model
-from zoo.trajectory import DT_PAPER_RECIPE, TrajectoryModel, trajectory_spec
+from zoo.trajectory import DEFAULT_INIT, DT_PAPER_RECIPE, INITS, TrajectoryModel, trajectory_spec
 
 from .rnn import LSTMState, PyramidalListener, TiedHead, init_lstm_, lstm_flops
 
@@ -197,13 +197,17 @@ class DecisionLSTM(TrajectoryModel):
     not depend on the *values* at padded steps. They still depend on *how many* padded steps precede
     (the LSTM runs its biases over the zero inputs), as the DT does not; training sees the same padding
     as evaluation, so the model learns with it.
+
+    ``init``: how the shared tokens and heads start (``zoo.trajectory.INITS``), as the DT's option, with
+    the same default (``zoo.trajectory.DEFAULT_INIT``): only the trunk differs from the DT's. The LSTM
+    itself keeps ``baselines.rnn.init_lstm_`` whatever ``init`` says.
     """
 
     def __init__(self, state_dim: int, act_dim: int, *, hidden_dim: int = 128, lstm_dim: int | None = None,
                  num_layers: int = 3, dropout: float = 0.1, max_ep_len: int = 4096, discrete: bool = False,
-                 action_tanh: bool | None = None, context_len: int | None = None) -> None:
+                 action_tanh: bool | None = None, context_len: int | None = None, init: str = DEFAULT_INIT) -> None:
         super().__init__(state_dim, act_dim, hidden_dim=hidden_dim, max_ep_len=max_ep_len, discrete=discrete,
-                         action_tanh=action_tanh, dropout=dropout, context_len=context_len)
+                         action_tanh=action_tanh, dropout=dropout, context_len=context_len, init=init)
         lstm_dim = lstm_dim or hidden_dim
         self.lstm = nn.LSTM(hidden_dim, lstm_dim, num_layers, batch_first=True,
                             dropout=dropout if num_layers > 1 else 0.0)
@@ -219,9 +223,9 @@ class DecisionLSTM(TrajectoryModel):
 # Sizes: the DT preset's token width and layer count, the LSTM widened so that the whole model matches
 # the DT of the same size within 10% in parameters (an LSTM layer has 8 H^2 weights, a GPT block 12 H^2).
 DECISION_LSTM_PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(hidden_dim=64, lstm_dim=78, num_layers=3, dropout=0.0),
-    "small": dict(hidden_dim=128, lstm_dim=156, num_layers=3, dropout=0.1),
-    "base": dict(hidden_dim=256, lstm_dim=312, num_layers=6, dropout=0.1),
+    "tiny": dict(hidden_dim=64, lstm_dim=78, num_layers=3, dropout=0.0, init=DEFAULT_INIT),
+    "small": dict(hidden_dim=128, lstm_dim=156, num_layers=3, dropout=0.1, init=DEFAULT_INIT),
+    "base": dict(hidden_dim=256, lstm_dim=312, num_layers=6, dropout=0.1, init=DEFAULT_INIT),
 }
 
 
@@ -229,7 +233,7 @@ DECISION_LSTM_PRESETS: dict[str, dict[str, Any]] = {
 @register_model("decision_lstm", family="baseline", kinds=("offline_rl",), lr=1e-3, weight_decay=1e-4,
                 size_defaults={"small": DT_PAPER_RECIPE},  # the DT's, all else equal
                 presets=DECISION_LSTM_PRESETS, width="hidden_dim", width_scales=("lstm_dim",),
-                extra_flops=lstm_flops, bounds={"dropout": DROPOUT})
+                extra_flops=lstm_flops, bounds={"dropout": DROPOUT}, choices={"init": INITS})
 def decision_lstm(spec: dict[str, Any], **cfg: Any) -> DecisionLSTM:
     """Decision LSTM (Siebenborn et al. 2022): the Decision Transformer with an LSTM for its GPT."""
     return DecisionLSTM(spec["state_dim"], spec["act_dim"], **trajectory_spec(spec), **cfg)

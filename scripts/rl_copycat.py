@@ -1,17 +1,28 @@
-"""Why the Decision Transformer loses to BC on pendulum-mixed: it copies the actions in its context.
+"""Does a trajectory model copy the actions in its context? A measurement of the trained models, not of
+the data.
 
-Trains the DT and BC as one cell of the published RL run does (tiny size, the task's budget, one
-seed), then measures on fresh expert and medium episodes (environment seeds the dataset never saw):
+Trains, as one cell of the published RL run does (tiny size, the task's budget, one seed), the
+Decision Transformer and the Decision-LSTM with each initialisation of their tokens and heads
+(``zoo.trajectory.INITS``) and BC, on pendulum-mixed. Then, on fresh expert and medium episodes
+(environment seeds the dataset never saw), teacher-forced: every step of every episode is predicted
+from the K-step window that ends there, the context holding the behaviour's true history (states,
+actions and the episode's true returns to go), and the mean squared error against the behaviour's
+actions (scaled to [-1, 1]) is measured three ways:
 
-- teacher-forced: each model's mean squared error against the behaviour's actions, its context
-  holding the behaviour's true history (states, actions and the episode's true returns to go);
-- the same error for simply repeating the previous action, and for predicting 0;
-- rolled out: the DT's normalised return when asked for the published target, and when asked, from
-  each start, for exactly the return the expert got from it.
+- ``real``: the context as it happened;
+- ``zeroed``: every action token of the context set to 0 (what the model sees of an unknown action);
+- ``shuffled``: the context's action tokens taken from another window, drawn across all episodes of
+  that behaviour (real-looking actions that belong to another moment).
 
-    python scripts/rl_copycat.py [--seed 0] [--episodes 10] [--data-dir data]
+A model that copies its context's actions gets much worse when they are zeroed or shuffled; one that
+reads the state does not move. BC reads the current state only (its three errors are equal), and the
+data's own "repeat the previous action" error is printed for reference (a property of the behaviour,
+not of any model). The last column rolls each model out on the task's test seeds, asked for the
+task's target return (normalised return).
 
-About two minutes on 2 CPU cores. The numbers go into tasks/rl/tasks.py's FINDINGS and the issue-18 note.
+    python scripts/rl_copycat.py [--seed 0] [--episodes 10] [--data-dir data] [--models dt,lstm,bc] [--save F.pt]
+
+About 15 minutes on 2 busy CPU cores for the seven models. The table backs tasks/rl/tasks.py's FINDINGS.
 """
 
 from __future__ import annotations
@@ -31,9 +42,13 @@ from harness.config import RunConfig  # noqa: E402
 from harness.trainer import CellTrainer  # noqa: E402
 from tasks.base import create_task  # noqa: E402
 from tasks.rl.controllers import pendulum_expert, pendulum_medium  # noqa: E402
+from tasks.rl.tasks import TEST_SEED  # noqa: E402
 from zoo.registry import get_model_entry  # noqa: E402
+from zoo.trajectory import INITS  # noqa: E402
 
-TASK, MODELS, FIRST_SEED = "pendulum-mixed", ("decision_transformer", "bc_mlp"), 50_000
+TASK, FIRST_SEED = "pendulum-mixed", 50_000
+TRAJECTORY_MODELS = {"dt": "decision_transformer", "lstm": "decision_lstm"}
+CONTEXTS = ("real", "zeroed", "shuffled")
 
 
 def behaviour_episode(policy, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -52,20 +67,49 @@ def behaviour_episode(policy, seed: int) -> tuple[np.ndarray, np.ndarray, np.nda
     return np.array(states, np.float32), np.array(actions, np.float32), np.array(rewards)
 
 
-@torch.no_grad()
-def teacher_forced_mse(task, model, states, actions, rewards) -> float:
-    """The model's error on every step of one episode, its K-step context the episode's own history."""
+def windows(task, episodes) -> dict[str, torch.Tensor]:
+    """The K-step window ending at every step of every episode, as the model reads it: returns to go,
+    states, actions (B, K, .), timesteps and mask (B, K), and the behaviour's action at the window's
+    last step (B, 1), for all steps of all ``episodes`` together."""
     K, scale = task.opts["context_len"], task.env_info["return_scale"]
-    s = torch.from_numpy((states - task.state_mean) / task.state_std)
-    a = torch.from_numpy(task._scale(actions))
-    rtg = torch.from_numpy(np.cumsum(rewards[::-1])[::-1].copy() / scale).float()[:, None]
-    steps = torch.arange(len(rewards))
-    pos = steps[:, None] - (K - 1) + torch.arange(K)  # (T, K): the window ending at each step
-    mask = pos >= 0
-    index = pos.clamp(min=0)
-    pred = model(rtg[index] * mask[..., None], s[index] * mask[..., None], a[index] * mask[..., None],
-                 steps[index] * mask, mask)[:, -1]
-    return float(((pred - a) ** 2).mean())
+    parts = []
+    for states, actions, rewards in episodes:
+        s = torch.from_numpy((states - task.state_mean) / task.state_std)
+        a = torch.from_numpy(task._scale(actions))
+        rtg = torch.from_numpy(np.cumsum(rewards[::-1])[::-1].copy() / scale).float()[:, None]
+        steps = torch.arange(len(rewards))
+        pos = steps[:, None] - (K - 1) + torch.arange(K)  # (T, K): the window ending at each step
+        mask = pos >= 0
+        index = pos.clamp(min=0)
+        parts.append({"rtg": rtg[index] * mask[..., None], "states": s[index] * mask[..., None],
+                      "actions": a[index] * mask[..., None], "timesteps": steps[index] * mask, "mask": mask,
+                      "target": a})
+    return {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
+
+
+@torch.no_grad()
+def context_errors(model, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, float]:
+    """The mean squared error of the prediction at each window's last step, with the context's action
+    tokens as they were, zeroed, and shuffled across windows (each window's own padding kept)."""
+    mask = batch["mask"][..., None]
+    variants = {"real": batch["actions"], "zeroed": torch.zeros_like(batch["actions"]),
+                "shuffled": batch["actions"][torch.randperm(len(mask), generator=generator)] * mask}
+    errors = {}
+    for name, actions in variants.items():
+        pred = model(batch["rtg"], batch["states"], actions, batch["timesteps"], batch["mask"])[:, -1]
+        errors[name] = float(((pred - batch["target"]) ** 2).mean())
+    return errors
+
+
+def train(task, name: str, seed: int, init: str | None, steps: int | None) -> torch.nn.Module:
+    """The model ``name`` trained as one cell of the published run (``init`` overriding its preset's)."""
+    options = (("init", init),) if init else ()
+    cell = CellTrainer(task, get_model_entry(name), seed, RunConfig(model_opts=options, steps=steps))
+    cell.setup()
+    cell.train(False)
+    print(f"trained {name}{f' init={init}' if init else ''}: {cell.state.step} steps", flush=True)
+    task.prepare(None)
+    return cell.model.eval()
 
 
 def main() -> None:
@@ -73,37 +117,39 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--episodes", type=int, default=10, help="fresh behaviour episodes per policy")
     parser.add_argument("--data-dir", default="data")
+    parser.add_argument("--models", default="dt,lstm,bc", help="which of dt, lstm (each init) and bc to train")
+    parser.add_argument("--steps", type=int, default=None, help="training steps (default: the task's budget)")
+    parser.add_argument("--save", default=None, help="also save the trained models' state dicts to this .pt file")
     args = parser.parse_args()
     torch.set_num_threads(min(2, torch.get_num_threads()))
 
     task = create_task(TASK, data_dir=args.data_dir)
     task.setup()
-    trained = {}
-    for name in MODELS:
-        cell = CellTrainer(task, get_model_entry(name), args.seed, RunConfig())
-        cell.setup()
-        cell.train(False)
-        trained[name] = cell.model.eval()
-        print(f"trained {name}: {cell.state.step} steps", flush=True)
-    task.prepare(None)
+    chosen = args.models.split(",")
+    trained = {f"{short} {init}": train(task, name, args.seed, init, args.steps)
+               for short, name in TRAJECTORY_MODELS.items() if short in chosen for init in INITS}
+    if "bc" in chosen:
+        trained["bc"] = train(task, "bc_mlp", args.seed, None, args.steps)
+    if args.save:
+        torch.save({name: model.state_dict() for name, model in trained.items()}, args.save)
 
     seeds = range(FIRST_SEED, FIRST_SEED + args.episodes)
-    for label, policy in (("expert", pendulum_expert), ("medium", pendulum_medium)):
-        episodes = [behaviour_episode(policy, seed) for seed in seeds]
-        row = {name: np.mean([teacher_forced_mse(task, m, *ep) for ep in episodes]) for name, m in trained.items()}
-        scaled = [task._scale(actions)[:, 0] for _, actions, _ in episodes]
-        row["repeat previous action"] = np.mean([((a[1:] - a[:-1]) ** 2).mean() for a in scaled])
-        row["predict 0"] = np.mean([(a ** 2).mean() for a in scaled])
-        print(f"teacher-forced MSE on fresh {label} episodes: "
-              + ", ".join(f"{k} {v:.4f}" for k, v in row.items()))
-
-    expert_returns = np.array([behaviour_episode(pendulum_expert, seed)[2].sum() for seed in seeds])
-    dt = trained["decision_transformer"]
-    for label, target in (("the published target", task.env_info["target_return"]),
-                          ("each start's expert return", torch.tensor(expert_returns, dtype=torch.float32))):
-        returns = task.rollout(dt, list(seeds), target)
-        print(f"DT rolled out, asked for {label}: normalised {task._normalize(returns).mean():.1f} "
-              f"(the expert's own: {task._normalize(expert_returns).mean():.1f})")
+    behaviours = {"expert": [behaviour_episode(pendulum_expert, s) for s in seeds],
+                  "medium": [behaviour_episode(pendulum_medium, s) for s in seeds]}
+    batches = {label: windows(task, episodes) for label, episodes in behaviours.items()}
+    test_seeds = list(range(TEST_SEED, TEST_SEED + task.opts["eval_episodes"]))
+    header = "  ".join(f"{label} {c:>8}" for label in batches for c in CONTEXTS)
+    print(f"\nteacher-forced MSE on fresh {TASK} episodes ({args.episodes} per behaviour), and the rollout\n"
+          f"{'model':<16}{header}  rolled out")
+    for name, model in trained.items():
+        errors = [context_errors(model, batch, torch.Generator().manual_seed(0))[c]
+                  for batch in batches.values() for c in CONTEXTS]
+        rolled = task._normalize(task.rollout(model, test_seeds, task.target_return)).mean()
+        print(f"{name:<16}" + "  ".join(f"{e:>15.4f}" for e in errors) + f"  {rolled:10.1f}")
+    repeat = [np.mean([((task._scale(a)[1:] - task._scale(a)[:-1]) ** 2).mean() for _, a, _ in episodes])
+              for episodes in behaviours.values()]
+    cells = [f"{r:>15.4f}" if c == "real" else f"{'-':>15}" for r in repeat for c in CONTEXTS]
+    print(f"{'data: a_t-1':<16}" + "  ".join(cells) + "  (repeat the previous action: the data, no model)")
 
 
 if __name__ == "__main__":

@@ -13,8 +13,8 @@ import zoo  # noqa: F401
 from baselines.lstm import DecisionLSTM
 from baselines.mlp import BCMLP
 from zoo.decision_transformer import DecisionTransformer
-from zoo.registry import SIZES, create_model, get_model_entry
-from zoo.trajectory import TrajectoryModel
+from zoo.registry import SIZES, RegistryError, create_model, get_model_entry
+from zoo.trajectory import DEFAULT_INIT, INITS, TrajectoryModel
 
 MODELS = ("decision_transformer", "decision_lstm", "bc_mlp", "bc_top10")
 SPEC_DISCRETE = {"kind": "offline_rl", "state_dim": 4, "act_dim": 2, "discrete": True, "max_ep_len": 500,
@@ -89,6 +89,43 @@ def test_bc_top10_is_bc_on_a_tenth_of_the_trajectories():
     assert count(top) == count(bc)
     dt = create_model("decision_transformer", SPEC_DISCRETE)
     assert getattr(dt, "trajectory_fraction", 1.0) == 1.0  # how the task reads it
+
+
+# --- initialisation -----------------------------------------------------------------------------------
+
+def outer_std(model: TrajectoryModel) -> dict[str, float]:
+    """The std of the timestep table, of the state embedding's weights and of the action head's bias."""
+    return {"timestep": model.embed_timestep.weight.std().item(), "state": model.embed_state.weight.std().item(),
+            "head_bias": model.predict_action[0].bias.abs().max().item()}
+
+
+@pytest.mark.parametrize("name", ["decision_transformer", "decision_lstm"])
+def test_each_init_gives_its_distribution(name):
+    """kzl: PyTorch's defaults (timestep rows N(0, 1), Kaiming-uniform linears with biases); hf: all
+    N(0, 0.02) with zero biases; timestep: PyTorch's defaults but the timestep table N(0, 0.02)."""
+    task_spec = dict(SPEC_CONTINUOUS, state_dim=16)  # 16 inputs: Kaiming-uniform std 1/sqrt(3 * 16) = 0.14
+    models = {}
+    for init in INITS:
+        torch.manual_seed(0)
+        models[init] = create_model(name, task_spec, "tiny", init=init)
+        assert models[init].init == init
+    kzl, hf, timestep = (outer_std(models[i]) for i in ("kzl", "hf", "timestep"))
+    assert 0.95 < kzl["timestep"] < 1.05 and 0.019 < hf["timestep"] < 0.021 and 0.019 < timestep["timestep"] < 0.021
+    assert 0.12 < kzl["state"] < 0.16 and 0.12 < timestep["state"] < 0.16 and 0.015 < hf["state"] < 0.025
+    assert kzl["head_bias"] > 0 and timestep["head_bias"] > 0 and hf["head_bias"] == 0
+    if name == "decision_transformer":  # the GPT-2 trunk keeps its own init whatever ``init`` says
+        stds = {i: m.blocks[0].mlp.fc1.weight.std().item() for i, m in models.items()}
+        assert all(0.018 < v < 0.022 for v in stds.values()), stds
+
+
+def test_init_is_a_registered_option_with_the_chosen_default():
+    for name in ("decision_transformer", "decision_lstm"):
+        entry = get_model_entry(name)
+        assert all(entry.presets[size]["init"] == DEFAULT_INIT for size in SIZES)
+        with pytest.raises(RegistryError, match="init"):
+            entry.config("tiny", {"init": "xavier"})
+    with pytest.raises(ValueError, match="init"):
+        DecisionTransformer(3, 2, init="xavier")
 
 
 # --- parity with transformers' DecisionTransformerModel -----------------------------------------------

@@ -27,10 +27,13 @@ def count(model: torch.nn.Module) -> int:
 def test_registered_with_corl_defaults():
     entry = get_model_entry("iql")
     assert entry.family == "baseline" and entry.kinds == ("offline_rl",)
-    assert entry.defaults == {"lr": 3e-4, "weight_decay": 0.0}
+    # CORL: Adam 3e-4, no weight decay, no warm-up, no gradient clipping (None: the harness clips nothing)
+    assert entry.defaults == {"lr": 3e-4, "weight_decay": 0.0, "warmup_frac": 0.0, "grad_clip": None}
     model = create_model("iql", SPEC_CONTINUOUS)
     assert (model.discount, model.expectile, model.beta, model.target_tau) == (0.99, 0.7, 3.0, 0.005)
-    assert model.learns_by_td
+    assert model.learns_by_td and model.actor_kind == "gaussian"
+    assert create_model("iql", SPEC_CONTINUOUS, actor="deterministic").log_std is None
+    assert create_model("iql", SPEC_DISCRETE, actor="deterministic").actor_kind == "categorical"
 
 
 @pytest.mark.parametrize("task_spec", [SPEC_DISCRETE, SPEC_CONTINUOUS], ids=["discrete", "continuous"])
@@ -92,6 +95,21 @@ def test_loss_is_the_three_iql_losses():
     torch.testing.assert_close(got, expected)
 
 
+def test_deterministic_actor_weights_the_squared_error():
+    """CORL's DeterministicPolicy: the advantage weights ||tanh(MLP(s)) - a||^2 instead of -log pi."""
+    torch.manual_seed(0)
+    model = IQL(3, 2, hidden_dim=8, actor="deterministic")
+    s, a, r, s2, done = transitions(act_dim=2)
+    gaussian = IQL(3, 2, hidden_dim=8)
+    gaussian.load_state_dict(model.state_dict(), strict=False)  # the same networks, plus a log std
+    u = (torch.minimum(model._q("q1", s, a, True), model._q("q2", s, a, True)) - model.value(s).squeeze(-1)).detach()
+    weight = torch.exp(3.0 * u).clamp(max=100)
+    bc_det = weight * (torch.tanh(model.actor(s)) - a).square().sum(-1)
+    bc_gauss = -weight * gaussian.log_prob(s, a)
+    difference = model(None, s, a, transitions=(r, s2, done)) - gaussian(None, s, a, transitions=(r, s2, done))
+    torch.testing.assert_close(difference, bc_det.mean() - bc_gauss.mean())
+
+
 def test_target_follows_the_twins_by_polyak_averaging():
     torch.manual_seed(0)
     model = IQL(3, 1, hidden_dim=8, target_tau=0.25)
@@ -148,3 +166,17 @@ def test_rejects_an_expectile_outside_zero_one():
     from zoo.registry import RegistryError
     with pytest.raises(RegistryError, match="expectile"):
         create_model("iql", SPEC_CONTINUOUS, expectile=0.0)
+
+
+def test_the_harness_trains_it_as_corl_does(tmp_path):
+    """No gradient clipping (the harness clips at the model's registered grad_clip, 1.0 unless it says),
+    no warm-up, no weight decay: what the cell's resolved configuration says."""
+    pytest.importorskip("gymnasium")
+    from harness.config import RunConfig, resolve
+    from tasks import create_task
+
+    task = create_task("gamble-random", data_dir=tmp_path)
+    task.setup()
+    resolved = resolve(task, get_model_entry("iql"), RunConfig())
+    assert resolved["grad_clip"] is None and resolved["warmup_frac"] == 0.0 and resolved["weight_decay"] == 0.0
+    assert resolve(task, get_model_entry("decision_transformer"), RunConfig())["grad_clip"] == 1.0

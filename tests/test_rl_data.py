@@ -136,13 +136,49 @@ def test_mixed_contains_all_three_policies():
     assert set(np.unique(data["policies"])) == {0, 1, 2}
     counts = np.bincount(data["episode_policies"], minlength=3)
     assert counts.tolist() == [4, 5, 1]  # random, medium, expert: MIXED_FRACTIONS of 10
-    assert rd.summary(data)["policy_episodes"] == {"random": 4, "medium": 5, "expert": 1}
+    assert rd.summary(data)["policy_episodes"] == {"random": 4, "medium": 5, "expert": 1, "learner": 0}
     # the expert episode scores 500, random ones far less
     returns = data["episode_returns"]
     assert (returns[data["episode_policies"] == 2] == 500).all()
     assert returns[data["episode_policies"] == 0].max() < 200
     with pytest.raises(ValueError):
         rd.make_dataset("CartPole-v1", "mixed", episodes=2)
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_replay_is_a_learners_buffer_until_the_medium_level(env_id):
+    """The default replay dataset is the cross-entropy method's every episode, iteration by iteration,
+    up to the first iteration whose mean return is 90% of the way from the random policy's to the
+    medium controller's; no expert episode, and its best 10% are not the expert's quality."""
+    data = rd.make_dataset(env_id, "replay")
+    rd.check_dataset(data)
+    assert_same(data, rd.make_dataset(env_id, "replay"))  # deterministic
+    assert (data["episode_policies"] == rd.POLICY_NAMES.index("learner")).all()
+    returns = data["episode_returns"]
+    assert len(returns) == rd.default_episodes(env_id, "replay") and len(returns) % rd.REPLAY_POPULATION == 0
+    ref = rd.reference_scores(env_id)
+    medium = rd.evaluate_policy(env_id, ctl.CONTROLLERS[env_id]["medium"], 100).mean()
+    level = ref["random"] + 0.9 * (medium - ref["random"])
+    means = returns.reshape(-1, rd.REPLAY_POPULATION).mean(1)  # per iteration
+    assert means[-1] >= level and (means[:-1] < level).all(), (means, level)
+    assert means[0] < ref["random"] + 0.3 * (medium - ref["random"])  # it starts near random
+    top = np.sort(returns)[::-1][:len(returns) // 10]
+    assert top.mean() < ref["expert"]
+    prefix = rd.make_dataset(env_id, "replay", episodes=2 * rd.REPLAY_POPULATION)  # the first two iterations
+    assert np.array_equal(prefix["episode_returns"], returns[:2 * rd.REPLAY_POPULATION])
+
+
+def test_replay_exists_where_a_family_does():
+    assert rd.qualities("CartPole-v1")[-1] == rd.qualities("Pendulum-v1")[-1] == "replay"
+    assert "replay" not in rd.qualities("MountainCarContinuous-v0")
+    with pytest.raises(ValueError, match="replay"):
+        rd.make_dataset("MountainCarContinuous-v0", "replay", episodes=20)
+    expert = ctl.FAMILIES["CartPole-v1"].make(np.array(ctl.FAMILIES["CartPole-v1"].expert))
+    obs = np.array([0.1, -0.2, 0.05, 0.3], dtype=np.float32)
+    assert expert(obs, None) == ctl.cartpole_expert(obs, None)
+    family = ctl.FAMILIES["Pendulum-v1"]
+    assert np.array_equal(family.make(np.array(family.expert))(np.array([0.0, 1.0, 0.5]), None),
+                          ctl.pendulum_expert(np.array([0.0, 1.0, 0.5]), None))
 
 
 def test_unknown_names_raise():

@@ -3,12 +3,14 @@ the rl harness end to end."""
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from conftest import assert_items_reproduce, record_file
@@ -88,15 +90,29 @@ class TDProbe(nn.Module):
         return self.w * 0 + transitions[0].sum()
 
 
-def test_td_learners_get_the_real_steps_as_transitions(cartpole):
-    batch = next(iter(cartpole.train_batches(8, torch.Generator().manual_seed(2))))
+def test_td_learners_get_uniformly_drawn_transitions(cartpole):
+    """A temporal-difference learner gets B x K transitions drawn uniformly from the dataset (CORL's
+    replay buffer): an episode's first step as often as any other, where the windows of the sequence
+    models cover it K times less often (they run forward from a uniform start)."""
     probe = TDProbe()
-    loss = cartpole.loss(probe, batch)
-    rtg, states, actions, transitions = probe.seen
-    mask = batch[4]
-    assert rtg is None and states.shape == (int(mask.sum()), 4) and actions.shape == (int(mask.sum()), 2)
-    assert torch.equal(transitions[0], batch[6][mask]) and torch.equal(transitions[2], batch[8][mask])
-    assert loss.item() == pytest.approx(batch[6][mask].sum().item())
+    cartpole.prepare(probe)
+    try:
+        batches = list(itertools.islice(cartpole.train_batches(64, torch.Generator().manual_seed(2)), 40))
+        batch = batches[0]
+        loss = cartpole.loss(probe, batch)
+        rtg, states, actions, transitions = probe.seen
+        assert batch[4].all()  # every row a real transition
+        assert rtg is None and states.shape == (64 * 5, 4) and actions.shape == (64 * 5, 2)
+        assert torch.equal(transitions[0], batch[6].flatten()) and torch.equal(transitions[2], batch[8].flatten())
+        assert loss.item() == pytest.approx(batch[6].sum().item())
+        first_step = torch.cat([b[3].flatten() for b in batches]).eq(0).float().mean().item()
+    finally:
+        cartpole.prepare(None)
+    uniform = len(cartpole.lengths) / int(cartpole.lengths.sum())  # episodes / steps
+    assert 0.75 * uniform < first_step < 1.25 * uniform
+    windows = list(itertools.islice(cartpole.train_batches(64, torch.Generator().manual_seed(2)), 40))
+    covered = torch.cat([(b[3] == 0)[b[4]] for b in windows]).float().mean().item()
+    assert covered < 0.5 * uniform  # about uniform / K with windows
 
 
 def test_delayed_reward_moves_the_return_to_the_last_step(tmp_path):
@@ -122,22 +138,67 @@ def test_delayed_reward_moves_the_return_to_the_last_step(tmp_path):
     assert delayed.rollout(Scripted(0), [1, 2], 500) == pytest.approx(plain.rollout(Scripted(0), [1, 2], 500))
 
 
-def test_controllability_is_the_rank_correlation_of_target_and_return():
+def test_controllability_is_paired_by_start():
+    """Per start, the rank correlation of target and return, averaged over starts with a t interval:
+    starts that differ a lot (some easy, some hard) do not dilute it, as they do a pooled correlation."""
+    from scipy.stats import spearmanr
+    from scipy.stats import t as student_t
+
     from tasks.rl.tasks import controllability
 
-    targets = np.repeat([0.0, 1.0, 2.0], 4)
-    assert controllability(targets, targets * 3 + 1) == pytest.approx(1.0)
-    assert controllability(targets, -targets) == pytest.approx(-1.0)
-    assert controllability(targets, np.tile([5.0, 1.0, 3.0, 2.0], 3)) == pytest.approx(0.0, abs=1e-9)  # ignores it
-    assert np.isnan(controllability(targets, np.ones(12)))
+    targets = np.array([0.0, 1.0, 2.0, 3.0])
+    achieved = targets[:, None] + np.array([0.0, 100.0, -50.0])  # (targets, starts)
+    assert controllability(targets, achieved) == pytest.approx((1.0, 0.0))
+    assert spearmanr(np.repeat(targets, 3), achieved.ravel()).statistic < 0.5  # what pooling would say
+    assert controllability(targets, -achieved)[0] == pytest.approx(-1.0)
+    achieved[:, 2] = 7.0  # a start whose return never changes: no control there
+    mean, half_width = controllability(targets, achieved)
+    assert mean == pytest.approx(2 / 3)
+    assert half_width == pytest.approx(student_t.ppf(0.975, 2) * np.std([1, 1, 0], ddof=1) / np.sqrt(3))
+    assert np.isnan(controllability(targets, achieved[:, :1])[1])  # one start: no interval
+
+
+class TargetReader(nn.Module):
+    """Plays CartPole's LQR expert while the return to go exceeds half the maximum, then always left:
+    the higher the target, the longer it balances."""
+
+    def __init__(self, task):
+        super().__init__()
+        self.mean, self.std = torch.as_tensor(task.state_mean), torch.as_tensor(task.state_std)
+        self.dummy = nn.Parameter(torch.zeros(()))
+
+    def forward(self, rtg, states, actions, timesteps, mask):
+        from tasks.rl.controllers import CARTPOLE_GAIN
+        expert = ((states * self.std + self.mean) @ torch.tensor(CARTPOLE_GAIN, dtype=states.dtype) > 0).long()
+        action = torch.where(rtg[..., 0] > 0.5, expert, 0)
+        return F.one_hot(action, 2).float() + 0 * self.dummy
 
 
 def test_examples_give_the_curve_and_its_controllability(cartpole):
-    ex = cartpole.examples(Scripted(1), torch.device("cpu"), 0)
-    rows = ex["tables"]["return_conditioning"]
+    """The curve's targets run from the random policy's return to what the data show reachable; a
+    model that reads the target is measured, one that does not gets NaN ('-'), not 0."""
+    ignores = cartpole.examples(Scripted(1), torch.device("cpu"), 0)
+    rows = ignores["tables"]["return_conditioning"]
     assert len(rows) == len(cartpole.curve_fractions) and all(r["episodes"] == 20 for r in rows)
     assert len({r["achieved_return"] for r in rows}) == 1  # a scripted policy ignores the target...
-    assert ex["metrics"]["controllability"] == pytest.approx(0.0, abs=1e-9)  # ...so its controllability is 0
+    assert np.isnan(ignores["metrics"]["controllability"]) and np.isnan(ignores["metrics"]["controllability_ci95"])
+    targets = [r["target_return"] for r in rows]
+    assert targets[0] == pytest.approx(cartpole.reference_scores()["random"])
+    assert targets[-1] == pytest.approx(np.quantile(cartpole.returns.numpy(), 0.95, method="higher"))
+    assert targets[-1] <= cartpole.returns.max().item()  # nothing beyond the data
+    reads = cartpole.examples(TargetReader(cartpole), torch.device("cpu"), 0)
+    achieved = [r["achieved_return"] for r in reads["tables"]["return_conditioning"]]
+    assert achieved[-1] > achieved[0] + 50
+    assert reads["metrics"]["controllability"] > 0.5 and reads["metrics"]["controllability_ci95"] < 0.3
+
+
+def test_gamble_asks_for_a_return_only_luck_gives(tmp_path):
+    """LuckyGamble's evaluation target is the data's 90th percentile, above the 10 that always playing
+    safe guarantees (Paster et al.'s regime), and a return that some episodes in the data reached."""
+    task = create_task("gamble-random", data_dir=tmp_path)
+    task.setup()
+    assert task.target_return == np.quantile(task.returns.numpy(), 0.9, method="higher") > 10
+    assert (task.returns.numpy() == task.target_return).any()
 
 
 def test_new_environments_are_tasks():

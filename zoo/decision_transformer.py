@@ -35,7 +35,7 @@ from .core.layers import ACTIVATIONS
 from .options import DROPOUT
 from .reference import Reference
 from .registry import register_model
-from .trajectory import DT_PAPER_RECIPE, TrajectoryModel, trajectory_spec
+from .trajectory import DEFAULT_INIT, DT_PAPER_RECIPE, INITS, TrajectoryModel, trajectory_spec
 from .transformer import gpt2_blocks_state, gpt2_unsupported
 
 
@@ -45,16 +45,17 @@ class DecisionTransformer(TrajectoryModel):
     def __init__(self, state_dim: int, act_dim: int, *, hidden_dim: int = 128, num_layers: int = 3,
                  num_heads: int = 1, mlp_dim: int | None = None, dropout: float = 0.1,
                  activation: str = "relu", max_ep_len: int = 4096, discrete: bool = False,
-                 action_tanh: bool | None = None, norm_eps: float = 1e-5, context_len: int | None = None) -> None:
+                 action_tanh: bool | None = None, norm_eps: float = 1e-5, context_len: int | None = None,
+                 init: str = DEFAULT_INIT) -> None:
         super().__init__(state_dim, act_dim, hidden_dim=hidden_dim, max_ep_len=max_ep_len, discrete=discrete,
-                         action_tanh=action_tanh, dropout=dropout, context_len=context_len)
+                         action_tanh=action_tanh, dropout=dropout, context_len=context_len, init=init)
         self.blocks = nn.ModuleList(
             EncoderBlock(hidden_dim, num_heads, mlp_dim or 4 * hidden_dim, dropout=dropout, attn_dropout=dropout,
                          activation=activation, norm_first=True, norm_eps=norm_eps)
             for _ in range(num_layers))
         self.ln_f = nn.LayerNorm(hidden_dim, eps=norm_eps)
-        # GPT-2 initialisation of the trunk (as the official DT, whose trunk is transformers' GPT2Model);
-        # the embeddings and heads get it too, in TrajectoryModel (as HF's DecisionTransformerModel).
+        # GPT-2 initialisation of the trunk, whatever ``init`` says (the official DT's trunk is transformers'
+        # GPT2Model, which initialises itself); ``init`` decides the embeddings and heads (TrajectoryModel).
         for block in self.blocks:
             for module in block.modules():
                 if isinstance(module, nn.Linear):
@@ -129,10 +130,29 @@ def decision_transformer_reference(device: torch.device) -> Reference:
 # a wider, deeper GPT.
 # The rivals (baselines.lstm.DecisionLSTM, baselines.mlp.BCMLP) are sized to these within 10% in
 # parameters, the timestep table included (tests/test_decision_transformer.py checks two specs).
+# ``init`` (zoo.trajectory.INITS: "kzl", "hf", "timestep"): how the tokens and heads start. The default,
+# zoo.trajectory.DEFAULT_INIT = "timestep", has the highest mean validation return (the last
+# val_normalized_return of each cell; never the test's) over the 7 published offline-RL tasks, seeds
+# 0-2, tiny, every init on the same recipe (hf: the published records, gamble-random re-run at its new
+# target):
+#     task                     kzl     hf   timestep
+#     cartpole-mixed          93.3   91.0     83.4
+#     cartpole-medium         27.3   27.2     27.2
+#     pendulum-mixed           7.6   13.8     16.8
+#     mountaincar-mixed       97.4   96.7     95.1
+#     keytodoor-random       -20.5  100.0    100.0
+#     gamble-random           93.2  100.0    106.8
+#     pendulum-mixed-delayed   8.4   11.5     17.5
+#     mean                    43.8   62.9     63.8   (mean rank over tasks: 2.14, 1.86, 2.00)
+# kzl's N(0, 1) timestep rows fail Key-to-Door in 1000 steps; hf and timestep are within the noise of
+# 3 validation episodes of each other (timestep ahead on the pendulum tasks, hf on cartpole-mixed).
 DT_PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(hidden_dim=64, num_layers=3, num_heads=1, mlp_dim=None, dropout=0.0, activation="relu"),
-    "small": dict(hidden_dim=128, num_layers=3, num_heads=1, mlp_dim=None, dropout=0.1, activation="relu"),
-    "base": dict(hidden_dim=256, num_layers=6, num_heads=4, mlp_dim=None, dropout=0.1, activation="relu"),
+    "tiny": dict(hidden_dim=64, num_layers=3, num_heads=1, mlp_dim=None, dropout=0.0, activation="relu",
+                 init=DEFAULT_INIT),
+    "small": dict(hidden_dim=128, num_layers=3, num_heads=1, mlp_dim=None, dropout=0.1, activation="relu",
+                  init=DEFAULT_INIT),
+    "base": dict(hidden_dim=256, num_layers=6, num_heads=4, mlp_dim=None, dropout=0.1, activation="relu",
+                 init=DEFAULT_INIT),
 }
 
 
@@ -144,7 +164,7 @@ DT_PRESETS: dict[str, dict[str, Any]] = {
                 size_defaults={"small": DT_PAPER_RECIPE},
                 presets=DT_PRESETS, width="hidden_dim", width_multiple="num_heads", width_scales=("mlp_dim",),
                 reference=decision_transformer_reference, bounds={"dropout": DROPOUT},
-                choices={"activation": tuple(ACTIVATIONS)})
+                choices={"activation": tuple(ACTIVATIONS), "init": INITS})
 def decision_transformer(spec: dict[str, Any], **cfg: Any) -> DecisionTransformer:
     """Decision Transformer (Chen et al. 2021): return-conditioned GPT over (R, s, a) tokens."""
     return DecisionTransformer(spec["state_dim"], spec["act_dim"], **trajectory_spec(spec), **cfg)

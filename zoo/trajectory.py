@@ -10,6 +10,20 @@ reads the sequence, and the action a_t is predicted from the hidden state of the
 ``TrajectoryModel``: those tokens and heads; subclasses provide ``trunk``: (B, 3K, H) tokens and a
 (B, 3K) mask -> (B, 3K, H). ``trajectory_spec``: the constructor arguments an ``offline_rl`` spec
 gives every trajectory model.
+
+Initialisation of the tokens and heads (``init``, one of ``INITS``; the trunk keeps its own):
+
+- ``"kzl"``: kzl/decision-transformer's: the outer ``nn.Linear`` embeddings and heads at PyTorch's
+  defaults (Kaiming-uniform weights, uniform biases) and the timestep table at ``nn.Embedding``'s
+  N(0, 1), whose rows (norm ~sqrt(H)) outweigh a state's embedding. Its 100k steps at lr 1e-4 wash
+  that out; a short run may not.
+- ``"hf"``: Hugging Face's ``DecisionTransformerModel.post_init``: every embedding and head, the
+  timestep table included, N(0, 0.02) with zero biases (GPT-2's init).
+- ``"timestep"``: PyTorch's defaults as ``"kzl"``, but the timestep table N(0, 0.02): the per-step
+  code no longer dominates the tokens, the rest starts as in the original.
+
+``DEFAULT_INIT`` is the one chosen on validation returns across the offline-RL tasks (see
+``zoo.decision_transformer``'s presets); weights copied from a reference (``from_hf``) make it moot.
 """
 
 from __future__ import annotations
@@ -19,6 +33,27 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+
+INITS = ("kzl", "hf", "timestep")
+DEFAULT_INIT = "timestep"  # the best mean validation return, 7 offline-RL tasks x 3 seeds (zoo.decision_transformer)
+GPT2_STD = 0.02  # GPT-2's (and HF's ``initializer_range``) normal std
+
+
+def init_tokens_and_heads_(model: TrajectoryModel, init: str) -> None:
+    """Initialise ``model``'s embeddings and heads as ``init`` says (``INITS``; see the module
+    docstring). The modules were just built, so PyTorch's defaults are already in place."""
+    if init not in INITS:
+        raise ValueError(f"init must be one of {', '.join(INITS)}, got {init!r}")
+    if init == "kzl":
+        return
+    nn.init.normal_(model.embed_timestep.weight, std=GPT2_STD)
+    if init == "timestep":
+        return
+    for module in (model.embed_return, model.embed_state, model.embed_action,
+                   model.predict_state, model.predict_action[0], model.predict_return):
+        nn.init.normal_(module.weight, std=GPT2_STD)
+        nn.init.zeros_(module.bias)
 
 
 class TrajectoryModel(nn.Module, metaclass=ABCMeta):
@@ -32,11 +67,12 @@ class TrajectoryModel(nn.Module, metaclass=ABCMeta):
         action_tanh: squash continuous predictions into (-1, 1); default ``not discrete``.
         dropout: on the embedded tokens (GPT-2's embedding dropout).
         context_len: the K the model is trained with (kept for the task; nothing here depends on it).
+        init: how the tokens and heads start, one of ``INITS`` (see the module docstring).
     """
 
     def __init__(self, state_dim: int, act_dim: int, *, hidden_dim: int, max_ep_len: int,
                  discrete: bool = False, action_tanh: bool | None = None, dropout: float = 0.0,
-                 context_len: int | None = None) -> None:
+                 context_len: int | None = None, init: str = DEFAULT_INIT) -> None:
         super().__init__()
         self.state_dim, self.act_dim, self.hidden_dim = state_dim, act_dim, hidden_dim
         self.max_ep_len, self.discrete, self.context_len = max_ep_len, discrete, context_len
@@ -53,16 +89,8 @@ class TrajectoryModel(nn.Module, metaclass=ABCMeta):
         self.predict_action = nn.Sequential(nn.Linear(hidden_dim, act_dim),
                                             nn.Tanh() if action_tanh else nn.Identity())
         self.predict_return = nn.Linear(hidden_dim, 1)
-        # GPT-2's initialisation for the embeddings and heads too, as HF's DecisionTransformerModel does
-        # at construction: normal(0, 0.02) weights and timestep rows, zero biases. kzl/decision-transformer
-        # leaves them at PyTorch's defaults (timestep rows N(0, 1), norm ~sqrt(H)), which its 100k steps
-        # at lr 1e-4 wash out but a short run does not: the rows stay a random per-step code, larger
-        # than the state's embedding, that the model memorises episodes through.
-        for module in (self.embed_timestep, self.embed_return, self.embed_state, self.embed_action,
-                       self.predict_state, self.predict_action[0], self.predict_return):
-            nn.init.normal_(module.weight, std=0.02)
-            if getattr(module, "bias", None) is not None:
-                nn.init.zeros_(module.bias)
+        self.init = init
+        init_tokens_and_heads_(self, init)
 
     @abstractmethod
     def trunk(self, x: Tensor, mask: Tensor) -> Tensor:
