@@ -125,17 +125,13 @@ class IQL(nn.Module):
             out = module(x)
         return (out * actions).sum(-1) if self.discrete else out.squeeze(-1)
 
-    learns_by_td = True  # the offline-RL task trains it on transitions (forward's ``transitions``)
+    trajectory_fraction = 1.0  # every episode (tasks.base.TrajectoryLearner)
+    learns_by_td = True  # the offline-RL task trains it on uniformly drawn transitions, through ``td_loss``
 
     def forward(self, returns_to_go: Tensor | None, states: Tensor, actions: Tensor | None = None,
-                timesteps: Tensor | None = None, mask: Tensor | None = None,
-                transitions: tuple[Tensor, ...] | None = None) -> Tensor:
+                timesteps: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
         """The Decision Transformer's signature; only states (B, K, state_dim) are read.
-        Returns (B, K, act_dim): the policy's mean action (tanh), or its logits when discrete.
-        With ``transitions`` = (rewards, next_states, terminals[, real]) for N (state, action) rows, the training
-        loss instead (``td_loss``): through ``forward``, so that DDP and torch.compile see the step."""
-        if transitions is not None:
-            return self.td_loss(states, actions, *transitions)
+        Returns (B, K, act_dim): the policy's mean action (tanh), or its logits when discrete."""
         out = self.actor(states)
         return out if self.discrete else torch.tanh(out)
 
@@ -156,13 +152,15 @@ class IQL(nn.Module):
         return -self.log_prob(states, actions)
 
     # ----------------------------------------------------------------------------- the loss
-    def td_loss(self, states: Tensor, actions: Tensor, rewards: Tensor, next_states: Tensor,
-                terminals: Tensor, real: Tensor | None = None) -> Tensor:
-        """One IQL step on N transitions: states (N, S), actions (N, A) (one-hot when discrete, in
+    def td_loss(self, transitions: Any) -> Tensor:
+        """One IQL step on N transitions (``tasks.base.TDLearner``; a ``tasks.rl.tasks.Transitions``, or
+        any tuple of its fields in its order): states (N, S), actions (N, A) (one-hot when discrete, in
         [-1, 1] when continuous), rewards (N,) (scaled by the task), next_states (N, S), terminals (N,)
         (1 where the episode truly ended: no bootstrap); ``real`` (N,), 1 for a transition and 0 for
         padding, which every mean then leaves out (a fixed N: no data-dependent shapes, no host sync).
         The sum of the value, critic and policy losses."""
+        states, actions, rewards, next_states, terminals, *rest = transitions
+        real = rest[0] if rest else None
         self.update_target()
         with torch.no_grad():
             target_q = torch.minimum(self._q("q1", states, actions, True), self._q("q2", states, actions, True))

@@ -8,8 +8,9 @@ the Decision Transformer's arguments so that a task trains both alike; it ignore
 actions, timesteps and mask (the loss masks padding).
 
 ``bc_top10``: "%BC" of the paper, the same network trained only on the best 10% of the trajectories
-by return. The model carries ``trajectory_fraction = 0.1`` (``bc_mlp``: 1.0); the offline-RL task
-reads ``getattr(model, "trajectory_fraction", 1.0)`` to filter its data.
+by return. The model declares ``trajectory_fraction = 0.1`` (``bc_mlp``: 1.0) and ``learns_by_td =
+False``, what the offline-RL task needs of it (``tasks.base.TrajectoryLearner``); the task reads them
+once, when the model is built, to filter its data.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ def mlp(sizes: list[int], dropout: float = 0.0) -> nn.Sequential:
 
 class BCMLP(nn.Module):
     """state (B, K, state_dim) -> action (B, K, act_dim), position by position."""
+
+    learns_by_td = False  # imitation of the data's actions (trajectory_fraction: set per instance)
 
     def __init__(self, state_dim: int, act_dim: int, *, hidden_dim: int = 256, num_layers: int = 3,
                  dropout: float = 0.1, discrete: bool = False, trajectory_fraction: float = 1.0,

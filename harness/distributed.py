@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
-from typing import Any, Iterable, Iterator, TypeVar
+from typing import Iterable, Iterator, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -71,7 +71,7 @@ class Group:
         """DDP around ``model`` (``find_unused``: some parameters get no gradient in a training step)."""
         if not self.distributed:
             return model
-        return _DDP(model, device_ids=[self.local_rank] if next(model.parameters()).is_cuda else None,
+        return DistributedDataParallel(model, device_ids=[self.local_rank] if next(model.parameters()).is_cuda else None,
                     find_unused_parameters=find_unused)
 
     def barrier(self) -> None:
@@ -112,16 +112,6 @@ class Group:
 
 
 SINGLE = Group()
-
-
-class _DDP(DistributedDataParallel):
-    """DDP whose wrapped model's own attributes stay reachable (tasks read e.g. ``model.decoding``)."""
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            return getattr(self.module, name)
 
 
 def launched_by_torchrun() -> bool:

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from tasks.base import ItemLog, Task
@@ -37,6 +37,19 @@ from .stopping import StopRequested, stop_requested
 
 class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite."""
+
+
+class TrainingStep(nn.Module):
+    """A training step as one module: ``forward(batch)`` is the task's loss on the model. DDP wraps
+    this, so whatever the task calls on the model (its forward, or a TD learner's ``td_loss``) runs
+    inside DDP's forward and its gradients are synchronised; the task only ever sees the model."""
+
+    def __init__(self, model: nn.Module, task: Task) -> None:
+        super().__init__()
+        self.model, self.task = model, task
+
+    def forward(self, batch: Any) -> Tensor:
+        return self.task.loss(self.model, batch)
 
 
 def seed_everything(seed: int) -> None:
@@ -161,6 +174,7 @@ class CellTrainer:
         model = self.entry.create(task.spec, size=config.size, **dict(config.model_opts)).to(device)
         if group.distributed:
             torch.manual_seed(self.seed + group.rank)  # the same weights, then dropout/augmentation streams per rank
+        task.check_model(model, self.entry.name)  # what the task's kind needs of it, declared (one line)
         task.prepare(model)
         self.param_count = sum(p.numel() for p in model.parameters())
         self.channels_last = use_channels_last(model, device, config.channels_last)
@@ -171,7 +185,7 @@ class CellTrainer:
         self.model = model
         self.net = torch.compile(model) if config.compile else model  # evaluates; `model` holds the weights
         unused = group.distributed and has_unused_parameters(task, model, self.micro_batch, device)
-        self.train_net = group.wrap(self.net, find_unused=unused)
+        self.train_net = group.wrap(TrainingStep(self.net, task), find_unused=unused)
         weight_decay = self.resolved["weight_decay"]
         self.optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=self.resolved["lr"],
                                            fused=device.type == "cuda")
@@ -269,7 +283,7 @@ class CellTrainer:
         state = self.state
         batch = to_device(batch, self.device, self.channels_last, self.task.on_host)
         with autocast(self.device, self.config.precision):
-            loss = self.task.loss(self.train_net, batch) * weight  # weight 1.0 but in DDP (harness.distributed)
+            loss = self.train_net(batch) * weight  # weight 1.0 but in DDP (harness.distributed)
         self.scaler.scale(loss / self.accumulation).backward()
         loss = loss.detach()
         state.epoch_loss += loss / self.accumulation

@@ -59,7 +59,7 @@ import numbers
 from abc import ABC, abstractmethod
 from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable, Iterator
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Protocol
 
 import numpy as np
 import torch
@@ -77,7 +77,50 @@ KINDS: dict[str, str] = {
     "offline_rl": "(returns-to-go, states, actions, timesteps, mask) -> actions",
 }
 
-Batch = tuple[Tensor | None, ...]
+Batch = tuple[Tensor | None, ...]  # a task kind's batch: a NamedTuple of its own (Trajectories, ...) or a pair
+
+
+# --------------------------------------------------------------------------- what a kind needs of a model
+# Declared, not probed: a task names the protocols its models must follow (``Task.requires``), and
+# ``Task.check_model`` checks them once, when a cell's model is built, with a one-line error naming
+# what is missing. Every model is an ``nn.Module`` whose ``forward`` takes the kind's inputs.
+
+class Generator(Protocol):
+    """A language model that continues a prompt: ``generate(idx, max_new_tokens, ...)`` (idx (B, T))."""
+
+    def generate(self, *args: Any, **kwargs: Any) -> Tensor: ...
+
+
+class Decoder(Protocol):
+    """A transcription model says how it decodes: ``decoding`` 'ctc' (forward(feats, lengths) ->
+    (log-probs (B, T', V), out lengths)) or 'attention' (forward(feats, padding mask, tgt_in) -> logits,
+    and ``generate(feats, padding mask, max_len, beam_size)``)."""
+
+    decoding: str
+
+
+class TrajectoryLearner(Protocol):
+    """An offline-RL model: forward(returns_to_go, states, actions, timesteps, mask) -> actions (B, K, A).
+    It declares the share of episodes it trains on, best first (``trajectory_fraction``: 1 all, %BC's 0.1)
+    and whether it learns from transitions by temporal differences (``learns_by_td``: then see TDLearner)."""
+
+    trajectory_fraction: float
+    learns_by_td: bool
+
+
+class TDLearner(Protocol):
+    """A temporal-difference learner (IQL): its training loss from a batch of uniformly drawn transitions
+    (``td_loss(transitions)``, transitions a ``tasks.rl.tasks.Transitions``)."""
+
+    def td_loss(self, transitions: Any) -> Tensor: ...
+
+
+def missing_members(candidate: Any, protocol: type) -> list[str]:
+    """The attributes and methods of ``protocol`` that ``candidate`` does not declare: the one check of
+    a declared protocol, made once per built model (``Task.check_model``), never a probe in a step."""
+    members = [*getattr(protocol, "__annotations__", {}),
+               *(k for k, v in vars(protocol).items() if callable(v) and not k.startswith("_"))]
+    return [m for m in dict.fromkeys(members) if not hasattr(candidate, m)]
 
 
 class DatasetError(RuntimeError):
@@ -248,6 +291,7 @@ class Task(ABC):
     data_version: ClassVar[int] = 1  # bump when the task's data (its recipe, generator or split) changes
     held: ClassVar[tuple[str, ...]] = ()  # attributes (tensors, or dicts of them) that ``hold_on`` may move
     on_host: ClassVar[tuple[int, ...]] = ()  # positions in a batch that stay on the host when it moves
+    requires: ClassVar[tuple[type, ...]] = ()  # the protocols its models follow (checked by check_model)
 
     def __init__(self, data_dir: str | Path = "data", download: bool = False, train_fraction: float = 1.0,
                  **options: Any) -> None:
@@ -352,6 +396,16 @@ class Task(ABC):
     def _held_tensors(self) -> list[Tensor]:
         values = [getattr(self, name) for name in self.held]
         return [t for v in values for t in (v.values() if isinstance(v, dict) else [v])]
+
+    def check_model(self, model: nn.Module, name: str = "") -> None:
+        """ValueError, in one line, where ``model`` lacks what this task's kind needs of it
+        (``requires``); called once, when a cell's model is built."""
+        for protocol in self.requires:
+            missing = missing_members(model, protocol)
+            if missing:
+                raise ValueError(f"model {name or type(model).__name__!r} does not declare {', '.join(missing)}, which "
+                                 f"{self.kind} tasks need of a model (tasks.base.{protocol.__name__}: "
+                                 f"{(protocol.__doc__ or '').split(':')[0].strip()})")
 
     def prepare(self, model: nn.Module) -> None:
         """Called with each freshly built model before it trains (e.g. %BC picks its data here)."""

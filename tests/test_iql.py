@@ -91,7 +91,7 @@ def test_loss_is_the_three_iql_losses():
     log_prob = torch.distributions.Normal(torch.tanh(reference.actor(s)), std).log_prob(a).squeeze(-1)
     policy_loss = -torch.exp(3.0 * u).clamp(max=100) * log_prob
     expected = value_loss.mean() + q_loss.mean() + policy_loss.mean()
-    got = model(None, s, a, transitions=(r, s2, done))
+    got = model.td_loss((s, a, r, s2, done))
     torch.testing.assert_close(got, expected)
 
 
@@ -106,7 +106,7 @@ def test_deterministic_actor_weights_the_squared_error():
     weight = torch.exp(3.0 * u).clamp(max=100)
     bc_det = weight * (torch.tanh(model.actor(s)) - a).square().sum(-1)
     bc_gauss = -weight * gaussian.log_prob(s, a)
-    difference = model(None, s, a, transitions=(r, s2, done)) - gaussian(None, s, a, transitions=(r, s2, done))
+    difference = model.td_loss((s, a, r, s2, done)) - gaussian.td_loss((s, a, r, s2, done))
     torch.testing.assert_close(difference, bc_det.mean() - bc_gauss.mean())
 
 
@@ -130,7 +130,7 @@ def test_gradients_stay_within_each_learner():
     model = IQL(3, 1, hidden_dim=8)
     s, a, r, s2, done = transitions()
     model.update_target = lambda: None  # compare the same target in both passes
-    total = model.td_loss(s, a, r, s2, done)
+    total = model.td_loss((s, a, r, s2, done))
     grads = torch.autograd.grad(total, list(model.actor.parameters()) + [model.log_std], retain_graph=True)
     weight = torch.exp(3.0 * (torch.minimum(model._q("q1", s, a, True), model._q("q2", s, a, True))
                               - model.value(s).squeeze(-1))).clamp(max=100).detach()
@@ -151,7 +151,7 @@ def test_learns_the_better_arm_that_cloning_cannot_see():
     r, done = arm.float(), torch.ones(n)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(300):
-        loss = model(None, s, a, transitions=(r, torch.zeros_like(s), done))
+        loss = model.td_loss((s, a, r, torch.zeros_like(s), done))
         opt.zero_grad()
         loss.backward()
         opt.step()

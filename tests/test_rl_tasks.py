@@ -79,15 +79,19 @@ def test_windows_carry_the_transitions_for_td_learners(cartpole):
 class TDProbe(nn.Module):
     """Records what the task hands a temporal-difference learner."""
 
+    trajectory_fraction = 1.0
     learns_by_td = True
 
     def __init__(self):
         super().__init__()
         self.w = nn.Parameter(torch.zeros(()))
 
-    def forward(self, rtg, states, actions=None, timesteps=None, mask=None, transitions=None):
-        self.seen = (rtg, states, actions, transitions)
-        return self.w * 0 + transitions[0].sum()
+    def forward(self, rtg, states, actions=None, timesteps=None, mask=None):
+        raise AssertionError("a TD learner trains through td_loss, not forward")
+
+    def td_loss(self, transitions):
+        self.seen = transitions
+        return self.w * 0 + transitions.rewards.sum()
 
 
 def test_td_learners_get_uniformly_drawn_transitions(cartpole):
@@ -95,15 +99,16 @@ def test_td_learners_get_uniformly_drawn_transitions(cartpole):
     replay buffer): an episode's first step as often as any other, where the windows of the sequence
     models cover it K times less often (they run forward from a uniform start)."""
     probe = TDProbe()
+    cartpole.check_model(probe, "probe")  # it declares what a TD learner needs
     cartpole.prepare(probe)
     try:
         batches = list(itertools.islice(cartpole.train_batches(64, torch.Generator().manual_seed(2)), 40))
         batch = batches[0]
         loss = cartpole.loss(probe, batch)
-        rtg, states, actions, transitions = probe.seen
-        assert batch[4].all()  # every row a real transition
-        assert rtg is None and states.shape == (64 * 5, 4) and actions.shape == (64 * 5, 2)
-        assert torch.equal(transitions[0], batch[6].flatten()) and torch.equal(transitions[2], batch[8].flatten())
+        seen = probe.seen
+        assert batch.mask.all()  # every row a real transition
+        assert seen.states.shape == (64 * 5, 4) and seen.actions.shape == (64 * 5, 2)
+        assert torch.equal(seen.rewards, batch.rewards.flatten()) and torch.equal(seen.terminals, batch.terminals.flatten())
         assert loss.item() == pytest.approx(batch[6].sum().item())
         first_step = torch.cat([b[3].flatten() for b in batches]).eq(0).float().mean().item()
     finally:
@@ -113,6 +118,19 @@ def test_td_learners_get_uniformly_drawn_transitions(cartpole):
     windows = list(itertools.islice(cartpole.train_batches(64, torch.Generator().manual_seed(2)), 40))
     covered = torch.cat([(b[3] == 0)[b[4]] for b in windows]).float().mean().item()
     assert covered < 0.5 * uniform  # about uniform / K with windows
+
+
+def test_a_model_that_lacks_what_the_kind_needs_is_refused_in_one_line(cartpole):
+    class Bare(nn.Module):
+        def forward(self, *args):
+            return args[1]
+
+    with pytest.raises(ValueError, match=r"^model 'bare' does not declare trajectory_fraction, learns_by_td, which "
+                                         r"offline_rl tasks need of a model \(tasks.base.TrajectoryLearner"):
+        cartpole.check_model(Bare(), "bare")
+    Bare.trajectory_fraction, Bare.learns_by_td = 1.0, True  # a TD learner without its step
+    with pytest.raises(ValueError, match="learns by temporal differences but does not declare td_loss"):
+        cartpole.check_model(Bare(), "bare")
 
 
 def test_delayed_reward_moves_the_return_to_the_last_step(tmp_path):
@@ -211,13 +229,16 @@ def test_new_environments_are_tasks():
 
 def test_top_fraction_pool_for_percent_bc(cartpole):
     class Top10(nn.Module):
-        trajectory_fraction = 0.1
+        trajectory_fraction, learns_by_td = 0.1, False
+
+    class All(Top10):
+        trajectory_fraction = 1.0
 
     cartpole.prepare(Top10())
     best = cartpole.returns[cartpole.pool]
     assert len(best) == round(0.1 * len(cartpole.returns))
     assert best.min() >= cartpole.returns.quantile(0.85)
-    cartpole.prepare(nn.Linear(1, 1))
+    cartpole.prepare(All())
     assert len(cartpole.pool) == len(cartpole.returns)
 
 

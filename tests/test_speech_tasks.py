@@ -186,6 +186,7 @@ def test_transcription_models_train_and_decode_on_synth_digits(digits, name):
         pytest.fail(f"{name} is not registered for audio transcription")
     torch.manual_seed(0)
     model = zoo.create_model(name, digits.spec, size="tiny")
+    digits.check_model(model, name)  # as the trainer does: it declares how it decodes
     batch = next(iter(digits.train_batches(8, torch.Generator().manual_seed(0))))
     loss = digits.loss(model, batch)
     assert torch.isfinite(loss) and loss.item() > 0

@@ -70,6 +70,9 @@ class TrajectoryModel(nn.Module, metaclass=ABCMeta):
         init: how the tokens and heads start, one of ``INITS`` (see the module docstring).
     """
 
+    trajectory_fraction = 1.0  # trains on every episode (what an offline-RL task needs declared)
+    learns_by_td = False  # learns by imitation of the windows, not by temporal differences
+
     def __init__(self, state_dim: int, act_dim: int, *, hidden_dim: int, max_ep_len: int,
                  discrete: bool = False, action_tanh: bool | None = None, dropout: float = 0.0,
                  context_len: int | None = None, init: str = DEFAULT_INIT) -> None:

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..base import (Batch, Budget, DatasetError, DatasetNotFoundError, ItemLog, Option, Task, files_fingerprint,
+from ..base import (Batch, Budget, DatasetError, DatasetNotFoundError, Generator, ItemLog, Option, Task, files_fingerprint,
                     register_task)
 
 LN2 = float(np.log(2.0))
@@ -39,6 +39,7 @@ class CharLMTask(Task):
 
     domain = "language"
     kind = "language_modeling"
+    requires = (Generator,)  # the samples its examples show
     modality = "text"
     metric = "loss"
     higher_is_better = False

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..base import Batch, Budget, DecodedExamples, ItemLog, Option, Task, TensorBatches, register_task
+from ..base import Batch, Budget, DecodedExamples, Generator, ItemLog, Option, Task, TensorBatches, register_task
 from .seq2seq_data import make_splits, vocabulary
 
 PAD, BOS, EOS = 0, 1, 2
@@ -77,6 +77,7 @@ class Seq2SeqTask(DecodedExamples, Task):
         return len(self.pairs["train"])
 
     on_host = (2,)  # the source padding: the LSTM encoder packs its rows by the lengths read from it
+    requires = (Generator,)  # greedy or beam decoding for evaluation
 
     @staticmethod
     def _trim(batch: Batch) -> Batch:

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -40,7 +40,8 @@ import torch.nn.functional as F
 from scipy.stats import spearmanr, t as student_t
 from torch import Tensor, nn
 
-from ..base import Batch, Budget, ItemLog, Option, Task, register_task
+from ..base import (Batch, Budget, ItemLog, Option, Task, TDLearner, TrajectoryLearner, missing_members,
+                    register_task)
 from ._gym import require_gym
 
 if TYPE_CHECKING:
@@ -49,9 +50,39 @@ if TYPE_CHECKING:
 TEST_SEED, VAL_SEED, CURVE_SEED = 10_000, 20_000, 30_000
 
 
+class Trajectories(NamedTuple):
+    """A training batch of B windows of K steps (left-padded where ``mask`` is False), each (B, K, ...):
+    what a trajectory learner reads, the targets it is scored on, and the transitions' fields a TD
+    learner reads (``Transitions``)."""
+
+    returns_to_go: Tensor  # (B, K, 1) scaled
+    states: Tensor  # (B, K, state_dim) z-scored
+    actions: Tensor  # (B, K, act_dim) one-hot or in [-1, 1]
+    timesteps: Tensor  # (B, K) long
+    mask: Tensor  # (B, K) bool, True at real steps
+    targets: Tensor  # (B, K) class ids, or (B, K, act_dim): the actions to predict
+    rewards: Tensor  # (B, K) scaled
+    next_states: Tensor  # (B, K, state_dim)
+    terminals: Tensor  # (B, K) 1 where the episode truly ended
+
+
+class Transitions(NamedTuple):
+    """N transitions for a temporal-difference learner (``tasks.base.TDLearner.td_loss``): states
+    (N, S), actions (N, A), rewards (N,), next_states (N, S), terminals (N,), real (N,) 1 for a
+    transition and 0 for padding."""
+
+    states: Tensor
+    actions: Tensor
+    rewards: Tensor
+    next_states: Tensor
+    terminals: Tensor
+    real: Tensor
+
+
 class OfflineRLTask(Task):
     domain = "rl"
     kind = "offline_rl"
+    requires = (TrajectoryLearner,)
     modality = "state"
     metric = "normalized_return"
     metric_units = {"normalized_return": "% of expert return"}
@@ -181,13 +212,23 @@ class OfflineRLTask(Task):
             return float(self.env_info["target_return"])
         return float(np.quantile(self.returns.numpy(), quantile, method="higher"))
 
+    def check_model(self, model: nn.Module, name: str = "") -> None:
+        """A trajectory learner (``requires``); one that ``learns_by_td`` is a TD learner too."""
+        super().check_model(model, name)
+        if model.learns_by_td:
+            missing = missing_members(model, TDLearner)
+            if missing:
+                raise ValueError(f"model {name or type(model).__name__!r} learns by temporal differences but does not "
+                                 f"declare {', '.join(missing)} (tasks.base.TDLearner)")
+
     def prepare(self, model: nn.Module | None) -> None:
-        """%BC: a model with ``trajectory_fraction`` < 1 trains on the best episodes only. A model that
-        ``learns_by_td`` (``baselines.iql``) trains on transitions drawn uniformly (``train_batches``)."""
-        fraction = getattr(model, "trajectory_fraction", 1.0)
+        """%BC: a model whose ``trajectory_fraction`` is below 1 trains on the best episodes only. A model
+        that ``learns_by_td`` (``baselines.iql``) trains on transitions drawn uniformly (``train_batches``).
+        Both are declared by the model (``tasks.base.TrajectoryLearner``), read here once."""
+        fraction = model.trajectory_fraction if model is not None else 1.0
         keep = max(1, round(fraction * len(self.returns)))
         self.pool = self.returns.argsort(descending=True)[:keep]
-        self.learns_by_td = bool(getattr(model, "learns_by_td", False))
+        self.learns_by_td = bool(model.learns_by_td) if model is not None else False
         self.pool_steps = torch.cat([torch.arange(int(self.starts[e]), int(self.starts[e] + self.lengths[e]))
                                      for e in self.pool.tolist()])  # the pool's steps, for uniform draws
 
@@ -211,10 +252,10 @@ class OfflineRLTask(Task):
             else:
                 index, mask = self._windows(batch_size, K, generator)
             a = self.arrays
-            yield (a["rtg"][index] * mask[..., None], a["states"][index] * mask[..., None],
-                   a["actions"][index] * mask[..., None], a["timesteps"][index] * mask, mask,
-                   a["targets"][index], a["rewards"][index] * mask, a["next_states"][index] * mask[..., None],
-                   a["terminals"][index] * mask)
+            yield Trajectories(a["rtg"][index] * mask[..., None], a["states"][index] * mask[..., None],
+                               a["actions"][index] * mask[..., None], a["timesteps"][index] * mask, mask,
+                               a["targets"][index], a["rewards"][index] * mask,
+                               a["next_states"][index] * mask[..., None], a["terminals"][index] * mask)
 
     def _windows(self, batch_size: int, K: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """(index (B, K) into the flat arrays, mask (B, K), False at the left padding) of B windows."""
@@ -233,16 +274,16 @@ class OfflineRLTask(Task):
         gets the batch's B K uniformly drawn transitions (state, action, scaled reward, next state,
         terminal, 1 where real) and returns its own objective. Padding is weighted out, never cut out:
         shapes stay fixed and nothing is read back from the device."""
-        rtg, states, actions, timesteps, mask, targets, rewards, next_states, terminals = batch
-        real = mask.flatten().float()  # (B K,)
-        if self.learns_by_td:  # (set by ``prepare``) through forward: DDP syncs it
-            return model(None, states.flatten(0, 1), actions.flatten(0, 1),
-                         transitions=(rewards.flatten(), next_states.flatten(0, 1), terminals.flatten(), real))
-        pred = model(rtg, states, actions, timesteps, mask).flatten(0, 1)  # (B K, A)
+        b = Trajectories(*batch)
+        real = b.mask.flatten().float()  # (B K,)
+        if self.learns_by_td:  # (set by ``prepare``; the trainer's step runs it inside DDP's forward)
+            return model.td_loss(Transitions(b.states.flatten(0, 1), b.actions.flatten(0, 1), b.rewards.flatten(),
+                                             b.next_states.flatten(0, 1), b.terminals.flatten(), real))
+        pred = model(b.returns_to_go, b.states, b.actions, b.timesteps, b.mask).flatten(0, 1)  # (B K, A)
         if self.env_info["discrete"]:
-            per_step = F.cross_entropy(pred, targets.flatten().long(), reduction="none")
+            per_step = F.cross_entropy(pred, b.targets.flatten().long(), reduction="none")
         else:
-            per_step = F.mse_loss(pred, targets.flatten(0, 1), reduction="none").mean(-1)
+            per_step = F.mse_loss(pred, b.targets.flatten(0, 1), reduction="none").mean(-1)
         return (per_step * real).sum() / real.sum()
 
     # ------------------------------------------------------------------------------- evaluation

@@ -17,7 +17,8 @@ from torch import Tensor, nn
 from zoo.core import lengths_to_padding_mask
 from zoo.core.decoding import ctc_beam_search, ctc_greedy_decode
 
-from ..base import Batch, Budget, DecodedExamples, ItemLog, Option, Task, TensorBatches
+from ..base import (Batch, Budget, DecodedExamples, Decoder, Generator, ItemLog, Option, Task, TensorBatches,
+                    missing_members)
 from .features import N_MELS, SPEC_AUGMENT, SpecAugment, log_mel_features, normalise
 
 BLANK = PAD = 0  # CTC blank and decoder padding share id 0
@@ -90,6 +91,14 @@ class TranscriptionTask(DecodedExamples, Task):
         return len(self.texts["train"])
 
     on_host = (1, 3)  # frames and target lengths: packed LSTMs and CTC read them on the host
+    requires = (Decoder,)
+
+    def check_model(self, model: nn.Module, name: str = "") -> None:
+        """A decoder (``requires``); one that decodes with attention also generates."""
+        super().check_model(model, name)
+        if model.decoding != "ctc" and missing_members(model, Generator):
+            raise ValueError(f"model {name or type(model).__name__!r} decodes with {model.decoding!r} but has no "
+                             f"generate (tasks.base.Generator)")
 
     @staticmethod
     def _trim(batch: Batch) -> Batch:
@@ -116,7 +125,7 @@ class TranscriptionTask(DecodedExamples, Task):
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         feats, frames, targets, target_lengths = batch
-        if model.decoding == "ctc":
+        if model.decoding == "ctc":  # declared by the model (tasks.base.Decoder, checked when it was built)
             log_probs, out_lengths = model(feats, frames)
             return F.ctc_loss(log_probs.float().transpose(0, 1), targets, out_lengths, target_lengths,
                               blank=BLANK, zero_infinity=True)
