@@ -5,17 +5,26 @@ stages of basic blocks at widths (w, 2w, 4w) with stride 2 between stages, globa
 and a linear head. Images larger than 32 pixels get a stride-2 stem and a max-pool first, as
 ImageNet ResNets do, so that the cost stays in proportion.
 
-``kws_resnet``: the keyword-spotting residual networks of Tang & Lin 2018 ("Deep Residual Learning
-for Small-Footprint Keyword Spotting"), res8 at tiny: the log-mel spectrogram (B, T, F) as a
-one-channel image, a 3x3 convolution, a 4x3 average pool (time x frequency) right after it, residual
-blocks, global average pooling and a linear layer. Tang & Lin keep one width (45) and the pooled
-resolution throughout; here the blocks follow the He et al. layout of ``resnet`` (widths w, 2w, 4w,
-stride 2 between stages). At the pooled resolution a constant width grows the compute with the
-parameters: matching the tiny Conformer's 0.85M parameters at one width takes 125 channels and 7x
-its FLOPs per clip (558 vs 79 MFLOP); the stages put most parameters where there are few positions
-and match them at 1.3x (101 MFLOP). Depth per size: res8 (one block per stage), res15 (Tang & Lin's
-six blocks) and res26 (twelve). Tang & Lin's BatchNorm has no affine parameters and res15/res26
-dilate their convolutions instead of striding; ours are ``resnet``'s blocks as they are.
+``kws_resnet``: the keyword-spotting ResNet of Tang & Lin 2018 ("Deep Residual Learning for
+Small-Footprint Keyword Spotting"; castorini/honk is their code). The paper: 40 MFCCs (T, F) as a
+one-channel image, a 3x3 convolution to 45 maps, then 3x3 convolutions at that one width, each
+followed by ReLU and a BatchNorm without scale or shift, a residual sum (taken before the BatchNorm)
+every second one; res15 has six such pairs and one more convolution, convolution i dilated by
+2^(i // 3), at the full 101x40 resolution; res8 three undilated pairs after a 4x3 average pool;
+then the average over time and frequency and a linear layer; SGD (momentum 0.9, lr 0.1 with step
+drops, weight decay 1e-5) for 26 epochs.
+
+Here: res15's six dilated pairs (dilations 1,1,1,2,2,2,4,4,4,8,8,8; the seventh, lone convolution
+left out) at one width, 88 at tiny to match the other synth_commands models' 0.85M parameters,
+after res8's 4x3 pool (550 MFLOP per clip; at the full resolution 6.8 GFLOP), as He et al.'s basic
+blocks (conv-BN-ReLU-conv-BN, BatchNorm with scale and shift, the sum, ReLU, the residual branch
+starting at its full scale), under the harness's AdamW recipe (lr 2e-3, weight decay 5e-4) and 4
+epochs. On synth_commands (``scripts/kws_study.py``) it reaches 0.21 / 0.76 / 0.93 test top-1 with
+10% / 30% / all of the training data (3 seeds). One seed each: honk's block internals reach 0.60
+with 30% where these reach 0.81; without dilation the pooled average sees too little of the word
+(0.05 vs 0.14 with 10%, honk's blocks). The ResNet this replaced (``resnet``'s staged blocks, widths
+53/106/212; 0.04 / 0.14 / 0.80) was at chance with 10% because each residual branch's last
+BatchNorm scale started at 0 (Goyal et al.): starting it at 1 gave 0.22 / 0.73 / 0.94 (one seed).
 """
 
 from __future__ import annotations
@@ -96,25 +105,58 @@ def resnet(spec: dict[str, Any], **cfg: Any) -> ResNet:
     return ResNet(channels, spec["num_classes"], large_input=min(height, width) > 32, **cfg)
 
 
-class SpectrogramResNet(ResNet):
-    """forward(x (B, T, F)) -> logits (B, C): the features as a one-channel image (B, 1, T, F)."""
+def dilated_conv_bn(width: int, dilation: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(width, width, 3, padding=dilation, dilation=dilation, bias=False),
+                         nn.BatchNorm2d(width))
+
+
+class DilatedBlock(nn.Module):
+    """He et al.'s basic block at one width with dilated convolutions: x -> conv3x3 (dilation d1) ->
+    BN -> ReLU -> conv3x3 (d2) -> BN, plus x, then ReLU. (B, w, T, F) -> (B, w, T, F)."""
+
+    def __init__(self, width: int, d1: int, d2: int) -> None:
+        super().__init__()
+        self.conv1 = dilated_conv_bn(width, d1)
+        self.conv2 = dilated_conv_bn(width, d2)
 
     def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x.unsqueeze(1))
+        return (self.conv2(self.conv1(x).relu()) + x).relu()
+
+
+class KeywordResNet(nn.Module):
+    """forward(x (B, T, F)) -> logits (B, num_classes): the features as a one-channel image (B, 1, T, F),
+    a 3x3 convolution to ``width`` maps (BN, ReLU), an average pool (``stem_pool``, kernel = stride;
+    (1, 1): none), ``blocks`` dilated residual blocks at that width, convolution i (from 0) dilated by
+    2^(i // 3) with ``dilation``, an average over time and frequency, and a linear layer."""
+
+    def __init__(self, num_classes: int, *, width: int = 45, blocks: int = 6, stem_pool: tuple[int, int] = (1, 1),
+                 dilation: bool = True, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+                                  nn.AvgPool2d(tuple(stem_pool)))
+        rates = [2 ** (i // 3) if dilation else 1 for i in range(2 * blocks)]
+        self.blocks = nn.Sequential(*[DilatedBlock(width, rates[i], rates[i + 1]) for i in range(0, 2 * blocks, 2)])
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, T, F) -> (B, num_classes)
+        x = self.blocks(self.stem(x.unsqueeze(1)))  # (B, w, T / p_t, F / p_f)
+        return self.head(self.dropout(x.mean((2, 3))))  # the average over time and frequency
 
 
 # Widths chosen so that each size matches the Conformer (classification, 40 mels, 35 classes) of the
-# same size within 10% in parameters (tests/test_speech_models.py checks it); dropout 0 as ``resnet``.
+# same size within 10% in parameters (tests/test_speech_models.py checks it). All sizes keep res8's
+# 4x3 pool; res26 (base) is not dilated, as in Tang & Lin (its 24 convolutions see the whole clip).
 KWS_RESNET_PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(width=53, blocks=1, stem_pool=(4, 3), dropout=0.0),  # res8: 1 + 2 * 3 convolutions + linear
-    "small": dict(width=80, blocks=2, stem_pool=(4, 3), dropout=0.0),  # res15 depth (Tang & Lin: 6 blocks)
-    "base": dict(width=76, blocks=4, stem_pool=(4, 3), dropout=0.0),  # res26 depth (12 blocks)
+    "tiny": dict(width=88, blocks=6, stem_pool=(4, 3), dilation=True, dropout=0.0),  # res15 layout, 842k
+    "small": dict(width=202, blocks=6, stem_pool=(4, 3), dilation=True, dropout=0.0),  # res15 layout, 4.42M
+    "base": dict(width=198, blocks=12, stem_pool=(4, 3), dilation=False, dropout=0.0),  # res26 layout, 8.48M
 }
 
 
 @register_model("kws_resnet", family="baseline", kinds=("classification",), modalities=("audio",), lr=2e-3,
                 weight_decay=5e-4, presets=KWS_RESNET_PRESETS, width="width",
-                bounds={"dropout": DROPOUT, "stem_pool": Range(1, length=2)})
-def kws_resnet(spec: dict[str, Any], **cfg: Any) -> SpectrogramResNet:
-    """Keyword-spotting ResNet (Tang & Lin 2018, res8/res15/res26 depths) on the spectrogram as an image."""
-    return SpectrogramResNet(1, spec["num_classes"], **cfg)
+                bounds={"dropout": DROPOUT, "stem_pool": Range(1, length=2), "blocks": Range(1)})
+def kws_resnet(spec: dict[str, Any], **cfg: Any) -> KeywordResNet:
+    """Keyword-spotting ResNet (Tang & Lin 2018, res15 layout): dilated residual blocks at one width."""
+    return KeywordResNet(spec["num_classes"], **cfg)

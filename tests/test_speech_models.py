@@ -223,12 +223,14 @@ def train(model: torch.nn.Module, loss_fn, steps: int, lr: float) -> tuple[float
     return first, loss_fn().item()
 
 
-@pytest.mark.parametrize("name", ["lstm_classifier", "kws_resnet"])
-def test_classifiers_overfit_a_tiny_batch(name):
+# kws_resnet's eval mode reads 13 BatchNorms' running statistics, which trail weights that move this
+# fast by about 1 / momentum = 10 steps: 40 steps, not 30, before they describe the trained network
+@pytest.mark.parametrize("name, steps", [("lstm_classifier", 30), ("kws_resnet", 40)])
+def test_classifiers_overfit_a_tiny_batch(name, steps):
     torch.manual_seed(0)
     model = create_model(name, CLS_SPEC, "tiny", dropout=0.0)
     x, y = torch.randn(8, 101, 40), torch.arange(8) * 4  # 8 clips, 8 of the 35 classes
-    first, last = train(model, lambda: F.cross_entropy(model(x), y), 30, 3e-3)
+    first, last = train(model, lambda: F.cross_entropy(model(x), y), steps, 3e-3)
     assert last < 0.05 * first, f"{name}: {first:.3f} -> {last:.3f}"
     assert (model.eval()(x).argmax(-1) == y).all()
 

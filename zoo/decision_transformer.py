@@ -30,38 +30,43 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .core import EncoderBlock
+from .core import MIXERS, EncoderBlock
 from .core.layers import ACTIVATIONS
 from .options import DROPOUT
 from .reference import Reference
-from .registry import register_model
+from .registry import register_model, register_variant
 from .trajectory import DEFAULT_INIT, DT_PAPER_RECIPE, INITS, TrajectoryModel, trajectory_spec
 from .transformer import gpt2_blocks_state, gpt2_unsupported
 
 
 class DecisionTransformer(TrajectoryModel):
-    """GPT-2 trunk (pre-norm causal blocks, final LayerNorm), without position embeddings."""
+    """GPT-2 trunk (pre-norm causal blocks, final LayerNorm), without position embeddings.
+    ``mixer="ssm"`` puts the selective SSM in the blocks' mixer slot, the rest as it is: the Decision
+    Mamba (Ota 2024). Its left padding never enters the state (``zoo.core.ssm``), and the mixer keeps
+    the Mamba reference's own initialisation (the trunk's GPT-2 init is the attention's and the MLP's)."""
 
     def __init__(self, state_dim: int, act_dim: int, *, hidden_dim: int = 128, num_layers: int = 3,
                  num_heads: int = 1, mlp_dim: int | None = None, dropout: float = 0.1,
                  activation: str = "relu", max_ep_len: int = 4096, discrete: bool = False,
                  action_tanh: bool | None = None, norm_eps: float = 1e-5, context_len: int | None = None,
-                 init: str = DEFAULT_INIT) -> None:
+                 init: str = DEFAULT_INIT, mixer: str = "attention") -> None:
         super().__init__(state_dim, act_dim, hidden_dim=hidden_dim, max_ep_len=max_ep_len, discrete=discrete,
                          action_tanh=action_tanh, dropout=dropout, context_len=context_len, init=init)
         self.blocks = nn.ModuleList(
             EncoderBlock(hidden_dim, num_heads, mlp_dim or 4 * hidden_dim, dropout=dropout, attn_dropout=dropout,
-                         activation=activation, norm_first=True, norm_eps=norm_eps)
+                         activation=activation, norm_first=True, norm_eps=norm_eps, mixer=mixer)
             for _ in range(num_layers))
         self.ln_f = nn.LayerNorm(hidden_dim, eps=norm_eps)
         # GPT-2 initialisation of the trunk, whatever ``init`` says (the official DT's trunk is transformers'
         # GPT2Model, which initialises itself); ``init`` decides the embeddings and heads (TrajectoryModel).
         for block in self.blocks:
-            for module in block.modules():
+            gpt2 = [block.mlp] + ([block.attn] if mixer == "attention" else [])  # the SSM keeps its own init
+            for module in (m for part in gpt2 for m in part.modules()):
                 if isinstance(module, nn.Linear):
                     nn.init.normal_(module.weight, std=0.02)
                     nn.init.zeros_(module.bias)
-            nn.init.normal_(block.attn.out_proj.weight, std=0.02 / math.sqrt(2 * num_layers))
+            if mixer == "attention":
+                nn.init.normal_(block.attn.out_proj.weight, std=0.02 / math.sqrt(2 * num_layers))
             nn.init.normal_(block.mlp.fc2.weight, std=0.02 / math.sqrt(2 * num_layers))
 
     def trunk(self, x: Tensor, mask: Tensor) -> Tensor:  # (B, 3K, H), (B, 3K) -> (B, 3K, H)
@@ -148,12 +153,14 @@ def decision_transformer_reference(device: torch.device) -> Reference:
 # 3 validation episodes of each other (timestep ahead on the pendulum tasks, hf on cartpole-mixed).
 DT_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(hidden_dim=64, num_layers=3, num_heads=1, mlp_dim=None, dropout=0.0, activation="relu",
-                 init=DEFAULT_INIT),
+                 init=DEFAULT_INIT, mixer="attention"),
     "small": dict(hidden_dim=128, num_layers=3, num_heads=1, mlp_dim=None, dropout=0.1, activation="relu",
-                  init=DEFAULT_INIT),
+                  init=DEFAULT_INIT, mixer="attention"),
     "base": dict(hidden_dim=256, num_layers=6, num_heads=4, mlp_dim=None, dropout=0.1, activation="relu",
-                 init=DEFAULT_INIT),
+                 init=DEFAULT_INIT, mixer="attention"),
 }
+# The Decision Mamba: the SSM in place of attention, half as wide an MLP, matched to the DT's parameters
+DECISION_MAMBA_PRESETS = {"tiny": {"mlp_dim": 128}, "small": {"mlp_dim": 320}, "base": {"mlp_dim": 640}}
 
 
 # Training defaults. ``small`` is the official DT and trains on the official recipe
@@ -164,7 +171,12 @@ DT_PRESETS: dict[str, dict[str, Any]] = {
                 size_defaults={"small": DT_PAPER_RECIPE},
                 presets=DT_PRESETS, width="hidden_dim", width_multiple="num_heads", width_scales=("mlp_dim",),
                 reference=decision_transformer_reference, bounds={"dropout": DROPOUT},
-                choices={"activation": tuple(ACTIVATIONS), "init": INITS})
+                choices={"activation": tuple(ACTIVATIONS), "init": INITS, "mixer": MIXERS})
 def decision_transformer(spec: dict[str, Any], **cfg: Any) -> DecisionTransformer:
     """Decision Transformer (Chen et al. 2021): return-conditioned GPT over (R, s, a) tokens."""
     return DecisionTransformer(spec["state_dim"], spec["act_dim"], **trajectory_spec(spec), **cfg)
+
+
+register_variant("decision_mamba", like="decision_transformer", family="ssm", config={"mixer": "ssm"},
+                 presets=DECISION_MAMBA_PRESETS,
+                 description="Decision Mamba (Ota 2024): the DT with the selective SSM in place of self-attention")
