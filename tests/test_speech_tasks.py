@@ -97,6 +97,18 @@ def test_spec_augment_masks_each_example_independently():
     assert torch.equal(SpecAugment(0, 10, 0, 20)(x), x)
 
 
+def test_each_training_batch_draws_new_masks_also_for_a_model_that_draws_no_random_numbers():
+    """The masks come from torch's global generator, which advances: a model without dropout (the
+    keyword-spotting ResNet) once got one set of masks for every batch, as the generator was restored."""
+    from tasks.speech.tasks import SynthCommands
+    task = object.__new__(SynthCommands)  # no data needed: only its augmentation
+    task.augment = SpecAugment()
+    torch.manual_seed(0)
+    x = torch.ones(8, 101, 40)
+    first, second = task._augment(x), task._augment(x)
+    assert not torch.equal(first, second)
+
+
 def test_validation_voices_are_training_voices_with_unheard_combinations():
     val = validation_voices()
     assert len(val) == 5 and set(val) <= set(ss.TRAIN_VOICES)

@@ -118,8 +118,10 @@ class AudioClassificationTask(ClassificationTask):
                              transform=self._augment if self.augment is not None else None)
 
     def _augment(self, x: Tensor) -> Tensor:
-        with torch.random.fork_rng(devices=[]):  # the masks draw from torch's global generator:
-            return self.augment(x)               # keep it out of the model's dropout stream
+        """SpecAugment's masks, drawn from torch's global generator, which advances (a checkpoint keeps
+        its state, so a resumed cell draws the same masks). Restoring it after each draw, as this once
+        did, gave a model that draws no random numbers of its own the same masks at every batch."""
+        return self.augment(x)
 
     def eval_batches(self, split: str, batch_size: int) -> Iterable[Batch]:
         return TensorBatches((self.features[split], self.labels[split]), batch_size)

@@ -115,8 +115,7 @@ class TranscriptionTask(DecodedExamples, Task):
 
     def _augment(self, batch: Batch) -> Batch:
         feats, frames, *rest = batch
-        with torch.random.fork_rng(devices=[]):
-            feats = self.augment(feats)
+        feats = self.augment(feats)  # from torch's global generator, which advances (see classification.py)
         real = torch.arange(feats.shape[1])[None, :] < frames[:, None]
         return (feats * real[..., None], frames, *rest)
 
