@@ -9,6 +9,8 @@ from typing import Any
 from tasks.base import Task
 from zoo.registry import ModelEntry
 
+from .code import fingerprint
+
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -65,8 +67,9 @@ def total_steps(task: Task, config: RunConfig, batch_size: int) -> int:
 
 def resolve(task: Task, entry: ModelEntry, config: RunConfig) -> dict[str, Any]:
     """The cell's full configuration (what its ``config_hash`` covers), before anything trains. It
-    includes the task's data fingerprint (``Task.fingerprint``, after ``setup``), so that a cell run on
-    other data is another cell, never "already done"."""
+    includes the task's data fingerprint (``Task.fingerprint``, after ``setup``) and the code that
+    computes the cell (``harness.code.fingerprint``: the model's, the task's and the training loop's
+    modules), so that a cell run on other data or by other code is another cell, never "already done"."""
     batch_size = config.batch_size or task.budget.batch_size
     defaults = entry.training_defaults(config.size)  # the model's, at this size
     steps_per_epoch = task.steps_per_epoch(batch_size)
@@ -83,6 +86,7 @@ def resolve(task: Task, entry: ModelEntry, config: RunConfig) -> dict[str, Any]:
         else defaults.get("warmup_frac", task.budget.warmup_frac),
         "backend": config.backend, "precision": config.precision, "device": config.device,
         "task_options": task.opts, "data": task.fingerprint(), "model_options": dict(config.model_opts),
+        "code": fingerprint(entry.factory.__module__, type(task).__module__),
         **({"deterministic": True} if config.deterministic else {}),
         **({"compile": True} if config.compile else {}),
         **({"params_target": config.params_target, "fitted": dict(config.fitted)} if config.params_target else {}),

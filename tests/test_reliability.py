@@ -523,3 +523,49 @@ def test_a_resume_in_mid_epoch_equals_the_uninterrupted_run(task_name, model, op
         [{k: v for k, v in h.items() if k != "train_time_s"} for h in whole["history"]]
     for name, column in whole["items"].items():
         assert np.array_equal(resumed["items"][name], column), name
+
+
+PLUGIN = '''
+"""A model whose initialisation a test changes between two runs."""
+from torch import nn
+from zoo.registry import Recipe, Sizes, register_model
+
+
+@register_model("editable", family="mlp", kinds="classification", modalities="image",
+                sizes=Sizes({{"tiny": {{"hidden": 16}}, "small": {{"hidden": 32}}, "base": {{"hidden": 64}}}}, width="hidden"),
+                recipe=Recipe(lr=1e-3))
+def editable(spec, hidden):
+    """{doc}"""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, spec["num_classes"]))
+    nn.init.normal_(model[1].weight, std={std})
+    return model
+'''
+
+
+def test_a_change_to_a_models_code_makes_its_earlier_cell_count_as_not_done(tmp_path, capsys, monkeypatch,
+                                                                           clean_registry):
+    """Cell identity covers the code (harness.code): a new initialisation is a new cell; a docstring is not."""
+    import importlib
+    import sys as _sys
+
+    from harness import code
+    monkeypatch.syspath_prepend(str(tmp_path))
+    plugin = tmp_path / "editable_model.py"
+    argv = ["run", "vision", "--models", "editable", "--plugin", "editable_model", "--seeds", "1", "--steps", "2",
+            "--quiet", "--out", str(tmp_path / "out")]
+
+    def run_with(std: float, doc: str) -> str:
+        plugin.write_text(PLUGIN.format(std=std, doc=doc))
+        clean_registry_models = __import__("zoo.registry", fromlist=["_MODELS"])._MODELS
+        clean_registry_models.pop("editable", None)
+        _sys.modules.pop("editable_model", None)
+        importlib.invalidate_caches()
+        code.forget()
+        assert main(argv) == 0
+        return capsys.readouterr().err
+
+    assert "already done" not in run_with(0.02, "An MLP.")
+    assert "already done" in run_with(0.02, "An MLP, the same code.")  # a docstring: the same cell
+    assert "already done" not in run_with(0.5, "An MLP.")  # another initialisation: another cell
+    records = sorted((tmp_path / "out" / "runs" / "vision" / "digits").glob("editable-*.json"))
+    assert len(records) == 2 and len({json.loads(p.read_text())["config"]["code"] for p in records}) == 2
