@@ -80,7 +80,7 @@ def resolve(task: Task, entry: ModelEntry, config: RunConfig) -> dict[str, Any]:
         "optimizer": "AdamW", "lr": config.lr if config.lr is not None else defaults.get("lr", 1e-3),
         "weight_decay": config.weight_decay if config.weight_decay is not None
         else defaults.get("weight_decay", 0.0),
-        "schedule": "warmup_cosine",
+        "schedule": defaults.get("schedule", "warmup_cosine"),
         "grad_clip": config.grad_clip if config.grad_clip is not None else defaults.get("grad_clip", 1.0),
         "warmup_frac": config.warmup_frac if config.warmup_frac is not None
         else defaults.get("warmup_frac", task.budget.warmup_frac),

@@ -65,12 +65,22 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
 
 
-def warmup_cosine(total_steps: int, warmup_frac: float):
+SCHEDULES = ("warmup_cosine", "warmup_constant")
+
+
+def lr_factor(total_steps: int, warmup_frac: float, schedule: str = "warmup_cosine"):
+    """The learning rate's factor by step: a linear warm-up over ``warmup_frac`` of the steps, then a
+    cosine decay to 0 (``warmup_cosine``, the harness's recipe), or the rate held constant
+    (``warmup_constant``: the official Decision Transformer's LambdaLR, min((t + 1) / warmup, 1))."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown learning-rate schedule {schedule!r}; accepted: {', '.join(SCHEDULES)}")
     warmup = max(1, int(total_steps * warmup_frac))
 
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
+        if schedule == "warmup_constant":
+            return 1.0
         progress = (step - warmup) / max(1, total_steps - warmup)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
@@ -191,7 +201,7 @@ class CellTrainer:
                                            fused=device.type == "cuda")
         self.scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")  # fp16 loss scaling
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, warmup_cosine(self.total_steps, self.resolved["warmup_frac"]))
+            self.optimizer, lr_factor(self.total_steps, self.resolved["warmup_frac"], self.resolved["schedule"]))
         self.generator = torch.Generator().manual_seed(self.seed)  # the same shuffle on every rank
         self.memory = PeakMemory(device)
 

@@ -293,3 +293,15 @@ def test_decision_transformer_learns_to_copy_an_action_pattern():
         accuracy = (model(R, s, a, t).argmax(-1) == target)[:, 2:].float().mean().item()
     assert losses[-1] < 0.1 * losses[0] and accuracy > 0.95, (losses[0], losses[-1], accuracy)
     assert time.perf_counter() - start < 30  # ~1 s on one core
+
+
+def test_the_small_size_trains_on_the_papers_schedule_warm_up_then_constant():
+    """kzl's LambdaLR is min((t + 1) / warmup, 1): no decay after the warm-up (the harness's own recipe
+    decays with a cosine); the small size of every offline-RL model declares it."""
+    from harness.trainer import lr_factor
+    for name in ("decision_transformer", "decision_lstm", "bc_mlp", "bc_top10"):
+        assert get_model_entry(name).training_defaults("small")["schedule"] == "warmup_constant", name
+        assert "schedule" not in get_model_entry(name).training_defaults("tiny")
+    constant, cosine = lr_factor(100, 0.1, "warmup_constant"), lr_factor(100, 0.1)
+    assert [constant(t) for t in (0, 9, 10, 50, 99)] == [0.1, 1.0, 1.0, 1.0, 1.0]
+    assert cosine(9) == 1.0 and cosine(99) < 0.01

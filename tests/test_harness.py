@@ -44,17 +44,17 @@ def test_run_vision_writes_leaderboard_and_records(tmp_path, capsys):
     df = pd.read_csv(tmp_path / "leaderboard_vision.csv")
     assert list(df.columns) == leaderboard.COLUMNS + ["test_loss", "test_top5"]  # the task's other metrics
     assert ((df["test_top5"] >= df["metric_mean"]) & (df["test_loss"] > 0)).all()
-    assert sorted(df["model"]) == ["resnet", "vit"]
+    assert sorted(df["model"]) == ["resnet", "vim", "vit"]  # every model the task serves, the SSM among them
     assert set(df["task"]) == {"digits"} and set(df["n_seeds"]) == {2} and set(df["seeds"]) == {"0 1"}
-    assert set(df["family"]) == {"transformer", "baseline"}
-    assert sorted(df["rank"]) in ([1, 2], [1, 1])
+    assert set(df["family"]) == {"transformer", "baseline", "ssm"}
+    assert min(df["rank"]) == 1 and max(df["rank"]) <= 3
     assert ((df["metric_mean"] > 0.1) & (df["metric_mean"] <= 1)).all()  # one epoch: better than chance
     assert (df["param_count"] > 100_000).all() and (df["train_samples_per_sec"] > 0).all()
     assert set(df["device"]) == {"cpu"} and set(df["backend"]) == {"sdpa"} and set(df["precision"]) == {"fp32"}
     assert (tmp_path / "leaderboard_vision.md").read_text().startswith("| task | rank | model")
     records = sorted((tmp_path / "runs" / "vision" / "digits").glob("*.json"))
     names = [re.sub(r"-[0-9a-f]{12}\.json$", ".json", p.name) for p in records]  # without the config hash
-    assert names == ["resnet-tiny-seed0.json", "resnet-tiny-seed1.json", "vit-tiny-seed0.json", "vit-tiny-seed1.json"]
+    assert names == [f"{m}-tiny-seed{s}.json" for m in ("resnet", "vim", "vit") for s in (0, 1)]
     record = json.loads(records[-1].read_text())
     for key in ("metric_value", "test", "history", "param_count", "train_time_s", "device", "backend",
                 "precision", "torch_version", "git_commit", "config", "config_hash", "seed", "started"):
@@ -67,7 +67,9 @@ def test_run_vision_writes_leaderboard_and_records(tmp_path, capsys):
     with np.load(records[-1].with_name(record["items_file"])) as items:  # per test image: right, predicted, true
         assert len(items["item"]) == 360 and ((items["pred"] == items["label"]) == items["value"]).all()
     verdicts = pd.read_csv(tmp_path / "verdicts.csv")  # the report's verdict, from the per-item files
-    assert list(verdicts[["model_a", "model_b", "test"]].iloc[0]) == ["vit", "resnet", "seeds and items"]
+    pairs = {frozenset(p) for p in zip(verdicts["model_a"], verdicts["model_b"])}  # one per pair of families
+    assert pairs == {frozenset(p) for p in (("vit", "resnet"), ("vit", "vim"), ("vim", "resnet"))}
+    assert set(verdicts["test"]) == {"seeds and items"}
 
     # A second run of one model with another configuration replaces that row (its mean, seeds and interval
     # come from the new records only) and keeps the other.
@@ -75,7 +77,7 @@ def test_run_vision_writes_leaderboard_and_records(tmp_path, capsys):
                         "--lr", "1e-3"], capsys)
     assert code == 0, err
     df2 = pd.read_csv(tmp_path / "leaderboard_vision.csv").set_index("model")
-    assert sorted(df2.index) == ["resnet", "vit"]
+    assert sorted(df2.index) == ["resnet", "vim", "vit"]
     assert df2.loc["vit", "n_seeds"] == 1 and str(df2.loc["vit", "seeds"]) == "0" and df2.loc["resnet", "n_seeds"] == 2
 
     # report rebuilds the leaderboard from every record on disk.
@@ -113,7 +115,7 @@ def write_plugin(tmp_path: Path, kinds: str) -> str:
 BAD_INPUTS = [
     (["run", "visoin"], r"unknown domain 'visoin'; did you mean: vision\?"),
     (["run", "vision", "--tasks", "digts"], r"unknown task 'digts'; did you mean: digits\b"),
-    (["run", "vision", "--models", "vti"], r"unknown model 'vti'; did you mean: vit\?"),
+    (["run", "vision", "--models", "vti"], r"unknown model 'vti'; did you mean: vit, vim\?"),
     (["run", "vision", "--models", "lm_only", "--plugin", "PLUGIN"], r"model 'lm_only' serves language_modeling"),
     (["run", "vision", "--models", "zzz*"], r"no model matching 'zzz\*'"),
     (["run", "vision", "--plugin", "no_such_plugin_mod"], r"plugin module 'no_such_plugin_mod' not found"),
@@ -176,7 +178,8 @@ def test_ctrl_c_keeps_finished_cells(tmp_path, capsys, monkeypatch):
         return real_run_cell(*args, **kwargs)
 
     monkeypatch.setattr(trainer, "run_cell", interrupted_after_two)
-    code, out, err = run(["run", "vision", "--seeds", "2", "--steps", "2", "--quiet", "--out", str(tmp_path)], capsys)
+    code, out, err = run(["run", "vision", "--models", "resnet,vit", "--seeds", "2", "--steps", "2", "--quiet",
+                          "--out", str(tmp_path)], capsys)
     assert code == 130
     assert "interrupted; 2 of 4 cells finished" in err
     assert len(list((tmp_path / "runs").rglob("*.json"))) == 2
@@ -229,7 +232,7 @@ def test_readme_plugin_is_listed_fitted_trained_and_reported(tmp_path, capsys, m
                           "--steps", "2", "--quiet", "--out", str(tmp_path / "results")], capsys)
     assert code == 0, err
     df = pd.read_csv(tmp_path / "results" / "leaderboard_vision.csv").set_index("model")
-    assert sorted(df.index) == ["mlp", "resnet", "vit"]
+    assert sorted(df.index) == ["mlp", "resnet", "vim", "vit"]
     assert df.loc["mlp", "family"] == "mlp" and set(df["size"]) == {"tiny@100k"}
     assert ((df["param_count"] - 100_000).abs() <= 10_000).all(), df["param_count"]
     record = json.loads(record_file(tmp_path / "results/runs/vision/digits/mlp-tiny@100k-seed0.json").read_text())
@@ -237,8 +240,9 @@ def test_readme_plugin_is_listed_fitted_trained_and_reported(tmp_path, capsys, m
     report_text = (tmp_path / "results" / "REPORT.md").read_text()
     assert "mlp" in report_text and "(provisional: one seed" in report_text
     pairs = pd.read_csv(tmp_path / "results" / "verdicts.csv")[["family_a", "family_b"]]
-    assert sorted(map(tuple, pairs.values)) == [("baseline", "mlp"), ("transformer", "baseline"),
-                                                 ("transformer", "mlp")]  # an open family: its own rows, no baseline
+    families = ("transformer", "ssm", "baseline", "mlp")  # an open family: its own rows, no baseline
+    assert len(pairs) == 6 and set(map(frozenset, pairs.values)) == {
+        frozenset((a, b)) for i, a in enumerate(families) for b in families[i + 1:]}
 
 
 PRESET_HIDDEN = 128  # the README plugin's tiny width: 100k parameters need a wider one
@@ -271,14 +275,16 @@ def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path, capsys, monk
         return real_run_cell(task, model, seed, config, **kwargs)
 
     monkeypatch.setattr(trainer, "run_cell", crash_on_vit)
-    code, _, err = run(["run", "vision", "--seeds", "1", "--steps", "2", "--quiet", "--out", str(tmp_path)], capsys)
+    code, _, err = run(["run", "vision", "--models", "resnet,vit", "--seeds", "1", "--steps", "2", "--quiet",
+                        "--out", str(tmp_path)], capsys)
     assert code == 1 and "1 of 2 cells failed" in err and "digits/vit/seed 0" in err
     assert list(pd.read_csv(tmp_path / "leaderboard_vision.csv")["model"]) == ["resnet"]
     failed = json.loads(record_file(tmp_path / "runs/vision/digits/vit-tiny-seed0.json", failed=True).read_text())
     assert failed["status"] == "failed" and failed["reason"] == "RuntimeError: boom" and "boom" in failed["traceback"]
     # the failed cell is not "done": the next run tries it again
     monkeypatch.setattr(trainer, "run_cell", real_run_cell)
-    code, _, err = run(["run", "vision", "--seeds", "1", "--steps", "2", "--quiet", "--out", str(tmp_path)], capsys)
+    code, _, err = run(["run", "vision", "--models", "resnet,vit", "--seeds", "1", "--steps", "2", "--quiet",
+                        "--out", str(tmp_path)], capsys)
     assert code == 0 and "resnet seed 0: already done" in err and "vit seed 0: top1" in err
 
 
@@ -319,7 +325,7 @@ def test_an_interrupted_sweep_reruns_only_the_missing_cells(tmp_path, capsys, mo
         return real_run_cell(task, model, seed, config, **kwargs)
 
     monkeypatch.setattr(trainer, "run_cell", counted)
-    argv = ["run", "vision", "--seeds", "2", "--steps", "2", "--quiet", "--out", str(tmp_path)]
+    argv = ["run", "vision", "--models", "resnet,vit", "--seeds", "2", "--steps", "2", "--quiet", "--out", str(tmp_path)]
     assert run(argv, capsys)[0] == 130
     assert calls == [("resnet", 0), ("resnet", 1), ("vit", 0)]
     calls.clear()
@@ -331,7 +337,8 @@ def test_an_interrupted_sweep_reruns_only_the_missing_cells(tmp_path, capsys, mo
     calls.clear()
     assert run([*argv, "--force"], capsys)[0] == 0 and len(calls) == 4          # --force redoes them
     calls.clear()
-    other = ["run", "vision", "--seeds", "2", "--steps", "3", "--quiet", "--out", str(tmp_path)]  # another config
+    other = [*argv[:-1], str(tmp_path)]
+    other[other.index("--steps") + 1] = "3"  # another config
     assert run(other, capsys)[0] == 0 and len(calls) == 4
 
 
@@ -441,7 +448,8 @@ def test_report_writes_report_md_and_plots(tmp_path, capsys):
 
 
 def test_cost_columns_are_recorded(tmp_path, capsys):
-    assert run(["run", "vision", "--seeds", "1", "--steps", "2", "--quiet", "--out", str(tmp_path)], capsys)[0] == 0
+    assert run(["run", "vision", "--models", "resnet,vit", "--seeds", "1", "--steps", "2", "--quiet",
+                        "--out", str(tmp_path)], capsys)[0] == 0
     for model in ("resnet", "vit"):
         r = json.loads(record_file(tmp_path / f"runs/vision/digits/{model}-tiny-seed0.json").read_text())
         assert r["train_flops_per_sample"] > 2 * r["flops_per_sample"] > 0       # backward ~ 2x forward

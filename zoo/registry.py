@@ -50,7 +50,7 @@ from .options import Option, Range, declare
 
 SIZES = ("tiny", "small", "base")
 MODALITIES = ("image", "audio", "text", "state")
-TRAINING_DEFAULTS = ("lr", "weight_decay", "warmup_frac", "grad_clip")  # what register_model takes as defaults
+TRAINING_DEFAULTS = ("lr", "weight_decay", "warmup_frac", "grad_clip", "schedule")  # what a Recipe sets
 ENTRY_POINT_GROUP = "attention_zoo.models"
 
 # extra_flops(model) -> a context manager that hooks the model and yields a zero-argument callable
@@ -102,13 +102,15 @@ UNSET: Any = object()  # a training default a recipe leaves to the harness (the 
 @dataclass(frozen=True)
 class Recipe:
     """A model's training defaults, which the harness uses unless a run sets them for every model:
-    ``lr`` and ``weight_decay``, and where the model needs its own, ``warmup_frac`` and ``grad_clip``
-    (None: no clipping); ``per_size`` maps a size to defaults of its own (a paper's recipe for its size)."""
+    ``lr`` and ``weight_decay``, and where the model needs its own, ``warmup_frac``, ``grad_clip``
+    (None: no clipping) and ``schedule``; ``per_size`` maps a size to defaults of its own (a paper's
+    recipe for its size)."""
 
     lr: float = 1e-3
     weight_decay: float = 0.0
     warmup_frac: Any = UNSET
     grad_clip: Any = UNSET
+    schedule: Any = UNSET  # 'warmup_cosine' (the harness's) or 'warmup_constant' (harness.trainer.lr_factor)
     per_size: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def defaults(self, size: str | None = None) -> dict[str, Any]:

@@ -136,9 +136,10 @@ class TrajectoryModel(nn.Module, metaclass=ABCMeta):
 
 # The DT paper's training recipe (kzl/decision-transformer gym/experiment.py), for its models and its
 # BC baselines alike: AdamW lr 1e-4, weight decay 1e-4, linear warm-up over 10k of its 100k updates (a
-# tenth of the budget, whatever the budget), gradient norm clipped at 0.25. The ``small`` size of the
+# tenth of the budget, whatever the budget), then the rate held constant (its LambdaLR is
+# min((t + 1) / warmup, 1): no decay), gradient norm clipped at 0.25. The ``small`` size of the
 # offline-RL models trains on it (``register_model(size_defaults=...)``).
-DT_PAPER_RECIPE = dict(lr=1e-4, weight_decay=1e-4, warmup_frac=0.1, grad_clip=0.25)
+DT_PAPER_RECIPE = dict(lr=1e-4, weight_decay=1e-4, warmup_frac=0.1, grad_clip=0.25, schedule="warmup_constant")
 
 
 def trajectory_spec(spec: dict[str, Any]) -> dict[str, Any]:
