@@ -37,7 +37,7 @@ def cmd_list(args: ListOptions) -> int:
             c = tasks_pkg.get_task_class(name)
             flags = ("offline" if c.offline else "your data" if c.local_data else "download") + \
                 (", default" if c.default else "")
-            print(f"{name:<{width}}  {c.domain:<8} {serves(c):<26} {flags:<17} {c.description}")
+            print(f"{name:<{width}}  {c.domain:<8} {serves(c):<26} {flags:<17} {c.report.description}")
     else:
         for name in tasks_pkg.list_domains():
             if fnmatch.fnmatchcase(name, args.pattern):
@@ -90,10 +90,10 @@ def cmd_compare(args: CompareOptions) -> int:
         raise UsageError(str(e)) from None
     coordinate = size or "its size"
     coordinate += "" if tuning in (None, DEFAULT_TUNING) else f", tuning {tuning}"
-    label = f"{args.task} ({coordinate}): {cls.metric_label(cls.metric, cls.higher_is_better)}, records under " \
+    label = f"{args.task} ({coordinate}): {cls.report.metric_label(cls.metric, cls.higher_is_better)}, records under " \
         f"{args.out / 'runs'}"
     row = _family_row(everything, args.task, args.model_a, args.model_b, size, tuning)
-    print("\n".join(verdicts.describe(c, side[0], side[1], label, cls.report_iqm, row, task_range)))
+    print("\n".join(verdicts.describe(c, side[0], side[1], label, cls.report.report_iqm, row, task_range)))
     return 0
 
 

@@ -333,11 +333,11 @@ def _cell(row: pd.Series, column: str) -> str:
 
 def task_metric_columns(df: pd.DataFrame) -> list[str]:
     """The ``test_<metric>`` columns that the rows' tasks show beside the headline
-    (``Task.leaderboard_metrics``, e.g. offline RL's controllability)."""
+    (``TaskReport.leaderboard_metrics``, e.g. offline RL's controllability)."""
     columns: list[str] = []
     for task in (df["task"].unique() if "task" in df.columns else []):
         try:
-            names = get_task_class(task).leaderboard_metrics
+            names = get_task_class(task).report.leaderboard_metrics
         except RegistryError:  # a record of a task this process does not register (an unloaded plugin's)
             continue
         columns += [f"test_{m}" for m in names if f"test_{m}" in df.columns and f"test_{m}" not in columns]

@@ -139,7 +139,7 @@ def plot_learning_curves(records: list[dict[str, Any]]) -> Figure | None:
 
 
 def plot_example_table(records: list[dict[str, Any]], name: str, x: str, y: str) -> Figure | None:
-    """A table that a task attaches to its examples (``Task.example_plots``), e.g. offline RL's return
+    """A table that a task attaches to its examples (``TaskReport.example_plots``), e.g. offline RL's return
     conditioning: ``y`` against ``x``, one line per model (mean over seeds) with a min..max band; the
     diagonal y = x where both are in the same units (the columns end alike, e.g. ``*_return``). None
     when no record has the table."""
@@ -217,7 +217,7 @@ def write_reports(records: list[dict[str, Any]], out: Path, outcomes: leaderboar
             lines += [leaderboard.TIE_NOTE, ""]
         for task, rows in domain_rows.groupby("task", sort=True):
             lines += [f"### {domain} / {task}", ""]
-            about = task_class(task).about
+            about = task_class(task).report.about
             lines += [about, ""] if about else []
             lines += [*best_lines(rows), ""]
             task_records = [r for r in ok if r["domain"] == domain and r["task"] == task]
@@ -226,7 +226,7 @@ def write_reports(records: list[dict[str, Any]], out: Path, outcomes: leaderboar
                 "time": (plot_metric_vs_cost(rows, "train_time_s"), "metric vs training time"),
                 "curves": (plot_learning_curves(task_records), "validation learning curves"),
                 **{name: (plot_example_table(task_records, name, *axes), name.replace("_", " "))
-                   for name, axes in task_class(task).example_plots.items()},
+                   for name, axes in task_class(task).report.example_plots.items()},
             }
             for kind, (fig, alt) in figures.items():
                 if fig is None:

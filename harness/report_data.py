@@ -72,7 +72,7 @@ def cost_points(rows: pd.DataFrame, cost: str) -> CostPoints | None:
 
 def metric_label(task: str, metric: str, higher_is_better: bool, split: str = "test") -> str:
     """What task ``task`` says its metric measures, e.g. 'test top1 (accuracy, higher is better)'."""
-    return task_class(task).metric_label(metric, higher_is_better, split)
+    return task_class(task).report.metric_label(metric, higher_is_better, split)
 
 
 COST_LABELS = {"param_count": "parameters", "train_time_s": "training time (s)",
@@ -140,7 +140,7 @@ def best_lines(rows: pd.DataFrame) -> list[str]:
 
 
 def example_frame(records: list[dict[str, Any]], name: str, x: str, y: str) -> pd.DataFrame:
-    """The table ``name`` that a task attaches to its examples (``Task.example_plots``), from every
+    """The table ``name`` that a task attaches to its examples (``TaskReport.example_plots``), from every
     record: one row per (model, seed, table row) with columns model, family, seed, x, y; rows with a
     missing value are dropped, and no record with the table gives an empty frame."""
     rows = [{"model": r["model"], "family": r.get("family", NO_FAMILY), "seed": r["seed"],

@@ -7,10 +7,10 @@ offline (every script and style inline, nothing fetched):
   effect, adjusted p, verdict), every column of verdicts.csv under a "details" switch;
 - per domain its leaderboard as a sortable, searchable table (DataTables through ``itables``), each
   row linking to its cell records (the JSON files under ``out/runs/``, one link per seed);
-- per task what it tests (``Task.about``), the best model, and interactive Plotly figures: the
+- per task what it tests (``TaskReport.about``), the best model, and interactive Plotly figures: the
   headline metric against parameters and against training time (95% intervals, the Pareto front),
   the validation learning curves (mean over seeds, min..max band) and the tables that the task
-  attaches to its examples (``Task.example_plots``). Hovering a point shows the model, its seed
+  attaches to its examples (``TaskReport.example_plots``). Hovering a point shows the model, its seed
   count, the value and its interval.
 
 Plotly's and DataTables' scripts are inlined once (about 5.5 MB together); each figure and table
@@ -249,13 +249,13 @@ def write_html(out: Path, board: pd.DataFrame, records: list[dict[str, Any]], ta
         for task, rows in domain_rows.groupby("task", sort=True):
             task_records = [r for r in records if r["domain"] == domain and r["task"] == task]
             body.append(f'<h3 id="{_slug(domain)}-{_slug(task)}">{html.escape(domain)} / {html.escape(task)}</h3>')
-            about = task_class(task).about
+            about = task_class(task).report.about
             body += [f"<p>{html.escape(about)}</p>"] if about else []
             body += [f"<p>{_inline(line)}</p>" for line in best_lines(rows)]
             figures = [figure_metric_vs_cost(rows, "param_count"), figure_metric_vs_cost(rows, "train_time_s"),
                        figure_learning_curves(task_records),
                        *(figure_example_table(task_records, name, *axes)
-                         for name, axes in task_class(task).example_plots.items())]
+                         for name, axes in task_class(task).report.example_plots.items())]
             divs = []
             for fig in (f for f in figures if f is not None):
                 figure_count += 1

@@ -300,7 +300,7 @@ def comparison_row(a: pd.Series, b: pd.Series, outcomes: Outcomes) -> dict[str, 
     if c.se == 0:  # no variance at all (both at a ceiling): the difference of the rows' own intervals
         (la, ha), (lb, hb) = (stats.interval(o, bounds=bounds_of(o, task_range)) for o in (oa, ob))
         row.update(ci_low=min(c.ci_low, la - hb), ci_high=max(c.ci_high, ha - lb))
-    if task_class(a["task"]).report_iqm:
+    if task_class(a["task"]).report.report_iqm:
         for side, o in (("a", oa), ("b", ob)):
             low, high = stats.iqm_interval(o.per_seed())
             edges = bounds_of(o, task_range)

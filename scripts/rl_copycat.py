@@ -22,7 +22,9 @@ task's target return (normalised return).
 
     python scripts/rl_copycat.py [--seed 0] [--episodes 10] [--data-dir data] [--models dt,lstm,bc] [--save F.pt]
 
-About 15 minutes on 2 busy CPU cores for the seven models. The table backs tasks/rl/tasks.py's FINDINGS.
+About 15 minutes on 2 busy CPU cores for the seven models. It prints its table; it is a diagnostic, and
+no published claim rests on it (the claim it once backed was measured under an earlier initialisation
+and was withdrawn when the default changed: run it again before quoting its numbers).
 """
 
 from __future__ import annotations

@@ -57,9 +57,9 @@ import json
 import math
 import numbers
 from abc import ABC, abstractmethod
-from dataclasses import KW_ONLY, dataclass
+from dataclasses import KW_ONLY, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable, Iterator, Protocol
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping, Protocol
 
 import numpy as np
 import torch
@@ -262,9 +262,43 @@ class Budget:
     warmup_frac: float = 0.05  # linear warm-up over this fraction of the steps, then cosine to zero
 
 
+REPORT_FIELDS = ("description", "about", "metric_units", "example_plots", "report_iqm", "leaderboard_metrics")
+
+
+@dataclass(frozen=True)
+class TaskReport:
+    """How a task is presented, apart from its data and loss contract (``Task``): read by ``harness list``,
+    the leaderboards, ``compare`` and both reports, never by training. Measured numbers do not belong
+    here (they go stale when the code changes); the reports take them from the records.
+
+    description: one line for ``harness list``.
+    about: what the task tests and which kind of model it should favour (the reports' task section).
+    metric_units: words saying what a metric measures, e.g. {"wer": "word error rate"}.
+    example_plots: tables of ``Task.examples`` the reports plot: name -> (x column, y column).
+    report_iqm: also summarise seeds by their interquartile mean (rliable): for noisy scores.
+    leaderboard_metrics: test metrics the leaderboard shows beside the headline one."""
+
+    description: str = ""
+    about: str = ""
+    metric_units: Mapping[str, str] = field(default_factory=dict)
+    example_plots: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    report_iqm: bool = False
+    leaderboard_metrics: tuple[str, ...] = ()
+
+    def metric_label(self, metric: str, higher_is_better: bool, split: str = "test") -> str:
+        """E.g. 'test top1 (accuracy, higher is better)', 'val wer (word error rate, lower is better)':
+        the split, the metric, what it measures (``metric_units``, where the task says) and its direction."""
+        words = [self.metric_units[metric]] if metric in self.metric_units else []
+        return f"{split} {metric} ({', '.join(words + [direction_words(higher_is_better)])})"
+
+
 class Task(ABC):
     """Base class. Subclasses set the class attributes and implement ``setup``, ``spec``,
-    ``train_batches``, ``eval_batches``, ``loss`` and ``evaluate``."""
+    ``train_batches``, ``eval_batches``, ``loss`` and ``evaluate``; ``report`` says how it is presented.
+
+    A task written before ``TaskReport`` (a plugin setting ``description``, ``about``, ``metric_units``,
+    ``example_plots``, ``report_iqm`` or ``leaderboard_metrics`` as class attributes) keeps working: the
+    attributes it sets are folded into its ``report`` when the class is defined."""
 
     name: ClassVar[str]
     domain: ClassVar[str]
@@ -277,16 +311,9 @@ class Task(ABC):
     local_data: ClassVar[bool] = False  # the user's own files, named by --data-dir (no download either)
     default: ClassVar[bool] = False  # part of `harness run DOMAIN` when no --tasks is given
     budget: ClassVar[Budget] = Budget(epochs=1)
-    description: ClassVar[str] = ""
     default_seeds: ClassVar[int] = 3  # seeds when --seeds is not given (fewer where a cell is long)
     eval_splits: ClassVar[tuple[str, ...]] = ("test",)  # evaluated once, after training; the first is headline
-    report_iqm: ClassVar[bool] = False  # also summarise seeds by their interquartile mean (rliable): noisy scores
-    leaderboard_metrics: ClassVar[tuple[str, ...]] = ()  # test metrics the leaderboard shows beside the headline
-    about: ClassVar[str] = ""  # what the task tests and which kind of model it should favour, for the report
-    # tables of ``examples`` the report plots: name -> (x column, y column), one line per model
-    example_plots: ClassVar[dict[str, tuple[str, str]]] = {}
-
-    metric_units: ClassVar[dict[str, str]] = {}  # words saying what a metric measures, e.g. {"wer": "word error rate"}
+    report: ClassVar[TaskReport] = TaskReport()  # how `list`, the leaderboards and the reports present it
     options: ClassVar[dict[str, Option | Any]] = {}  # task-specific options: an Option, or a plain default
     data_version: ClassVar[int] = 1  # bump when the task's data (its recipe, generator or split) changes
     held: ClassVar[tuple[str, ...]] = ()  # attributes (tensors, or dicts of them) that ``hold_on`` may move
@@ -311,6 +338,13 @@ class Task(ABC):
                 self.opts[key] = option.parse(options[key]) if key in options else option.default
             except ValueError as e:
                 raise ValueError(f"task {self.name!r}: option {key} {e}") from None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        old_style = {k: cls.__dict__[k] for k in REPORT_FIELDS if k in cls.__dict__}
+        if old_style:  # the pre-TaskReport spelling (a plugin's): the same presentation
+            cls.report = replace(cls.report, **{k: tuple(v) if k == "leaderboard_metrics" else v
+                                               for k, v in old_style.items()})
 
     @classmethod
     def option_specs(cls) -> dict[str, Option]:
@@ -434,7 +468,7 @@ class Task(ABC):
     def examples(self, model: nn.Module, device: torch.device, seed: int) -> dict[str, Any]:
         """What a trained model produces, to look at (a text sample, some decoded inputs); JSON-able.
         Lists of row dicts under the key ``tables`` are also published as CSVs next to the leaderboard;
-        numbers under ``metrics`` join the test metrics (``leaderboard_metrics`` names those the
+        numbers under ``metrics`` join the test metrics (``report.leaderboard_metrics`` names those the
         leaderboard shows)."""
         return {}
 
@@ -444,13 +478,6 @@ class Task(ABC):
         print call, each possibly of several lines; [] where there is nothing to show as text."""
         return []
 
-    @classmethod
-    def metric_label(cls, metric: str, higher_is_better: bool, split: str = "test") -> str:
-        """E.g. 'test top1 (accuracy, higher is better)', 'val wer (word error rate, lower is better)':
-        the split, the metric, what it measures (``metric_units``, where the task says) and its direction."""
-        words = [cls.metric_units[metric]] if metric in cls.metric_units else []
-        direction = direction_words(higher_is_better)
-        return f"{split} {metric} ({', '.join(words + [direction])})"
 
 
 def nested_subset(groups: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
@@ -536,7 +563,7 @@ class ClassificationTask(Task):
 
     kind = "classification"
     metric = "top1"
-    metric_units = {"top1": "accuracy", "top5": "top-5 accuracy"}
+    report = TaskReport(metric_units={"top1": "accuracy", "top5": "top-5 accuracy"})
     label_smoothing: ClassVar[float] = 0.0
 
     def train_groups(self) -> np.ndarray | None:

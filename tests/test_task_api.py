@@ -1,5 +1,5 @@
 """What each task declares for the harness to show: how its examples print (``format_examples``) and
-what its metrics measure (``metric_units``, ``metric_label``)."""
+what its metrics measure (``TaskReport.metric_units``, ``TaskReport.metric_label``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import json
 import torch
 
 import tasks  # noqa: F401  (registers every task)
-from tasks import ClassificationTask, Task, get_task_class, list_tasks
+from tasks import ClassificationTask, Task, TaskReport, get_task_class, list_tasks
+from tasks.base import REPORT_FIELDS
 
 # What the report said each well-known metric measures before the tasks declared it themselves.
 UNITS = {"top1": "accuracy", "top5": "top-5 accuracy", "exact_match": "exact-match rate", "wer": "word error rate",
@@ -22,44 +23,78 @@ DECODED_LINES = ["ok  'abc' -> 'cba' (target 'cba')", "ERR 'ab' -> 'bb' (target 
 # ----------------------------------------------------------------------------- metric units and labels
 
 def test_metric_labels_name_split_metric_unit_and_direction():
-    assert get_task_class("digits").metric_label("top1", True) == "test top1 (accuracy, higher is better)"
-    assert (get_task_class("cifar10").metric_label("top5", True, "val")
+    assert get_task_class("digits").report.metric_label("top1", True) == "test top1 (accuracy, higher is better)"
+    assert (get_task_class("cifar10").report.metric_label("top5", True, "val")
             == "val top5 (top-5 accuracy, higher is better)")
-    assert get_task_class("synth_commands").metric_label("top1", True) == "test top1 (accuracy, higher is better)"
-    assert (get_task_class("synth_digits").metric_label("wer", False, split="validation")
+    assert (get_task_class("synth_commands").report.metric_label("top1", True)
+            == "test top1 (accuracy, higher is better)")
+    assert (get_task_class("synth_digits").report.metric_label("wer", False, split="validation")
             == "validation wer (word error rate, lower is better)")
-    assert (get_task_class("synth_digits").metric_label("cer", False)
+    assert (get_task_class("synth_digits").report.metric_label("cer", False)
             == "test cer (character error rate, lower is better)")
-    assert (get_task_class("reverse").metric_label("exact_match", True)
+    assert (get_task_class("reverse").report.metric_label("exact_match", True)
             == "test exact_match (exact-match rate, higher is better)")
-    assert (get_task_class("dates").metric_label("exact_match", True, "long")
+    assert (get_task_class("dates").report.metric_label("exact_match", True, "long")
             == "long exact_match (exact-match rate, higher is better)")
-    assert get_task_class("pystdlib").metric_label("bpc", False) == "test bpc (bits per character, lower is better)"
-    assert (get_task_class("cartpole-mixed").metric_label("normalized_return", True)
+    assert (get_task_class("pystdlib").report.metric_label("bpc", False)
+            == "test bpc (bits per character, lower is better)")
+    assert (get_task_class("cartpole-mixed").report.metric_label("normalized_return", True)
             == "test normalized_return (% of expert return, higher is better)")
-    assert get_task_class("minari").metric_label("normalized_return", True).startswith("test normalized_return (% of")
+    assert (get_task_class("minari").report.metric_label("normalized_return", True)
+            .startswith("test normalized_return (% of"))
 
 
 def test_a_metric_without_declared_words_gets_only_its_direction():
-    assert get_task_class("pystdlib").metric_label("loss", False) == "test loss (lower is better)"
-    assert (get_task_class("reverse").metric_label("token_accuracy", True, "val")
+    assert get_task_class("pystdlib").report.metric_label("loss", False) == "test loss (lower is better)"
+    assert (get_task_class("reverse").report.metric_label("token_accuracy", True, "val")
             == "val token_accuracy (higher is better)")
-    assert Task.metric_units == {}
-    assert Task.metric_label("top1", True) == "test top1 (higher is better)"
-    assert ClassificationTask.metric_label("top1", False) == "test top1 (accuracy, lower is better)"
+    assert Task.report.metric_units == {}
+    assert Task.report.metric_label("top1", True) == "test top1 (higher is better)"
+    assert ClassificationTask.report.metric_label("top1", False) == "test top1 (accuracy, lower is better)"
 
 
 def test_declared_units_are_the_reports_table_and_every_kind_declares_its_own():
     declared: dict[str, str] = {}
     for name in list_tasks():
-        units = get_task_class(name).metric_units
+        units = get_task_class(name).report.metric_units
         for metric, words in units.items():
             assert UNITS[metric] == words, (name, metric)
         declared.update(units)
     assert declared == UNITS
-    by_kind = {get_task_class(n).kind: set(get_task_class(n).metric_units) for n in list_tasks()}
+    by_kind = {get_task_class(n).kind: set(get_task_class(n).report.metric_units) for n in list_tasks()}
     assert by_kind == {"classification": {"top1", "top5"}, "seq2seq": {"exact_match"}, "transcription": {"wer", "cer"},
                        "language_modeling": {"bpc"}, "offline_rl": {"normalized_return"}}
+
+
+# ----------------------------------------------------------------------------- the report apart from the task
+
+def test_a_task_keeps_its_presentation_in_one_declared_value_apart_from_its_contract():
+    for name in list_tasks():
+        cls = get_task_class(name)
+        assert isinstance(cls.report, TaskReport) and cls.report.description, name  # `harness list` shows it
+        assert not any(f in vars(cls) for f in REPORT_FIELDS), name  # in-tree tasks use the new spelling
+    rl = get_task_class("gamble-random").report
+    assert rl.report_iqm and rl.leaderboard_metrics == ("controllability",) and "Paster" in rl.about
+    assert get_task_class("cartpole-mixed-delayed").report.about.endswith(
+        "BC and %BC do not read rewards.")
+
+
+def test_a_plugin_task_written_before_task_report_keeps_its_presentation():
+    class Old(ClassificationTask):  # the old spelling: presentation as class attributes (not registered)
+        name, domain = "old", "test"
+        description, about = "an old plugin task", "what it tests"
+        metric_units = {"top1": "hit rate"}
+        report_iqm, leaderboard_metrics = True, ["extra"]
+
+    assert Old.report == TaskReport(description="an old plugin task", about="what it tests",
+                                    metric_units={"top1": "hit rate"}, report_iqm=True,
+                                    leaderboard_metrics=("extra",))
+    assert ClassificationTask.report.description == ""  # the base is untouched
+
+    class Older(Old):  # a subclass of it changes one thing and inherits the rest
+        description = "its subclass"
+
+    assert Older.report.about == "what it tests" and Older.report.description == "its subclass"
 
 
 # ----------------------------------------------------------------------------- example printing

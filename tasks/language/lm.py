@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..base import (Batch, Budget, DatasetError, DatasetNotFoundError, Generator, ItemLog, Option, Task, files_fingerprint,
-                    register_task)
+from ..base import (Batch, Budget, DatasetError, DatasetNotFoundError, Generator, ItemLog, Option, Task, TaskReport,
+                    files_fingerprint, register_task)
 
 LN2 = float(np.log(2.0))
 
@@ -43,7 +43,7 @@ class CharLMTask(Task):
     modality = "text"
     metric = "loss"
     higher_is_better = False
-    metric_units = {"bpc": "bits per character"}
+    report = TaskReport(metric_units={"bpc": "bits per character"})
     options = {"block_size": Option(128, minimum=1, help="characters of context (the model's block size)"),
                "eval_chars": Option(200_000, minimum=1, help="validation characters scored at the end (rounded up "
                                                              "to whole windows of block_size)")}
@@ -169,7 +169,8 @@ def stdlib_files() -> list[Path]:
 @register_task
 class PyStdlib(CharLMTask):
     name = "pystdlib"
-    description = "character LM on this Python's standard library source (split by file); offline"
+    report = replace(CharLMTask.report,
+                     description="character LM on this Python's standard library source (split by file); offline")
     offline = default = True
 
     def _texts(self) -> tuple[str, str]:
@@ -199,7 +200,8 @@ class PyStdlib(CharLMTask):
 @register_task
 class TinyShakespeare(CharLMTask):
     name = "tinyshakespeare"
-    description = "Tiny Shakespeare (1,115,394 chars), nanoGPT's 90/10 split; --download"
+    report = replace(CharLMTask.report,
+                     description="Tiny Shakespeare (1,115,394 chars), nanoGPT's 90/10 split; --download")
     url: ClassVar[str] = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
     budget = Budget(steps=2000, batch_size=12)  # nanoGPT's CPU recipe: 4x128, block 64, batch 12, 2000 iters
     options = {**CharLMTask.options, "block_size": replace(CharLMTask.options["block_size"], default=64)}
@@ -232,7 +234,8 @@ class TinyShakespeare(CharLMTask):
 @register_task
 class TextFile(CharLMTask):
     name = "text_file"
-    description = "your own text file as a character corpus (--data-dir PATH/TO/FILE), 90/10 split"
+    report = replace(CharLMTask.report,
+                     description="your own text file as a character corpus (--data-dir PATH/TO/FILE), 90/10 split")
     local_data = True
 
     def _source(self) -> str:

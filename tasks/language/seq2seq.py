@@ -6,13 +6,15 @@ deterministically by ``tasks.language.seq2seq_data``.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, ClassVar, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..base import Batch, Budget, DecodedExamples, Generator, ItemLog, Option, Task, TensorBatches, register_task
+from ..base import (Batch, Budget, DecodedExamples, Generator, ItemLog, Option, Task, TaskReport, TensorBatches,
+                    register_task)
 from .seq2seq_data import make_splits, vocabulary
 
 PAD, BOS, EOS = 0, 1, 2
@@ -26,7 +28,7 @@ class Seq2SeqTask(DecodedExamples, Task):
     kind = "seq2seq"
     modality = "text"
     metric = "exact_match"
-    metric_units = {"exact_match": "exact-match rate"}
+    report = TaskReport(metric_units={"exact_match": "exact-match rate"})
     target = 0.9  # validation exact match: time_to_target_s
     offline = default = True
     eval_splits = ("test", "long")
@@ -134,7 +136,8 @@ class Seq2SeqTask(DecodedExamples, Task):
 
 
 def _seq2seq_task(task_name: str, text: str) -> type[Seq2SeqTask]:
-    cls = type(task_name.capitalize(), (Seq2SeqTask,), {"name": task_name, "description": text,
+    cls = type(task_name.capitalize(), (Seq2SeqTask,), {"name": task_name,
+                                                       "report": replace(Seq2SeqTask.report, description=text),
                                                        "__module__": __name__})
     return register_task(cls)
 

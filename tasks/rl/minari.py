@@ -57,6 +57,7 @@ import contextlib
 import math
 import os
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 
@@ -147,8 +148,9 @@ class MinariTask(OfflineRLTask):
     domain = "rl"
     offline = False
     default = False
-    description = ("a Minari dataset (--task-opt dataset=ID, e.g. mujoco/hopper/medium-v0) rolled out in its "
-                   f"recovered environment; needs {INSTALL_HINT}, --download fetches it")
+    report = replace(OfflineRLTask.report, description=(
+        "a Minari dataset (--task-opt dataset=ID, e.g. mujoco/hopper/medium-v0) rolled out in its "
+        f"recovered environment; needs {INSTALL_HINT}, --download fetches it"))
     options = {"dataset": Option("mujoco/hopper/medium-v0", help="the Minari dataset id"), **OfflineRLTask.options}
     random_episodes: ClassVar[int] = 5  # random-policy episodes for the reference score (no ref_min_score)
 

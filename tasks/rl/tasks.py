@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from scipy.stats import spearmanr, t as student_t
 from torch import Tensor, nn
 
-from ..base import (Batch, Budget, ItemLog, Option, Task, TDLearner, TrajectoryLearner, missing_members,
+from ..base import (Batch, Budget, ItemLog, Option, Task, TaskReport, TDLearner, TrajectoryLearner, missing_members,
                     register_task)
 from ._gym import require_gym
 
@@ -85,7 +85,10 @@ class OfflineRLTask(Task):
     requires = (TrajectoryLearner,)
     modality = "state"
     metric = "normalized_return"
-    metric_units = {"normalized_return": "% of expert return"}
+    report = TaskReport(metric_units={"normalized_return": "% of expert return"},
+                        report_iqm=True,  # rollouts are noisy: seeds are also summarised by their IQM (rliable)
+                        leaderboard_metrics=("controllability",),
+                        example_plots={"return_conditioning": ("target_return", "achieved_return")})
     offline = True
     env_id: ClassVar[str]
     quality: ClassVar[str]
@@ -94,7 +97,6 @@ class OfflineRLTask(Task):
     budget = Budget(steps=1000, batch_size=64)
     default_seeds = 1  # the default rl run (4 tasks x 4 models, rollouts included) must fit 10 CPU minutes
     eval_interval: ClassVar[int] = 250
-    report_iqm = True  # rollouts are noisy: seeds are also summarised by their IQM (rliable)
     val_episodes: ClassVar[int] = 3
     # The return-conditioning curve: targets from the random policy's return (0) to the return that the
     # data show reachable (1): the ``curve_top_quantile`` of the dataset's episode returns.
@@ -102,8 +104,6 @@ class OfflineRLTask(Task):
     curve_top_quantile: ClassVar[float] = 0.95
     curve_episodes: ClassVar[int] = 20  # starts per target point, the same seeds at every target
     delayed: ClassVar[bool] = False  # the DT paper's delayed return: all reward at the episode's end
-    leaderboard_metrics = ("controllability",)
-    example_plots = {"return_conditioning": ("target_return", "achieved_return")}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -430,7 +430,8 @@ EVAL_EPISODES = {"KeyToDoor-v0": 100, "LuckyGamble-v0": 100}
 WHAT = {"KeyToDoor-v0": "credit assignment: the key picked up in room 1 opens the door in room 3",
         "LuckyGamble-v0": "stochastic rewards: the data's high returns are luck, playing safe is optimal"}
 # For the report: what each dataset asks of the four kinds of learner (sequence models conditioned on
-# the return: DT, Decision LSTM; cloning: BC, %BC; temporal differences: IQL).
+# the return: DT, Decision LSTM; cloning: BC, %BC; temporal differences: IQL). What the learners reach
+# on them is measured, not written here: the leaderboards and reports show it from the records.
 ABOUT = {
     "mixed": "Random, medium and expert episodes (40/50/10%) of three fixed controllers. The medium "
              "controller is systematically different from the expert, so cloning everything (BC) copies "
@@ -447,52 +448,41 @@ ABOUT = {
                     "propagate the reward back through the distractor room by temporal differences.",
     "LuckyGamble-v0": "Uniform-random play of safe (+1) and gamble (+4 with p = 0.2, else -1) for 10 "
                       "steps: every return above 10 is luck, and the top 10% by return all gambled. The "
-                      "evaluation asks for 11, the data's 90th percentile and the return of the episodes "
-                      "%BC keeps: more than playing safe guarantees, so a return-conditioned model is asked "
-                      "to repeat luck (Paster et al. 2022). Measured (3 seeds): the DT gets 7.4 (47 "
-                      "normalised), its curve rising to 10 for targets up to 9.8 (it plays safe) and falling "
-                      "to 6.6-6.8 above 10 (it gambles); %BC clones the gamblers (9.0, 80); IQL's critic "
-                      "averages the outcomes and plays safe (10, 100); BC, the argmax of near-even random "
-                      "play, gambles at nearly every step (-0.2, -108).",
+                      "evaluation asks for the data's 90th percentile, the return of the episodes %BC "
+                      "keeps: more than playing safe guarantees, so a return-conditioned model is asked "
+                      "to repeat luck (Paster et al. 2022). Playing safe (10) is optimal; a critic that "
+                      "averages the outcomes (IQL) should find it, and the return-conditioning curve shows "
+                      "where a DT starts to gamble.",
     "replay": "The buffer of a learning agent, as D4RL's medium-replay is SAC's: the cross-entropy method "
               "over the controller family's parameters, every episode of every iteration until its mean "
               "return reaches about the medium controller's. Many poor and mediocre episodes, a few "
-              "good ones, none from the expert: the best 10% are the learner's, not the expert's "
-              "(CartPole: their mean 302 against the expert's 500; Pendulum: -148, where the expert "
-              "from the same starts gets -87), so %BC is no oracle filter here. BC clones the whole "
-              "learning history; the DT must ask for returns the data reached; IQL must stitch.",
+              "good ones, none from the expert: the best 10% are the learner's, not the expert's, so "
+              "%BC is no oracle filter here. BC clones the whole learning history; the DT must ask for "
+              "returns the data reached; IQL must stitch.",
     "delayed": " Delayed variant (the DT paper's): every reward arrives at the episode's last step, so "
                "temporal-difference learning must carry it back through the whole episode, while the DT's "
                "return to go stays the episode's return throughout and BC and %BC do not read rewards.",
 }
-# What the runs found on a task, where a reader would ask why; every number is measured (the copycat
-# table by scripts/rl_copycat.py, seed 0, teacher-forced on 10 fresh expert and 10 medium episodes).
-FINDINGS = {
-    "pendulum-mixed": " Here the DT trails BC (tiny, 1000 steps; the default init). Not because it copies "
-                      "its context's actions: zeroing or shuffling them leaves its error on expert episodes "
-                      "about unchanged (mean squared error 0.068, zeroed 0.063, shuffled 0.070), though it "
-                      "reads them on medium episodes (0.0067, 0.0100, 0.0161). With every embedding at N(0, 0.02) (init=hf) it does lean on them (0.043, "
-                      "0.061, 0.070) and rolls out at 10.7 against the default's 24.9 (BC 31.3, same "
-                      "seed). Teacher-forced error does not predict the rollout: on expert episodes BC's "
-                      "error is the largest (0.075) and its rollout the best, and the Decision-LSTMs, which "
-                      "depend on their context's actions most (0.020-0.035, zeroed 0.072-0.079), roll out "
-                      "at 10-22. The gap opens in closed loop, on the model's own states and actions, which "
-                      "these measurements do not see; its cause is not established.",
-}
 
-for _env_id, _short in SHORT_NAMES.items():
-    for _quality in QUALITIES.get(_env_id, ("expert", "medium", "mixed")):
-        for _delayed in (False, True) if f"{_short}-{_quality}" in DELAYED else (False,):
-            _name = f"{_short}-{_quality}" + ("-delayed" if _delayed else "")
-            _what = f"{_env_id} ({WHAT[_env_id]})" if _env_id in WHAT else _env_id
-            _options = ({**OfflineRLTask.options, "eval_episodes": replace(
-                OfflineRLTask.options["eval_episodes"], default=EVAL_EPISODES[_env_id])}
-                if _env_id in EVAL_EPISODES else OfflineRLTask.options)
-            register_task(type(_name.title().replace("-", ""), (OfflineRLTask,), {
-                "name": _name, "env_id": _env_id, "quality": _quality, "delayed": _delayed, "options": _options,
-                "default": _name in DEFAULT_TASKS,
-                "about": (ABOUT.get(_env_id, ABOUT.get(_quality, "")) + FINDINGS.get(_name, "")
-                          + (ABOUT["delayed"] if _delayed else "")),
-                "description": f"{_what}, {_quality} behaviour dataset{', all reward at the end' if _delayed else ''}; "
-                               "offline, rolled out in gymnasium",
-                "__module__": __name__}))
+
+def dataset_task(env_id: str, quality: str, delayed: bool = False) -> type[OfflineRLTask]:
+    """The task of ``env_id``'s ``quality`` dataset (``-delayed``: all reward at the episode's end), as a
+    registered subclass of ``OfflineRLTask`` named like 'cartpole-mixed'."""
+    name = f"{SHORT_NAMES[env_id]}-{quality}" + ("-delayed" if delayed else "")
+    what = f"{env_id} ({WHAT[env_id]})" if env_id in WHAT else env_id
+    options = OfflineRLTask.options
+    if env_id in EVAL_EPISODES:
+        options = {**options, "eval_episodes": replace(options["eval_episodes"], default=EVAL_EPISODES[env_id])}
+    about = ABOUT.get(env_id, ABOUT.get(quality, "")) + (ABOUT["delayed"] if delayed else "")
+    description = (f"{what}, {quality} behaviour dataset{', all reward at the end' if delayed else ''}; "
+                   "offline, rolled out in gymnasium")
+    namespace = {"name": name, "env_id": env_id, "quality": quality, "delayed": delayed, "options": options,
+                 "default": name in DEFAULT_TASKS, "__module__": __name__,
+                 "report": replace(OfflineRLTask.report, description=description, about=about)}
+    return register_task(type(name.title().replace("-", ""), (OfflineRLTask,), namespace))
+
+
+DATASET_TASKS = [dataset_task(env_id, quality, delayed)
+                 for env_id, short in SHORT_NAMES.items()
+                 for quality in QUALITIES.get(env_id, ("expert", "medium", "mixed"))
+                 for delayed in ((False, True) if f"{short}-{quality}" in DELAYED else (False,))]

@@ -33,6 +33,7 @@ are :class:`tasks.speech.classification.AudioClassificationTask`'s.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +79,8 @@ class SpeechCommands(AudioClassificationTask):
     """Google Speech Commands v2 (Warden 2018) with its official validation/test lists."""
 
     name = "speech_commands"
-    description = "Google Speech Commands v2 (Warden 2018), 35 words or labels=12; --download"
+    report = replace(AudioClassificationTask.report,
+                     description="Google Speech Commands v2 (Warden 2018), 35 words or labels=12; --download")
     options = {**AudioClassificationTask.options, "labels": Option(
         35, choices=(35, 12), help=f"35: every word; 12: ten keywords, {UNKNOWN} and {SILENCE}")}
 
@@ -167,7 +169,9 @@ class AudioFolder(AudioClassificationTask):
     """Your own wav files in class folders (the audio counterpart of ``image_folder``)."""
 
     name = "audio_folder"
-    description = "your own wav files in class folders (--data-dir PATH); mono 16 kHz, clip_seconds long"
+    report = replace(AudioClassificationTask.report,
+                     description="your own wav files in class folders (--data-dir PATH); mono 16 kHz, "
+                                 "clip_seconds long")
     local_data = True
     options = {**AudioClassificationTask.options, "clip_seconds": Option(
         1.0, minimum=WINDOW / SAMPLE_RATE, help="seconds every clip is padded or cropped to (at least one 25 ms window)")}

@@ -11,6 +11,7 @@ not hear.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,8 @@ def synth_recipe(generator: type) -> dict[str, Any]:
 class SynthCommands(AudioClassificationTask):
     name = "synth_commands"
     target = 0.90
-    description = "the 35 Speech Commands words spoken by espeak-ng; test on unseen voices; offline"
+    report = replace(AudioClassificationTask.report,
+                     description="the 35 Speech Commands words spoken by espeak-ng; test on unseen voices; offline")
     offline = default = True
     options = {**AudioClassificationTask.options, "clips_per_voice": Option(5, minimum=1, help="clips of each word "
                                                                                             "per voice"),
@@ -97,7 +99,8 @@ class SynthCommands(AudioClassificationTask):
 class SynthDigits(TranscriptionTask):
     name = "synth_digits"
     target = 0.05  # validation WER
-    description = "strings of 1-7 digits spoken by espeak-ng; WER on unseen voices; offline"
+    report = replace(TranscriptionTask.report,
+                     description="strings of 1-7 digits spoken by espeak-ng; WER on unseen voices; offline")
     offline = default = True
     options = {**TranscriptionTask.options, "utterances_per_voice": Option(40, minimum=1, help="digit strings "
                                                                                              "per voice"),

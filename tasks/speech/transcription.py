@@ -17,8 +17,8 @@ from torch import Tensor, nn
 from zoo.core import lengths_to_padding_mask
 from zoo.core.decoding import ctc_beam_search, ctc_greedy_decode
 
-from ..base import (Batch, Budget, DecodedExamples, Decoder, Generator, ItemLog, Option, Task, TensorBatches,
-                    missing_members)
+from ..base import (Batch, Budget, DecodedExamples, Decoder, Generator, ItemLog, Option, Task, TaskReport,
+                    TensorBatches, missing_members)
 from .features import N_MELS, SPEC_AUGMENT, SpecAugment, log_mel_features, normalise
 
 BLANK = PAD = 0  # CTC blank and decoder padding share id 0
@@ -43,7 +43,7 @@ class TranscriptionTask(DecodedExamples, Task):
     modality = "audio"
     metric = "wer"
     higher_is_better = False
-    metric_units = {"wer": "word error rate", "cer": "character error rate"}
+    report = TaskReport(metric_units={"wer": "word error rate", "cer": "character error rate"})
     options: ClassVar[dict[str, Any]] = {"n_mels": N_MELS, "spec_augment": SPEC_AUGMENT, "beam_size": Option(
         1, minimum=1, help="beam width of the decoding at evaluation (1: greedy / best path)")}
     budget = Budget(epochs=6, batch_size=32)

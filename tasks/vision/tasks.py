@@ -18,6 +18,7 @@ that a training step makes no host-to-device copy of them.
 from __future__ import annotations
 
 from abc import abstractmethod
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable
 
@@ -134,7 +135,8 @@ class ImageClassificationTask(ClassificationTask):
 class Digits(ImageClassificationTask):
     name = "digits"
     target = 0.95  # validation top1: time_to_target_s
-    description = "scikit-learn's 8x8 handwritten digits (1,797 images, 10 classes); offline"
+    report = replace(ImageClassificationTask.report,
+                     description="scikit-learn's 8x8 handwritten digits (1,797 images, 10 classes); offline")
     offline = default = True
     budget = Budget(epochs=60, batch_size=64)
     label_smoothing = 0.1
@@ -198,7 +200,7 @@ def _idx_files(folder: str) -> tuple[str, ...]:
 @register_task
 class MNIST(TorchvisionTask):
     name = "mnist"
-    description = "MNIST handwritten digits (60k/10k, 28x28); --download"
+    report = replace(TorchvisionTask.report, description="MNIST handwritten digits (60k/10k, 28x28); --download")
     dataset, folder = datasets.MNIST, "MNIST"
     files = _idx_files("MNIST")
     budget = Budget(epochs=5, batch_size=128)
@@ -208,7 +210,7 @@ class MNIST(TorchvisionTask):
 @register_task
 class FashionMNIST(TorchvisionTask):
     name = "fashion_mnist"
-    description = "Fashion-MNIST clothing images (60k/10k, 28x28); --download"
+    report = replace(TorchvisionTask.report, description="Fashion-MNIST clothing images (60k/10k, 28x28); --download")
     dataset, folder = datasets.FashionMNIST, "FashionMNIST"
     files = _idx_files("FashionMNIST")
     budget = Budget(epochs=10, batch_size=128)
@@ -218,7 +220,8 @@ class FashionMNIST(TorchvisionTask):
 @register_task
 class CIFAR10(TorchvisionTask):
     name = "cifar10"
-    description = "CIFAR-10 (50k/10k, 32x32 RGB), random crop + flip; --download"
+    report = replace(TorchvisionTask.report,
+                     description="CIFAR-10 (50k/10k, 32x32 RGB), random crop + flip; --download")
     dataset, folder = datasets.CIFAR10, "cifar-10-batches-py"
     files = tuple(f"cifar-10-batches-py/{name}" for name in
                   (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta"))
@@ -231,7 +234,8 @@ class CIFAR10(TorchvisionTask):
 @register_task
 class ImageFolder(ImageClassificationTask):
     name = "image_folder"
-    description = "your own images in class folders (--data-dir PATH); resized to image_size"
+    report = replace(ImageClassificationTask.report,
+                     description="your own images in class folders (--data-dir PATH); resized to image_size")
     local_data = True
     options = {"image_size": Option(32, minimum=1, help="pixels of the side every image is resized and "
                                                           "centre-cropped to")}
