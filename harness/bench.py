@@ -1,12 +1,18 @@
 """python -m harness bench: speed, measured as ratios within one run.
 
-Three tables, each written to ``results/`` and printed:
+Four tables, each written to ``results/`` and printed:
 
 ``bench_attention_<device>.csv``
     The core's ``MultiHeadAttention`` (B=4, 4 heads of 32) with the ``sdpa`` and ``math`` backends,
     and the same work written straight on ``F.scaled_dot_product_attention`` (``raw``: the cost of
     the core's wrapper), across sequence lengths, causal or not, with or without an additive bias;
     forward and forward+backward; on CUDA also the SDPA kernel that ran (from the profiler).
+``bench_mixer_<device>.csv``
+    The mixer slot's two mixers against sequence length (B=4, width 128): the core's causal attention
+    (SDPA) and the selective SSM (``MambaMixer``), and mambapy's reference scan with the SSM's weights
+    where installed: a training step's time and the activation memory it keeps, the time of one
+    generated token after T (a KV cache of T positions against a fixed-size state), each as a ratio
+    to attention's; the lengths from which the SSM is the cheaper one are printed (the crossover).
 ``bench_<device>.csv``
     timm-style rows for each registered model that declares a reference (ours and theirs): param_count,
     train_step_ms / train_samples_per_sec (forward, a scalar loss, backward, AdamW step),
@@ -28,6 +34,7 @@ of each side's timed iterations, so that a slow spell of the machine does not la
 from __future__ import annotations
 
 import copy
+import math
 import re
 import statistics
 import sys
@@ -43,7 +50,7 @@ from torch import Tensor, nn
 
 import baselines  # noqa: F401  (registers the baseline models)
 import zoo  # noqa: F401  (registers the transformer models, each with its reference)
-from zoo.core import MultiHeadAttention
+from zoo.core import MambaMixer, MultiHeadAttention
 from zoo.reference import Reference
 from zoo.registry import get_model_entry, list_models
 
@@ -178,6 +185,121 @@ def bench_attention(device: torch.device, seq_lens: list[int], warmup: int, iter
     return df.to_dict("records")
 
 
+# ------------------------------------------------------------------------------------ mixers against length
+
+MIXER_DIM, MIXER_BATCH = 128, 4  # the width and batch of the mixer rows, as the attention rows'
+
+
+def saved_mb(call: Callable[[], Tensor]) -> float:
+    """MB of the tensors that ``call``'s autograd graph keeps for the backward pass: the activation
+    memory of a training step, counted (not sampled), on any device: each saved storage once (views
+    and parameters saved by reference included)."""
+    seen: dict[int, int] = {}
+
+    def pack(t: Tensor) -> Tensor:
+        storage = t.untyped_storage()
+        seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = call()
+    del out
+    return sum(seen.values()) / 2 ** 20
+
+
+def _mixer_cases(device: torch.device, dtype: torch.dtype) -> dict[str, tuple[nn.Module, Callable[..., Tensor]]]:
+    """name -> (module, call(x, cache) -> output): the core's causal attention (SDPA), the selective
+    SSM (``MambaMixer``) and, where installed, mambapy's MambaBlock with the same weights (training only:
+    it has no cache of ours)."""
+    torch.manual_seed(0)
+    attention = MultiHeadAttention(MIXER_DIM, 4).to(device, dtype)
+    ssm = MambaMixer(MIXER_DIM).to(device, dtype)
+    cases = {"attention": (attention, lambda x, cache=None: attention(x, causal=True, cache=cache, backend="sdpa")),
+             "ssm": (ssm, lambda x, cache=None: ssm(x, causal=True, cache=cache))}
+    try:
+        from mambapy.mamba import MambaBlock, MambaConfig
+    except ImportError:
+        return cases
+    block = MambaBlock(MambaConfig(d_model=MIXER_DIM, n_layers=1)).to(device, dtype)
+    block.load_state_dict(ssm.state_dict())
+    cases["mambapy"] = (block, lambda x, cache=None: block(x))
+    return cases
+
+
+def _token_time(module: nn.Module, call: Callable[..., Tensor], T: int, device: torch.device,
+                dtype: torch.dtype, warmup: int, iters: int) -> float:
+    """Median seconds of generating one token after ``T`` (one step with a cache holding T positions:
+    attention reads T keys, the SSM updates a fixed-size state)."""
+    with torch.no_grad():
+        prefix = torch.randn(MIXER_BATCH, T, MIXER_DIM, device=device, dtype=dtype)
+        token = torch.randn(MIXER_BATCH, 1, MIXER_DIM, device=device, dtype=dtype)
+        filled = module.new_cache()
+        call(prefix, filled)
+        state = dict(vars(filled))
+
+        def step() -> Tensor:
+            cache = module.new_cache()
+            vars(cache).update(state)  # the cache as after the prefix, fresh for every timed step
+            return call(token, cache)
+
+        return median_time(step, device, warmup, iters)
+
+
+def bench_mixers(device: torch.device, seq_lens: list[int], warmup: int, iters: int,
+                 dtype: torch.dtype) -> list[dict[str, Any]]:
+    """The mixer slot's two mixers against sequence length: one row per (length, mixer) with the
+    forward+backward time of a training step (``train_ms``), the time of one generated token after
+    that many (``token_ms``), the activation memory a training step keeps (``saved_mb``), and each
+    divided by attention's for the same length (``*_vs_attention``: below 1, the mixer is cheaper).
+    ``mambapy`` (where installed) is the reference scan with the SSM's weights: ``train_ms_vs_mambapy``
+    on the SSM's row is the pure-PyTorch scan's ratio against it (<= 1: ours as fast or faster)."""
+    rows = []
+    cases = _mixer_cases(device, dtype)
+    for T in seq_lens:
+        x = torch.randn(MIXER_BATCH, T, MIXER_DIM, device=device, dtype=dtype, requires_grad=True)
+        for name, (module, call) in cases.items():
+            train = median_time(lambda: call(x).sum().backward(), device, warmup, iters)
+            token = (_token_time(module, call, T, device, dtype, warmup, iters) if name != "mambapy"
+                     else math.nan)
+            rows.append({"seq_len": T, "mixer": name, "params": sum(p.numel() for p in module.parameters()),
+                         "train_ms": 1e3 * train, "token_ms": 1e3 * token, "saved_mb": saved_mb(lambda: call(x))})
+    df = pd.DataFrame(rows)
+    for base in ("attention", "mambapy"):
+        ref = df[df.mixer == base].set_index("seq_len")
+        columns = ("train_ms", "token_ms", "saved_mb") if base == "attention" else ("train_ms",)
+        for col in columns:
+            df[f"{col}_vs_{base}"] = [r[col] / ref.loc[r["seq_len"], col]
+                                      if r["seq_len"] in ref.index and (base == "attention" or r["mixer"] == "ssm")
+                                      else math.nan for _, r in df.iterrows()]
+    return df.to_dict("records")
+
+
+def crossover(rows: list[dict[str, Any]], column: str) -> int | None:
+    """The shortest length from which the SSM's ``column`` stays at or below attention's (None: at no
+    measured length): where the mixers cross."""
+    df = pd.DataFrame(rows)
+    ratio = df[df.mixer == "ssm"].set_index("seq_len")[f"{column}_vs_attention"].sort_index()
+    cheaper = ratio <= 1
+    for T in ratio.index:
+        if cheaper.loc[T:].all():
+            return int(T)
+    return None
+
+
+def crossover_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """'training step: the SSM is as fast as attention from T=... (ratio ... at the longest)' per measure."""
+    df = pd.DataFrame(rows)
+    ssm = df[df.mixer == "ssm"].sort_values("seq_len")
+    lines = []
+    for column, what in (("train_ms", "training step"), ("token_ms", "generated token"),
+                         ("saved_mb", "activation memory")):
+        T, last = crossover(rows, column), ssm.iloc[-1]
+        where = f"from T={T}" if T is not None else f"at no length up to {int(last['seq_len'])}"
+        lines.append(f"{what}: the SSM is at or below attention {where} (SSM / attention = "
+                     f"{last[column + '_vs_attention']:.2f} at T={int(last['seq_len'])})")
+    return lines
+
+
 # ------------------------------------------------------------------------------------ reference pairs
 
 @dataclass(frozen=True)
@@ -307,6 +429,12 @@ def cmd_bench(args: BenchOptions) -> int:
         dtype = torch.bfloat16 if precision == "bf16" else torch.float32
         rows = bench_attention(device, seq_lens, args.warmup, args.iters, dtype)
         written.append(_write(pd.DataFrame([{**r, **common} for r in rows]), args.out / f"bench_attention_{tag}.csv"))
+    mixer_lines = []
+    if "mixers" not in skip:
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        rows = bench_mixers(device, seq_lens, args.warmup, args.iters, dtype)
+        mixer_lines = crossover_lines(rows)
+        written.append(_write(pd.DataFrame([{**r, **common} for r in rows]), args.out / f"bench_mixer_{tag}.csv"))
     if "models" not in skip:
         pairs, skipped = make_pairs(device, skip)
         for reason in skipped:
@@ -319,14 +447,15 @@ def cmd_bench(args: BenchOptions) -> int:
         shown = [c for c in df.columns if c not in ("device_name", "torch_version", "git_commit", "num_threads",
                                                     "warmup", "iters", "compile", "device")]
         print(f"== {path}\n{df[shown].to_string(index=False, float_format=lambda v: f'{v:.3g}')}\n")
+    print("\n".join(f"mixers, {line}" for line in mixer_lines) + ("\n" if mixer_lines else ""), end="")
     print(f"bench: {time.perf_counter() - start:.0f} s on {common['device_name']}", file=sys.stderr)
     return 0
 
 
 def _skipped(text: str) -> list[str]:
-    """--skip: 'attention', 'models' or names of models with a reference; anything else is bad input."""
+    """--skip: 'attention', 'mixers', 'models' or names of models with a reference; anything else is bad input."""
     skip = [s.strip() for s in text.split(",") if s.strip()]
-    accepted = ["attention", "models", *(n for n in list_models() if get_model_entry(n).reference is not None)]
+    accepted = ["attention", "mixers", "models", *(n for n in list_models() if get_model_entry(n).reference is not None)]
     unknown = [s for s in skip if s not in accepted]
     if unknown:
         raise UsageError(f"--skip {', '.join(unknown)}: nothing of that name to skip; accepted: {', '.join(accepted)}")

@@ -83,8 +83,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     bench_.add_argument("--warmup", type=positive_int, default=10, help="untimed iterations (default 10)")
     bench_.add_argument("--iters", type=positive_int, default=40, help="timed iterations; the median is kept (40)")
     bench_.add_argument("--seq-lens", default=None,
-                        help="attention sequence lengths (default 64..1024 on CPU, 64..4096 on CUDA)")
-    bench_.add_argument("--skip", default="", help="comma-separated: attention, models, or a pair name (e.g. gpt)")
+                        help="attention and mixer sequence lengths (default 64..1024 on CPU, 64..4096 on CUDA)")
+    bench_.add_argument("--skip", default="", help="comma-separated: attention, mixers, models, or a pair name (e.g. gpt)")
     bench_.add_argument("--compile", action="store_true", help="torch.compile both sides of every pair")
     bench_.add_argument("--out", type=folder, default=Path("results"), help="results directory (default results/)")
 

@@ -22,11 +22,11 @@ def test_gpu_check_dry_run_runs_every_step_and_writes_its_tables(tmp_path):
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = tmp_path / "out"
-    for table in ("bench_attention_cpu.csv", "bench_cpu.csv", "bench_reference_cpu.csv"):
+    for table in ("bench_attention_cpu.csv", "bench_mixer_cpu.csv", "bench_cpu.csv", "bench_reference_cpu.csv"):
         assert (out / table).is_file(), table
     fast = pd.read_csv(out / "fast_path.csv")
     assert set(fast["task"]) == {"image_folder", "pystdlib"} and set(fast["fast_path"]) == {"on", "off"}
-    assert len(fast) == 8 and (fast["train_samples_per_sec"] > 0).all()
+    assert len(fast) == 12 and (fast["train_samples_per_sec"] > 0).all()  # 3 vision and 3 language models, on and off
     assert (out / "speech" / "leaderboard_speech.csv").is_file()
     assert not (ROOT / "results_gpu").exists()
 
