@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness import verdicts
+from harness import sweep, verdicts
 from harness.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,10 +46,21 @@ def test_a_changed_result_is_caught(tmp_path):
     assert blocks.blocks(text)["verdicts"] != blocks.render("verdicts", tmp_path / "results")
 
 
-def test_the_main_command_prints_the_row_verdicts_csv_holds(tmp_path, capsys):
-    """`python -m harness run vision` on a fresh clone (the published cells are done: it republishes)."""
+def test_the_main_command_prints_the_row_verdicts_csv_holds(tmp_path, capsys, monkeypatch):
+    """`python -m harness run vision` on a fresh clone (the published cells are done: it republishes).
+    A cell it would train means results/ is stale (its code or configuration changed since it was
+    published): that fails here at once, not after minutes of training."""
     out = tmp_path / "results"
     shutil.copytree(ROOT / "results", out, ignore=shutil.ignore_patterns("*.ckpt", "*.lock"))
+    pending = sweep.pending
+
+    def nothing_to_train(plan, threads):
+        done, todo = pending(plan, threads)
+        stale = [f"{c.task} {c.model} seed {c.seed}" for c in todo]
+        assert not stale, f"results/ is stale, these cells would train: {stale}; run python -m harness run vision"
+        return done, todo
+
+    monkeypatch.setattr(sweep, "pending", nothing_to_train)
     assert main(["run", "vision", "--out", str(out), "--quiet"]) == 0
     printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("verdict digits")]
     table = pd.read_csv(out / "verdicts.csv")

@@ -269,13 +269,14 @@ def test_rl_run_end_to_end(tmp_path, capsys):
                  "--data-dir", str(tmp_path / "data"), "--task-opt", "context_len=4", "--task-opt", "eval_episodes=1"])
     assert code == 0
     df = pd.read_csv(out / "leaderboard_rl.csv")
-    assert sorted(df["model"]) == ["bc_mlp", "bc_top10", "decision_lstm", "decision_transformer", "iql"]
+    assert sorted(df["model"]) == ["bc_mlp", "bc_top10", "decision_lstm", "decision_mamba", "decision_transformer",
+                                   "iql"]
     assert set(df["metric"]) == {"normalized_return"}
     bc = df.set_index("model").loc["bc_mlp"]
     assert abs(bc["test_controllability"]) < 1e-9 or np.isnan(bc["test_controllability"])  # BC ignores the target
     assert "test_controllability" in (out / "leaderboard_rl.md").read_text()
     curve = pd.read_csv(out / "return_conditioning_rl.csv")
-    assert len(curve) == 5 * 6 and {"target_return", "achieved_return", "achieved_normalized"} <= set(curve.columns)
+    assert len(curve) == 6 * 6 and {"target_return", "achieved_return", "achieved_normalized"} <= set(curve.columns)
     record = json.loads(record_file(out / "runs/rl/pendulum-mixed/decision_transformer-tiny-seed0.json").read_text())
     assert np.isfinite(record["test"]["return_mean"]) and record["test"]["return_mean"] < 0  # Pendulum costs
     assert assert_items_reproduce(out) == {"pendulum-mixed": "offline_rl"}

@@ -68,6 +68,7 @@ DEFAULTS = {  # what every task's options were before they were declared: the sa
     **{n: {"label_smoothing": 0.0} for n in ("reverse", "sort", "addition", "dates")},
     **{f"{env}-{q}": {"context_len": 20, "eval_episodes": 10} for env in ("cartpole", "pendulum", "mountaincar")
        for q in ("expert", "medium", "mixed")},
+    **{f"{env}-replay": {"context_len": 20, "eval_episodes": 10} for env in ("cartpole", "pendulum")},
     **{f"{env}-mixed-delayed": {"context_len": 20, "eval_episodes": 10} for env in ("cartpole", "pendulum", "mountaincar")},
     **{n: {"context_len": 20, "eval_episodes": 100} for n in ("keytodoor-random", "keytodoor-mixed", "gamble-random")},
     "minari": {"dataset": "mujoco/hopper/medium-v0", "context_len": 20, "eval_episodes": 10},
