@@ -57,7 +57,7 @@ import json
 import math
 import numbers
 from abc import ABC, abstractmethod
-from dataclasses import KW_ONLY, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping, Protocol
 
@@ -66,7 +66,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from zoo.options import TYPE_NOUNS, Range
+from zoo.options import Option
 from zoo.registry import RegistryError, unknown_name_error
 
 KINDS: dict[str, str] = {
@@ -129,101 +129,6 @@ class DatasetError(RuntimeError):
 
 class DatasetNotFoundError(DatasetError):
     """A dataset that is neither on disk nor allowed to be downloaded."""
-
-
-_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
-
-
-@dataclass(frozen=True)
-class Option:
-    """A task option declared once: its default (whose type, int, float, bool or str, is the option's),
-    the values it accepts and a line of help. ``minimum``/``maximum`` are inclusive bounds, ``above``/
-    ``below`` exclusive ones, ``choices`` the only values allowed. ``parse`` turns a given value (the
-    text of ``--task-opt``, or a TOML/Python value) into the option's type, or raises ValueError with
-    what is accepted and what was given. A bool reads true/false, 1/0, yes/no, on/off; an int option
-    takes integers only ('1000000', not '1e6' or '5.0': equal configurations are spelled, and hash, alike)."""
-
-    default: Any
-    _: KW_ONLY
-    minimum: float | None = None
-    maximum: float | None = None
-    above: float | None = None
-    below: float | None = None
-    choices: tuple[Any, ...] | None = None
-    help: str = ""
-
-    def accepted(self) -> str:
-        """What the option accepts, in words: 'an integer >= 1', 'a number in [0, 1)', 'one of 35, 12'."""
-        if self.choices is not None:
-            return "one of " + ", ".join(map(str, self.choices))
-        kind = type(self.default)
-        words = "any value" if self.default is None else TYPE_NOUNS.get(kind, (f"a {kind.__name__}",))[0]
-        return " ".join(filter(None, (words, self.range.describe(kind is int))))
-
-    @property
-    def range(self) -> Range:
-        """The bounds as the zoo's model options state them (the same words in both messages)."""
-        return Range(self.minimum if self.minimum is not None else self.above,
-                     self.maximum if self.maximum is not None else self.below,
-                     min_open=self.minimum is None and self.above is not None,
-                     max_open=self.maximum is None and self.below is not None)
-
-    def parse(self, value: Any) -> Any:
-        """``value`` as the option's type, within its range; else ValueError('must be ..., got ...')."""
-        try:
-            parsed = self._convert(value)
-        except (TypeError, ValueError, OverflowError):
-            parsed = self  # no value of the option's type
-        if parsed is self or not self._in_range(parsed):
-            shown = value.strip() if isinstance(value, str) and _is_number_text(value) else repr(value)
-            raise ValueError(f"must be {self.accepted()}, got {shown}")
-        return parsed
-
-    def _convert(self, value: Any) -> Any:
-        """``value`` as the option's type; ValueError or TypeError where it is not one."""
-        kind, text = type(self.default), value.strip() if isinstance(value, str) else None
-        if kind is bool:
-            if isinstance(value, bool) or (isinstance(value, numbers.Integral) and value in (0, 1)):
-                return bool(value)
-            if text is not None and text.lower() in _TRUE + _FALSE:
-                return text.lower() in _TRUE
-        elif kind in (int, float):
-            if isinstance(value, bool):
-                raise ValueError(value)
-            if kind is int and isinstance(value, numbers.Integral):
-                return int(value)
-            if kind is int and text is not None and _is_int_text(text):
-                return int(text)
-            number = float(text if text is not None else value)
-            if kind is float and math.isfinite(number):
-                return number
-        elif kind is str:
-            if isinstance(value, str):
-                return value
-        else:  # an option of another type (a plugin's): as given, or converted as before
-            return value if self.default is None or isinstance(value, kind) else kind(value)
-        raise ValueError(value)
-
-    def _in_range(self, value: Any) -> bool:
-        if self.choices is not None:
-            return value in self.choices
-        return self.range.contains(value)
-
-
-def _is_int_text(text: str) -> bool:
-    try:
-        int(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _is_number_text(text: str) -> bool:  # shown as given in messages: 'got -5', not "got '-5'"
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def direction_words(higher_is_better: bool) -> str:

@@ -90,6 +90,20 @@ def test_defaults_keep_their_values_and_types_and_every_option_is_declared(tmp_p
             assert option.parse(option.default) == option.default  # a default is within its own range
 
 
+def test_models_and_tasks_declare_options_with_one_class():
+    import zoo.options
+    from zoo.registry import get_model_entry
+
+    assert Option is zoo.options.Option and isinstance(get_model_entry("vit").options["depth"], Option)
+    depth, block = get_model_entry("vit").options["depth"], get_task_class("pystdlib").options["block_size"]
+    assert depth.accepted() == block.accepted() == "an integer >= 1"  # the same words for the same range
+    assert block.parse("64") == 64 and depth.check("depth", 3) == 3
+    with pytest.raises(ValueError, match="depth must be an integer >= 1, got 2.0"):
+        depth.check("depth", 2.0)  # a model's config takes Python values, strictly
+    with pytest.raises(ValueError, match="must be an integer >= 1, got 2.0"):
+        block.parse("2.0")  # a task's option also reads text, as strictly
+
+
 def test_good_values_parse_to_the_options_type(tmp_path):
     assert create_task("pystdlib", block_size="256", eval_chars="1000000").opts == {"block_size": 256,
                                                                                     "eval_chars": 1_000_000}

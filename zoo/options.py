@@ -1,5 +1,5 @@
-"""The options of a model: the config keys of its size presets, each with its type and the values it
-accepts, so that ``ModelEntry.config`` can refuse a bad value (``--model-opt depth=0``) before anything
+"""Options, declared once with ``Option``: a task's (``Task.options``) and a model's. A model's options are
+the config keys of its size presets, each with its type and the values it accepts, so that ``ModelEntry.config`` can refuse a bad value (``--model-opt depth=0``) before anything
 is built, in one line that names the key, what it accepts and what it got.
 
 A key's type is its presets' value's: an int key takes integers (floats, even integral ones such as 64.0
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 DERIVED = "None (derived by the model)"
@@ -101,37 +101,74 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")  # how text spells a bool
+
+
 @dataclass(frozen=True)
 class Option:
-    """One config key: its ``kind`` (int, float, bool, str, tuple; None: not checked), the ``range`` of
-    its numbers (of a tuple's items, whose type is ``item``), its ``choices`` (None: any value of the
-    type), whether it takes None (``derived``: the model chooses)."""
+    """One option, declared once: a model's config key (``declare`` makes them from the size presets)
+    or a task's option (``Task.options``). Its ``default`` (a task's; a model's presets hold its
+    values), its type ``kind`` (int, float, bool, str, tuple; None: the default's type, and with no
+    default not checked), the numbers it accepts (``minimum``/``maximum`` inclusive, ``above``/``below``
+    exclusive, or a ``Range`` as ``bounds``: odd integers, a tuple's length), its ``choices`` (None: any
+    value of the type), whether it takes None (``derived``: the model chooses), the type of a tuple's
+    ``item``s, and a line of ``help``.
 
-    kind: type | None
-    range: Range | None = None
+    ``check(key, value)`` takes a Python value (a preset, a parsed --model-opt, TOML); ``parse(value)``
+    also reads text (--task-opt): a bool reads true/false, 1/0, yes/no, on/off, and an int takes
+    integers only ('1000000', not '1e6' or '5.0': equal configurations are spelled, and hash, alike).
+    Both refuse with what is accepted and what was given."""
+
+    default: Any = None
+    _: KW_ONLY
+    minimum: float | None = None
+    maximum: float | None = None
+    above: float | None = None
+    below: float | None = None
     choices: tuple | None = None
+    help: str = ""
+    kind: type | None = None
+    bounds: Range | None = None
     derived: bool = False
     item: type | None = None
 
+    @property
+    def type(self) -> type | None:
+        """The option's type: ``kind``, else its default's (None: any value)."""
+        return self.kind if self.kind is not None else type(self.default) if self.default is not None else None
+
+    @property
+    def range(self) -> Range | None:
+        """``bounds``, or the Range that ``minimum``/``maximum``/``above``/``below`` state (None: no bounds)."""
+        if self.bounds is not None or all(b is None for b in (self.minimum, self.maximum, self.above, self.below)):
+            return self.bounds
+        return Range(self.minimum if self.minimum is not None else self.above,
+                     self.maximum if self.maximum is not None else self.below,
+                     min_open=self.minimum is None and self.above is not None,
+                     max_open=self.maximum is None and self.below is not None)
+
     def accepted(self) -> str:
-        """What the key accepts, in words: 'an integer >= 1', 'one of 'relu', 'gelu''."""
+        """What the option accepts, in words: 'an integer >= 1', 'a number in [0, 1)', 'one of 'relu', 'gelu''."""
         if self.choices is not None:
             return "one of " + ", ".join(repr(c) for c in self.choices)
         what = self._accepted()
         return f"{DERIVED} or {what}" if self.derived else what
 
     def _accepted(self) -> str:
-        if self.kind is bool:
+        kind = self.type
+        if kind is None:
+            return "any value"
+        if kind is bool:
             return "true or false"
-        if self.kind is str:
+        if kind is str:
             return "a string"
-        number = self.item if self.kind is tuple else self.kind
-        one, many = TYPE_NOUNS.get(number, ("a value", "values"))
+        number = self.item if kind is tuple else kind
+        one, many = TYPE_NOUNS.get(number, (_article(number) if number is not None else "a value", "values"))
         rng = self.range or Range()
         bounds = rng.describe(number is int)
         if rng.odd:
             one, many = "an odd integer", "odd integers"
-        if self.kind is tuple:
+        if kind is tuple:
             count = f"a tuple of {rng.length}" if rng.length is not None else "a non-empty tuple of"
             return " ".join(filter(None, (count, many, bounds)))
         return " ".join(filter(None, (one, bounds)))
@@ -144,23 +181,61 @@ class Option:
             raise ValueError(f"{key} must be {self.accepted()}, got {value!r}")
         return converted
 
+    def parse(self, value: Any) -> Any:
+        """``value`` (a Python value, or text) as the option's type, within its range; else
+        ValueError('must be ..., got ...')."""
+        try:
+            ok, parsed = self._convert(self._from_text(value))
+        except (TypeError, ValueError, OverflowError):
+            ok, parsed = False, None  # no value of the option's type
+        if not ok:
+            shown = value.strip() if isinstance(value, str) and _is_number_text(value) else repr(value)
+            raise ValueError(f"must be {self.accepted()}, got {shown}")
+        return parsed
+
+    def _from_text(self, value: Any) -> Any:
+        """A text ``value`` as the Python value it spells for this option's type, 1 and 0 as true and
+        false for a bool (other values as given)."""
+        kind = self.type
+        if kind is bool and isinstance(value, numbers.Integral) and not isinstance(value, bool) and value in (0, 1):
+            return bool(value)
+        if not isinstance(value, str) or kind in (str, None):
+            return value
+        text = value.strip()
+        if kind is bool:
+            return text.lower() in _TRUE if text.lower() in _TRUE + _FALSE else value
+        if kind is int:
+            return int(text) if _is_int_text(text) else value
+        if kind is float:
+            return float(text)
+        if kind in (tuple,):
+            return value
+        return kind(value)  # an option of another type (a plugin's): converted as before
+
     def _convert(self, value: Any) -> tuple[bool, Any]:
         if value is None and (self.derived or (self.choices is not None and None in self.choices)):
             return True, None
+        kind = self.type
         if self.choices is not None:
-            return any(type(value) is type(c) and value == c for c in self.choices), value
-        if self.kind is None:
+            match = next((c for c in self.choices if value == c and (type(value) is type(c) or _same_number(value, c))),
+                         _REFUSED)
+            return match is not _REFUSED, match
+        if kind is None:
             return True, value
-        if self.kind in (bool, str):
-            return isinstance(value, self.kind), value
-        if self.kind is tuple:
+        if kind is bool:
+            return isinstance(value, bool), value
+        if kind is str:
+            return isinstance(value, str), value
+        if kind is tuple:
             if not isinstance(value, (tuple, list)) or not value:
                 return False, value
             if self.range is not None and self.range.length not in (None, len(value)):
                 return False, value
             items = [self._scalar(self.item, v) for v in value]
             return all(v is not _REFUSED for v in items), type(value)(items)
-        converted = self._scalar(self.kind, value)
+        if kind not in (int, float):
+            return isinstance(value, kind), value
+        converted = self._scalar(kind, value)
         return converted is not _REFUSED, converted
 
     def _scalar(self, kind: type | None, value: Any) -> Any:
@@ -171,6 +246,28 @@ class Option:
         if converted is None or (self.range is not None and not self.range.contains(converted)):
             return _REFUSED
         return converted
+
+
+def _same_number(a: Any, b: Any) -> bool:
+    """Two numbers of the same kind (int choices take ints, float choices floats or ints; no bools)."""
+    return (not isinstance(a, bool) and not isinstance(b, bool) and isinstance(a, numbers.Real)
+            and isinstance(b, numbers.Real) and (isinstance(b, float) or isinstance(a, numbers.Integral)))
+
+
+def _is_int_text(text: str) -> bool:
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_number_text(text: str) -> bool:  # shown as given in messages: 'got -5', not "got '-5'"
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _kind(value: Any) -> type | None:
@@ -247,4 +344,5 @@ def _option(key: str, presets: dict[str, dict[str, Any]], bounds: Any, choices: 
         kind = int  # a size or count the model derives
     if bounds is None and int in (kind, item):
         bounds = POSITIVE
-    return Option(kind, bounds, tuple(choices) if choices is not None else None, derived, item)
+    return Option(kind=kind, bounds=bounds, choices=tuple(choices) if choices is not None else None,
+                  derived=derived, item=item)
