@@ -4,7 +4,7 @@ Every block between ``<!-- results:NAME:begin -->`` and ``<!-- results:NAME:end 
 what ``render(NAME, results)`` makes of the files under results/:
 
 - ``run-vision``: what ``python -m harness run vision`` prints for the published digits cells (the
-  leaderboard rows and the verdict line, the same numbers as verdicts.csv's headline row);
+  leaderboard rows and the verdict lines, the same numbers as verdicts.csv's headline rows);
 - ``verdicts``: the headline and tuned families of verdicts.csv, each with its count;
 - ``studies``: each study's crossover, from verdicts.csv and the leaderboards;
 - ``tuning``: tuned against default, from tuning.csv;
@@ -45,8 +45,9 @@ def run_vision(results: Path) -> str:
     board = leaderboard.read_csv(results / "leaderboard_vision.csv")
     rows = board[(board["task"] == "digits") & (board["size"] == "tiny") & (board["tuning"] == "default")]
     table = _verdicts(results)
-    row = table[(table["family"] == verdicts.HEADLINE) & (table["task"] == "digits")].iloc[0]
-    return f"```\n{leaderboard.to_text(rows)}\n\n{verdicts.run_line(row)}\n```"
+    found = table[(table["family"] == verdicts.HEADLINE) & (table["task"] == "digits")]
+    lines = "\n".join(verdicts.run_line(row) for _, row in found.iterrows())
+    return f"```\n{leaderboard.to_text(rows)}\n\n{lines}\n```"
 
 
 def verdict_tables(results: Path) -> str:
