@@ -195,7 +195,8 @@ def test_compare_works_as_typed_and_prints_the_row_verdicts_csv_holds(capsys):
     assert main(["compare", "digits", "vit", "resnet"]) == 0  # several sizes on disk: the preset one is taken
     text = capsys.readouterr().out
     row = pd.read_csv(ROOT / "results" / "verdicts.csv")
-    row = row[(row["family"] == "headline") & (row["task"] == "digits")].iloc[0]
+    row = row[(row["family"] == "headline") & (row["task"] == "digits") & (row["model_a"] == "vit")
+              & (row["model_b"] == "resnet")].iloc[0]  # digits has a row per pair of families
     assert text.startswith("digits (tiny): ")
     assert f"verdict, unadjusted (this test alone, {verdicts.p_text(row['p_value'])})" in text
     assert f"adjusted p = {verdicts.fmt_p(row['p_holm'])}; verdicts.csv's row): {row['verdict']}" in text
