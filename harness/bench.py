@@ -425,13 +425,12 @@ def cmd_bench(args: BenchOptions) -> int:
     tag = device.type
     start = time.perf_counter()
     written = []
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     if "attention" not in skip:
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
         rows = bench_attention(device, seq_lens, args.warmup, args.iters, dtype)
         written.append(_write(pd.DataFrame([{**r, **common} for r in rows]), args.out / f"bench_attention_{tag}.csv"))
     mixer_lines = []
     if "mixers" not in skip:
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
         rows = bench_mixers(device, seq_lens, args.warmup, args.iters, dtype)
         mixer_lines = crossover_lines(rows)
         written.append(_write(pd.DataFrame([{**r, **common} for r in rows]), args.out / f"bench_mixer_{tag}.csv"))

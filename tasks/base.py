@@ -384,7 +384,6 @@ class Task(ABC):
         return []
 
 
-
 def nested_subset(groups: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
     """The sorted positions of the share ``fraction`` of items, stratified by ``groups``: each group keeps
     round(fraction * its size) items (at least one), the first ones of a fixed permutation of that group

@@ -208,18 +208,14 @@ class Option:
             return int(text) if _is_int_text(text) else value
         if kind is float:
             return float(text)
-        if kind in (tuple,):
-            return value
-        return kind(value)  # an option of another type (a plugin's): converted as before
+        return value if kind is tuple else kind(value)  # another type (a plugin's): converted as before
 
     def _convert(self, value: Any) -> tuple[bool, Any]:
         if value is None and (self.derived or (self.choices is not None and None in self.choices)):
             return True, None
         kind = self.type
         if self.choices is not None:
-            match = next((c for c in self.choices if value == c and (type(value) is type(c) or _same_number(value, c))),
-                         _REFUSED)
-            return match is not _REFUSED, match
+            return any(type(value) is type(c) and value == c for c in self.choices), value
         if kind is None:
             return True, value
         if kind is bool:
@@ -246,12 +242,6 @@ class Option:
         if converted is None or (self.range is not None and not self.range.contains(converted)):
             return _REFUSED
         return converted
-
-
-def _same_number(a: Any, b: Any) -> bool:
-    """Two numbers of the same kind (int choices take ints, float choices floats or ints; no bools)."""
-    return (not isinstance(a, bool) and not isinstance(b, bool) and isinstance(a, numbers.Real)
-            and isinstance(b, numbers.Real) and (isinstance(b, float) or isinstance(a, numbers.Integral)))
 
 
 def _is_int_text(text: str) -> bool:
